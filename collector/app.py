@@ -1,0 +1,320 @@
+"""The collector's aiohttp application: :func:`create_app` builds it from :class:`Settings`."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from protocol import (
+    BatchError,
+    TooLargeError,
+    check_media_type,
+    decode_batch,
+    inflate,
+    utcnow,
+)
+from protocol.limits import BOX_ID_PATTERN, MAX_BODY_BYTES
+from protocol.timefmt import to_micros
+
+from .errors import BadQueryError, CollectorError, OverloadedError, StorageError
+from .export import export_chunks
+from .ingest import rows_from_batch
+from .query import parse_filters
+from .report import build_report
+from .settings import Settings
+from .storage import Storage, make_storage
+from .tokens import bearer, new_admin_token, new_box_token, same_token, token_hash
+
+log = logging.getLogger("collector")
+access = logging.getLogger("collector.access")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Storage)
+ADMIN_HASH = web.AppKey("admin_hash", bytes)
+LOG_BOX_ID = web.RequestKey("log_box_id", str)
+LOG_COUNTS = web.RequestKey("log_counts", dict[str, int])
+
+#: Keyword arguments for the server under the app: the collector inflates gzip itself,
+#: with a limit, so aiohttp must hand the body over as sent.
+SERVER_KWARGS: dict[str, Any] = {"auto_decompress": False, "max_field_size": 8190,
+                                 "max_line_size": 8190}
+
+_BOX_ID = re.compile(BOX_ID_PATTERN)
+
+
+class ApiError(Exception):
+    """An error answer in the contract's form: ``{"error": code, "detail": message}``."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        """The answer to send."""
+        return web.Response(
+            body=orjson.dumps({"error": self.code, "detail": self.detail}), status=self.status,
+            content_type="application/json", headers=self.headers,
+        )
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer (orjson: fast, and non-ASCII kept as is)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+# -- authentication --------------------------------------------------------------------------
+
+async def _principal(request: web.Request) -> tuple[str, str | None]:
+    """("none"|"unknown"|"admin"|"box"|"revoked", box_id)."""
+    token = bearer(request.headers.get("Authorization"))
+    if token is None:
+        return "none", None
+    if same_token(token, request.app[ADMIN_HASH]):
+        return "admin", None
+    info = await request.app[STORE].lookup_token(token_hash(token))
+    if info is None:
+        return "unknown", None
+    return ("revoked" if info.revoked else "box"), info.box_id
+
+
+async def require_admin(request: web.Request) -> None:
+    """401 without a (known) token, 403 with a box token."""
+    kind, _ = await _principal(request)
+    if kind in ("none", "unknown"):
+        raise ApiError(401, "unauthorized", "Authorization: a valid admin bearer token is required")
+    if kind != "admin":
+        raise ApiError(403, "forbidden", "Authorization: a box token cannot use this endpoint")
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+async def post_boxes(request: web.Request) -> web.Response:
+    """Enrol a box: answers a new token for it."""
+    await require_admin(request)
+    try:
+        doc = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed", f"body: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "malformed", "body: must be a JSON object")
+    box_id = doc.get("box_id")
+    if not isinstance(box_id, str) or not _BOX_ID.match(box_id):
+        raise ApiError(400, "malformed", "box_id: must be 1 to 64 of A-Z a-z 0-9 . _ : -")
+    token = await issue_box_token(request.app[STORE], box_id)
+    request[LOG_BOX_ID] = box_id
+    return json_response({"box_id": box_id, "token": token}, status=201)
+
+
+async def issue_box_token(store: Storage, box_id: str) -> str:
+    """Make, keep (hashed) and answer a new token for ``box_id``."""
+    token = new_box_token()
+    await store.add_box_token(box_id, token_hash(token), to_micros(utcnow()))
+    return token
+
+
+async def post_batches(request: web.Request) -> web.Response:
+    """Ingest a batch: the contract's section 3, every check in its order."""
+    kind, token_box = await _principal(request)
+    if kind in ("none", "unknown"):
+        raise ApiError(401, "unauthorized", "Authorization: a valid box bearer token is required")
+    if kind == "revoked":
+        raise ApiError(403, "forbidden", "Authorization: this token was revoked")
+    if kind == "admin":
+        raise ApiError(403, "forbidden", "Authorization: the admin token cannot upload")
+    assert token_box is not None
+    request[LOG_BOX_ID] = token_box
+    try:
+        gzipped = check_media_type(
+            request.headers.get("Content-Type"), request.headers.get("Content-Encoding")
+        )
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise TooLargeError(
+                f"body is {request.content_length} bytes; at most {MAX_BODY_BYTES} as sent"
+            )
+        body = await _read_limited(request)
+        batch = decode_batch(inflate(body, gzipped=gzipped))
+    except BatchError as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    env = batch.envelope
+    if env.box_id != token_box:
+        raise ApiError(403, "forbidden", f"box_id: this token belongs to another box than {env.box_id}")
+    received_at = utcnow()
+    indexed = rows_from_batch(batch, received_at)
+    try:
+        fresh = await request.app[STORE].ingest([row for _, row in indexed])
+    except OverloadedError as exc:
+        raise ApiError(503, "overloaded", "the collector is shedding load; retry later",
+                       headers={"Retry-After": str(exc.retry_after_s)}) from None
+    accepted = sum(fresh)
+    duplicates = len(fresh) - accepted
+    rejected = [{"index": r.index, "id": r.id, "error": r.error} for r in batch.rejected]
+    request[LOG_COUNTS] = {"records": len(batch.records), "accepted": accepted,
+                             "duplicates": duplicates, "rejected": len(rejected)}
+    if rejected:
+        log.info("records rejected", extra={"box_id": env.box_id,
+                                            "errors": [r["error"] for r in rejected[:5]]})
+    return json_response({"accepted": accepted, "duplicates": duplicates, "rejected": rejected})
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise TooLargeError(f"body is over {MAX_BODY_BYTES} bytes as sent")
+    return bytes(body)
+
+
+async def get_report(request: web.Request) -> web.Response:
+    """The report for the query's filters."""
+    await require_admin(request)
+    filters = parse_filters(request.query, request.query.keys())
+    return json_response(await build_report(request.app[STORE], filters))
+
+
+async def get_export(request: web.Request) -> web.StreamResponse:
+    """Stream every stored record of a kind, as JSON lines or CSV."""
+    await require_admin(request)
+    q = request.query
+    filters = parse_filters(q, q.keys(), allowed_extra=("kind", "format"))
+    kind = q.get("kind")
+    if kind not in ("session", "survey"):
+        raise BadQueryError("kind: required, session or survey")
+    fmt = q.get("format", "jsonl")
+    if fmt not in ("jsonl", "csv"):
+        raise BadQueryError("format: must be jsonl or csv")
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
+        "Content-Disposition": f'attachment; filename="{kind}s.{fmt}"',
+    })
+    chunks = export_chunks(kind, fmt, request.app[STORE].export_rows(kind, filters))
+    first = await anext(chunks, b"")  # fail before the 200 is sent, where the store fails
+    await resp.prepare(request)
+    if first:
+        await resp.write(first)
+    async for chunk in chunks:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers."""
+    try:
+        counts = await request.app[STORE].counts()
+    except CollectorError as exc:
+        raise ApiError(503, "not_ready", f"store: {exc}") from None
+    return json_response({"status": "ready", **counts})
+
+
+# -- middlewares ------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Convert every failure to the contract's error body; one log line per request."""
+    start = time.perf_counter()
+    err: ApiError
+    try:
+        resp = await handler(request)
+    except ApiError as exc:
+        err = exc
+    except BadQueryError as exc:
+        err = ApiError(400, "bad_query", str(exc))
+    except BatchError as exc:
+        err = ApiError(exc.status, exc.code, exc.detail)
+    except web.HTTPException as exc:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+        err = ApiError(exc.status, code, exc.reason, headers=_allow(exc))
+    except StorageError as exc:
+        log.error("store failed", extra={"path": request.path, "error": str(exc)})
+        err = ApiError(503, "unavailable", "the data store failed; retry later", headers={"Retry-After": "5"})
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        err = ApiError(500, "internal", "internal error")
+    else:
+        _log_request(request, resp.status, start)
+        return resp
+    _log_request(request, err.status, start)
+    return err.response()
+
+
+def _log_request(request: web.Request, status: int, start: float) -> None:
+    extra: dict[str, Any] = {
+        "method": request.method, "path": request.path, "status": status,
+        "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+    }
+    if request.get(LOG_BOX_ID):
+        extra["box_id"] = request[LOG_BOX_ID]
+    counts: dict[str, int] | None = request.get(LOG_COUNTS)
+    if counts:
+        extra.update(counts)
+    access.info("request", extra=extra)
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None
+
+
+# -- the factory --------------------------------------------------------------------------------
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = make_storage(settings)
+    await store.open()
+    app[STORE] = store
+    try:
+        app[ADMIN_HASH] = token_hash(await admin_token(store, settings))
+        yield
+    finally:
+        await store.close()
+
+
+async def admin_token(store: Storage, settings: Settings) -> str:
+    """The admin token: ``NPS_ADMIN_TOKEN``, else the one kept in the store (made once)."""
+    if settings.admin_token:
+        return settings.admin_token
+    existing = await store.get_meta("admin_token")
+    if existing is None:
+        existing = await store.set_meta_once("admin_token", new_admin_token())
+        log.warning("admin token generated", extra={"kept_in": f"{store.location} (nps_meta.admin_token)"})
+    print(
+        f"NPS_ADMIN_TOKEN is unset: the admin token is kept in the data store at {store.location} "
+        f"(table nps_meta, key admin_token); print it with: nps-collector admin-token --db {settings.db}",
+        flush=True,
+    )
+    return existing
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The collector's application; the store opens and closes with it."""
+    app = web.Application(
+        middlewares=[errors_and_access_log],
+        client_max_size=MAX_BODY_BYTES + 1,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_store_ctx)
+    app.router.add_post("/v1/boxes", post_boxes)
+    app.router.add_post("/v1/batches", post_batches)
+    app.router.add_get("/v1/report", get_report)
+    app.router.add_get("/v1/export", get_export)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,120 @@
+"""``nps-collector``: serve, enrol and revoke boxes, show the admin token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import fields
+from typing import Any
+
+from aiohttp import web
+
+from protocol.limits import BOX_ID_PATTERN
+
+from .app import SERVER_KWARGS, admin_token, create_app, issue_box_token
+from .errors import CollectorError
+from .logs import setup_logging
+from .settings import Settings
+from .storage import Storage, make_storage
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    for f in fields(Settings):
+        flag = f.metadata.get("flag")
+        if not flag or (only is not None and f.name not in only):
+            continue
+        kind = int if f.type in ("int", int) else str
+        parser.add_argument(flag, dest=f.name, type=kind, default=None,
+                            help=f"{f.metadata['help']} (default: {f.default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, its flags generated from :class:`Settings`."""
+    parser = argparse.ArgumentParser(prog="nps-collector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the collector")
+    _add_setting_flags(serve)
+    for name, helptext in (
+        ("box-token", "print a new upload token for BOX_ID"),
+        ("box-revoke", "revoke every token issued so far to BOX_ID"),
+        ("delete-box", "delete every record and token of BOX_ID"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("box_id", metavar="BOX_ID")
+        _add_setting_flags(p, only=("db",))
+    p = sub.add_parser("admin-token", help="print the admin token kept in the data store")
+    _add_setting_flags(p, only=("db",))
+    return parser
+
+
+async def _with_store(settings: Settings, action: Callable[[Storage], Awaitable[Any]]) -> Any:
+    store = make_storage(settings)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _check_box_id(box_id: str) -> None:
+    if not re.match(BOX_ID_PATTERN, box_id):
+        raise CollectorError(f"BOX_ID: {box_id!r} must be 1 to 64 of A-Z a-z 0-9 . _ : -")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nps-collector`` console script."""
+    args = build_parser().parse_args(argv)
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    try:
+        settings = Settings.from_env(**overrides)
+        if args.command == "serve":
+            setup_logging(settings.log_level)
+            web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                        print=lambda msg: print(msg, flush=True), access_log=None,
+                        handler_args=SERVER_KWARGS)
+            return 0
+        if args.command == "box-token":
+            _check_box_id(args.box_id)
+            token = asyncio.run(_with_store(settings, lambda s: issue_box_token(s, args.box_id)))
+            print(token)
+            return 0
+        if args.command == "box-revoke":
+            _check_box_id(args.box_id)
+            n = asyncio.run(_with_store(settings, lambda s: s.revoke_box(args.box_id)))
+            print(f"revoked {n} token(s) of {args.box_id}", file=sys.stderr)
+            return 0
+        if args.command == "delete-box":
+            _check_box_id(args.box_id)
+            n = asyncio.run(_with_store(settings, lambda s: s.delete_box(args.box_id)))
+            print(f"deleted {n} record(s) and every token of {args.box_id}", file=sys.stderr)
+            return 0
+        if args.command == "admin-token":
+            print(asyncio.run(_with_store(settings, _admin_token_quiet(settings))))
+            return 0
+    except CollectorError as exc:
+        print(f"nps-collector: {exc}", file=sys.stderr)
+        return 2
+    return 2  # pragma: no cover
+
+
+def _admin_token_quiet(settings: Settings) -> Callable[[Storage], Awaitable[str]]:
+    async def get(store: Storage) -> str:
+        if settings.admin_token:
+            return settings.admin_token
+        kept = await store.get_meta("admin_token")
+        if kept is None:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                kept = await admin_token(store, settings)
+        return kept
+
+    return get
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The collector's exception tree; HTTP handlers turn these into the contract's answers."""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """Base class of every error raised by :mod:`collector`."""
+
+
+class ConfigError(CollectorError):
+    """A setting or the database URL is wrong; the message names it."""
+
+
+class StorageError(CollectorError):
+    """The data store failed."""
+
+
+class StoreClosedError(StorageError):
+    """The store was used after :meth:`close`."""
+
+
+class OverloadedError(CollectorError):
+    """The write queue is full: shed load and tell the box when to come back."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"write queue full; retry after {retry_after_s} s")
+
+
+class BadQueryError(CollectorError):
+    """A report or export parameter is wrong; the message names it."""

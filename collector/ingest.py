@@ -1,0 +1,68 @@
+"""From a decoded batch to rows to store: clock correction, derived metrics, buckets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+
+from protocol import Accepted, DecodedBatch, SessionRecord, SurveyRecord, to_micros
+from protocol.limits import CLOCK_SKEW_TOLERANCE_S
+
+from .buckets import bucket_index
+from .model import Row, SessionRow, SurveyRow
+
+
+def clock_shift_us(sent_at: datetime, received_at: datetime) -> int:
+    """The correction for a batch: 0 within tolerance, else collector time minus box time."""
+    diff = to_micros(received_at) - to_micros(sent_at)
+    if abs(diff) > CLOCK_SKEW_TOLERANCE_S * 1_000_000:
+        return diff
+    return 0
+
+
+def rows_from_batch(batch: DecodedBatch, received_at: datetime) -> list[tuple[int, Row]]:
+    """(index in the batch, row) for each accepted record."""
+    env = batch.envelope
+    shift = clock_shift_us(env.sent_at, received_at)
+    received_us = to_micros(received_at)
+    box = env.box
+    model = box.model if box else None
+    firmware = box.firmware if box else None
+    region = box.region if box else None
+    out: list[tuple[int, Row]] = []
+    for acc in batch.accepted:
+        out.append((acc.index, _row(acc, env.box_id, received_us, shift, model, firmware, region)))
+    return out
+
+
+def _row(
+    acc: Accepted, box_id: str, received_us: int, shift: int,
+    model: str | None, firmware: str | None, region: str | None,
+) -> Row:
+    rec = acc.record
+    raw = orjson.dumps(acc.raw)
+    shift_s = shift / 1_000_000
+    if isinstance(rec, SessionRecord):
+        q = rec.qos
+        ratio = q.rebuffer_ratio
+        return SessionRow(
+            id=rec.id, box_id=box_id, received_us=received_us,
+            started_us=to_micros(rec.started_at) + shift, ended_us=to_micros(rec.ended_at) + shift,
+            channel=rec.channel, content_type=rec.content_type,
+            startup_ms=q.startup_ms, watch_s=q.watch_s, rebuffer_count=q.rebuffer_count,
+            rebuffer_s=q.rebuffer_s, avg_bitrate_kbps=q.avg_bitrate_kbps,
+            bitrate_switches=q.bitrate_switches, failed=q.failed, rebuffer_ratio=ratio,
+            rb_bucket=bucket_index("rebuffer_ratio", ratio),
+            br_bucket=bucket_index("avg_bitrate_kbps", q.avg_bitrate_kbps),
+            su_bucket=bucket_index("startup_ms", q.startup_ms),
+            model=model, firmware=firmware, region=region, clock_shift_s=shift_s, raw=raw,
+        )
+    assert isinstance(rec, SurveyRecord)
+    return SurveyRow(
+        id=rec.id, box_id=box_id, received_us=received_us, session_id=rec.session_id,
+        shown_us=to_micros(rec.shown_at) + shift,
+        answered_us=to_micros(rec.answered_at) + shift if rec.answered_at else None,
+        outcome=rec.outcome, score=rec.score, reason=rec.reason, locale=rec.locale,
+        model=model, firmware=firmware, region=region, clock_shift_s=shift_s, raw=raw,
+    )

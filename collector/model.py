@@ -1,0 +1,110 @@
+"""What the collector stores and queries, independent of the database behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A session record ready to store; times in µs since the epoch, clock-corrected."""
+
+    id: str
+    box_id: str
+    received_us: int
+    started_us: int
+    ended_us: int
+    channel: str | None
+    content_type: str | None
+    startup_ms: int | None
+    watch_s: float
+    rebuffer_count: int
+    rebuffer_s: float
+    avg_bitrate_kbps: float | None
+    bitrate_switches: int
+    failed: bool
+    rebuffer_ratio: float
+    rb_bucket: int | None
+    br_bucket: int | None
+    su_bucket: int | None
+    model: str | None
+    firmware: str | None
+    region: str | None
+    clock_shift_s: float
+    #: The record's named fields as received, JSON.
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyRow:
+    """A survey record ready to store; times in µs since the epoch, clock-corrected."""
+
+    id: str
+    box_id: str
+    received_us: int
+    session_id: str | None
+    shown_us: int
+    answered_us: int | None
+    outcome: str
+    score: int | None
+    reason: str | None
+    locale: str | None
+    model: str | None
+    firmware: str | None
+    region: str | None
+    clock_shift_s: float
+    raw: bytes
+
+
+Row = SessionRow | SurveyRow
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The report's and the export's filters; times half-open, µs since the epoch."""
+
+    from_us: int | None = None
+    to_us: int | None = None
+    region: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    channel: str | None = None
+    content_type: str | None = None
+
+    @property
+    def through_session(self) -> bool:
+        """Whether a survey can only be matched through its session."""
+        return self.channel is not None or self.content_type is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionGroup:
+    """A count of sessions sharing bucket indices, failure and surveyed flags."""
+
+    rb_bucket: int | None
+    br_bucket: int | None
+    su_bucket: int | None
+    failed: bool
+    surveyed: bool
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyFact:
+    """One survey in range, with its session's metrics where the session is known."""
+
+    outcome: str
+    score: int | None
+    reason: str | None
+    has_session: bool
+    rebuffer_ratio: float | None
+    avg_bitrate_kbps: float | None
+    startup_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A stored box token's owner and state."""
+
+    box_id: str
+    revoked: bool

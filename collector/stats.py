@@ -1,0 +1,156 @@
+"""The statistics the report needs: the adjusted-Wald NPS interval and Spearman's rho.
+
+Pure Python on purpose: the two formulas are short, exactly specified by the contract,
+and checked against scipy in the tests; scipy itself would weigh more than the rest of
+the collector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975); the contract writes 1.96
+Z95_CONTRACT = 1.96
+
+
+def nps(promoters: int, detractors: int, answered: int) -> float | None:
+    """``100 * (P - D) / n``; None with no answers."""
+    if answered == 0:
+        return None
+    return 100.0 * (promoters - detractors) / answered
+
+
+def nps_ci95(promoters: int, detractors: int, answered: int) -> list[float] | None:
+    """The adjusted-Wald 95 % interval of the NPS (Rocks 2016), in points, clamped to ±100."""
+    if answered == 0:
+        return None
+    n = answered + 3
+    p = (promoters + 0.75) / n
+    d = (detractors + 0.75) / n
+    diff = p - d
+    half = Z95_CONTRACT * math.sqrt(max(p + d - diff * diff, 0.0) / n)
+    return [max(-100.0, 100.0 * (diff - half)), min(100.0, 100.0 * (diff + half))]
+
+
+def adjusted_wald(promoters: int, detractors: int, answered: int) -> tuple[float, float]:
+    """The adjusted-Wald estimate of the NPS (as a fraction) and its variance."""
+    n = answered + 3
+    p = (promoters + 0.75) / n
+    d = (detractors + 0.75) / n
+    return p - d, (p + d - (p - d) ** 2) / n
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties taking the average of the ranks they span."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    n = len(order)
+    while i < n:
+        j = i
+        v = values[order[i]]
+        while j + 1 < n and values[order[j + 1]] == v:
+            j += 1
+        avg = (i + j) / 2.0 + 1.0
+        for k in range(i, j + 1):
+            ranks[order[k]] = avg
+        i = j + 1
+    return ranks
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    """Spearman's rho, its two-sided p-value, and the number of pairs."""
+
+    spearman: float | None
+    p_value: float | None
+    n: int
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> Correlation:
+    """Spearman's rank correlation with average ranks for ties, p-value as scipy computes it
+    (t distribution with n - 2 degrees of freedom). Null where n < 3 or a side is constant."""
+    n = len(xs)
+    if n != len(ys):
+        raise ValueError("xs and ys differ in length")
+    if n < 3:
+        return Correlation(None, None, n)
+    return pearson_correlation(average_ranks(xs), average_ranks(ys))
+
+
+def pearson_correlation(rx: Sequence[float], ry: Sequence[float], weights: Sequence[float] | None = None) -> Correlation:
+    """Pearson's r of (optionally weighted) points, with the t-test p-value; on ranks this
+    is Spearman's rho. ``weights`` are integer counts when points stand for many pairs."""
+    if weights is None:
+        weights = [1.0] * len(rx)
+    n_total = sum(weights)
+    n = round(n_total)
+    if n < 3:
+        return Correlation(None, None, n)
+    mx = sum(w * x for w, x in zip(weights, rx, strict=True)) / n_total
+    my = sum(w * y for w, y in zip(weights, ry, strict=True)) / n_total
+    sxx = syy = sxy = 0.0
+    for w, x, y in zip(weights, rx, ry, strict=True):
+        dx = x - mx
+        dy = y - my
+        sxx += w * dx * dx
+        syy += w * dy * dy
+        sxy += w * dx * dy
+    if sxx <= 0.0 or syy <= 0.0:
+        return Correlation(None, None, n)
+    r = sxy / math.sqrt(sxx * syy)
+    r = max(-1.0, min(1.0, r))
+    return Correlation(r, t_test_p_value(r, n), n)
+
+
+def t_test_p_value(r: float, n: int) -> float:
+    """Two-sided p-value of a correlation ``r`` over ``n`` pairs (t with n - 2 df)."""
+    df = n - 2
+    if abs(r) >= 1.0:
+        return 0.0
+    t2 = r * r * df / (1.0 - r * r)
+    # P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2)
+    return regularized_beta(df / (df + t2), df / 2.0, 0.5)
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (continued fraction, Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(ln_front) * _beta_cf(x, a, b) / a
+    return 1.0 - math.exp(ln_front) * _beta_cf(1.0 - x, b, a) / b
+
+
+def _beta_cf(x: float, a: float, b: float) -> float:
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = 1.0
+    d = 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h

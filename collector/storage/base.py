@@ -1,0 +1,92 @@
+"""The storage interface: one contract, an SQLite and a PostgreSQL implementation."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """One stored record for the export: its fields as received plus what the collector added."""
+
+    raw: bytes
+    box_id: str
+    received_us: int
+    model: str | None
+    firmware: str | None
+    region: str | None
+    clock_shift_s: float
+
+
+class Storage(abc.ABC):
+    """Where the collector keeps tokens and records.
+
+    Implementations write through one writer with group commit and read off the event
+    loop. ``close()`` is idempotent; any other call after it raises
+    :class:`~collector.errors.StoreClosedError`.
+    """
+
+    #: Human-readable location, for logs and the admin-token message (no secrets).
+    location: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, start the writer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish queued writes and release everything. Idempotent."""
+
+    # -- records -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def ingest(self, rows: Sequence[Row]) -> list[bool]:
+        """Store rows durably; answer, per row, True if new and False if its id was held.
+
+        Raises :class:`~collector.errors.OverloadedError` when the write queue is full.
+        Returns only after the commit is on disk.
+        """
+
+    @abc.abstractmethod
+    async def session_groups(self, filters: Filters) -> list[SessionGroup]:
+        """Counts of matching sessions by bucket indices, failure and surveyed flags."""
+
+    @abc.abstractmethod
+    async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
+        """Every matching survey with its session's metrics where the session is known."""
+
+    @abc.abstractmethod
+    def export_rows(self, kind: str, filters: Filters) -> AsyncIterator[ExportRow]:
+        """Stream every matching stored record of ``kind`` in arrival order."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """How many sessions and surveys are stored (for health and metrics)."""
+
+    # -- tokens and settings -----------------------------------------------------------
+    @abc.abstractmethod
+    async def add_box_token(self, box_id: str, token_hash: bytes, issued_us: int) -> None:
+        """Keep a new token hash for ``box_id``."""
+
+    @abc.abstractmethod
+    async def revoke_box(self, box_id: str) -> int:
+        """Revoke every token issued so far to ``box_id``; answer how many."""
+
+    @abc.abstractmethod
+    async def lookup_token(self, token_hash: bytes) -> TokenInfo | None:
+        """The owner of a token hash, or None."""
+
+    @abc.abstractmethod
+    async def get_meta(self, key: str) -> str | None:
+        """A collector-wide setting kept in the store."""
+
+    @abc.abstractmethod
+    async def set_meta_once(self, key: str, value: str) -> str:
+        """Keep ``value`` under ``key`` unless one is there already; answer the kept value."""
+
+    @abc.abstractmethod
+    async def delete_box(self, box_id: str) -> int:
+        """Delete every record and token of one box; answer how many records."""

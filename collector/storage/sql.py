@@ -1,0 +1,82 @@
+"""SQL shared by the backends: column lists, row values and filter clauses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Filters, SessionRow, SurveyRow
+
+SESSION_COLUMNS = (
+    "id", "box_id", "received_us", "started_us", "ended_us", "channel", "content_type",
+    "startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
+    "bitrate_switches", "failed", "rebuffer_ratio", "rb_bucket", "br_bucket", "su_bucket",
+    "model", "firmware", "region", "clock_shift_s", "raw",
+)
+SURVEY_COLUMNS = (
+    "id", "box_id", "received_us", "session_id", "shown_us", "answered_us", "outcome",
+    "score", "reason", "locale", "model", "firmware", "region", "clock_shift_s", "raw",
+)
+
+
+def session_values(r: SessionRow) -> tuple[Any, ...]:
+    """A session row's values in :data:`SESSION_COLUMNS` order."""
+    return (
+        r.id, r.box_id, r.received_us, r.started_us, r.ended_us, r.channel, r.content_type,
+        r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
+        r.bitrate_switches, int(r.failed), r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
+        r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
+    )
+
+
+def survey_values(r: SurveyRow) -> tuple[Any, ...]:
+    """A survey row's values in :data:`SURVEY_COLUMNS` order."""
+    return (
+        r.id, r.box_id, r.received_us, r.session_id, r.shown_us, r.answered_us, r.outcome,
+        r.score, r.reason, r.locale, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
+    )
+
+
+class _Params:
+    def __init__(self, style: str) -> None:
+        self.style = style
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return "?" if self.style == "?" else f"${len(self.values)}"
+
+
+def where_sessions(f: Filters, style: str) -> tuple[str, list[Any]]:
+    """WHERE clause over ``sessions`` (unaliased); ``style`` is ``?`` or ``$`` (numbered)."""
+    p = _Params(style)
+    parts = []
+    if f.from_us is not None:
+        parts.append(f"started_us >= {p.add(f.from_us)}")
+    if f.to_us is not None:
+        parts.append(f"started_us < {p.add(f.to_us)}")
+    for col in ("region", "model", "firmware", "channel", "content_type"):
+        value = getattr(f, col)
+        if value is not None:
+            parts.append(f"{col} = {p.add(value)}")
+    return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
+
+
+def where_surveys(f: Filters, style: str) -> tuple[str, list[Any]]:
+    """WHERE clause over ``surveys v LEFT JOIN sessions s``: a survey reaches the channel
+    and content-type filters through its session, so a survey whose session has not
+    arrived is left out of such a query."""
+    p = _Params(style)
+    parts = []
+    if f.from_us is not None:
+        parts.append(f"v.shown_us >= {p.add(f.from_us)}")
+    if f.to_us is not None:
+        parts.append(f"v.shown_us < {p.add(f.to_us)}")
+    for col in ("region", "model", "firmware"):
+        value = getattr(f, col)
+        if value is not None:
+            parts.append(f"v.{col} = {p.add(value)}")
+    for col in ("channel", "content_type"):
+        value = getattr(f, col)
+        if value is not None:
+            parts.append(f"s.{col} = {p.add(value)}")
+    return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
