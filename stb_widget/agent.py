@@ -1,0 +1,220 @@
+"""The agent: player events in, session records and questions out, uploads in the back.
+
+Usable as a library (a simulator runs thousands in one process): inject the clock, the
+record store, the aiohttp session, the presenter factory and the random source; feed
+player events with :meth:`Agent.feed`; stop with :meth:`Agent.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from protocol import SurveyRecord
+
+from .buffer import RecordStore, SqliteBuffer
+from .clock import Clock, SystemClock
+from .config import Config
+from .events import PlayerEvent
+from .ids import uuid7
+from .policy import SurveyPolicy
+from .presenters import PresenterFactory, default_presenter_factory
+from .survey_port import PresenterUnavailable, SurveyRequest
+from .sync import Uploader
+from .tracker import FinishedSession, SessionTracker
+
+log = logging.getLogger(__name__)
+
+
+class _Sink:
+    """The presenter's sink: the store, remembering what it was told."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self._store = store
+        self.confirmed_record: SurveyRecord | None = None
+        self.finished_record: SurveyRecord | None = None
+
+    async def confirmed(self, record: SurveyRecord) -> None:
+        await self._store.confirmed(record)
+        self.confirmed_record = record
+
+    async def finished(self, record: SurveyRecord) -> None:
+        await self._store.finished(record)
+        self.finished_record = record
+
+
+class Agent:
+    """One box's agent.
+
+    ``store`` defaults to the sqlite buffer in ``config.data_dir`` (opened by
+    :meth:`start`); ``http`` to an aiohttp session the agent owns; ``presenters`` to the
+    lazy Textual presenter; ``upload=False`` runs no uploader (records stay buffered).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        store: RecordStore | None = None,
+        http: aiohttp.ClientSession | None = None,
+        presenters: PresenterFactory | None = None,
+        rng: random.Random | None = None,
+        upload: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self._store = store
+        self._owns_store = store is None
+        self._http = http
+        self._owns_http = http is None
+        self._presenters = presenters or default_presenter_factory(config.survey)
+        self._rng = rng or random.Random()
+        self._upload = upload
+        self.tracker = SessionTracker(self.clock)
+        self.policy = SurveyPolicy(config.survey, config.box_id, self.clock)
+        self.uploader: Uploader | None = None
+        self._upload_task: asyncio.Task[None] | None = None
+        self._question: asyncio.Task[None] | None = None
+        self._no_display_logged = False
+        #: Sessions recorded, questions shown by outcome.
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def store(self) -> RecordStore:
+        """The record store (after :meth:`start`)."""
+        assert self._store is not None, "Agent.start() first"
+        return self._store
+
+    async def start(self) -> None:
+        """Open the store and the HTTP session; start the uploader."""
+        if self._store is None:
+            self._store = await SqliteBuffer.open(
+                self.config.db_path, self.config.buffer, self.clock
+            )
+        if self._upload:
+            if self._http is None:
+                self._http = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(
+                        total=self.config.collector.timeout_s,
+                        connect=self.config.collector.connect_timeout_s,
+                    ),
+                    headers={"User-Agent": "stb-widget/0.1"},
+                )
+            self.uploader = Uploader(self.config, self._store, self._http, self.clock, self._rng)
+            self._upload_task = asyncio.create_task(self.uploader.run(), name="uploader")
+
+    async def feed(self, event: PlayerEvent) -> None:
+        """Apply one player event; a session that ends is stored (one write) and maybe asked."""
+        done = self.tracker.feed(event)
+        if done is not None:
+            await self._ended(done)
+
+    @property
+    def question_up(self) -> bool:
+        """Is a question on screen (or being prepared)?"""
+        return self._question is not None and not self._question.done()
+
+    async def wait_question(self) -> None:
+        """Wait until the current question (if any) is over; for tests and simulators."""
+        if self._question is not None:
+            await asyncio.gather(self._question, return_exceptions=True)
+
+    async def _ended(self, done: FinishedSession) -> None:
+        store = self.store
+        await store.add_session(done.record)
+        self.counts["sessions"] += 1
+        reason = self.policy.decide(done, store.cooldowns(), self.question_up)
+        if reason is None:
+            self._question = asyncio.create_task(self._ask(done), name="question")
+
+    async def _ask(self, done: FinishedSession) -> None:
+        session_id = done.record.id
+        try:
+            presenter = self._presenters()
+        except Exception:
+            log.exception("cannot load the question presenter")
+            self.policy.count("presenter_error", session_id)
+            return
+        if presenter is None:
+            self._no_display(session_id)
+            return
+        survey = self.config.survey
+        request = SurveyRequest(
+            survey_id=uuid7(int(self.clock.wall().timestamp() * 1000)),
+            session_id=session_id,
+            locale=survey.locale,
+            service_name=survey.service_name,
+            timeout_s=survey.timeout_s,
+            tty=survey.tty,
+        )
+        sink = _Sink(self.store)
+        record: SurveyRecord | None = None
+        try:
+            record = await presenter.present(request, sink)
+        except PresenterUnavailable:
+            self._no_display(session_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the question presenter failed")
+            self.policy.count("presenter_error", session_id)
+        finally:
+            # Whatever happened, a confirmed answer must become uploadable.
+            final = sink.finished_record or record or sink.confirmed_record
+            if sink.finished_record is None and final is not None:
+                await asyncio.shield(self.store.finished(final))
+        if final is not None:
+            self.counts[f"asked_{final.outcome}"] += 1
+            log.info("question after session %s: %s", session_id, final.outcome)
+
+    def _no_display(self, session_id: str) -> None:
+        if not self._no_display_logged:
+            log.warning("no terminal to draw the question on (survey.tty=%r): sessions due a "
+                        "question are counted as no_display", self.config.survey.tty)
+            self._no_display_logged = True
+        self.policy.count("no_display", session_id)
+
+    async def stop(self) -> None:
+        """End the open session (not a failure), stop uploading, close what we opened."""
+        done = self.tracker.close()
+        if done is not None and self._store is not None:
+            await self._store.add_session(done.record)
+            self.counts["sessions"] += 1
+            self.policy.count("shutdown", done.record.id)
+        for task in (self._question, self._upload_task):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (self._question, self._upload_task):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        self._upload_task = None
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for logs and tests: sessions, reasons not asked, evictions, uploads."""
+        return {
+            "counts": dict(self.counts),
+            "not_asked": dict(self.policy.reasons),
+            "evictions": dict(self._store.evictions) if self._store else {},
+            "uploads": dict(self.uploader.stats) if self.uploader else {},
+        }
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()

@@ -1,0 +1,73 @@
+"""``stb-widget``: ``run`` (the agent), ``ask`` (the question once; the UI's), ``config-doc``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+
+from .errors import AgentError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run_agent
+
+    try:
+        config = load_config(args.config)
+    except AgentError as exc:
+        print(f"stb-widget: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run_agent(config))
+    except AgentError as exc:
+        print(f"stb-widget: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    # The question UI is another module (and another engineer's); import it only here.
+    try:
+        module = importlib.import_module("stb_widget.ui.ask")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("stb_widget.ui", "stb_widget.ui.ask"):
+            print("stb-widget ask: the question UI is not installed", file=sys.stderr)
+            return 2
+        raise
+    result: int = module.main(args)
+    return result
+
+
+def _config_doc(args: argparse.Namespace) -> int:
+    from .config import config_doc
+
+    sys.stdout.write(config_doc())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stb-widget`` console script."""
+    parser = argparse.ArgumentParser(prog="stb-widget", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the box agent")
+    run.add_argument("--config", required=True, help="the agent's TOML configuration")
+    run.set_defaults(func=_run)
+    ask = sub.add_parser("ask", help="show the question once; print the survey record")
+    ask.add_argument("--locale", default="nl", help="the question's language")
+    ask.set_defaults(func=_ask)
+    doc = sub.add_parser("config-doc", help="print the configuration keys as Markdown")
+    doc.set_defaults(func=_config_doc)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The internal player event model, shared by every source, and the JSON-lines parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+from protocol.types import CONTENT_TYPES
+
+from .errors import EventError
+
+EventKind = Literal[
+    "play", "first_frame", "bitrate", "stall_start", "stall_end",
+    "pause", "resume", "seek", "error", "stop",
+]
+KINDS: Final[frozenset[str]] = frozenset(
+    ("play", "first_frame", "bitrate", "stall_start", "stall_end",
+     "pause", "resume", "seek", "error", "stop")
+)
+#: Longest player event line accepted; longer ones are skipped.
+MAX_LINE: Final = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerEvent:
+    """One fact about the player.
+
+    ``at`` is seconds on any monotonic clock of the sender (None: the agent's own clock).
+    ``kbps`` is None on a ``bitrate`` event whose value is unknown. ``nominal`` is False
+    for a measured bitrate (it moves every second), which weighs in the average but is
+    never counted as a switch.
+    """
+
+    kind: EventKind
+    at: float | None = None
+    channel: str | None = None
+    content_type: str | None = None
+    kbps: float | None = None
+    nominal: bool = True
+    message: str | None = None
+
+
+def parse_event_line(line: bytes) -> PlayerEvent:
+    """Parse one line of the ``events`` source; :class:`EventError` says what is wrong.
+
+    A ``play`` with a bad ``channel`` or ``content_type`` still parses, with that field None.
+    """
+    if len(line) > MAX_LINE:
+        raise EventError(f"line longer than {MAX_LINE} bytes")
+    try:
+        doc: Any = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise EventError("not a JSON object")
+    kind = doc.get("event")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise EventError(f"event: unknown or missing ({kind!r})")
+    at = doc.get("at")
+    if at is not None and (
+        isinstance(at, bool) or not isinstance(at, int | float) or not (at == at)
+        or at in (float("inf"), float("-inf"))
+    ):
+        raise EventError("at: must be a number of seconds")
+    at_f = None if at is None else float(at)
+    if kind == "play":
+        channel = doc.get("channel")
+        ctype = doc.get("content_type")
+        return PlayerEvent(
+            "play", at_f,
+            channel=channel if isinstance(channel, str) and 0 < len(channel) <= 256 else None,
+            content_type=ctype if isinstance(ctype, str) and ctype in CONTENT_TYPES else None,
+        )
+    if kind == "bitrate":
+        kbps = doc.get("kbps")
+        if kbps is not None and (
+            isinstance(kbps, bool) or not isinstance(kbps, int | float) or not 0 <= kbps < 1e9
+        ):
+            raise EventError("kbps: must be a non-negative number or null")
+        return PlayerEvent("bitrate", at_f, kbps=None if kbps is None else float(kbps))
+    if kind == "error":
+        message = doc.get("message")
+        return PlayerEvent("error", at_f, message=str(message)[:200] if message else None)
+    return PlayerEvent(kind, at_f)  # type: ignore[arg-type]

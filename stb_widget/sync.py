@@ -1,0 +1,261 @@
+"""The uploader: batches of finished records to ``POST /v1/batches`` (contract §3).
+
+One request in flight, one aiohttp session for the agent's life. A batch goes when its
+oldest record has waited ``upload_delay_s`` or it is full (500 records or 256 KiB before
+gzip). Records are deleted only on a 200 whose body is the contract's answer with counts
+that add up. Retries use full-jitter exponential backoff, never sooner than Retry-After;
+401/403 keep everything and pause; 413 splits the batch.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import aiohttp
+import orjson
+
+from protocol import (
+    MAX_BODY_BYTES,
+    MAX_RECORDS,
+    Accepted,
+    Batch,
+    BoxInfo,
+    Record,
+    decode_record,
+    encode_batch,
+    gzip_body,
+)
+
+from .buffer import RecordStore, Stored
+from .clock import Clock, wait_event
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+#: A batch holds at most this much record JSON before gzip.
+MAX_BATCH_BYTES: Final = 256 * 1024
+RETRY_STATUSES: Final = frozenset((408, 429, 500, 502, 503, 504))
+#: Longest Retry-After honoured; a broken header must not silence a box for weeks.
+MAX_RETRY_AFTER_S: Final = 86_400.0
+
+Verdict = Literal["ok", "retry", "auth", "too_large", "client_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one upload attempt came to."""
+
+    verdict: Verdict
+    status: int | None
+    retry_after: float = 0.0
+    detail: str = ""
+
+
+def parse_retry_after(value: str | None, now_unix: float) -> float:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); 0 if absent or bad."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(MAX_RETRY_AFTER_S, max(0.0, when.timestamp() - now_unix))
+
+
+def is_ack(doc: Any, n: int) -> bool:
+    """Is this the contract's answer to a batch of ``n`` records?"""
+    if not isinstance(doc, dict):
+        return False
+    a, d, rej = doc.get("accepted"), doc.get("duplicates"), doc.get("rejected")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (a, d)):
+        return False
+    if not isinstance(rej, list) or not all(isinstance(r, dict) for r in rej):
+        return False
+    return bool(a + d + len(rej) == n)  # type: ignore[operator]
+
+
+class Uploader:
+    """Moves records from a :class:`~stb_widget.buffer.RecordStore` to the collector.
+
+    ``run()`` loops until cancelled; it waits on the store's ``changed`` event and on
+    ``clock.sleep`` only, never polls.
+    """
+
+    def __init__(self, config: Config, store: RecordStore, http: aiohttp.ClientSession,
+                 clock: Clock, rng: random.Random | None = None) -> None:
+        self._cfg = config.collector
+        self._box_id = config.box_id
+        b = config.box
+        self._box = (
+            BoxInfo(model=b.model or None, firmware=b.firmware or None, region=b.region or None)
+            if (b.model or b.firmware or b.region) else None
+        )
+        self._store = store
+        self._http = http
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._url = self._cfg.url.rstrip("/") + "/v1/batches"
+        self._timeout = aiohttp.ClientTimeout(
+            total=self._cfg.timeout_s, connect=self._cfg.connect_timeout_s
+        )
+        self._limit = MAX_RECORDS
+        self._failures = 0
+        #: Counts by outcome: ``ok``, ``http_<status>``, ``network``, ``bad_ack``, records...
+        self.stats: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        """Upload forever (cancel to stop)."""
+        jitter = self._rng.uniform(0, self._cfg.boot_jitter_s)
+        if jitter > 0:
+            log.info("first upload in %.1f s (boot jitter)", jitter)
+            await self._clock.sleep(jitter)
+        while True:
+            await self._wait_due()
+            await self.upload_once()
+
+    async def upload_once(self) -> Attempt | None:
+        """Send one batch now, then wait as the outcome says (backoff, pause)."""
+        records = await self._store.fetch(self._limit, MAX_BATCH_BYTES)
+        if not records:
+            return None
+        result = await self._attempt(records)
+        await self._after(result, len(records))
+        return result
+
+    async def _wait_due(self) -> None:
+        store = self._store
+        delay = self._cfg.upload_delay_s
+        while True:
+            store.changed.clear()
+            if store.ready_count == 0:
+                await store.changed.wait()
+                continue
+            if store.ready_count >= self._limit or store.ready_bytes >= MAX_BATCH_BYTES:
+                return
+            oldest = store.oldest_ready_wall_us()
+            now_us = self._clock.wall().timestamp() * 1e6
+            # Capped at the delay: a wall clock stepping back must not hold records longer.
+            wait = delay if oldest is None else min(delay, (oldest - now_us) / 1e6 + delay)
+            if wait <= 0:
+                return
+            await wait_event(self._clock, store.changed, wait)
+
+    async def _after(self, result: Attempt, n: int) -> None:
+        cfg = self._cfg
+        if result.verdict == "ok":
+            self._failures = 0
+            self._limit = MAX_RECORDS
+            return
+        if result.verdict == "too_large" and n > 1:
+            self._limit = max(1, n // 2)
+            log.warning("collector answered 413 to %d records: splitting, next batch %d",
+                        n, self._limit)
+            return
+        if result.verdict == "auth":
+            self._failures = 0
+            log.error(
+                "UPLOADS PAUSED for %.0f s: the collector refused this box's token (HTTP %s: "
+                "%s). Nothing is deleted; check collector.token for box %s.",
+                cfg.auth_pause_s, result.status, result.detail, self._box_id,
+            )
+            await self._clock.sleep(cfg.auth_pause_s)
+            return
+        ceiling = min(cfg.backoff_cap_s, cfg.backoff_base_s * 2.0 ** min(self._failures, 60))
+        self._failures += 1
+        delay = max(self._rng.uniform(0, ceiling), result.retry_after)
+        log.warning("upload of %d record(s) failed (%s%s); retry in %.1f s", n,
+                    f"HTTP {result.status}" if result.status else "network",
+                    f": {result.detail}" if result.detail else "", delay)
+        await self._clock.sleep(delay)
+
+    async def _attempt(self, stored: list[Stored]) -> Attempt:
+        records: list[Record] = []
+        broken: list[str] = []
+        for i, s in enumerate(stored):
+            try:
+                decoded = decode_record(orjson.loads(s.body), i)
+            except orjson.JSONDecodeError:
+                decoded = None
+            if isinstance(decoded, Accepted):
+                records.append(decoded.record)
+            else:
+                broken.append(s.id)
+        if broken:
+            # Cannot happen with records this agent wrote; never let one block the queue.
+            log.error("dropping %d unreadable record(s) from the buffer: %s", len(broken), broken)
+            self.stats["dropped_unreadable"] += len(broken)
+            await self._store.delete(broken)
+        if not records:
+            return Attempt("ok", None)
+        batch = Batch(box_id=self._box_id, sent_at=self._clock.wall(),
+                      records=tuple(records), box=self._box)
+        body = gzip_body(encode_batch(batch))
+        if len(body) > MAX_BODY_BYTES:
+            return Attempt("too_large", None, detail="batch over the body limit before sending")
+        headers = {
+            "Authorization": f"Bearer {self._cfg.token}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        try:
+            async with self._http.post(self._url, data=body, headers=headers,
+                                       timeout=self._timeout) as resp:
+                status = resp.status
+                text = await resp.content.read(64 * 1024)
+                retry_after = parse_retry_after(
+                    resp.headers.get("Retry-After"), self._clock.wall().timestamp()
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.stats["network"] += 1
+            return Attempt("retry", None, detail=type(exc).__name__ + (f" {exc}" if str(exc) else ""))
+        self.stats[f"http_{status}"] += 1
+        self.stats["bytes_sent"] += len(body)
+        if status == 200:
+            return await self._acknowledged(text, records)
+        detail = _error_detail(text)
+        if status in (401, 403):
+            return Attempt("auth", status, detail=detail)
+        if status == 413:
+            return Attempt("too_large", status, detail=detail)
+        if status in RETRY_STATUSES:
+            return Attempt("retry", status, retry_after, detail)
+        return Attempt("client_error", status, retry_after, detail)
+
+    async def _acknowledged(self, text: bytes, records: list[Record]) -> Attempt:
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not is_ack(doc, len(records)):
+            self.stats["bad_ack"] += 1
+            return Attempt("retry", 200, detail="a 200 that is not the collector's answer "
+                           "(captive portal?); nothing deleted")
+        for r in doc["rejected"]:
+            log.warning("collector rejected record %s: %s", r.get("id"), r.get("error"))
+        self.stats["records_accepted"] += doc["accepted"]
+        self.stats["records_duplicate"] += doc["duplicates"]
+        self.stats["records_rejected"] += len(doc["rejected"])
+        await self._store.delete([r.id for r in records])
+        log.info("uploaded %d record(s): %d accepted, %d duplicate, %d rejected",
+                 len(records), doc["accepted"], doc["duplicates"], len(doc["rejected"]))
+        return Attempt("ok", 200)
+
+
+def _error_detail(text: bytes) -> str:
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(doc, dict):
+        return f"{doc.get('error', '')} {doc.get('detail', '')}".strip()[:300]
+    return ""
