@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from .errors import FieldError
 from .limits import MAX_INT, MAX_NUMBER, MAX_STRING
-from .timefmt import format_rfc3339, parse_rfc3339
+from .timefmt import RFC3339_PATTERN, format_rfc3339, parse_rfc3339
 
 Kind = Literal["integer", "number", "string", "boolean", "time", "uuid", "object"]
 
@@ -217,7 +217,7 @@ def _schema_of_spec(spec: Spec) -> dict[str, Any]:
         assert spec.of is not None
         s = json_schema_of(spec.of)
     elif spec.kind == "time":
-        s = {"type": "string", "format": "date-time"}
+        s = {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}
     elif spec.kind == "uuid":
         s = {"type": "string", "pattern": UUID_PATTERN.pattern}
     elif spec.kind == "string":

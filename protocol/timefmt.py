@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-_RFC3339 = re.compile(
+#: The shape of an RFC 3339 date-time; the JSON Schema carries it too.
+RFC3339_PATTERN = (
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?"
     r"([Zz]|[+-]\d{2}:\d{2})$"
 )
+_RFC3339 = re.compile(RFC3339_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -1,0 +1,143 @@
+"""Property tests: the decoder never crashes, never accepts what breaks the contract, and
+always accepts what keeps it."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol import (
+    CONTENT_TYPES,
+    OUTCOMES,
+    REASONS,
+    Accepted,
+    BatchError,
+    Rejected,
+    SessionRecord,
+    SurveyRecord,
+    decode_batch,
+    format_rfc3339,
+    record_to_json,
+)
+from protocol.limits import MAX_INT, MAX_NUMBER
+
+UUIDS = st.uuids().map(str)
+TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                     timezones=st.just(UTC))
+NUM = st.floats(min_value=0, max_value=1e9, allow_nan=False) | st.integers(0, 10**9)
+COUNT = st.integers(0, 10**6)
+
+
+@st.composite
+def valid_session(draw: st.DrawFn) -> dict[str, Any]:
+    start = draw(TIMES)
+    return {
+        "id": draw(UUIDS), "kind": "session", "started_at": format_rfc3339(start),
+        "ended_at": format_rfc3339(start + timedelta(seconds=draw(st.integers(0, 10**6)))),
+        "channel": draw(st.none() | st.text(max_size=50)),
+        "content_type": draw(st.sampled_from([*CONTENT_TYPES, None])),
+        "qos": {"startup_ms": draw(st.none() | COUNT), "watch_s": draw(NUM),
+                "rebuffer_count": draw(COUNT), "rebuffer_s": draw(NUM),
+                "avg_bitrate_kbps": draw(st.none() | NUM), "bitrate_switches": draw(COUNT),
+                "failed": draw(st.booleans())},
+    }
+
+
+@st.composite
+def valid_survey(draw: st.DrawFn) -> dict[str, Any]:
+    outcome = draw(st.sampled_from(OUTCOMES))
+    shown = draw(TIMES)
+    rec: dict[str, Any] = {"id": draw(UUIDS), "kind": "survey",
+                           "session_id": draw(st.none() | UUIDS),
+                           "shown_at": format_rfc3339(shown), "outcome": outcome}
+    if outcome == "answered":
+        rec["score"] = draw(st.integers(0, 10))
+        rec["answered_at"] = format_rfc3339(shown + timedelta(seconds=draw(st.integers(0, 120))))
+        rec["reason"] = draw(st.sampled_from([*REASONS, None]))
+    return rec
+
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+JSON = st.recursive(JSON_SCALARS, lambda c: st.lists(c, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> Any:
+    """A valid record with one field (possibly nested) replaced, removed, or added."""
+    rec = draw(valid_session() | valid_survey())
+    target = rec["qos"] if rec["kind"] == "session" and draw(st.booleans()) else rec
+    key = draw(st.sampled_from(sorted(target)) | st.text(max_size=8))
+    action = draw(st.sampled_from(["replace", "delete"]))
+    if action == "delete":
+        target.pop(key, None)
+    else:
+        target[key] = draw(JSON)
+    return rec
+
+
+def envelope(records: list[Any]) -> bytes:
+    return orjson.dumps({"protocol": 1, "box_id": "stb-prop", "sent_at": "2026-11-22T20:00:00Z",
+                         "records": records})
+
+
+def _check_invariants(rec: SessionRecord | SurveyRecord) -> None:
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", rec.id)
+    if isinstance(rec, SessionRecord):
+        q = rec.qos
+        assert rec.ended_at >= rec.started_at
+        for v in (q.watch_s, q.rebuffer_s):
+            assert isinstance(v, float) and math.isfinite(v) and 0 <= v <= MAX_NUMBER
+        for c in (q.rebuffer_count, q.bitrate_switches):
+            assert type(c) is int and 0 <= c <= MAX_INT
+        assert q.startup_ms is None or (type(q.startup_ms) is int and q.startup_ms >= 0)
+        assert q.avg_bitrate_kbps is None or q.avg_bitrate_kbps >= 0
+        assert type(q.failed) is bool
+        assert rec.content_type in (*CONTENT_TYPES, None)
+        assert rec.channel is None or isinstance(rec.channel, str)
+    else:
+        assert rec.outcome in OUTCOMES
+        if rec.outcome == "answered":
+            assert type(rec.score) is int and 0 <= rec.score <= 10
+            assert rec.answered_at is not None
+        else:
+            assert rec.score is None and rec.answered_at is None and rec.reason is None
+        assert rec.reason in (*REASONS, None)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_session() | valid_survey(), min_size=1, max_size=20))
+def test_valid_records_are_always_accepted_and_round_trip(records: list[dict[str, Any]]) -> None:
+    decoded = decode_batch(envelope(records))
+    assert all(isinstance(r, Accepted) for r in decoded.records)
+    for acc in decoded.accepted:
+        again = decode_batch(envelope([record_to_json(acc.record)])).accepted[0].record
+        assert again == acc.record
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mutated() | JSON, min_size=1, max_size=10))
+def test_decoder_never_crashes_and_accepts_only_valid_records(records: list[Any]) -> None:
+    decoded = decode_batch(envelope(records))
+    assert len(decoded.records) == len(records)
+    for r in decoded.records:
+        if isinstance(r, Accepted):
+            _check_invariants(r.record)
+        else:
+            assert isinstance(r, Rejected) and r.error.startswith(f"records[{r.index}]")
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200) | JSON.map(orjson.dumps))
+def test_arbitrary_bodies_raise_only_batch_errors(body: bytes) -> None:
+    try:
+        decode_batch(body)
+    except BatchError as exc:
+        assert exc.status in (400, 413) and exc.detail
