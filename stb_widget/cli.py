@@ -45,10 +45,25 @@ def _ask(args: argparse.Namespace) -> int:
     return result
 
 
+_START, _END = "<!-- config-doc:start -->\n", "<!-- config-doc:end -->"
+
+
 def _config_doc(args: argparse.Namespace) -> int:
     from .config import config_doc
 
-    sys.stdout.write(config_doc())
+    if not args.update:
+        sys.stdout.write(config_doc())
+        return 0
+    # Rewrite the table between the markers of an operator doc (docs/agent.md).
+    with open(args.update, encoding="utf-8") as fh:
+        text = fh.read()
+    head, sep, rest = text.partition(_START)
+    _, sep2, tail = rest.partition(_END)
+    if not sep or not sep2:
+        print(f"stb-widget config-doc: {args.update} has no config-doc markers", file=sys.stderr)
+        return 2
+    with open(args.update, "w", encoding="utf-8") as fh:
+        fh.write(head + _START + config_doc() + _END + tail)
     return 0
 
 
@@ -63,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("--locale", default="nl", help="the question's language")
     ask.set_defaults(func=_ask)
     doc = sub.add_parser("config-doc", help="print the configuration keys as Markdown")
+    doc.add_argument("--update", metavar="FILE", help="rewrite the table inside FILE instead")
     doc.set_defaults(func=_config_doc)
     args = parser.parse_args(argv)
     code: int = args.func(args)

@@ -15,20 +15,18 @@ def uuid7(unix_ms: int | None = None) -> str:
     """A new UUIDv7 string in the 8-4-4-4-12 form.
 
     Within one millisecond the 12-bit ``rand_a`` field is a counter (RFC 9562 method 1),
-    so ids made in one process sort in the order they were made.
+    so ids made in one process sort in the order they were made (up to 2048 a ms).
     ``unix_ms`` lets a simulator stamp ids with its virtual time.
     """
     global _last_ms, _last_seq
     ms = int(time.time() * 1000) if unix_ms is None else unix_ms
     with _lock:
-        if ms <= _last_ms:
-            # Same (or an earlier, on a clock step back) millisecond: keep the order.
-            ms = _last_ms
+        if ms == _last_ms and _last_seq < 0xFFF:
+            # Same millisecond: count up, so ids made in one process keep their order.
             _last_seq += 1
-            if _last_seq > 0xFFF:
-                ms += 1
-                _last_seq = int.from_bytes(os.urandom(2), "big") & 0x7FF
         else:
+            # A new millisecond (or a clock that stepped back, or a simulator's other
+            # virtual clock): a fresh random start; the 62 random bits keep ids unique.
             _last_seq = int.from_bytes(os.urandom(2), "big") & 0x7FF
         _last_ms = ms
         seq = _last_seq

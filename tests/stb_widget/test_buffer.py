@@ -1,0 +1,162 @@
+"""The offline buffer: bounds, eviction order, survey states, restart, WAL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from protocol import Qos, SessionRecord, SurveyRecord
+from stb_widget.buffer import MemoryBuffer, RecordStore, SqliteBuffer
+from stb_widget.config import BufferSection
+from stb_widget.ids import uuid7
+
+from .conftest import FakeClock
+
+
+def sess(clock: FakeClock) -> SessionRecord:
+    qos = Qos(startup_ms=1, watch_s=1.0, rebuffer_count=0, rebuffer_s=0.0,
+              avg_bitrate_kbps=1.0, bitrate_switches=0, failed=False)
+    w = clock.wall()
+    return SessionRecord(id=uuid7(), kind="session", started_at=w, ended_at=w,
+                         channel="NPO1", content_type="live", qos=qos)
+
+
+def survey(clock: FakeClock, outcome: str = "answered", reason: str | None = None) -> SurveyRecord:
+    w = clock.wall()
+    answered = outcome == "answered"
+    return SurveyRecord(id=uuid7(), kind="survey", session_id=None, shown_at=w,
+                        answered_at=w if answered else None, outcome=outcome,  # type: ignore[arg-type]
+                        score=9 if answered else None, reason=reason, locale="nl")  # type: ignore[arg-type]
+
+
+async def open_store(kind: str, tmp_path: Path, clock: FakeClock, **limits: float) -> RecordStore:
+    section = BufferSection(**limits)  # type: ignore[arg-type]
+    if kind == "sqlite":
+        return await SqliteBuffer.open(tmp_path / "b.sqlite3", section, clock)
+    return MemoryBuffer(section, clock)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_eviction_oldest_sessions_first_answers_last(kind: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await open_store(kind, tmp_path, clock, max_records=10)
+    answers = []
+    for _ in range(3):
+        a = survey(clock)
+        await store.finished(a)
+        answers.append(a.id)
+        clock.advance(1)
+    sessions = []
+    for _ in range(12):
+        s = sess(clock)
+        await store.add_session(s)
+        sessions.append(s.id)
+        clock.advance(1)
+    kept = {r.id for r in await store.fetch(100, 10**9)}
+    assert kept == set(answers) | set(sessions[5:])
+    assert store.evictions["full_session"] == 5
+    # only answers left to drop: the oldest answer goes
+    store2 = await open_store(kind, tmp_path / "2", clock, max_records=10)
+    ids = []
+    for _ in range(11):
+        a = survey(clock)
+        ids.append(a.id)
+        await store2.finished(a)
+    assert {r.id for r in await store2.fetch(100, 10**9)} == set(ids[1:])
+    assert store2.evictions["full_survey"] == 1
+    await store.close()
+    await store2.close()
+
+
+async def test_bytes_bound(kind: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await open_store(kind, tmp_path, clock, max_bytes=4096)
+    for _ in range(40):
+        await store.add_session(sess(clock))
+    held = await store.fetch(1000, 10**9)
+    assert sum(len(r.body) for r in held) <= 4096
+    assert len(held) + store.evictions["full_session"] == 40
+    await store.close()
+
+
+async def test_age_bound(kind: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await open_store(kind, tmp_path, clock, max_age_days=30)
+    old = sess(clock)
+    await store.add_session(old)
+    clock.advance(timedelta(days=31).total_seconds())
+    new = sess(clock)
+    await store.add_session(new)
+    assert [r.id for r in await store.fetch(10, 10**9)] == [new.id]
+    assert store.evictions["age_session"] == 1
+    await store.close()
+
+
+async def test_confirmed_is_not_uploadable_until_finished(kind: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await open_store(kind, tmp_path, clock)
+    a = survey(clock)
+    await store.confirmed(a)
+    assert store.ready_count == 0 and await store.fetch(10, 10**9) == []
+    assert store.cooldowns().answered_shown == a.shown_at
+    store.changed.clear()
+    final = SurveyRecord(**{**{f: getattr(a, f) for f in a.__slots__}, "reason": "picture"})
+    await store.finished(final)
+    assert store.changed.is_set()
+    got = await store.fetch(10, 10**9)
+    assert len(got) == 1 and b'"reason":"picture"' in got[0].body
+    await store.delete([a.id])
+    assert store.ready_count == 0
+    await store.close()
+
+
+async def test_fetch_limits(kind: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await open_store(kind, tmp_path, clock)
+    made = []
+    for _ in range(30):
+        s = sess(clock)
+        made.append(s.id)
+        await store.add_session(s)
+    assert [r.id for r in await store.fetch(7, 10**9)] == made[:7]
+    one = len((await store.fetch(1, 10**9))[0].body)
+    assert len(await store.fetch(100, one * 3 + 1)) == 3
+    assert len(await store.fetch(100, 1)) == 1  # always at least one
+    await store.close()
+
+
+async def test_restart_keeps_records_cooldowns_and_releases_confirmed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "b.sqlite3"
+    store = await SqliteBuffer.open(path, BufferSection(), clock)
+    s = sess(clock)
+    a = survey(clock)
+    d = survey(clock, "dismissed")
+    await store.add_session(s)
+    await store.confirmed(a)  # the pick-list never closed: power cut
+    await store.finished(d)
+    await store.close()
+    store = await SqliteBuffer.open(path, BufferSection(), clock)
+    assert {r.id for r in await store.fetch(10, 10**9)} == {s.id, a.id, d.id}
+    assert store.cooldowns().answered_shown == a.shown_at
+    assert store.cooldowns().dismissed_shown == d.shown_at
+    assert store.changed.is_set()
+    async with store._db.execute("PRAGMA journal_mode") as cur:  # noqa: SLF001
+        row = await cur.fetchone()
+    assert row is not None and row[0] == "wal"
+    await store.close()
+
+
+async def test_corrupt_file_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    store = await SqliteBuffer.open(path, BufferSection(), FakeClock())
+    assert store.ready_count == 0
+    assert list(tmp_path.glob("b.sqlite3.corrupt-*"))
+    await store.close()

@@ -1,0 +1,186 @@
+"""The session tracker: one test per QoS rule of the contract (section 2)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from stb_widget.events import PlayerEvent
+from stb_widget.tracker import FinishedSession, SessionTracker
+
+from .conftest import BASE_WALL, FakeClock
+
+
+def run(events: list[tuple[str, float, dict[str, object]]]) -> FinishedSession:
+    clock = FakeClock()
+    tracker = SessionTracker(clock)
+    done: FinishedSession | None = None
+    for kind, at, extra in events:
+        out = tracker.feed(PlayerEvent(kind, at, **extra))  # type: ignore[arg-type]
+        if out is not None:
+            done = out
+    assert done is not None
+    return done
+
+
+def E(kind: str, at: float, **extra: object) -> tuple[str, float, dict[str, object]]:
+    return (kind, at, extra)
+
+
+def test_contract_example() -> None:
+    done = run([
+        E("play", 100.0, channel="NPO1", content_type="live"),
+        E("first_frame", 100.9),
+        E("bitrate", 100.9, kbps=5400),
+        E("stall_start", 340.0),
+        E("stall_end", 343.5),
+        E("pause", 420.0),
+        E("resume", 480.0),
+        E("seek", 500.0),
+        E("error", 900.0, message="decoder failed"),
+    ])
+    r = done.record
+    q = r.qos
+    assert done.end == "error"
+    assert q.failed is True
+    assert q.startup_ms == 900
+    assert q.watch_s == 740.0  # 800 s minus 60 s paused
+    assert q.rebuffer_count == 1
+    assert q.rebuffer_s == 3.5
+    assert q.avg_bitrate_kbps == 5400.0
+    assert q.bitrate_switches == 0
+    assert r.channel == "NPO1" and r.content_type == "live"
+    assert r.started_at == BASE_WALL
+    assert r.ended_at == BASE_WALL + timedelta(seconds=800)
+
+
+def test_stall_within_5s_after_seek_is_not_counted() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("seek", 10.0), E("stall_start", 14.9), E("stall_end", 20.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 0 and q.rebuffer_s == 0.0
+    assert q.watch_s == 30.0  # seek buffering is still in watch time
+
+
+def test_stall_later_than_5s_after_seek_is_counted() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("seek", 10.0), E("stall_start", 15.5), E("stall_end", 17.5),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 1 and q.rebuffer_s == 2.0
+
+
+def test_stall_before_first_frame_is_startup() -> None:
+    q = run([
+        E("play", 0.0), E("stall_start", 0.5), E("stall_end", 2.0), E("first_frame", 2.5),
+        E("stop", 10.0),
+    ]).record.qos
+    assert q.rebuffer_count == 0 and q.startup_ms == 2500
+
+
+def test_pause_never_stall_and_excluded_from_watch() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0), E("bitrate", 1.0, kbps=1000),
+        E("stall_start", 10.0), E("pause", 12.0), E("resume", 52.0), E("stall_end", 53.0),
+        E("stop", 100.0),
+    ]).record.qos
+    assert q.rebuffer_count == 1
+    assert q.rebuffer_s == 3.0  # 10-12 and 52-53; the 40 s paused are not stall
+    assert q.watch_s == 60.0
+
+
+def test_stall_starting_while_paused_counts_only_if_it_outlasts_the_pause() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("pause", 5.0), E("stall_start", 6.0), E("stall_end", 7.0), E("resume", 8.0),
+        E("stop", 20.0),
+    ]).record.qos
+    assert q.rebuffer_count == 0 and q.rebuffer_s == 0.0
+    assert q.watch_s == 17.0
+
+
+def test_first_bitrate_and_equal_bitrate_are_not_switches() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("bitrate", 1.0, kbps=3000), E("bitrate", 5.0, kbps=3000),
+        E("bitrate", 11.0, kbps=6000), E("bitrate", 21.0, kbps=3000),
+        E("stop", 31.0),
+    ]).record.qos
+    assert q.bitrate_switches == 2
+
+
+def test_bitrate_weighted_by_time_played() -> None:
+    q = run([
+        E("play", 0.0), E("bitrate", 0.0, kbps=1000), E("first_frame", 10.0),
+        # 10 s played at 1000, then 30 s stalled, then 10 s played at 4000, 100 s paused
+        E("stall_start", 20.0), E("stall_end", 50.0), E("bitrate", 50.0, kbps=4000),
+        E("pause", 60.0), E("resume", 160.0),
+        E("stop", 160.0),
+    ]).record.qos
+    assert q.avg_bitrate_kbps == 2500.0
+    assert q.bitrate_switches == 1
+
+
+def test_no_bitrate_is_null() -> None:
+    q = run([E("play", 0.0), E("first_frame", 1.0), E("stop", 5.0)]).record.qos
+    assert q.avg_bitrate_kbps is None
+
+
+def test_exit_before_first_frame() -> None:
+    done = run([E("play", 0.0), E("bitrate", 0.5, kbps=2000), E("stop", 4.0)])
+    q = done.record.qos
+    assert q.startup_ms is None
+    assert q.watch_s == 4.0
+    assert q.failed is False
+    assert done.end == "stop"
+
+
+def test_error_is_failed() -> None:
+    done = run([E("play", 0.0), E("error", 3.0, message="no such channel")])
+    assert done.record.qos.failed is True and done.record.qos.startup_ms is None
+
+
+def test_play_replaces_open_session() -> None:
+    clock = FakeClock()
+    tracker = SessionTracker(clock)
+    assert tracker.feed(PlayerEvent("play", 0.0, channel="A")) is None
+    first_id = tracker.open_session_id
+    done = tracker.feed(PlayerEvent("play", 30.0, channel="B"))
+    assert done is not None and done.end == "replaced"
+    assert done.record.id == first_id and done.record.qos.watch_s == 30.0
+    assert not done.record.qos.failed
+    assert tracker.open_session_id not in (None, first_id)
+
+
+def test_events_without_at_use_the_agent_clock() -> None:
+    clock = FakeClock()
+    tracker = SessionTracker(clock)
+    tracker.feed(PlayerEvent("play"))
+    clock.advance(2.0)
+    tracker.feed(PlayerEvent("first_frame"))
+    clock.advance(10.0)
+    done = tracker.feed(PlayerEvent("stop"))
+    assert done is not None
+    assert done.record.qos.startup_ms == 2000 and done.record.qos.watch_s == 12.0
+    assert done.record.ended_at - done.record.started_at == timedelta(seconds=12)
+
+
+def test_shutdown_close_is_not_failure_and_time_never_goes_back() -> None:
+    clock = FakeClock()
+    tracker = SessionTracker(clock)
+    tracker.feed(PlayerEvent("play", 50.0))
+    tracker.feed(PlayerEvent("first_frame", 40.0))  # a sender clock stepping back
+    clock.advance(5.0)
+    done = tracker.close()
+    assert done is not None and done.end == "shutdown" and not done.record.qos.failed
+    q = done.record.qos
+    assert q.startup_ms == 0 and q.watch_s == 5.0
+    assert tracker.close() is None
+
+
+def test_events_outside_a_session_are_ignored() -> None:
+    tracker = SessionTracker(FakeClock())
+    for kind in ("first_frame", "stall_start", "stop", "error"):
+        assert tracker.feed(PlayerEvent(kind)) is None  # type: ignore[arg-type]
