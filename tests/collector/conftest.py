@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -96,7 +97,7 @@ class Api:
             body = gzip.compress(body)
             h["Content-Encoding"] = "gzip"
         h.update(headers or {})
-        resp = await self.client.post("/v1/batches", data=body, headers=h)
+        resp = await self.client.post("/v1/batches", data=io.BytesIO(body), headers=h)
         return resp.status, await resp.json()
 
     async def report(self, **params: str) -> dict[str, Any]:
