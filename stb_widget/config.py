@@ -111,7 +111,8 @@ class CollectorSection:
     backoff_base_s: float = setting(2.0, "Retry backoff base (full jitter, doubling).", _at_least(0.01))
     backoff_cap_s: float = setting(600.0, "Retry backoff cap.", _at_least(0.01))
     auth_pause_s: float = setting(
-        1800.0, "After a 401 or 403, uploads pause this long (nothing is deleted).", _at_least(1)
+        1800.0, "After a 401 or 403, uploads pause this long (nothing is deleted).",
+        _at_least(0.01),
     )
 
 

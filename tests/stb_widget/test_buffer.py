@@ -147,7 +147,7 @@ async def test_restart_keeps_records_cooldowns_and_releases_confirmed(tmp_path: 
     assert store.cooldowns().answered_shown == a.shown_at
     assert store.cooldowns().dismissed_shown == d.shown_at
     assert store.changed.is_set()
-    async with store._db.execute("PRAGMA journal_mode") as cur:  # noqa: SLF001
+    async with store._db.execute("PRAGMA journal_mode") as cur:
         row = await cur.fetchone()
     assert row is not None and row[0] == "wal"
     await store.close()
@@ -158,5 +158,5 @@ async def test_corrupt_file_is_set_aside(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     store = await SqliteBuffer.open(path, BufferSection(), FakeClock())
     assert store.ready_count == 0
-    assert list(tmp_path.glob("b.sqlite3.corrupt-*"))
+    assert list(tmp_path.glob("b.sqlite3.corrupt-*"))  # noqa: ASYNC240
     await store.close()
