@@ -61,7 +61,7 @@ async def test_duplicates_within_a_batch_across_kinds_and_case(api: Api) -> None
     s = session_record()
     upper = dict(s, id=s["id"].upper())
     same_id_survey = survey_record(id=s["id"])
-    status, body = await api.upload(token, batch("stb-1", [s, upper, same_id_survey]))
+    _status, body = await api.upload(token, batch("stb-1", [s, upper, same_id_survey]))
     assert body == {"accepted": 1, "duplicates": 2, "rejected": []}
 
 
@@ -130,7 +130,7 @@ async def test_box_clock_skew_is_corrected_and_what_was_sent_is_kept(api: Api) -
     started = now - timedelta(hours=2) - skew
     s = session_record(started=started)
     v = survey_record(session_id=s["id"], shown=started + timedelta(hours=1))
-    status, body = await api.upload(token, batch("stb-1", [s, v], sent_at=now - skew))
+    _status, body = await api.upload(token, batch("stb-1", [s, v], sent_at=now - skew))
     assert body["accepted"] == 2
     # Corrected: in range around now, not a year ago.
     rep = await api.report(**{"from": (now - timedelta(hours=3)).isoformat()})

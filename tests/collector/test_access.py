@@ -1,0 +1,153 @@
+"""Tokens and the admin endpoints: enrolment, revocation, who may call what."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from collector.app import STORE
+from collector.settings import Settings
+from tests.collector.conftest import ADMIN, Api, batch, session_record
+
+
+async def test_enrolment_over_http(api: Api) -> None:
+    c = api.client
+    resp = await c.post("/v1/boxes", json={"box_id": "stb-9"}, headers=api.admin)
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["box_id"] == "stb-9" and len(body["token"]) > 30
+    # no token, unknown token: 401; a box token: 403; bad box id: 400
+    assert (await c.post("/v1/boxes", json={"box_id": "x"})).status == 401
+    assert (await c.post("/v1/boxes", json={"box_id": "x"},
+                         headers={"Authorization": "Bearer zzz"})).status == 401
+    resp = await c.post("/v1/boxes", json={"box_id": "x"},
+                        headers={"Authorization": f"Bearer {body['token']}"})
+    assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
+    for bad in ({"box_id": "has space"}, {"box_id": ""}, {"box_id": "x" * 65}, {}, [1], {"box_id": 5}):
+        resp = await c.post("/v1/boxes", json=bad, headers=api.admin)
+        assert resp.status == 400, bad
+        assert (await resp.json())["detail"]
+
+
+async def test_admin_endpoints_refuse_box_tokens(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    for path in ("/v1/report", "/v1/export?kind=session"):
+        resp = await api.client.get(path)
+        assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
+        resp = await api.client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
+
+
+async def test_revocation_is_immediate_and_later_tokens_work(api: Api) -> None:
+    t1 = await api.enrol("stb-1")
+    t2 = await api.enrol("stb-1")
+    assert t1 != t2
+    for t in (t1, t2):  # earlier tokens keep working
+        assert (await api.upload(t, batch("stb-1", [session_record()])))[0] == 200
+    other = await api.enrol("stb-2")
+    app = api.client.app
+    assert app is not None
+    assert await app[STORE].revoke_box("stb-1") == 2
+    for t in (t1, t2):
+        status, body = await api.upload(t, batch("stb-1", [session_record()]))
+        assert (status, body["error"]) == (403, "forbidden")
+    assert (await api.upload(other, batch("stb-2", [session_record()])))[0] == 200
+    t3 = await api.enrol("stb-1")
+    assert (await api.upload(t3, batch("stb-1", [session_record()])))[0] == 200
+
+
+async def test_tokens_are_not_stored_in_plain_text(
+    api: Api, settings_factory: Callable[..., Settings], db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("this test reads the SQLite file's bytes")
+    token = await api.enrol("stb-1")
+    await api.upload(token, batch("stb-1", [session_record()]))
+    path = Path(db_url.removeprefix("sqlite:///"))
+    blob = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    assert b"stb-1" in blob
+    assert token.encode() not in blob and token.split("_", 1)[1].encode() not in blob
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=cwd, check=False)
+
+
+async def test_operator_commands_in_real_processes(tmp_path: Path) -> None:
+    """serve, box-token, box-revoke and admin-token as an operator runs them."""
+    env = {k: v for k, v in os.environ.items() if k != "NPS_ADMIN_TOKEN"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    # The default store: ./nps-data/collector.db, relative to the working directory.
+    out = _cli("box-token", "stb-7", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    t1 = out.stdout.strip()
+    assert re.fullmatch(r"\S{20,}", t1) and out.stdout.count("\n") == 1
+    assert (tmp_path / "nps-data" / "collector.db").exists()
+    db = f"sqlite:///{tmp_path / 'nps-data' / 'collector.db'}"
+    t2 = _cli("box-token", "stb-7", "--db", db, env=env).stdout.strip()
+    assert _cli("box-token", "bad id!", env=env, cwd=tmp_path).returncode == 2
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collector.cli", "serve", "--db", db, "--port", str(port),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = ""
+        while "admin token" not in printed:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "serve exited early"
+            printed += line.decode()
+        assert "nps-collector admin-token" in printed and str(tmp_path) in printed
+        admin = _cli("admin-token", "--db", db, env=env).stdout.strip()
+        assert admin and admin not in printed  # the location is printed, not the secret
+        import aiohttp
+
+        from protocol import utcnow
+
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{url}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            doc = batch("stb-7", [session_record()], sent_at=utcnow())
+            for t in (t1, t2):
+                async with http.post(f"{url}/v1/batches", json=doc,
+                                     headers={"Authorization": f"Bearer {t}"}) as r:
+                    assert r.status == 200
+            assert _cli("box-revoke", "stb-7", "--db", db, env=env).returncode == 0
+            for t in (t1, t2):
+                async with http.post(f"{url}/v1/batches", json=doc,
+                                     headers={"Authorization": f"Bearer {t}"}) as r:
+                    assert r.status == 403
+            t3 = _cli("box-token", "stb-7", "--db", db, env=env).stdout.strip()
+            async with http.post(f"{url}/v1/batches", json=doc,
+                                 headers={"Authorization": f"Bearer {t3}"}) as r:
+                assert r.status == 200 and (await r.json())["duplicates"] == 1
+            async with http.get(f"{url}/v1/report", headers={"Authorization": f"Bearer {admin}"}) as r:
+                assert r.status == 200 and (await r.json())["sessions"]["count"] == 1
+            async with http.get(f"{url}/v1/report", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                assert r.status == 401
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    logged = err.decode()
+    assert '"path": "/v1/batches"' in logged or '"path":"/v1/batches"' in logged
+    for secret in (t1, t2, admin):
+        assert secret not in logged

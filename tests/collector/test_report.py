@@ -1,0 +1,202 @@
+"""GET /v1/report against a reference computed here, independently, from the raw records."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from scipy import stats as sps
+
+from tests.collector.conftest import Api, batch, session_record, survey_record
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+REGIONS = ["NL-NH", "NL-ZH", "NL-UT"]
+CHANNELS = ["NPO1", "RTL4", "SBS6", "Ziggo Sport"]
+
+
+def generate(seed: int, n_sessions: int) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(box region, session, survey or {}) with a planted effect: more rebuffering, lower scores."""
+    rng = random.Random(seed)
+    out = []
+    for _i in range(n_sessions):
+        watch = rng.uniform(600, 7200)
+        stalled = rng.random() < 0.4
+        ratio = rng.choice([0.001, 0.004, 0.008, 0.015, 0.03, 0.08, 0.2]) * rng.random() if stalled else 0.0
+        bitrate = rng.choice([None, rng.uniform(500, 12000)])
+        startup = rng.choice([None, rng.randint(200, 9000)])
+        started = T0 + timedelta(seconds=rng.randint(0, 30 * 86400))
+        s = session_record(started=started, watch_s=watch, rebuffer_s=watch * ratio,
+                           rebuffer_count=rng.randint(1, 9) if stalled else 0, startup_ms=startup,
+                           bitrate=bitrate, failed=rng.random() < 0.05,
+                           channel=rng.choice(CHANNELS), content_type=rng.choice(["live", "vod", "catchup", None]))
+        v: dict[str, Any] = {}
+        if rng.random() < 0.3:
+            r = rng.random()
+            outcome = "answered" if r < 0.7 else "dismissed" if r < 0.9 else "timeout"
+            score = max(0, min(10, round(rng.gauss(8.5 - 60 * ratio, 1.5)))) if outcome == "answered" else None
+            v = survey_record(session_id=s["id"], shown=started + timedelta(seconds=watch + 1),
+                              outcome=outcome, score=score,
+                              reason=rng.choice([None, "buffering", "picture", "price"]) if score is not None else None)
+        out.append((rng.choice(REGIONS), s, v))
+    return out
+
+
+def reference(data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, region: str | None = None,
+              channel: str | None = None, lo: datetime | None = None, hi: datetime | None = None) -> dict[str, Any]:
+    def in_range(t: str) -> bool:
+        when = datetime.fromisoformat(t)
+        return (lo is None or when >= lo) and (hi is None or when < hi)
+
+    sessions = [(r, s, v) for r, s, v in data if (region is None or r == region)
+                and (channel is None or s["channel"] == channel) and in_range(s["started_at"])]
+    surveys = [(r, s, v) for r, s, v in data if v and (region is None or r == region)
+               and (channel is None or s["channel"] == channel) and in_range(v["shown_at"])]
+    answered = [(s, v) for _, s, v in surveys if v["outcome"] == "answered"]
+    scores = [v["score"] for _, v in answered]
+    p = sum(x >= 9 for x in scores)
+    d = sum(x <= 6 for x in scores)
+    n = len(scores)
+    ref: dict[str, Any] = {
+        "sessions": {"count": len(sessions), "surveyed": sum(1 for _, _, v in sessions if v),
+                     "failed": sum(1 for _, s, _ in sessions if s["qos"]["failed"])},
+        "shown": len(surveys), "answered": n, "promoters": p, "detractors": d,
+        "nps": 100 * (p - d) / n if n else None,
+    }
+    n2 = n + 3
+    pp, dd = (p + 0.75) / n2, (d + 0.75) / n2
+    half = 1.96 * math.sqrt((pp + dd - (pp - dd) ** 2) / n2)
+    ref["ci"] = [max(-100, 100 * (pp - dd - half)), min(100, 100 * (pp - dd + half))]
+    ratios = [s["qos"]["rebuffer_s"] / s["qos"]["watch_s"] for s, _ in answered]
+    rho, pval = sps.spearmanr(scores, ratios)
+    ref["spearman"], ref["p_value"] = rho, pval
+    br = [(v["score"], s["qos"]["avg_bitrate_kbps"]) for s, v in answered if s["qos"]["avg_bitrate_kbps"] is not None]
+    ref["br_spearman"] = sps.spearmanr([a for a, _ in br], [b for _, b in br])[0]
+    ref["br_n"] = len(br)
+    edges = [(0, 0), (0, 0.005), (0.005, 0.01), (0.01, 0.02), (0.02, 0.05), (0.05, math.inf)]
+    ref["rb_buckets"] = []
+    for i, (a, b) in enumerate(edges):
+        def inside(x: float, a: float = a, b: float = b, i: int = i) -> bool:
+            return x == 0 if i == 0 else a < x <= b
+        ref["rb_buckets"].append({
+            "sessions": sum(1 for _, s, _ in sessions if inside(s["qos"]["rebuffer_s"] / s["qos"]["watch_s"])),
+            "scores": [v["score"] for s, v in answered if inside(s["qos"]["rebuffer_s"] / s["qos"]["watch_s"])],
+        })
+    return ref
+
+
+async def load(api: Api, data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, surveys_first: bool) -> None:
+    tokens = {r: await api.enrol(f"box-{r}") for r in REGIONS}
+    by_region: dict[str, list[dict[str, Any]]] = {r: [] for r in REGIONS}
+    for r, s, v in data:
+        by_region[r].append(s)
+        if v:
+            by_region[r].insert(0, v) if surveys_first else by_region[r].append(v)
+    for r, recs in by_region.items():
+        for i in range(0, len(recs), 500):
+            status, body = await api.upload(tokens[r], batch(f"box-{r}", recs[i:i + 500], box={"region": r, "model": "X-200"}))
+            assert status == 200 and not body["rejected"], body
+
+
+def check(rep: dict[str, Any], ref: dict[str, Any]) -> None:
+    assert rep["sessions"] == ref["sessions"]
+    assert rep["surveys"]["shown"] == ref["shown"] and rep["surveys"]["answered"] == ref["answered"]
+    assert rep["surveys"]["response_rate"] == pytest.approx(ref["answered"] / ref["shown"])
+    assert (rep["promoters"], rep["detractors"]) == (ref["promoters"], ref["detractors"])
+    assert rep["nps"] == pytest.approx(ref["nps"])
+    assert rep["nps_ci95"] == pytest.approx(ref["ci"])
+    c = rep["correlation"]["rebuffer_ratio"]
+    assert c["n"] == ref["answered"]
+    assert c["spearman"] == pytest.approx(ref["spearman"], abs=0.01)
+    assert c["p_value"] == pytest.approx(ref["p_value"], rel=0.05, abs=1e-12)
+    assert rep["correlation"]["avg_bitrate_kbps"]["n"] == ref["br_n"]
+    assert rep["correlation"]["avg_bitrate_kbps"]["spearman"] == pytest.approx(ref["br_spearman"], abs=0.01)
+    buckets = rep["by_qos"]["rebuffer_ratio"]
+    assert len(buckets) == 6 and len(rep["by_qos"]["avg_bitrate_kbps"]) == 5 and len(rep["by_qos"]["startup_ms"]) == 4
+    for got, want in zip(buckets, ref["rb_buckets"], strict=True):
+        assert got["sessions"] == want["sessions"]
+        assert got["n"] == len(want["scores"])
+        if want["scores"]:
+            assert got["mean_score"] == pytest.approx(sum(want["scores"]) / len(want["scores"]))
+        else:
+            assert got["nps"] is None and got["nps_ci95"] is None and got["mean_score"] is None
+    assert sum(rep["score_histogram"]) == ref["answered"]
+
+
+@pytest.mark.parametrize("surveys_first", [False, True])
+async def test_report_matches_an_independent_reference(api: Api, surveys_first: bool) -> None:
+    data = generate(seed=7, n_sessions=3000)
+    await load(api, data, surveys_first=surveys_first)
+    ref = reference(data)
+    rep = await api.report()
+    check(rep, ref)
+    # The planted effect is there: more rebuffering, lower scores.
+    assert rep["correlation"]["rebuffer_ratio"]["spearman"] < -0.2
+    assert rep["correlation"]["rebuffer_ratio"]["p_value"] < 1e-6
+    nps_by_bucket = [b["nps"] for b in rep["by_qos"]["rebuffer_ratio"] if b["n"] >= 30]
+    assert nps_by_bucket[0] > nps_by_bucket[-1] + 30
+    # Filters: region, channel, a half-open time range.
+    lo, hi = T0 + timedelta(days=5), T0 + timedelta(days=20)
+    check(await api.report(region="NL-ZH"), reference(data, region="NL-ZH"))
+    check(await api.report(channel="RTL4"), reference(data, channel="RTL4"))
+    check(await api.report(**{"from": lo.isoformat(), "to": hi.isoformat()}), reference(data, lo=lo, hi=hi))
+
+
+async def test_empty_report_has_nulls_and_every_bucket(api: Api) -> None:
+    rep = await api.report()
+    assert rep["nps"] is None and rep["nps_ci95"] is None
+    assert rep["surveys"]["response_rate"] is None
+    assert rep["score_histogram"] == [0] * 11 and rep["reasons"] == {}
+    assert [b["hi"] for b in rep["by_qos"]["rebuffer_ratio"]] == [0, 0.005, 0.01, 0.02, 0.05, None]
+    assert [b["lo"] for b in rep["by_qos"]["avg_bitrate_kbps"]] == [0, 1000, 2500, 5000, 8000]
+    assert [b["hi"] for b in rep["by_qos"]["startup_ms"]] == [1000, 2000, 5000, None]
+    for m in ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms"):
+        assert rep["correlation"][m] == {"spearman": None, "p_value": None, "n": 0}
+
+
+async def test_bucket_edges_and_dismissals(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    recs = []
+    for ratio, bitrate, startup, score in [(0.0, 1000.0, 1000, 10), (0.005, 1000.1, 0, 3), (0.0051, 8000.0, 5001, 7)]:
+        s = session_record(watch_s=1000.0, rebuffer_s=1000.0 * ratio, bitrate=bitrate, startup_ms=startup)
+        recs += [s, survey_record(session_id=s["id"], score=score, reason="buffering")]
+    recs.append(survey_record(outcome="dismissed", score=None))
+    recs.append(survey_record(outcome="timeout", score=None))
+    await api.upload(token, batch("stb-1", recs))
+    rep = await api.report()
+    assert [b["n"] for b in rep["by_qos"]["rebuffer_ratio"]] == [1, 1, 1, 0, 0, 0]
+    assert [b["n"] for b in rep["by_qos"]["avg_bitrate_kbps"]] == [1, 1, 0, 1, 0]
+    assert [b["n"] for b in rep["by_qos"]["startup_ms"]] == [2, 0, 0, 1]
+    assert rep["surveys"] == {"shown": 5, "answered": 3, "dismissed": 1, "timeout": 1, "response_rate": 0.6}
+    assert (rep["promoters"], rep["passives"], rep["detractors"]) == (1, 1, 1)
+    assert rep["nps"] == 0.0 and rep["reasons"] == {"buffering": 3}
+    hist = [0] * 11
+    hist[10] = hist[3] = hist[7] = 1
+    assert rep["score_histogram"] == hist
+    c = rep["correlation"]["rebuffer_ratio"]
+    assert c["n"] == 3 and c["spearman"] == pytest.approx(sps.spearmanr([10, 3, 7], [0, 0.005, 0.0051])[0])
+
+
+async def test_channel_filter_waits_for_the_session(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    s = session_record(channel="NPO1")
+    v = survey_record(session_id=s["id"], score=2)
+    await api.upload(token, batch("stb-1", [v]))
+    assert (await api.report(channel="NPO1"))["surveys"]["shown"] == 0
+    assert (await api.report())["surveys"]["shown"] == 1
+    assert (await api.report())["by_qos"]["rebuffer_ratio"][0]["n"] == 0
+    await api.upload(token, batch("stb-1", [s]))
+    rep = await api.report(channel="NPO1")
+    assert rep["surveys"]["shown"] == 1 and rep["sessions"]["surveyed"] == 1
+    assert rep["by_qos"]["rebuffer_ratio"][0]["n"] == 1
+
+
+@pytest.mark.parametrize("query", [{"from": "yesterday"}, {"to": "2026-01-01"}, {"content_type": "radio"},
+                                   {"regoin": "NL"}, {"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}])
+async def test_bad_query_names_the_parameter(api: Api, query: dict[str, str]) -> None:
+    resp = await api.client.get("/v1/report", params=query, headers=api.admin)
+    body = await resp.json()
+    assert resp.status == 400 and body["error"] == "bad_query"
+    assert list(query)[-1] in body["detail"] or next(iter(query)) in body["detail"]

@@ -1,0 +1,57 @@
+"""The report's statistics against scipy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import special, stats
+
+from collector.stats import average_ranks, nps_ci95, regularized_beta, spearman, t_test_p_value
+
+
+@settings(max_examples=300)
+@given(st.floats(0.0001, 0.9999), st.floats(0.5, 5000), st.sampled_from([0.5, 1.0, 2.5]))
+def test_regularized_beta_matches_scipy(x: float, a: float, b: float) -> None:
+    assert regularized_beta(x, a, b) == pytest.approx(special.betainc(a, b, x), rel=1e-7, abs=1e-300)
+
+
+@pytest.mark.parametrize(("r", "n"), [(0.0, 3), (0.3, 10), (-0.31, 760), (0.05, 100_000), (0.999, 50), (-0.9, 4)])
+def test_p_value_matches_scipy(r: float, n: int) -> None:
+    df = n - 2
+    t = r * math.sqrt(df / (1 - r * r))
+    assert t_test_p_value(r, n) == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-6)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 10), st.floats(0, 1, allow_nan=False) | st.sampled_from([0.0, 0.5])),
+                min_size=3, max_size=80))
+def test_spearman_matches_scipy_with_ties(pairs: list[tuple[int, float]]) -> None:
+    xs = [float(a) for a, _ in pairs]
+    ys = [b for _, b in pairs]
+    got = spearman(xs, ys)
+    if len(set(xs)) == 1 or len(set(ys)) == 1:
+        assert got.spearman is None and got.p_value is None
+        return
+    rho, p = stats.spearmanr(xs, ys)
+    assert got.spearman == pytest.approx(rho, abs=1e-9)
+    assert got.p_value == pytest.approx(p, rel=1e-6, abs=1e-12)
+    assert got.n == len(pairs)
+
+
+def test_average_ranks() -> None:
+    assert average_ranks([3.0, 1.0, 3.0, 2.0]) == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_adjusted_wald_interval() -> None:
+    # The contract's example: 380 promoters, 180 detractors of 800.
+    lo, hi = nps_ci95(380, 180, 800)  # type: ignore[misc]
+    n = 803
+    p, d = 380.75 / n, 180.75 / n
+    half = 1.96 * math.sqrt((p + d - (p - d) ** 2) / n)
+    assert (lo, hi) == pytest.approx((100 * (p - d - half), 100 * (p - d + half)))
+    assert nps_ci95(0, 0, 0) is None
+    assert nps_ci95(5, 0, 5)[1] == 100.0  # type: ignore[index]
+    assert nps_ci95(0, 5, 5)[0] == -100.0  # type: ignore[index]
