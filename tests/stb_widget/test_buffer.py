@@ -158,5 +158,5 @@ async def test_corrupt_file_is_set_aside(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     store = await SqliteBuffer.open(path, BufferSection(), FakeClock())
     assert store.ready_count == 0
-    assert list(tmp_path.glob("b.sqlite3.corrupt-*"))  # noqa: ASYNC240
+    assert list(tmp_path.glob("b.sqlite3.corrupt-*"))
     await store.close()

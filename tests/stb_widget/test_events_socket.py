@@ -1,0 +1,129 @@
+"""The ``events`` source: JSON lines on a unix socket, several writers, bad lines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stb_widget.agent import Agent
+from stb_widget.buffer import MemoryBuffer
+from stb_widget.config import BufferSection
+from stb_widget.errors import EventError
+from stb_widget.events import parse_event_line
+from stb_widget.sources.events_socket import EventsSocketSource
+
+from .conftest import FakeClock, make_config
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Agent, Path, EventsSocketSource]]:
+    clock = FakeClock()
+    cfg = make_config(tmp_path, survey={"enabled": False})
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock), upload=False)
+    await agent.start()
+    path = Path(cfg.player.events_socket)
+    source = EventsSocketSource(path, agent.feed)
+    await source.start()
+    task = asyncio.create_task(source.run())
+    yield agent, path, source
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await agent.stop()
+
+
+async def send(path: Path, *lines: bytes | dict[str, object], close: bool = True
+               ) -> asyncio.StreamWriter:
+    _, writer = await asyncio.open_unix_connection(str(path))
+    for line in lines:
+        writer.write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
+    await writer.drain()
+    if close:
+        writer.close()
+        await writer.wait_closed()
+    return writer
+
+
+async def sessions(agent: Agent, n: int) -> list[dict[str, object]]:
+    for _ in range(300):
+        got = [orjson.loads(r.body) for r in await agent.store.fetch(100, 10**9)]
+        if len(got) >= n:
+            return got
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {n} sessions, have {len(got)}")
+
+
+async def test_bad_lines_are_skipped_and_logged(
+    running: tuple[Agent, Path, EventsSocketSource], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, path, source = running
+    with caplog.at_level(logging.WARNING):
+        await send(path,
+                   {"event": "play", "channel": "NPO1", "content_type": "live", "at": 100.0},
+                   b"not json at all", b"[1, 2]", b'{"event": "dance"}',
+                   b'{"event": "stall_start", "at": "soon"}', b"x" * 20000, b"",
+                   {"event": "first_frame", "at": 100.9},
+                   {"event": "stop", "at": 200.0})
+        got = await sessions(agent, 1)
+    assert got[0]["channel"] == "NPO1"
+    assert got[0]["qos"]["startup_ms"] == 900  # type: ignore[index]
+    assert source.bad_lines == 5
+    assert sum("bad player event line" in r.getMessage() for r in caplog.records) == 5
+
+
+async def test_several_writers_and_reconnects(
+    running: tuple[Agent, Path, EventsSocketSource]
+) -> None:
+    agent, path, _ = running
+    a = await send(path, {"event": "play", "channel": "RTL4", "at": 10.0}, close=False)
+    await send(path, {"event": "first_frame", "at": 11.0})  # another writer
+    a.close()  # a writer going away ends nothing
+    await a.wait_closed()
+    await asyncio.sleep(0.05)
+    assert agent.counts["sessions"] == 0
+    await send(path, {"event": "stall_start", "at": 20.0}, {"event": "stall_end", "at": 22.0})
+    await send(path, {"event": "stop", "at": 40.0})
+    got = await sessions(agent, 1)
+    q = got[0]["qos"]
+    assert q == {"startup_ms": 1000, "watch_s": 30.0, "rebuffer_count": 1, "rebuffer_s": 2.0,
+                 "avg_bitrate_kbps": None, "bitrate_switches": 0, "failed": False}
+
+
+async def test_play_with_bad_channel_still_opens_a_session(
+    running: tuple[Agent, Path, EventsSocketSource]
+) -> None:
+    agent, path, _ = running
+    await send(path, {"event": "play", "channel": 42, "content_type": "radio", "at": 0},
+               {"event": "error", "message": "no signal", "at": 3})
+    got = await sessions(agent, 1)
+    assert got[0]["channel"] is None and got[0]["content_type"] is None
+    assert got[0]["qos"]["failed"] is True  # type: ignore[index]
+
+
+async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    first = EventsSocketSource(path, _ignore)
+    await first.start()
+    # a crashed agent leaves its socket behind: the next one binds anyway
+    second = EventsSocketSource(path, _ignore)
+    await second.start()
+    await second.close()
+    await first.close()
+
+
+async def _ignore(event: object) -> None:
+    return None
+
+
+def test_parser() -> None:
+    ev = parse_event_line(b'{"event": "bitrate", "kbps": 5400, "at": 100.9}')
+    assert ev.kind == "bitrate" and ev.kbps == 5400.0 and ev.at == 100.9
+    assert parse_event_line(b'{"event": "pause"}').at is None
+    for bad in (b'{"event": "bitrate", "kbps": -1}', b'{"event": "stop", "at": true}',
+                b'{"at": 1}', b"\xff\xfe"):
+        with pytest.raises(EventError):
+            parse_event_line(bad)
