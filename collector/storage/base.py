@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo
+from .aggregates import ReportData
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,38 @@ class ExportRow:
     firmware: str | None
     region: str | None
     clock_shift_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DetractorRow:
+    """An answered detractor survey joined to its session, for the dashboard's call-back list."""
+
+    survey_id: str
+    box_id: str
+    shown_us: int
+    score: int
+    reason: str | None
+    region: str | None
+    model: str | None
+    firmware: str | None
+    session_id: str
+    channel: str | None
+    content_type: str | None
+    startup_ms: int | None
+    watch_s: float
+    rebuffer_count: int
+    rebuffer_ratio: float
+    avg_bitrate_kbps: float | None
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BadQuality:
+    """When a session counts as bad: any one of these (the dashboard's call-back list)."""
+
+    rebuffer_ratio_above: float = 0.02
+    startup_ms_above: int = 5000
+    bitrate_kbps_at_most: float = 1000.0
 
 
 class Storage(abc.ABC):
@@ -59,6 +92,11 @@ class Storage(abc.ABC):
         """Every matching survey with its session's metrics where the session is known."""
 
     @abc.abstractmethod
+    async def report_data(self, filters: Filters) -> ReportData:
+        """The counts the report is computed from: the incremental aggregates for the whole
+        UTC days in range, the raw rows for the partial days at its edges."""
+
+    @abc.abstractmethod
     def export_rows(self, kind: str, filters: Filters) -> AsyncIterator[ExportRow]:
         """Stream every matching stored record of ``kind`` in arrival order."""
 
@@ -90,3 +128,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def delete_box(self, box_id: str) -> int:
         """Delete every record and token of one box; answer how many records."""
+
+    # -- dashboard and retention (not abstract, so a backend can add them later) ----------
+    async def bad_detractors(
+        self, filters: Filters, bad: BadQuality, limit: int
+    ) -> list[DetractorRow]:
+        """Answered detractors (0-6) whose session is known and had bad quality (or
+        failed), newest ``shown_at`` first, at most ``limit``."""
+        raise NotImplementedError(f"{type(self).__name__} has no bad_detractors yet")
+
+    async def purge_before(self, cutoff_us: int) -> int:
+        """Delete sessions started and surveys shown before ``cutoff_us``; answer how many."""
+        raise NotImplementedError(f"{type(self).__name__} has no purge_before yet")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..model import Filters, SessionRow, SurveyRow
+from .aggregates import Joined, SessionFacts, SurveyFacts, fine_bin
 
 SESSION_COLUMNS = (
     "id", "box_id", "received_us", "started_us", "ended_us", "channel", "content_type",
     "startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
     "bitrate_switches", "failed", "rebuffer_ratio", "rb_bucket", "br_bucket", "su_bucket",
-    "model", "firmware", "region", "clock_shift_s", "raw",
+    "model", "firmware", "region", "clock_shift_s", "raw", "rb_fine", "br_fine", "su_fine",
+    "surveyed",
 )
 SURVEY_COLUMNS = (
     "id", "box_id", "received_us", "session_id", "shown_us", "answered_us", "outcome",
@@ -18,14 +21,43 @@ SURVEY_COLUMNS = (
 )
 
 
-def session_values(r: SessionRow) -> tuple[Any, ...]:
-    """A session row's values in :data:`SESSION_COLUMNS` order."""
+def session_values(r: SessionRow, surveyed: bool = False) -> tuple[Any, ...]:
+    """A session row's values in :data:`SESSION_COLUMNS` order (SQLite types)."""
     return (
         r.id, r.box_id, r.received_us, r.started_us, r.ended_us, r.channel, r.content_type,
         r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
         r.bitrate_switches, int(r.failed), r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
         r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
+        fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
+        fine_bin("startup_ms", r.startup_ms), int(surveyed),
     )
+
+
+def session_facts(r: SessionRow) -> SessionFacts:
+    """What the aggregates need of a session row."""
+    return SessionFacts(r.started_us, r.region, r.model, r.firmware, r.channel, r.content_type,
+                        r.rb_bucket, r.br_bucket, r.su_bucket, r.failed)
+
+
+def session_joined(r: SessionRow) -> Joined:
+    """What a survey's aggregates need of its session row."""
+    return Joined(r.channel, r.content_type, fine_bin("rebuffer_ratio", r.rebuffer_ratio),
+                  fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps), fine_bin("startup_ms", r.startup_ms))
+
+
+def survey_facts_of(r: SurveyRow) -> SurveyFacts:
+    """What the aggregates need of a survey row."""
+    return SurveyFacts(r.shown_us, r.region, r.model, r.firmware, r.outcome, r.score, r.reason)
+
+
+#: Columns that give :class:`SessionFacts` (in order), for flips of the surveyed flag.
+SESSION_FACT_COLUMNS = ("started_us", "region", "model", "firmware", "channel", "content_type",
+                        "rb_bucket", "br_bucket", "su_bucket", "failed")
+#: Columns that give :class:`Joined` (after the id), for surveys that find their session.
+JOINED_COLUMNS = ("channel", "content_type", "rb_fine", "br_fine", "su_fine")
+#: Columns that give :class:`SurveyFacts` (after the session id), for surveys whose session
+#: arrives later.
+SURVEY_FACT_COLUMNS = ("shown_us", "region", "model", "firmware", "outcome", "score", "reason")
 
 
 def survey_values(r: SurveyRow) -> tuple[Any, ...]:
@@ -44,6 +76,13 @@ class _Params:
     def add(self, value: Any) -> str:
         self.values.append(value)
         return "?" if self.style == "?" else f"${len(self.values)}"
+
+
+def placeholders(style: str, n: int, start: int = 0) -> str:
+    """``?, ?, ...`` or ``$k, $k+1, ...`` for ``n`` values."""
+    if style == "?":
+        return ", ".join("?" * n)
+    return ", ".join(f"${start + i + 1}" for i in range(n))
 
 
 def where_sessions(f: Filters, style: str) -> tuple[str, list[Any]]:
@@ -80,3 +119,18 @@ def where_surveys(f: Filters, style: str) -> tuple[str, list[Any]]:
         if value is not None:
             parts.append(f"s.{col} = {p.add(value)}")
     return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
+
+
+def session_facts_row(r: Sequence[Any]) -> SessionFacts:
+    """:class:`SessionFacts` from a row of :data:`SESSION_FACT_COLUMNS`."""
+    return SessionFacts(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))
+
+
+def joined_row(r: Sequence[Any]) -> Joined:
+    """:class:`Joined` from a row of :data:`JOINED_COLUMNS`."""
+    return Joined(r[0], r[1], r[2], r[3], r[4])
+
+
+def survey_facts_row(r: Sequence[Any]) -> SurveyFacts:
+    """:class:`SurveyFacts` from a row of :data:`SURVEY_FACT_COLUMNS`."""
+    return SurveyFacts(r[0], r[1], r[2], r[3], r[4], r[5], r[6])

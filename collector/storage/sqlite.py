@@ -12,11 +12,39 @@ import aiosqlite
 
 from ..errors import OverloadedError, StorageError, StoreClosedError
 from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRow, TokenInfo
-from .base import ExportRow, Storage
+from .aggregates import (
+    BIN_KEY,
+    BIN_VEC,
+    DAY_US,
+    KEY,
+    SESSION_VEC,
+    SURVEY_VEC,
+    Deltas,
+    Joined,
+    ReportData,
+    aggregate_ddl,
+    day_of,
+    day_ranges,
+    day_sql,
+    fine_bin,
+    read_report_data,
+    rebuild_sql,
+    upsert_sql,
+)
+from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .sql import (
+    JOINED_COLUMNS,
     SESSION_COLUMNS,
+    SESSION_FACT_COLUMNS,
     SURVEY_COLUMNS,
+    SURVEY_FACT_COLUMNS,
+    joined_row,
+    session_facts,
+    session_facts_row,
+    session_joined,
     session_values,
+    survey_facts_of,
+    survey_facts_row,
     survey_values,
     where_sessions,
     where_surveys,
@@ -57,7 +85,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     region TEXT,
     clock_shift_s REAL NOT NULL,
     surveyed INTEGER NOT NULL DEFAULT 0,
-    raw BLOB NOT NULL
+    raw BLOB NOT NULL,
+    rb_fine INTEGER,
+    br_fine INTEGER,
+    su_fine INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions
     (started_us, rb_bucket, br_bucket, su_bucket, failed, surveyed);
@@ -86,6 +117,10 @@ CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id);
 
 #: SQLite's limit on bound parameters is 32766 in current builds; stay well under.
 _ID_CHUNK = 900
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
 
 
 class _Pending:
@@ -125,7 +160,7 @@ class SQLiteStorage(Storage):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = await self._connect()
-            await self._writer.executescript(SCHEMA)
+            await self._migrate(self._writer)
             for _ in range(self._n_readers):
                 conn = await self._connect()
                 await conn.execute("PRAGMA query_only = ON")
@@ -217,13 +252,80 @@ class SQLiteStorage(Storage):
                 if not p.future.done():
                     p.future.set_result(res)
 
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        """Create the schema; a store made before the aggregates existed gets the fine-bin
+        columns and its aggregates computed from its rows, once."""
+        async with db.execute("SELECT name FROM sqlite_master WHERE name = 'sessions'") as cur:
+            had_sessions = await cur.fetchone() is not None
+        async with db.execute("PRAGMA table_info(sessions)") as cur:
+            columns = {r[1] for r in await cur.fetchall()}
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if had_sessions and "rb_fine" not in columns:
+                for col in ("rb_fine", "br_fine", "su_fine"):
+                    await db.execute(f"ALTER TABLE sessions ADD COLUMN {col} INTEGER")
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    await db.execute(stmt)
+            for stmt in aggregate_ddl("INTEGER"):
+                await db.execute(stmt)
+            if had_sessions and "rb_fine" not in columns:
+                await self._backfill(db)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def _backfill(self, db: aiosqlite.Connection) -> None:
+        async with db.execute(
+            "SELECT id, rebuffer_ratio, avg_bitrate_kbps, startup_ms FROM sessions"
+        ) as cur:
+            rows = list(await cur.fetchall())
+        await db.executemany(
+            "UPDATE sessions SET rb_fine = ?, br_fine = ?, su_fine = ? WHERE id = ?",
+            [(fine_bin("rebuffer_ratio", r[1]), fine_bin("avg_bitrate_kbps", r[2]),
+              fine_bin("startup_ms", r[3]), r[0]) for r in rows],
+        )
+        await self._rebuild_all(db)
+
+    async def _rebuild_all(self, db: aiosqlite.Connection) -> None:
+        async with db.execute(
+            "SELECT min(t), max(t) FROM (SELECT min(started_us) t FROM sessions UNION ALL "
+            "SELECT max(started_us) FROM sessions UNION ALL SELECT min(shown_us) FROM surveys "
+            "UNION ALL SELECT max(shown_us) FROM surveys)"
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return
+        await self._rebuild_days(db, [(day_of(row[0]), day_of(row[1]) + 1)])
+
+    async def _rebuild_days(self, db: aiosqlite.Connection, ranges: Sequence[tuple[int, int]]) -> None:
+        """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
+        for d0, d1 in ranges:
+            for sql, in_us in rebuild_sql("sqlite", "?"):
+                params = (d0 * DAY_US, d1 * DAY_US) if in_us else (d0, d1)
+                await db.execute(sql, params)
+
+    async def rebuild_aggregates(self) -> None:
+        """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
+        self._check_open()
+        db = self._writer
+        assert db is not None
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._rebuild_all(db)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
     async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
         db = self._writer
         assert db is not None
         all_ids = list({r.id for rows in batches for r in rows})
         held: set[str] = set()
-        for i in range(0, len(all_ids), _ID_CHUNK):
-            chunk = all_ids[i:i + _ID_CHUNK]
+        for chunk in _chunks(all_ids):
             marks = ",".join("?" * len(chunk))
             async with db.execute(
                 f"SELECT id FROM sessions WHERE id IN ({marks}) "
@@ -231,10 +333,8 @@ class SQLiteStorage(Storage):
             ) as cur:
                 held.update(r[0] for r in await cur.fetchall())
         results: list[list[bool]] = []
-        sessions: list[tuple[Any, ...]] = []
-        surveys: list[tuple[Any, ...]] = []
-        new_session_ids: list[str] = []
-        linked_session_ids: list[str] = []
+        sessions: list[SessionRow] = []
+        surveys: list[SurveyRow] = []
         for rows in batches:
             res = []
             for r in rows:
@@ -244,47 +344,126 @@ class SQLiteStorage(Storage):
                 held.add(r.id)
                 res.append(True)
                 if isinstance(r, SessionRow):
-                    sessions.append(session_values(r))
-                    new_session_ids.append(r.id)
+                    sessions.append(r)
                 else:
                     assert isinstance(r, SurveyRow)
-                    surveys.append(survey_values(r))
-                    if r.session_id is not None:
-                        linked_session_ids.append(r.session_id)
+                    surveys.append(r)
             results.append(res)
         if not sessions and not surveys:
             return results
         await db.execute("BEGIN IMMEDIATE")
         try:
-            if sessions:
-                await db.executemany(
-                    f"INSERT OR IGNORE INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})", sessions,
-                )
-            if surveys:
-                await db.executemany(
-                    f"INSERT OR IGNORE INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(SURVEY_COLUMNS))})", surveys,
-                )
-            # A survey and its session join in whatever order they arrive.
-            for i in range(0, len(linked_session_ids), _ID_CHUNK):
-                chunk = linked_session_ids[i:i + _ID_CHUNK]
-                await db.execute(
-                    f"UPDATE sessions SET surveyed = 1 WHERE surveyed = 0 AND id IN "
-                    f"({','.join('?' * len(chunk))})", chunk,
-                )
-            for i in range(0, len(new_session_ids), _ID_CHUNK):
-                chunk = new_session_ids[i:i + _ID_CHUNK]
-                await db.execute(
-                    f"UPDATE sessions SET surveyed = 1 WHERE surveyed = 0 AND id IN "
-                    f"({','.join('?' * len(chunk))}) AND EXISTS "
-                    "(SELECT 1 FROM surveys WHERE surveys.session_id = sessions.id)", chunk,
-                )
+            await self._store_new(db, sessions, surveys)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
         return results
+
+    async def _select_in(self, db: aiosqlite.Connection, sql: str, ids: Sequence[str]) -> list[Any]:
+        """``sql`` with ``{ids}`` replaced by placeholders, run over ``ids`` in chunks."""
+        out: list[Any] = []
+        for chunk in _chunks(ids):
+            async with db.execute(sql.format(ids=",".join("?" * len(chunk))), chunk) as cur:
+                out.extend(await cur.fetchall())
+        return out
+
+    async def _store_new(
+        self, db: aiosqlite.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
+    ) -> None:
+        """Insert new rows and keep the aggregates; the same steps as the PostgreSQL store."""
+        deltas = Deltas()
+        new_session_ids = [s.id for s in sessions]
+        new_survey_ids = {v.id for v in surveys}
+        if surveys:
+            await db.executemany(
+                f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(SURVEY_COLUMNS))})",
+                [survey_values(v) for v in surveys],
+            )
+        # A survey and its session join in whatever order they arrive.
+        surveyed = {r[0] for r in await self._select_in(
+            db, "SELECT DISTINCT session_id FROM surveys WHERE session_id IN ({ids})", new_session_ids)}
+        if sessions:
+            await db.executemany(
+                f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})",
+                [session_values(s, s.id in surveyed) for s in sessions],
+            )
+        for s in sessions:
+            deltas.session(session_facts(s), s.id in surveyed)
+        new_sessions = {s.id: s for s in sessions}
+        linked = list({v.session_id for v in surveys
+                       if v.session_id is not None and v.session_id not in new_sessions})
+        flipped = await self._select_in(
+            db, f"UPDATE sessions SET surveyed = 1 WHERE surveyed = 0 AND id IN ({{ids}}) "
+            f"RETURNING {', '.join(SESSION_FACT_COLUMNS)}", linked)
+        for r in flipped:
+            facts = session_facts_row(r)
+            deltas.session(facts, False, -1)
+            deltas.session(facts, True, 1)
+        joined: dict[str, Joined] = {s.id: session_joined(s) for s in sessions}
+        for r in await self._select_in(
+            db, f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id IN ({{ids}})", linked):
+            joined[r[0]] = joined_row(r[1:])
+        for v in surveys:
+            deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
+        # Surveys stored earlier whose session arrives now move to its segment and bins.
+        for r in await self._select_in(
+            db, f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
+            "WHERE session_id IN ({ids})", new_session_ids):
+            if r[0] in new_survey_ids:
+                continue
+            moved = survey_facts_row(r[2:])
+            deltas.survey(moved, None, -1)
+            deltas.survey(moved, joined[r[1]], 1)
+        await self._apply(db, deltas)
+
+    async def _apply(self, db: aiosqlite.Connection, deltas: Deltas) -> None:
+        for table, key, vec, rows in (
+            ("agg_sessions", KEY, SESSION_VEC, deltas.session_rows()),
+            ("agg_surveys", KEY, SURVEY_VEC, deltas.survey_rows()),
+            ("agg_bins", BIN_KEY, BIN_VEC, deltas.bin_rows()),
+        ):
+            if rows:
+                values = f"VALUES ({', '.join('?' * (len(key) + len(vec)))})"
+                await db.executemany(upsert_sql(table, key, vec, values), rows)
+
+    async def _delete_records(
+        self, db: aiosqlite.Connection, session_cond: str, survey_cond: str, param: Any
+    ) -> int:
+        """Delete the sessions and surveys matching the conditions (``{p}`` is the table
+        alias) inside the caller's transaction, and keep the aggregates and the surveyed
+        flags of what remains right: the days they touch are recomputed from the rows."""
+        def cond(c: str, alias: str) -> str:
+            return c.format(p=alias)
+
+        days: set[int] = set()
+        for sql in (
+            f"SELECT DISTINCT {day_sql('s.started_us', 'sqlite')} FROM sessions s WHERE {cond(session_cond, 's.')}",
+            f"SELECT DISTINCT {day_sql('v.shown_us', 'sqlite')} FROM surveys v WHERE {cond(survey_cond, 'v.')}",
+            # Surveys kept whose session goes: they leave its segment and bins.
+            f"SELECT DISTINCT {day_sql('v.shown_us', 'sqlite')} FROM surveys v "
+            f"JOIN sessions s ON s.id = v.session_id WHERE {cond(session_cond, 's.')}",
+        ):
+            async with db.execute(sql, (param,)) as cur:
+                days.update(r[0] for r in await cur.fetchall())
+        async with db.execute(
+            f"SELECT DISTINCT v.session_id FROM surveys v WHERE {cond(survey_cond, 'v.')} "
+            "AND v.session_id IS NOT NULL", (param,),
+        ) as cur:
+            linked = [r[0] for r in await cur.fetchall()]
+        n = (await db.execute(f"DELETE FROM sessions WHERE {cond(session_cond, '')}", (param,))).rowcount
+        n += (await db.execute(f"DELETE FROM surveys WHERE {cond(survey_cond, '')}", (param,))).rowcount
+        # Sessions kept that lose their last survey are no longer surveyed.
+        for r in await self._select_in(
+            db, "UPDATE sessions SET surveyed = 0 WHERE surveyed = 1 AND id IN ({ids}) AND NOT "
+            "EXISTS (SELECT 1 FROM surveys v WHERE v.session_id = sessions.id) RETURNING started_us",
+            linked,
+        ):
+            days.add(day_of(r[0]))
+        await self._rebuild_days(db, day_ranges(days))
+        return n
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         self._check_open()
@@ -316,6 +495,9 @@ class SQLiteStorage(Storage):
             f"{where} GROUP BY 1, 2, 3, 4, 5", params,
         )
         return [SessionGroup(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows]
+
+    async def report_data(self, filters: Filters) -> ReportData:
+        return await read_report_data(self._fetch, filters, "?")
 
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         where, params = where_surveys(filters, "?")
@@ -392,11 +574,55 @@ class SQLiteStorage(Storage):
         async with self._write_lock:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                n = (await db.execute("DELETE FROM sessions WHERE box_id = ?", (box_id,))).rowcount
-                n += (await db.execute("DELETE FROM surveys WHERE box_id = ?", (box_id,))).rowcount
+                n = await self._delete_records(db, "{p}box_id = ?", "{p}box_id = ?", box_id)
                 await db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+        return n
+
+    # -- dashboard and retention ---------------------------------------------------------
+    async def bad_detractors(
+        self, filters: Filters, bad: BadQuality, limit: int
+    ) -> list[DetractorRow]:
+        where, params = where_surveys(filters, "?")
+        cond = ("v.outcome = 'answered' AND v.score <= 6 AND (s.failed = 1 "
+                "OR s.rebuffer_ratio > ? OR s.startup_ms > ? OR s.avg_bitrate_kbps <= ?)")
+        where = f"{where} AND {cond}" if where else f"WHERE {cond}"
+        rows = await self._fetch(
+            "SELECT v.id, v.box_id, v.shown_us, v.score, v.reason, v.region, v.model, "
+            "v.firmware, s.id, s.channel, s.content_type, s.startup_ms, s.watch_s, "
+            "s.rebuffer_count, s.rebuffer_ratio, s.avg_bitrate_kbps, s.failed "
+            f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+            "ORDER BY v.shown_us DESC, v.id LIMIT ?",
+            [*params, bad.rebuffer_ratio_above, bad.startup_ms_above,
+             bad.bitrate_kbps_at_most, limit],
+        )
+        return [
+            DetractorRow(
+                survey_id=r[0], box_id=r[1], shown_us=r[2], score=r[3], reason=r[4],
+                region=r[5], model=r[6], firmware=r[7], session_id=r[8], channel=r[9],
+                content_type=r[10], startup_ms=r[11], watch_s=r[12], rebuffer_count=r[13],
+                rebuffer_ratio=r[14], avg_bitrate_kbps=r[15], failed=bool(r[16]),
+            )
+            for r in rows
+        ]
+
+    async def purge_before(self, cutoff_us: int) -> int:
+        self._check_open()
+        db = self._writer
+        assert db is not None
+        async with self._write_lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    n = await self._delete_records(
+                        db, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us)
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+            except aiosqlite.Error as exc:
+                raise StorageError(f"purge failed: {exc}") from exc
         return n

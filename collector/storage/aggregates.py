@@ -1,0 +1,557 @@
+"""Incremental report aggregates, shared by every backend.
+
+The report must not slow down as records pile up, so ingest keeps three tables of
+counts, each keyed by a UTC day and a segment (region, model, firmware, channel,
+content_type), and the report reads those for the whole days inside ``[from, to)`` and
+the raw rows only for the partial days at the edges:
+
+* ``agg_sessions``: sessions by their ``started_at`` day: count, surveyed, failed and the
+  count in each of the contract's QoS buckets (the report needs only these marginals, so
+  one wide row per day and segment suffices);
+* ``agg_surveys``: surveys by their ``shown_at`` day: shown, each outcome, the score
+  histogram and the reasons;
+* ``agg_bins``: answered surveys whose session is known, by day, segment, metric and
+  *fine* bin of that session's metric: the count of each score. The contract's buckets
+  are unions of fine bins, and Spearman's rho is computed from the fine bins (see
+  :data:`FINE_EDGES`).
+
+A survey's channel and content type are its session's, so a survey whose session has not
+arrived is kept under channel ``''`` (which no filter can ask for) and moved to its
+session's segment, with its bins, in the transaction that stores the session.
+
+Each key is kept twice: at ``lvl`` 0 with its segment, and at ``lvl`` 1 (the rollup) with
+every segment column ``''``, so a report without segment filters reads a number of rows
+that depends only on days and bins. Nulls are stored as ``''`` (text) so that keys can be
+primary keys in both SQLite and PostgreSQL: no filter may be empty, so ``''`` is never
+asked for.
+
+Everything here is plain Python or SQL that both dialects accept, so that both backends
+keep the very same aggregates and answer the very same report.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from protocol import REASONS
+
+from ..buckets import BUCKETS, METRICS, bucket_index
+from ..model import Filters
+
+DAY_US: Final = 86_400_000_000
+
+#: Segment columns, in key order.
+SEGMENT: Final = ("region", "model", "firmware", "channel", "content_type")
+#: The key of ``agg_sessions`` and ``agg_surveys``.
+KEY: Final = ("lvl", "day", *SEGMENT)
+#: The key of ``agg_bins``.
+BIN_KEY: Final = (*KEY, "metric", "bin")
+
+#: Column names of the session counts, in vector order.
+SESSION_VEC: Final = (
+    "n", "surveyed", "failed",
+    *(f"rb{i}" for i in range(len(BUCKETS["rebuffer_ratio"]))),
+    *(f"br{i}" for i in range(len(BUCKETS["avg_bitrate_kbps"]))),
+    *(f"su{i}" for i in range(len(BUCKETS["startup_ms"]))),
+)
+_BUCKET_PREFIX: Final = {"rebuffer_ratio": "rb", "avg_bitrate_kbps": "br", "startup_ms": "su"}
+#: Column names of the survey counts, in vector order.
+SURVEY_VEC: Final = (
+    "shown", "answered", "dismissed", "timeout",
+    *(f"h{i}" for i in range(11)),
+    *(f"r_{r}" for r in REASONS),
+)
+#: Column names of a fine bin's score counts.
+BIN_VEC: Final = tuple(f"s{i}" for i in range(11))
+
+#: Metric numbers in ``agg_bins.metric``, and the session columns holding fine bins.
+METRIC_ID: Final = {m: i for i, m in enumerate(METRICS)}
+FINE_COLUMN: Final = {"rebuffer_ratio": "rb_fine", "avg_bitrate_kbps": "br_fine",
+                      "startup_ms": "su_fine"}
+
+# -- fine bins --------------------------------------------------------------------------------
+
+#: Each fine bin is 2 % wide (geometric), so a bin rarely holds more than a few per cent of
+#: the sessions even where values crowd together (ABR ladders, typical start-up times).
+#: Treating the values inside a bin as tied moves Spearman's rho by about
+#: ``rho / 2 * sum(q_b^3)`` for bin shares ``q_b`` where the score relates smoothly to the
+#: metric (the within-bin part of the ranks is what is lost); exact ties, such as the many
+#: sessions without any rebuffering, lose nothing. The tests check the 0.01 of the contract
+#: against scipy on skewed data.
+_RATIO: Final = 1.02
+
+
+def _edges(start: float, stop: float, coarse: Iterable[float]) -> tuple[float, ...]:
+    out = {0.0, *(float(c) for c in coarse)}
+    x = start
+    while x < stop:
+        out.add(x)
+        x *= _RATIO
+    out.add(stop)
+    return tuple(sorted(out))
+
+
+def _coarse_edges(metric: str) -> list[float]:
+    return [b.hi for b in BUCKETS[metric] if b.hi is not None]
+
+
+#: Upper edges of the fine bins: bin ``i`` holds ``FINE_EDGES[i-1] < x <= FINE_EDGES[i]``,
+#: bin 0 holds exactly 0, and bin ``len(edges)`` everything above the last edge. Every edge
+#: of the contract's buckets is an edge here, so each fine bin lies in one bucket.
+FINE_EDGES: Final[dict[str, tuple[float, ...]]] = {
+    "rebuffer_ratio": _edges(1e-6, 1.0, _coarse_edges("rebuffer_ratio")),
+    "avg_bitrate_kbps": _edges(1.0, 200_000.0, _coarse_edges("avg_bitrate_kbps")),
+    "startup_ms": _edges(1.0, 600_000.0, _coarse_edges("startup_ms")),
+}
+
+
+def fine_bin(metric: str, value: float | None) -> int | None:
+    """The fine bin of a metric's value (None for a null metric)."""
+    if value is None or math.isnan(value):
+        return None
+    return bisect.bisect_left(FINE_EDGES[metric], value)
+
+
+def coarse_of_fine(metric: str, fine: int) -> int:
+    """The contract bucket that fine bin ``fine`` lies in."""
+    edges = FINE_EDGES[metric]
+    if fine >= len(edges):
+        return len(BUCKETS[metric]) - 1
+    idx = bucket_index(metric, edges[fine])
+    assert idx is not None
+    return idx
+
+
+def day_of(us: int) -> int:
+    """The UTC day number of a time in µs (floor, also before 1970)."""
+    return us // DAY_US
+
+
+def day_sql(col: str, dialect: str) -> str:
+    """:func:`day_of` in SQL: both dialects truncate integer division towards zero."""
+    fix = f"(CASE WHEN {col} < 0 AND {col} % {DAY_US} != 0 THEN 1 ELSE 0 END)"
+    return f"({col} / {DAY_US} - {fix})"
+
+
+# -- the counts --------------------------------------------------------------------------------
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    """What the session aggregates need of a session."""
+
+    started_us: int
+    region: str | None
+    model: str | None
+    firmware: str | None
+    channel: str | None
+    content_type: str | None
+    rb_bucket: int | None
+    br_bucket: int | None
+    su_bucket: int | None
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What a survey's aggregates need of its session."""
+
+    channel: str | None
+    content_type: str | None
+    rb_fine: int | None
+    br_fine: int | None
+    su_fine: int | None
+
+    def fine(self, metric: str) -> int | None:
+        """The session's fine bin of ``metric``."""
+        value: int | None = getattr(self, FINE_COLUMN[metric])
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyFacts:
+    """What the survey aggregates need of a survey."""
+
+    shown_us: int
+    region: str | None
+    model: str | None
+    firmware: str | None
+    outcome: str
+    score: int | None
+    reason: str | None
+
+
+def _seg(*values: str | None) -> tuple[str, ...]:
+    return tuple(v if v is not None else "" for v in values)
+
+
+_ROLLUP_SEG: Final = ("",) * len(SEGMENT)
+
+
+@dataclass
+class Deltas:
+    """Changes to the three aggregate tables, summed by key; applied in one transaction."""
+
+    sessions: dict[Key, list[int]] = field(default_factory=dict)
+    surveys: dict[Key, list[int]] = field(default_factory=dict)
+    bins: dict[Key, list[int]] = field(default_factory=dict)
+
+    @staticmethod
+    def _add(table: dict[Key, list[int]], key: Key, width: int, idx: Iterable[int], sign: int) -> None:
+        vec = table.get(key)
+        if vec is None:
+            vec = table[key] = [0] * width
+        for i in idx:
+            vec[i] += sign
+
+    def session(self, s: SessionFacts, surveyed: bool, sign: int = 1) -> None:
+        """Count (``sign`` 1) or uncount (-1) a session."""
+        idx = [0]
+        if surveyed:
+            idx.append(1)
+        if s.failed:
+            idx.append(2)
+        for metric, b in (("rebuffer_ratio", s.rb_bucket), ("avg_bitrate_kbps", s.br_bucket),
+                          ("startup_ms", s.su_bucket)):
+            if b is not None:
+                idx.append(_SESSION_POS[f"{_BUCKET_PREFIX[metric]}{b}"])
+        day = day_of(s.started_us)
+        seg = _seg(s.region, s.model, s.firmware, s.channel, s.content_type)
+        for key in ((0, day, *seg), (1, day, *_ROLLUP_SEG)):
+            self._add(self.sessions, key, len(SESSION_VEC), idx, sign)
+
+    def survey(self, v: SurveyFacts, joined: Joined | None, sign: int = 1) -> None:
+        """Count (``sign`` 1) or uncount (-1) a survey, joined to its session or not."""
+        idx = [0]
+        answered = v.outcome == "answered" and v.score is not None
+        if v.outcome in ("answered", "dismissed", "timeout"):
+            idx.append(_SURVEY_POS[v.outcome])
+        if answered:
+            idx.append(_SURVEY_POS[f"h{v.score}"])
+            if v.reason in REASONS:
+                idx.append(_SURVEY_POS[f"r_{v.reason}"])
+        day = day_of(v.shown_us)
+        seg = _seg(v.region, v.model, v.firmware,
+                   joined.channel if joined else None, joined.content_type if joined else None)
+        keys = ((0, day, *seg), (1, day, *_ROLLUP_SEG))
+        for key in keys:
+            self._add(self.surveys, key, len(SURVEY_VEC), idx, sign)
+        if answered and joined is not None:
+            assert v.score is not None
+            for metric in METRICS:
+                fine = joined.fine(metric)
+                if fine is None:
+                    continue
+                for key in keys:
+                    self._add(self.bins, (*key, METRIC_ID[metric], fine), len(BIN_VEC),
+                              (v.score,), sign)
+
+    @staticmethod
+    def _rows(table: dict[Key, list[int]]) -> list[tuple[Any, ...]]:
+        # Sorted: every writer touches aggregate rows in the same order, so two
+        # transactions (two collector instances) never wait for each other in a cycle.
+        return [(*k, *v) for k, v in sorted(table.items()) if any(v)]
+
+    def session_rows(self) -> list[tuple[Any, ...]]:
+        """``agg_sessions`` rows to add: key then counts, in key order."""
+        return self._rows(self.sessions)
+
+    def survey_rows(self) -> list[tuple[Any, ...]]:
+        """``agg_surveys`` rows to add."""
+        return self._rows(self.surveys)
+
+    def bin_rows(self) -> list[tuple[Any, ...]]:
+        """``agg_bins`` rows to add."""
+        return self._rows(self.bins)
+
+
+_SESSION_POS: Final = {c: i for i, c in enumerate(SESSION_VEC)}
+_SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
+
+
+def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str) -> str:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` adding the counts; ``values`` is the
+    VALUES clause or SELECT that provides the rows (dialect-specific)."""
+    cols = ", ".join((*key, *vec))
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in vec)
+    return f"INSERT INTO {table} ({cols}) {values} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {adds}"
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+def aggregate_ddl(count_type: str) -> list[str]:
+    """CREATE TABLE statements of the three aggregate tables (both dialects)."""
+    seg = ", ".join(f"{c} TEXT NOT NULL" for c in SEGMENT)
+
+    def counts(vec: Sequence[str]) -> str:
+        return ", ".join(f"{c} {count_type} NOT NULL DEFAULT 0" for c in vec)
+
+    return [
+        f"CREATE TABLE IF NOT EXISTS agg_sessions (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
+        f"{seg}, {counts(SESSION_VEC)}, PRIMARY KEY ({', '.join(KEY)}))",
+        f"CREATE TABLE IF NOT EXISTS agg_surveys (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
+        f"{seg}, {counts(SURVEY_VEC)}, PRIMARY KEY ({', '.join(KEY)}))",
+        f"CREATE TABLE IF NOT EXISTS agg_bins (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
+        f"{seg}, metric SMALLINT NOT NULL, bin INTEGER NOT NULL, {counts(BIN_VEC)}, "
+        f"PRIMARY KEY ({', '.join(BIN_KEY)}))",
+    ]
+
+
+# -- rebuilding from the raw rows (migration, bulk loads, deletions) ------------------------------
+
+def _sum_case(cond: str) -> str:
+    return f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+
+
+def _session_sums(prefix: str = "") -> list[str]:
+    p = prefix
+    out = ["count(*)", _sum_case(f"{p}surveyed"), _sum_case(f"{p}failed")]
+    for metric in METRICS:
+        col = {"rebuffer_ratio": "rb_bucket", "avg_bitrate_kbps": "br_bucket",
+               "startup_ms": "su_bucket"}[metric]
+        out += [_sum_case(f"{p}{col} = {i}") for i in range(len(BUCKETS[metric]))]
+    return out
+
+
+_ANSWERED = "v.outcome = 'answered' AND v.score IS NOT NULL"
+
+
+def _survey_sums() -> list[str]:
+    out = ["count(*)"] + [_sum_case(f"v.outcome = '{o}'") for o in ("answered", "dismissed", "timeout")]
+    out += [_sum_case(f"{_ANSWERED} AND v.score = {i}") for i in range(11)]
+    out += [_sum_case(f"{_ANSWERED} AND v.reason = '{r}'") for r in REASONS]
+    return out
+
+
+def _bin_sums() -> list[str]:
+    return [_sum_case(f"v.score = {i}") for i in range(11)]
+
+
+def rebuild_sql(dialect: str, style: str) -> list[tuple[str, int]]:
+    """Statements that recompute the aggregates of days ``[d0, d1)`` from the raw rows, in
+    order. Each takes two parameters: ``(d0 * DAY_US, d1 * DAY_US)`` where its flag is 1,
+    ``(d0, d1)`` where it is 0."""
+    def ph(i: int) -> str:
+        return "?" if style == "?" else f"${i}"
+
+    seg_s = ", ".join(f"coalesce(s.{c}, '')" for c in SEGMENT)
+    seg_v = ", ".join([*(f"coalesce(v.{c}, '')" for c in SEGMENT[:3]),
+                       "coalesce(s.channel, '')", "coalesce(s.content_type, '')"])
+    n_key = len(KEY)
+    stmts: list[tuple[str, int]] = []
+    for table in ("agg_sessions", "agg_surveys", "agg_bins"):
+        stmts.append((f"DELETE FROM {table} WHERE day >= {ph(1)} AND day < {ph(2)}", 0))
+    group = ", ".join(str(i) for i in range(2, n_key + 1))
+    stmts.append((
+        f"INSERT INTO agg_sessions ({', '.join((*KEY, *SESSION_VEC))}) "
+        f"SELECT 0, {day_sql('s.started_us', dialect)}, {seg_s}, {', '.join(_session_sums('s.'))} "
+        f"FROM sessions s WHERE s.started_us >= {ph(1)} AND s.started_us < {ph(2)} GROUP BY {group}", 1))
+    stmts.append((
+        f"INSERT INTO agg_surveys ({', '.join((*KEY, *SURVEY_VEC))}) "
+        f"SELECT 0, {day_sql('v.shown_us', dialect)}, {seg_v}, {', '.join(_survey_sums())} "
+        f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
+        f"WHERE v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}", 1))
+    for metric in METRICS:
+        col = FINE_COLUMN[metric]
+        stmts.append((
+            f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
+            f"SELECT 0, {day_sql('v.shown_us', dialect)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
+            f"{', '.join(_bin_sums())} FROM surveys v JOIN sessions s ON s.id = v.session_id "
+            f"WHERE {_ANSWERED} AND s.{col} IS NOT NULL "
+            f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", 1))
+    blank = ", ".join("''" for _ in SEGMENT)
+    for table, vec, extra in (("agg_sessions", SESSION_VEC, ()), ("agg_surveys", SURVEY_VEC, ()),
+                              ("agg_bins", BIN_VEC, ("metric", "bin"))):
+        key_cols = (*KEY, *extra)
+        sums = ", ".join(f"sum({c})" for c in vec)
+        extra_sel = "".join(f", {c}" for c in extra)
+        stmts.append((
+            f"INSERT INTO {table} ({', '.join((*key_cols, *vec))}) "
+            f"SELECT 1, day, {blank}{extra_sel}, {sums} FROM {table} "
+            f"WHERE lvl = 0 AND day >= {ph(1)} AND day < {ph(2)} GROUP BY day{extra_sel}", 0))
+    return stmts
+
+
+def day_ranges(days: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive days as ``[d0, d1)`` ranges."""
+    out: list[tuple[int, int]] = []
+    for d in sorted(set(days)):
+        if out and out[-1][1] == d:
+            out[-1] = (out[-1][0], d + 1)
+        else:
+            out.append((d, d + 1))
+    return out
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+@dataclass
+class ReportData:
+    """Everything the report is computed from: counts, never records."""
+
+    sessions: list[int] = field(default_factory=lambda: [0] * len(SESSION_VEC))
+    surveys: list[int] = field(default_factory=lambda: [0] * len(SURVEY_VEC))
+    #: (metric, fine bin) -> the count of each score 0..10.
+    bins: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def add_sessions(self, row: Sequence[Any]) -> None:
+        """Add a row of session counts (nulls, from an empty sum, count as 0)."""
+        for i, v in enumerate(row):
+            self.sessions[i] += int(v or 0)
+
+    def add_surveys(self, row: Sequence[Any]) -> None:
+        """Add a row of survey counts."""
+        for i, v in enumerate(row):
+            self.surveys[i] += int(v or 0)
+
+    def add_bin(self, metric: str, fine: int, counts: Sequence[Any]) -> None:
+        """Add score counts to one fine bin."""
+        vec = self.bins.get((metric, fine))
+        if vec is None:
+            vec = self.bins[(metric, fine)] = [0] * 11
+        for i, v in enumerate(counts):
+            vec[i] += int(v or 0)
+
+    def session(self, name: str) -> int:
+        """One session count by its column name."""
+        return self.sessions[_SESSION_POS[name]]
+
+    def survey(self, name: str) -> int:
+        """One survey count by its column name."""
+        return self.surveys[_SURVEY_POS[name]]
+
+
+class Params:
+    """Bound parameters in either placeholder style: ``?`` or numbered ``$n``."""
+
+    def __init__(self, style: str, start: int = 0) -> None:
+        self.style = style
+        self.values: list[Any] = []
+        self._start = start
+
+    def add(self, value: Any) -> str:
+        """Bind ``value``; answer its placeholder."""
+        self.values.append(value)
+        return "?" if self.style == "?" else f"${self._start + len(self.values)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which days come from the aggregates and which µs ranges from the raw rows."""
+
+    day_lo: int | None
+    day_hi: int | None
+    use_aggregates: bool
+    raw: tuple[tuple[int | None, int | None], ...]
+
+
+def plan(f: Filters) -> Plan:
+    """Whole UTC days inside ``[from, to)`` from the aggregates, the partial days at the
+    edges from the raw rows."""
+    lo, hi = f.from_us, f.to_us
+    d_lo = None if lo is None else -((-lo) // DAY_US)
+    d_hi = None if hi is None else hi // DAY_US
+    if d_lo is not None and d_hi is not None and d_lo >= d_hi:
+        if lo is not None and hi is not None and lo >= hi:
+            return Plan(None, None, False, ())
+        return Plan(None, None, False, ((lo, hi),))
+    raw: list[tuple[int | None, int | None]] = []
+    if lo is not None and d_lo is not None and lo < d_lo * DAY_US:
+        raw.append((lo, d_lo * DAY_US))
+    if hi is not None and d_hi is not None and hi > d_hi * DAY_US:
+        raw.append((d_hi * DAY_US, hi))
+    return Plan(d_lo, d_hi, True, tuple(raw))
+
+
+def _agg_where(f: Filters, p: Params, plan_: Plan) -> str:
+    segmented = any(getattr(f, c) is not None for c in SEGMENT)
+    parts = [f"lvl = {p.add(0 if segmented else 1)}"]
+    if plan_.day_lo is not None:
+        parts.append(f"day >= {p.add(plan_.day_lo)}")
+    if plan_.day_hi is not None:
+        parts.append(f"day < {p.add(plan_.day_hi)}")
+    for c in SEGMENT:
+        value = getattr(f, c)
+        if value is not None:
+            parts.append(f"{c} = {p.add(value)}")
+    return " AND ".join(parts)
+
+
+Query = tuple[str, list[Any]]
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
+
+
+def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], list[Query]]:
+    """(session-count queries, survey-count queries, bin queries) for ``f``.
+
+    Session and survey queries answer one row of counts in :data:`SESSION_VEC` /
+    :data:`SURVEY_VEC` order; bin queries answer ``(metric, bin, s0..s10)`` rows from the
+    aggregates or ``(rb_fine, br_fine, su_fine, score, count)`` rows from the raw rows
+    (told apart by their width).
+    """
+    from .sql import where_sessions, where_surveys
+
+    pl = plan(f)
+    sq: list[Query] = []
+    vq: list[Query] = []
+    bq: list[Query] = []
+    if pl.use_aggregates:
+        for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
+            p = Params(style)
+            where = _agg_where(f, p, pl)
+            out.append((f"SELECT {', '.join(f'sum({c})' for c in vec)} FROM {table} WHERE {where}",
+                        p.values))
+        p = Params(style)
+        where = _agg_where(f, p, pl)
+        bq.append((f"SELECT metric, bin, {', '.join(f'sum({c})' for c in BIN_VEC)} FROM agg_bins "
+                   f"WHERE {where} GROUP BY metric, bin", p.values))
+    for lo, hi in pl.raw:
+        edge = replace(f, from_us=lo, to_us=hi)
+        where, params = where_sessions(edge, style)
+        sq.append((f"SELECT {', '.join(_session_sums())} FROM sessions {where}", params))
+        where, params = where_surveys(edge, style)
+        vq.append((f"SELECT {', '.join(_survey_sums())} FROM surveys v "
+                   f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params))
+        cond = f"{_ANSWERED}"
+        where = f"{where} AND {cond}" if where else f"WHERE {cond}"
+        bq.append(("SELECT s.rb_fine, s.br_fine, s.su_fine, v.score, count(*) FROM surveys v "
+                   f"JOIN sessions s ON s.id = v.session_id {where} GROUP BY 1, 2, 3, 4", params))
+    return sq, vq, bq
+
+
+async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: bool = True) -> ReportData:
+    """Run :func:`report_queries` through ``fetch`` and fold the answers."""
+    import asyncio
+
+    sq, vq, bq = report_queries(f, style)
+    queries = [*sq, *vq, *bq]
+    if concurrent:
+        answers = await asyncio.gather(*(fetch(q, p) for q, p in queries))
+    else:
+        answers = [await fetch(q, p) for q, p in queries]
+    data = ReportData()
+    it = iter(answers)
+    for _ in sq:
+        for row in next(it):
+            data.add_sessions(row)
+    for _ in vq:
+        for row in next(it):
+            data.add_surveys(row)
+    for _ in bq:
+        for row in next(it):
+            if len(row) == 2 + len(BIN_VEC):
+                data.add_bin(METRICS[row[0]], row[1], row[2:])
+                continue
+            score, count = row[3], row[4]
+            for metric, fine in zip(METRICS, row[:3], strict=True):
+                if fine is not None:
+                    counts = [0] * 11
+                    counts[score] = count
+                    data.add_bin(metric, fine, counts)
+    return data
