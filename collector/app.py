@@ -25,6 +25,7 @@ from protocol.timefmt import to_micros
 from .errors import BadQueryError, CollectorError, OverloadedError, StorageError
 from .export import export_chunks
 from .ingest import rows_from_batch
+from .model import Row
 from .query import parse_filters
 from .report import build_report
 from .settings import Settings
@@ -39,6 +40,10 @@ STORE = web.AppKey("store", Storage)
 ADMIN_HASH = web.AppKey("admin_hash", bytes)
 LOG_BOX_ID = web.RequestKey("log_box_id", str)
 LOG_COUNTS = web.RequestKey("log_counts", dict[str, int])
+#: Called with the stored rows and, per row, whether it was new, after each upload is
+#: stored (the dashboard's detractor alerts listen here). Listeners must not block.
+IngestListener = Callable[[list[Row], list[bool]], None]
+INGEST_LISTENERS = web.AppKey("ingest_listeners", list[IngestListener])
 
 #: Keyword arguments for the server under the app: the collector inflates gzip itself,
 #: with a limit, so aiohttp must hand the body over as sent.
@@ -154,6 +159,8 @@ async def post_batches(request: web.Request) -> web.Response:
     except OverloadedError as exc:
         raise ApiError(503, "overloaded", "the collector is shedding load; retry later",
                        headers={"Retry-After": str(exc.retry_after_s)}) from None
+    for listener in request.app[INGEST_LISTENERS]:
+        listener([row for _, row in indexed], fresh)
     accepted = sum(fresh)
     duplicates = len(fresh) - accepted
     rejected = [{"index": r.index, "id": r.id, "error": r.error} for r in batch.rejected]
@@ -317,4 +324,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/export", get_export)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app[INGEST_LISTENERS] = []
+    from .dashboard import setup_dashboard  # here: the dashboard imports this module
+
+    setup_dashboard(app)
     return app

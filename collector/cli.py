@@ -1,4 +1,4 @@
-"""``nps-collector``: serve, enrol and revoke boxes, show the admin token."""
+"""``nps-collector``: serve, enrol and revoke boxes, show the admin token, purge old records."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_setting_flags(p, only=("db",))
     p = sub.add_parser("admin-token", help="print the admin token kept in the data store")
     _add_setting_flags(p, only=("db",))
+    p = sub.add_parser("purge", help="delete the records older than N days")
+    p.add_argument("--older-than-days", dest="older_than_days", type=int, required=True,
+                   metavar="N", help="sessions started and surveys shown more than N days ago")
+    _add_setting_flags(p, only=("db",))
     return parser
 
 
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(settings.log_level)
             web.run_app(create_app(settings), host=settings.host, port=settings.port,
                         print=lambda msg: print(msg, flush=True), access_log=None,
-                        handler_args=SERVER_KWARGS)
+                        **SERVER_KWARGS)
             return 0
         if args.command == "box-token":
             _check_box_id(args.box_id)
@@ -90,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
             _check_box_id(args.box_id)
             n = asyncio.run(_with_store(settings, lambda s: s.delete_box(args.box_id)))
             print(f"deleted {n} record(s) and every token of {args.box_id}", file=sys.stderr)
+            return 0
+        if args.command == "purge":
+            if args.older_than_days < 0:
+                raise CollectorError("--older-than-days: must be 0 or more")
+            from .dashboard import purge_older_than
+
+            n = asyncio.run(_with_store(
+                settings, lambda s: purge_older_than(s, args.older_than_days)))
+            print(f"purged {n} record(s) older than {args.older_than_days} day(s)", file=sys.stderr)
             return 0
         if args.command == "admin-token":
             print(asyncio.run(_with_store(settings, _admin_token_quiet(settings))))

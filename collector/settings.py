@@ -25,7 +25,7 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata=_opt(
         "--host", "Address to listen on (0.0.0.0 for every interface)."))
     port: int = field(default=8080, metadata=_opt("--port", "TCP port to listen on."))
-    admin_token: str | None = field(default=None, metadata=_opt(
+    admin_token: str | None = field(default=None, repr=False, metadata=_opt(
         None, "The operators' token (from NPS_ADMIN_TOKEN); generated and kept in the store when unset.",
         env="NPS_ADMIN_TOKEN"))
     write_queue_batches: int = field(default=512, metadata=_opt(
@@ -38,6 +38,22 @@ class Settings:
         "--read-connections", "SQLite read connections (each a thread)."))
     log_level: str = field(default="INFO", metadata=_opt(
         "--log-level", "DEBUG, INFO, WARNING or ERROR.", env="NPS_LOG_LEVEL"))
+    webhook_url: str | None = field(default=None, metadata=_opt(
+        "--webhook-url", "Detractor alerts are POSTed here (Standard Webhooks); unset: no alerts.",
+        env="NPS_WEBHOOK_URL"))
+    # repr=False: the secret must never reach a log line or a traceback.
+    webhook_secret: str | None = field(default=None, repr=False, metadata=_opt(
+        None, "The alerts' signing secret, whsec_<base64> (from NPS_WEBHOOK_SECRET).",
+        env="NPS_WEBHOOK_SECRET"))
+    webhook_mode: str = field(default="detractor", metadata=_opt(
+        "--webhook-mode", "detractor: one alert per detractor answer; threshold: one alert "
+        "per hour once that hour's detractors reach --webhook-threshold."))
+    webhook_threshold: int = field(default=10, metadata=_opt(
+        "--webhook-threshold", "Detractors within one hour that raise a threshold alert."))
+    retention_days: int = field(default=0, metadata=_opt(
+        "--retention-days", "Records older than this many days are purged hourly; 0 keeps all."))
+    dashboard_session_hours: int = field(default=12, metadata=_opt(
+        "--session-hours", "How long a dashboard login lasts."))
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -62,6 +78,35 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         parse_db_url(self.db)
+        if self.webhook_mode not in ("detractor", "threshold"):
+            raise ConfigError(f"webhook_mode: {self.webhook_mode!r} is not detractor or threshold")
+        if self.webhook_threshold < 1 or self.dashboard_session_hours < 1:
+            raise ConfigError("webhook_threshold and dashboard_session_hours: must be at least 1")
+        if self.retention_days < 0:
+            raise ConfigError("retention_days: must be 0 (keep all) or more")
+        if self.webhook_url is not None:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ConfigError("webhook_url: must be an http:// or https:// URL")
+            if not self.webhook_secret:
+                raise ConfigError("webhook_secret: NPS_WEBHOOK_SECRET is required with webhook_url")
+        if self.webhook_secret is not None:
+            _check_whsec(self.webhook_secret)
+
+
+def _check_whsec(secret: str) -> None:
+    """A Standard Webhooks secret: ``whsec_`` then base64 of 24 to 64 random bytes.
+    The message never quotes the secret."""
+    import base64
+    import binascii
+
+    if not secret.startswith("whsec_"):
+        raise ConfigError("webhook_secret: must start with whsec_")
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("webhook_secret: the part after whsec_ is not base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ConfigError("webhook_secret: must decode to 24 to 64 bytes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,187 @@
+"""What the dashboard shows beyond ``/v1/report``: NPS over time, response rate by QoS
+bucket, and a period-over-period significance test.
+
+Everything is computed from the store's existing queries (``survey_facts``), so it works
+with every backend and agrees with the report by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from protocol.timefmt import to_micros
+
+from ..buckets import BUCKETS, METRICS, bucket_index
+from ..errors import BadQueryError
+from ..model import Filters, SurveyFact
+from ..report import build_report
+from ..stats import adjusted_wald, nps, nps_ci95
+from ..storage import Storage
+
+DAY_US = 86_400 * 1_000_000
+#: A longer time line is refused: each point is one query.
+MAX_PERIODS = 400
+#: Two-sided level of the period-over-period test.
+ALPHA = 0.05
+
+
+def iso_us(us: int) -> str:
+    """RFC 3339 (UTC, ``Z``) of µs since the epoch, whole seconds where exact."""
+    dt = datetime.fromtimestamp(us / 1_000_000, UTC)
+    text = dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Counts:
+    """Survey counts of a set of surveys: shown, answered, promoters, detractors."""
+
+    shown: int
+    answered: int
+    promoters: int
+    detractors: int
+
+    @classmethod
+    def of(cls, facts: Sequence[SurveyFact]) -> Counts:
+        """Count ``facts`` as the report does (NPS over answered surveys only)."""
+        scores = [f.score for f in facts if f.outcome == "answered" and f.score is not None]
+        return cls(
+            shown=len(facts),
+            answered=sum(1 for f in facts if f.outcome == "answered"),
+            promoters=sum(1 for s in scores if s >= 9),
+            detractors=sum(1 for s in scores if s <= 6),
+        )
+
+    @classmethod
+    def of_report(cls, report: dict[str, Any]) -> Counts:
+        """The counts of a ``/v1/report`` answer."""
+        return cls(shown=report["surveys"]["shown"], answered=report["surveys"]["answered"],
+                   promoters=report["promoters"], detractors=report["detractors"])
+
+    def block(self) -> dict[str, Any]:
+        """NPS, its interval and the response rate, in the report's units."""
+        return {
+            "shown": self.shown,
+            "answered": self.answered,
+            "promoters": self.promoters,
+            "detractors": self.detractors,
+            "nps": nps(self.promoters, self.detractors, self.answered),
+            "nps_ci95": nps_ci95(self.promoters, self.detractors, self.answered),
+            "response_rate": self.answered / self.shown if self.shown else None,
+        }
+
+
+def periods(from_us: int, to_us: int, granularity: str) -> list[tuple[int, int]]:
+    """Half-open periods of one day or week from ``from_us``; the last one ends at ``to_us``."""
+    step = DAY_US * (7 if granularity == "week" else 1)
+    if to_us <= from_us:
+        return []
+    count = math.ceil((to_us - from_us) / step)
+    if count > MAX_PERIODS:
+        raise BadQueryError(f"granularity: {count} periods of a {granularity}; at most {MAX_PERIODS}")
+    return [(lo, min(lo + step, to_us)) for lo in range(from_us, to_us, step)]
+
+
+async def timeline(store: Storage, filters: Filters, granularity: str) -> list[dict[str, Any]]:
+    """NPS, interval and response rate per period of ``filters``' range: the report of
+    each period, so every point is what ``/v1/report`` answers for it."""
+    assert filters.from_us is not None and filters.to_us is not None
+    spans = periods(filters.from_us, filters.to_us, granularity)
+    reports = await asyncio.gather(*(
+        build_report(store, dataclasses.replace(filters, from_us=lo, to_us=hi)) for lo, hi in spans
+    ))
+    return [
+        {"from": iso_us(lo), "to": iso_us(hi), **Counts.of_report(r).block()}
+        for (lo, hi), r in zip(spans, reports, strict=True)
+    ]
+
+
+def response_by_qos(facts: Sequence[SurveyFact], report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per metric and bucket: surveys shown and answered after sessions in that bucket.
+
+    A survey counts where its session is known and has the metric, like the report's
+    ``by_qos``; ``sessions`` is copied from the report so the two line up.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in METRICS:
+        shown = [0] * len(BUCKETS[m])
+        answered = [0] * len(BUCKETS[m])
+        for f in facts:
+            if not f.has_session:
+                continue
+            idx = bucket_index(m, getattr(f, m))
+            if idx is None:
+                continue
+            shown[idx] += 1
+            if f.outcome == "answered":
+                answered[idx] += 1
+        out[m] = [
+            {
+                "lo": b.lo, "hi": b.hi, "sessions": report["by_qos"][m][i]["sessions"],
+                "shown": shown[i], "answered": answered[i],
+                "response_rate": answered[i] / shown[i] if shown[i] else None,
+                "response_ci95": wilson95(answered[i], shown[i]),
+            }
+            for i, b in enumerate(BUCKETS[m])
+        ]
+    return out
+
+
+def wilson95(k: int, n: int) -> list[float] | None:
+    """The Wilson score 95 % interval of a proportion ``k / n``; None with ``n == 0``.
+
+    Wilson rather than Wald: buckets of bad streams are small, and Wald's interval
+    collapses to a point at 0 % or 100 %."""
+    if n == 0:
+        return None
+    z = 1.96
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def compare(current: Counts, previous: Counts) -> dict[str, Any]:
+    """The NPS change between two periods, tested with a two-sided z-test on the
+    adjusted-Wald estimates (Rocks 2016): ``z = (e1 - e2) / sqrt(v1 + v2)``."""
+    result: dict[str, Any] = {
+        "current": current.block(), "previous": previous.block(),
+        "change": None, "z": None, "p_value": None, "significant": False, "alpha": ALPHA,
+    }
+    if current.answered == 0 or previous.answered == 0:
+        result["verdict"] = "not enough answers to compare"
+        return result
+    e1, v1 = adjusted_wald(current.promoters, current.detractors, current.answered)
+    e2, v2 = adjusted_wald(previous.promoters, previous.detractors, previous.answered)
+    now_nps = nps(current.promoters, current.detractors, current.answered)
+    then_nps = nps(previous.promoters, previous.detractors, previous.answered)
+    assert now_nps is not None and then_nps is not None
+    z = (e1 - e2) / math.sqrt(v1 + v2)
+    p = math.erfc(abs(z) / math.sqrt(2.0))
+    significant = p < ALPHA
+    change = now_nps - then_nps
+    result.update(change=change, z=z, p_value=p, significant=significant)
+    if not significant:
+        result["verdict"] = "no significant change"
+    else:
+        result["verdict"] = "significant rise" if change > 0 else "significant fall"
+    return result
+
+
+def previous_period(filters: Filters) -> Filters:
+    """The period of the same length just before ``filters``' range."""
+    assert filters.from_us is not None and filters.to_us is not None
+    span = filters.to_us - filters.from_us
+    return dataclasses.replace(filters, from_us=filters.from_us - span, to_us=filters.from_us)
+
+
+def default_range(now: datetime, days: int = 28) -> tuple[int, int]:
+    """The last ``days`` whole UTC days, today included."""
+    midnight = to_micros(now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+    return midnight - (days - 1) * DAY_US, midnight + DAY_US

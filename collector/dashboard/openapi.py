@@ -1,0 +1,318 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+The upload body is :func:`protocol.batch_schema` itself (JSON Schema 2020-12, which
+OpenAPI 3.1 schemas are); only its ``$defs`` move to ``components.schemas`` so its
+references resolve inside this document.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from protocol import CONTENT_TYPES, REASONS, batch_schema
+
+from ..buckets import METRICS
+from ..query import FILTER_PARAMS
+
+_DEF_NAMES = {"session": "SessionRecord", "survey": "SurveyRecord"}
+
+
+def _rewrite_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str) and v.startswith("#/$defs/"):
+                out[k] = "#/components/schemas/" + _DEF_NAMES[v.removeprefix("#/$defs/")]
+            else:
+                out[k] = _rewrite_refs(v)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def _batch_components() -> dict[str, Any]:
+    schema = copy.deepcopy(batch_schema())
+    defs = schema.pop("$defs")
+    schema.pop("$schema", None)
+    out = {"Batch": _rewrite_refs(schema)}
+    for name, sub in defs.items():
+        out[_DEF_NAMES[name]] = _rewrite_refs(sub)
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    resp = _json(_ref("Error"), description)
+    if headers:
+        resp["headers"] = headers
+    return resp
+
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_CI = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+       "description": "Adjusted-Wald 95 % interval in points; null with no answers."}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+_ADMIN_ERRORS = {
+    "400": _error("bad_query: a parameter is unknown, repeated or ill-formed; the detail names it."),
+    "401": _error("unauthorized: no or unknown token."),
+    "403": _error("forbidden: a box token."),
+    "503": _error("unavailable: the data store failed.", _RETRY_AFTER),
+}
+
+
+def _filter_params() -> list[dict[str, Any]]:
+    params = []
+    for name in FILTER_PARAMS:
+        schema: dict[str, Any] = {"type": "string"}
+        if name in ("from", "to"):
+            schema["format"] = "date-time"
+            desc = f"RFC 3339; `{name}` bound of the half-open range (surveys by shown_at, sessions by started_at)."
+        elif name == "content_type":
+            schema["enum"] = list(CONTENT_TYPES)
+            desc = "Only sessions of this content type (surveys through their session)."
+        else:
+            schema["minLength"] = 1
+            desc = f"Only records with this {name}."
+        params.append({"name": name, "in": "query", "required": False, "schema": schema,
+                       "description": desc})
+    return params
+
+
+def _report_schema() -> dict[str, Any]:
+    bucket = {
+        "type": "object",
+        "required": ["lo", "hi", "sessions", "n", "nps", "nps_ci95", "mean_score"],
+        "properties": {
+            "lo": {"type": "number"}, "hi": _NUM_OR_NULL,
+            "sessions": {"type": "integer", "minimum": 0}, "n": {"type": "integer", "minimum": 0},
+            "nps": _NUM_OR_NULL, "nps_ci95": _CI, "mean_score": _NUM_OR_NULL,
+        },
+    }
+    corr = {
+        "type": "object", "required": ["spearman", "p_value", "n"],
+        "properties": {"spearman": _NUM_OR_NULL, "p_value": _NUM_OR_NULL,
+                       "n": {"type": "integer", "minimum": 0}},
+    }
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "type": "object",
+        "required": ["sessions", "surveys", "promoters", "passives", "detractors", "nps",
+                     "nps_ci95", "score_histogram", "reasons", "by_qos", "correlation"],
+        "properties": {
+            "sessions": {"type": "object", "required": ["count", "surveyed", "failed"],
+                         "properties": {"count": count, "surveyed": count, "failed": count}},
+            "surveys": {"type": "object",
+                        "required": ["shown", "answered", "dismissed", "timeout", "response_rate"],
+                        "properties": {"shown": count, "answered": count, "dismissed": count,
+                                       "timeout": count, "response_rate": _NUM_OR_NULL}},
+            "promoters": count, "passives": count, "detractors": count,
+            "nps": _NUM_OR_NULL, "nps_ci95": _CI,
+            "score_histogram": {"type": "array", "items": count, "minItems": 11, "maxItems": 11},
+            "reasons": {"type": "object", "additionalProperties": count,
+                        "propertyNames": {"enum": list(REASONS)}},
+            "by_qos": {"type": "object", "required": list(METRICS),
+                       "properties": {m: {"type": "array", "items": bucket} for m in METRICS}},
+            "correlation": {"type": "object", "required": list(METRICS),
+                            "properties": dict.fromkeys(METRICS, corr)},
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The whole document."""
+    admin: list[dict[str, list[str]]] = [{"adminBearer": []}]
+    dash: list[dict[str, list[str]]] = [{"dashboardSession": []}]
+    html = {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+    to_login = {"description": "Not logged in: redirect to the login page.",
+                "headers": {"Location": {"schema": {"type": "string"}}}}
+    form = {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "required": ["csrf"],
+            "properties": {"csrf": {"type": "string"}, "token": {"type": "string"}},
+        }}},
+    }
+    forbidden_form = {"description": "A missing or wrong CSRF token, or a foreign Origin.",
+                      "content": {"text/html": {"schema": {"type": "string"}}}}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object", "required": ["error", "detail"],
+            "properties": {"error": {"type": "string", "description": "A stable code."},
+                           "detail": {"type": "string", "description": "What is wrong, naming the field."}},
+        },
+        **_batch_components(),
+        "BatchAnswer": {
+            "type": "object", "required": ["accepted", "duplicates", "rejected"],
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 0},
+                "duplicates": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "id", "error"],
+                    "properties": {"index": {"type": "integer", "minimum": 0},
+                                   "id": {"type": ["string", "null"]},
+                                   "error": {"type": "string"}}}},
+            },
+        },
+        "Report": _report_schema(),
+    }
+    paths: dict[str, Any] = {
+        "/v1/batches": {"post": {
+            "summary": "Upload a batch of records from one box",
+            "description": "Each record is checked on its own: one that does not match its "
+                           "schema is listed in `rejected` of a 200 answer, not refused with the batch.",
+            "security": [{"boxBearer": []}],
+            "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
+                            "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("Batch")}}},
+            "responses": {
+                "200": _json(_ref("BatchAnswer"), "Every record accepted, duplicate or rejected."),
+                "400": _error("malformed, unsupported_protocol or too_many_records."),
+                "401": _error("unauthorized: no or unknown token."),
+                "403": _error("forbidden: revoked token, the admin token, or another box's token."),
+                "413": _error("too_large: over 1 MiB as sent or 8 MiB inflated."),
+                "415": _error("unsupported_media_type: not JSON, or an unknown encoding."),
+                "429": _error("overloaded.", _RETRY_AFTER),
+                "503": _error("overloaded, or the store failed.", _RETRY_AFTER),
+            },
+        }},
+        "/v1/boxes": {"post": {
+            "summary": "Enrol a box: a new upload token for it",
+            "security": admin,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["box_id"],
+                "properties": {"box_id": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,64}$"}},
+            }}}},
+            "responses": {
+                "201": _json({"type": "object", "required": ["box_id", "token"],
+                              "properties": {"box_id": {"type": "string"}, "token": {"type": "string"}}},
+                             "The box's new token."),
+                "400": _error("malformed: not JSON, or a bad box_id."),
+                "401": _ADMIN_ERRORS["401"], "403": _ADMIN_ERRORS["403"], "503": _ADMIN_ERRORS["503"],
+            },
+        }},
+        "/v1/report": {"get": {
+            "summary": "NPS against stream quality (contract section 4)",
+            "security": admin, "parameters": _filter_params(),
+            "responses": {"200": _json(_ref("Report"), "The report."), **_ADMIN_ERRORS},
+        }},
+        "/v1/export": {"get": {
+            "summary": "Stream every stored record of one kind (contract section 5)",
+            "security": admin,
+            "parameters": [
+                {"name": "kind", "in": "query", "required": True,
+                 "schema": {"type": "string", "enum": ["session", "survey"]}},
+                {"name": "format", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"}},
+                *_filter_params(),
+            ],
+            "responses": {
+                "200": {"description": "One record a line, or CSV with a header row.",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                                    "text/csv": {"schema": {"type": "string"}}}},
+                **_ADMIN_ERRORS,
+            },
+        }},
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {
+            "200": _json({"type": "object", "required": ["status"],
+                          "properties": {"status": {"const": "ok"}}}, "The process answers.")}}},
+        "/readyz": {"get": {"summary": "Readiness: the store answers", "security": [], "responses": {
+            "200": _json({"type": "object", "required": ["status"],
+                          "properties": {"status": {"const": "ready"},
+                                         "sessions": {"type": "integer"}, "surveys": {"type": "integer"}}},
+                         "Ready, with stored record counts."),
+            "503": _error("not_ready: the store fails.")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
+            "200": {"description": "Text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
+            "200": _json({"type": "object"}, "OpenAPI 3.1.")}}},
+        "/dashboard": {"get": {
+            "summary": "The operators' dashboard (HTML)", "security": dash,
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                for n in ("from_day", "to_day", "region", "model", "firmware", "channel",
+                          "content_type", "granularity")
+            ],
+            "responses": {"200": html, "303": to_login,
+                          "400": {"description": "A bad filter.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+        "/dashboard/login": {
+            "get": {"summary": "The login form", "security": [], "responses": {"200": html}},
+            "post": {
+                "summary": "Exchange the admin token for a session cookie", "security": [],
+                "requestBody": form,
+                "responses": {
+                    "303": {"description": "Logged in: the cookie is set; on to the dashboard.",
+                            "headers": {"Set-Cookie": {"schema": {"type": "string"}},
+                                        "Location": {"schema": {"type": "string"}}}},
+                    "401": {"description": "Wrong token: the form again.", "content": html["content"]},
+                    "403": forbidden_form,
+                },
+            },
+        },
+        "/dashboard/logout": {"post": {
+            "summary": "End the session", "security": dash, "requestBody": form,
+            "responses": {"303": {"description": "Logged out: the cookie is cleared.",
+                                  "headers": {"Location": {"schema": {"type": "string"}}}},
+                          "403": forbidden_form},
+        }},
+        "/dashboard/api/data": {"get": {
+            "summary": "Everything the dashboard's charts draw",
+            "description": "The report for the filters, NPS per day or week with intervals, "
+                           "response rate by QoS bucket, and the period-over-period test.",
+            "security": dash,
+            "parameters": [*_filter_params(),
+                           {"name": "granularity", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["day", "week"]}}],
+            "responses": {
+                "200": _json({"type": "object", "required": ["report", "timeline", "response_by_qos", "comparison"],
+                              "properties": {"report": _ref("Report"),
+                                             "timeline": {"type": "array", "items": {"type": "object"}},
+                                             "response_by_qos": {"type": "object"},
+                                             "comparison": {"type": "object"}}},
+                             "The figures."),
+                "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+            },
+        }},
+        "/dashboard/detractors.csv": {"get": {
+            "summary": "Detractors after bad-quality sessions, newest first, as CSV",
+            "security": dash, "parameters": _filter_params(),
+            "responses": {"200": {"description": "CSV with a header row.",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in.")},
+        }},
+        "/dashboard/static/{name}": {"get": {
+            "summary": "The dashboard's scripts and styles (served locally: no internet needed)",
+            "security": [],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The file.",
+                                  "content": {"*/*": {"schema": {"type": "string"}}}},
+                          "404": _error("not_found.")},
+        }},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "IPTV NPS collector", "version": "1",
+                 "description": "The wire protocol, report and export of CONTRACT v1, and the "
+                                "operators' dashboard, metrics and health endpoints."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "adminBearer": {"type": "http", "scheme": "bearer", "description": "The admin token."},
+                "boxBearer": {"type": "http", "scheme": "bearer", "description": "A box's upload token."},
+                "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "nps_dash",
+                                     "description": "The dashboard's signed session cookie."},
+            },
+        },
+    }

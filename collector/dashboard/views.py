@@ -1,0 +1,461 @@
+"""The dashboard's handlers: login and logout, the page, its data API and the CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import io
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from protocol import CONTENT_TYPES, REASONS
+
+from ..app import ADMIN_HASH, STORE, ApiError, json_response
+from ..buckets import BUCKETS, METRICS
+from ..errors import BadQueryError
+from ..model import Filters
+from ..query import parse_filters
+from ..report import build_report
+from ..storage.base import BadQuality, DetractorRow
+from ..tokens import same_token
+from . import html as h
+from .analysis import (
+    DAY_US,
+    Counts,
+    compare,
+    default_range,
+    iso_us,
+    previous_period,
+    response_by_qos,
+    timeline,
+)
+from .auth import COOKIE, Session, Signer
+from .keys import SIGNER
+
+#: The Content-Security-Policy of every dashboard page: scripts, styles and fonts only
+#: from this collector, no inline script or style, no framing, forms only to itself.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+PAGE_DETRACTORS = 50
+CSV_DETRACTORS = 100_000
+BAD = BadQuality()
+LOGOUT_META = "dashboard_logout:"
+
+
+def html_response(body: str, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An HTML answer with the dashboard's security headers."""
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
+                        headers={**SECURITY_HEADERS, **(headers or {})})
+
+
+def is_tls(request: web.Request) -> bool:
+    """Whether the browser reached us over TLS (directly or through a proxy that says so)."""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or proto == "https"
+
+
+def same_origin(request: web.Request) -> bool:
+    """A state-changing form must come from this origin: ``Origin`` (or, where a browser
+    left it out, ``Referer``) must name our scheme, host and port."""
+    expected = f"{'https' if is_tls(request) else 'http'}://{request.host}".lower()
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin.lower() == expected
+    referer = request.headers.get("Referer")
+    if referer is not None:
+        return referer.lower().startswith(expected + "/")
+    return True  # not a browser: the CSRF token still has to match
+
+
+async def current_session(request: web.Request) -> Session | None:
+    """The logged-in session, or None (no, forged, expired or logged-out cookie)."""
+    session = request.app[SIGNER].read_session(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    # Logged-out sessions are kept in the store, so logging out holds on every instance.
+    if await request.app[STORE].get_meta(LOGOUT_META + session.sid) is not None:
+        return None
+    return session
+
+
+async def require_session(request: web.Request) -> Session:
+    """For the data endpoints: 401 in the contract's error form without a session."""
+    session = await current_session(request)
+    if session is None:
+        raise ApiError(401, "unauthorized", "dashboard: log in first (POST /dashboard/login)")
+    return session
+
+
+def _set_cookie(resp: web.StreamResponse, request: web.Request, value: str, max_age: int) -> None:
+    resp.set_cookie(COOKIE, value, max_age=max_age, path="/dashboard", httponly=True,
+                    samesite="Strict", secure=is_tls(request))
+
+
+# -- login and logout ------------------------------------------------------------------------------
+
+def _login_page(signer: Signer, message: str | None = None) -> str:
+    note = f'<p class="error" role="alert">{h.e(message)}</p>' if message else ""
+    body = (
+        '<main class="login"><h1>NPS dashboard</h1>'
+        "<p>Sign in with the collector's admin token.</p>"
+        f"{note}"
+        '<form method="post" action="/dashboard/login">'
+        f'<input type="hidden" name="csrf" value="{h.e(signer.login_token())}">'
+        '<label for="token">Admin token</label>'
+        '<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>'
+        '<button type="submit">Sign in</button></form></main>'
+    )
+    return h.page("Sign in · NPS dashboard", body)
+
+
+async def get_login(request: web.Request) -> web.Response:
+    """The login form."""
+    return html_response(_login_page(request.app[SIGNER]))
+
+
+async def post_login(request: web.Request) -> web.Response:
+    """Exchange the admin token for a session cookie."""
+    signer = request.app[SIGNER]
+    form = await request.post()
+    csrf = form.get("csrf")
+    if not same_origin(request) or not signer.check_login_token(csrf if isinstance(csrf, str) else None):
+        return html_response(_login_page(signer, "The form expired or came from elsewhere; try again."),
+                             status=403)
+    token = form.get("token")
+    if not isinstance(token, str) or not same_token(token, request.app[ADMIN_HASH]):
+        return html_response(_login_page(signer, "That is not the admin token."), status=401)
+    value, _ = signer.new_session()
+    resp = web.Response(status=303, headers={"Location": "/dashboard", **SECURITY_HEADERS})
+    _set_cookie(resp, request, value, signer.lifetime_s)
+    return resp
+
+
+async def post_logout(request: web.Request) -> web.Response:
+    """End the session here and on every instance."""
+    session = await current_session(request)
+    form = await request.post()
+    csrf = form.get("csrf")
+    if session is not None:
+        if not same_origin(request) or not request.app[SIGNER].check_csrf(
+                session, csrf if isinstance(csrf, str) else None):
+            return html_response(h.page("Forbidden", "<main><p>Bad form token.</p></main>"), status=403)
+        await request.app[STORE].set_meta_once(LOGOUT_META + session.sid, str(session.expires))
+    resp = web.Response(status=303, headers={"Location": "/dashboard/login", **SECURITY_HEADERS})
+    resp.del_cookie(COOKIE, path="/dashboard")
+    return resp
+
+
+# -- filters ------------------------------------------------------------------------------------------
+
+def _day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadQueryError(f"{name}: must be a day, YYYY-MM-DD") from None
+
+
+def page_filters(query: Mapping[str, str]) -> tuple[Filters, dict[str, str], str]:
+    """The page's form (days, inclusive) as report filters, the form's values, granularity."""
+    known = ("from_day", "to_day", "region", "model", "firmware", "channel", "content_type",
+             "granularity")
+    for key in query:
+        if key not in known:
+            raise BadQueryError(f"{key}: unknown parameter")
+    values = {k: query.get(k, "").strip() for k in known}
+    lo, hi = default_range(datetime.now(UTC))
+    params: dict[str, str] = {"from": iso_us(lo), "to": iso_us(hi)}
+    if values["from_day"]:
+        params["from"] = f"{_day(values['from_day'], 'from_day').isoformat()}T00:00:00Z"
+    if values["to_day"]:
+        end = _day(values["to_day"], "to_day") + timedelta(days=1)
+        params["to"] = f"{end.isoformat()}T00:00:00Z"
+    for k in ("region", "model", "firmware", "channel", "content_type"):
+        if values[k]:
+            params[k] = values[k]
+    granularity = values["granularity"] or "day"
+    if granularity not in ("day", "week"):
+        raise BadQueryError("granularity: must be day or week")
+    filters = parse_filters(params, params.keys())
+    assert filters.from_us is not None and filters.to_us is not None
+    values["from_day"] = iso_us(filters.from_us)[:10]
+    values["to_day"] = iso_us(filters.to_us - 1)[:10]
+    values["granularity"] = granularity
+    return filters, values, granularity
+
+
+def api_filters(query: Mapping[str, str], keys: Any) -> tuple[Filters, str]:
+    """The data API's query: the report's filters plus ``granularity``; a range is required
+    (the default is the last 28 days)."""
+    filters = parse_filters(query, keys, allowed_extra=("granularity",))
+    granularity = query.get("granularity", "day")
+    if granularity not in ("day", "week"):
+        raise BadQueryError("granularity: must be day or week")
+    if filters.from_us is None or filters.to_us is None:
+        # One end missing: 28 days up to ``to``, or from ``from`` to the end of today.
+        lo, hi = default_range(datetime.now(UTC))
+        to_us = filters.to_us if filters.to_us is not None else max(hi, (filters.from_us or 0) + DAY_US)
+        from_us = filters.from_us if filters.from_us is not None else to_us - (hi - lo)
+        filters = dataclasses.replace(filters, from_us=from_us, to_us=to_us)
+    return filters, granularity
+
+
+def report_query(filters: Filters) -> dict[str, str]:
+    """The ``/v1/report`` query that gives the same figures as ``filters``."""
+    out: dict[str, str] = {}
+    if filters.from_us is not None:
+        out["from"] = iso_us(filters.from_us)
+    if filters.to_us is not None:
+        out["to"] = iso_us(filters.to_us)
+    for k in ("region", "model", "firmware", "channel", "content_type"):
+        v = getattr(filters, k)
+        if v is not None:
+            out[k] = v
+    return out
+
+
+# -- figures -------------------------------------------------------------------------------------------
+
+async def dashboard_data(request: web.Request, filters: Filters, granularity: str) -> dict[str, Any]:
+    """Everything the page shows, from the store's report queries."""
+    store = request.app[STORE]
+    prev = previous_period(filters)
+    report, prev_report, line, facts = await asyncio.gather(
+        build_report(store, filters), build_report(store, prev),
+        timeline(store, filters, granularity), store.survey_facts(filters),
+    )
+    prev = previous_period(filters)
+    assert prev.from_us is not None and prev.to_us is not None
+    return {
+        "filters": report_query(filters),
+        "granularity": granularity,
+        "report": report,
+        "timeline": line,
+        "response_by_qos": response_by_qos(facts, report),
+        "comparison": {
+            "previous": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
+            **compare(Counts.of_report(report), Counts.of_report(prev_report)),
+        },
+        "bucket_labels": {m: [h.bucket_label(m, i) for i in range(len(BUCKETS[m]))] for m in METRICS},
+    }
+
+
+async def get_data(request: web.Request) -> web.Response:
+    """``GET /dashboard/api/data``: the figures as JSON."""
+    await require_session(request)
+    filters, granularity = api_filters(request.query, request.query.keys())
+    resp = json_response(await dashboard_data(request, filters, granularity))
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+async def _detractors(request: web.Request, filters: Filters, limit: int) -> list[DetractorRow] | None:
+    try:
+        return await request.app[STORE].bad_detractors(filters, BAD, limit)
+    except NotImplementedError:
+        return None
+
+
+CSV_COLUMNS = ("shown_at", "box_id", "score", "reason", "region", "model", "firmware",
+               "survey_id", "session_id", "channel", "content_type", "startup_ms", "watch_s",
+               "rebuffer_count", "rebuffer_ratio", "avg_bitrate_kbps", "failed")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell that a spreadsheet will not run: text starting with ``= + - @`` (or a
+    tab or CR) is prefixed with ``'`` (OWASP's advice against formula injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+async def get_detractors_csv(request: web.Request) -> web.Response:
+    """``GET /dashboard/detractors.csv``: the call-back list for the report's filters."""
+    await require_session(request)
+    filters, _ = api_filters(request.query, request.query.keys())
+    rows = await _detractors(request, filters, CSV_DETRACTORS)
+    if rows is None:
+        raise ApiError(501, "not_implemented", "this data store cannot list detractors yet")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        w.writerow([csv_cell(v) for v in (
+            iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
+            r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
+            r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)])
+    return web.Response(
+        text=buf.getvalue(), content_type="text/csv", charset="utf-8",
+        headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="detractors.csv"'},
+    )
+
+
+# -- the page ------------------------------------------------------------------------------------------
+
+def _filter_form(values: Mapping[str, str]) -> str:
+    def text(name: str, label: str, kind: str = "text") -> str:
+        return (f'<label>{h.e(label)}<input type="{kind}" name="{name}" id="f-{name}" '
+                f'value="{h.e(values.get(name, ""))}"></label>')
+
+    ct = values.get("content_type", "")
+    options = "".join(
+        f'<option value="{h.e(c)}"{" selected" if c == ct else ""}>{h.e(c or "any")}</option>'
+        for c in ("", *CONTENT_TYPES)
+    )
+    gran = values.get("granularity", "day")
+    gopts = "".join(f'<option value="{g}"{" selected" if g == gran else ""}>{g}</option>'
+                    for g in ("day", "week"))
+    return (
+        '<form class="filters" method="get" action="/dashboard" id="filters">'
+        f'{text("from_day", "From", "date")}{text("to_day", "To (inclusive)", "date")}'
+        f'{text("region", "Region")}{text("model", "Model")}{text("firmware", "Firmware")}'
+        f'{text("channel", "Channel")}'
+        f'<label>Content<select name="content_type" id="f-content_type">{options}</select></label>'
+        f'<label>Per<select name="granularity" id="f-granularity">{gopts}</select></label>'
+        '<button type="submit" id="apply">Apply</button>'
+        '<a class="button secondary" href="/dashboard">Reset</a></form>'
+    )
+
+
+def _kpis(data: Mapping[str, Any]) -> str:
+    r = data["report"]
+    c = data["comparison"]
+    change = c["change"]
+    if change is None:
+        delta = f'<span class="delta neutral" id="cmp-verdict">{h.e(c["verdict"])}</span>'
+    else:
+        cls = "neutral" if not c["significant"] else ("up" if change > 0 else "down")
+        delta = (f'<span class="delta {cls}" id="cmp-verdict">{change:+.1f} vs previous period: '
+                 f'{h.e(c["verdict"])} (p = {c["p_value"]:.3f})</span>')
+    return (
+        '<section class="kpis">'
+        f'<div class="kpi"><span class="label">NPS</span><span class="value" id="kpi-nps">{h.fmt_nps(r["nps"])}</span>'
+        f'<span class="sub">95 % CI <span id="kpi-ci">{h.fmt_ci(r["nps_ci95"])}</span></span>{delta}</div>'
+        f'<div class="kpi"><span class="label">Answers</span><span class="value" id="kpi-answered">{r["surveys"]["answered"]}</span>'
+        f'<span class="sub"><span id="kpi-promoters">{r["promoters"]}</span> promoters · '
+        f'<span id="kpi-passives">{r["passives"]}</span> passives · '
+        f'<span id="kpi-detractors">{r["detractors"]}</span> detractors</span></div>'
+        f'<div class="kpi"><span class="label">Response rate</span><span class="value" id="kpi-response-rate">{h.fmt_pct(r["surveys"]["response_rate"])}</span>'
+        f'<span class="sub"><span id="kpi-shown">{r["surveys"]["shown"]}</span> shown · '
+        f'{r["surveys"]["dismissed"]} dismissed · {r["surveys"]["timeout"]} timed out</span></div>'
+        f'<div class="kpi"><span class="label">Sessions</span><span class="value" id="kpi-sessions">{r["sessions"]["count"]}</span>'
+        f'<span class="sub">{r["sessions"]["surveyed"]} surveyed · '
+        f'<span id="kpi-failed">{r["sessions"]["failed"]}</span> failed</span></div>'
+        "</section>"
+    )
+
+
+def _qos_tables(data: Mapping[str, Any]) -> str:
+    out = []
+    for m in METRICS:
+        rows = []
+        for i, (b, rr) in enumerate(zip(data["report"]["by_qos"][m], data["response_by_qos"][m], strict=True)):
+            rows.append(
+                f'<tr data-metric="{m}" data-bucket="{i}"><th scope="row">{h.e(h.bucket_label(m, i))}</th>'
+                f'<td class="num">{b["sessions"]}</td><td class="num">{rr["shown"]}</td>'
+                f'<td class="num rr">{h.fmt_pct(rr["response_rate"])}</td>'
+                f'<td class="num n">{b["n"]}</td><td class="num nps">{h.fmt_nps(b["nps"])}</td>'
+                f'<td class="num ci">{h.fmt_ci(b["nps_ci95"])}</td></tr>'
+            )
+        corr = data["report"]["correlation"][m]
+        rho = "—" if corr["spearman"] is None else f'{corr["spearman"]:.2f} (p = {corr["p_value"]:.2g}, n = {corr["n"]})'
+        out.append(
+            f'<section class="card qos" id="qos-{m}"><h2>{h.e(h.METRIC_TITLES[m])}</h2>'
+            f'<div class="charts2"><div class="chart"><canvas id="chart-nps-{m}" aria-label="NPS by {h.e(h.METRIC_TITLES[m])}"></canvas></div>'
+            f'<div class="chart"><canvas id="chart-rr-{m}" aria-label="Response rate by {h.e(h.METRIC_TITLES[m])}"></canvas></div></div>'
+            f'<p class="sub">Spearman ρ of score with {h.e(h.METRIC_TITLES[m].lower())}: {h.e(rho)}</p>'
+            '<table><thead><tr><th>Bucket</th><th>Sessions</th><th>Surveys shown</th><th>Response rate</th>'
+            f'<th>Answers</th><th>NPS</th><th>95 % CI</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
+        )
+    return "".join(out)
+
+
+def _reasons(data: Mapping[str, Any]) -> str:
+    reasons = data["report"]["reasons"]
+    rows = "".join(
+        f'<tr data-reason="{h.e(k)}"><th scope="row">{h.e(h.REASON_TITLES.get(k, k))}</th><td class="num">{reasons[k]}</td></tr>'
+        for k in REASONS if k in reasons
+    ) or '<tr><td colspan="2">No reasons given.</td></tr>'
+    return f"<table class=\"compact\"><tbody>{rows}</tbody></table>"
+
+
+def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: Session,
+                   detractors: list[DetractorRow] | None, csv_query: str) -> str:
+    """The whole dashboard page."""
+    f = data["filters"]
+    c = data["comparison"]
+    period = f'{h.e(f["from"])} ≤ t &lt; {h.e(f["to"])}'
+    if detractors is None:
+        det_body = '<p class="sub">This data store cannot list detractors yet.</p>'
+    elif not detractors:
+        det_body = '<p class="sub" id="detractors-empty">No detractor after a bad-quality session in this period.</p>'
+    else:
+        det_body = (
+            '<table id="detractors"><thead><tr><th>Shown</th><th>Box</th><th>Score</th><th>Reason</th>'
+            "<th>Channel</th><th>Content</th><th>Rebuffer</th><th>Startup</th><th>Bitrate</th>"
+            "<th>Failed</th><th>Region / model / firmware</th></tr></thead>"
+            f"<tbody>{h.detractor_rows_html(detractors)}</tbody></table>"
+        )
+    body = (
+        '<header class="top"><h1>NPS × stream quality</h1>'
+        '<form method="post" action="/dashboard/logout" class="logout">'
+        f'<input type="hidden" name="csrf" value="{h.e(session.csrf)}">'
+        '<button type="submit" class="secondary" id="logout">Sign out</button></form></header>'
+        f"<main>{_filter_form(values)}"
+        f'<p class="period" id="period">Period: {period} (surveys by shown_at, sessions by started_at) · '
+        f'previous period {h.e(c["previous"]["from"])} ≤ t &lt; {h.e(c["previous"]["to"])}: '
+        f'NPS <span id="prev-nps">{h.fmt_nps(c["previous"]["nps"])}</span> (n = {c["previous"]["answered"]})</p>'
+        f"{_kpis(data)}"
+        '<section class="card"><h2>NPS over time <span class="sub">with its 95 % interval</span></h2>'
+        '<div class="chart wide"><canvas id="chart-timeline" aria-label="NPS over time"></canvas></div></section>'
+        f"{_qos_tables(data)}"
+        '<div class="row2"><section class="card"><h2>Scores</h2>'
+        '<div class="chart"><canvas id="chart-histogram" aria-label="Score histogram"></canvas></div></section>'
+        '<section class="card"><h2>Main reasons</h2>'
+        f'<div class="chart"><canvas id="chart-reasons" aria-label="Reasons"></canvas></div>{_reasons(data)}</section></div>'
+        '<section class="card" id="close-the-loop"><h2>Call back: detractors after a bad stream</h2>'
+        f'<p class="sub">Score 0–6 after a session that failed, rebuffered over {100 * BAD.rebuffer_ratio_above:g} % of its time, '
+        f'took over {BAD.startup_ms_above / 1000:g} s to start or played at {BAD.bitrate_kbps_at_most:g} kbps or less; newest first'
+        f'{"" if not detractors else f" (the latest {len(detractors)})"}. '
+        f'<a href="/dashboard/detractors.csv?{h.e(csv_query)}" id="detractors-csv" download>Download CSV</a></p>'
+        f"{det_body}</section>"
+        "</main>"
+        f'<script type="application/json" id="dash-data">{h.json_for_script(data)}</script>'
+    )
+    return h.page("NPS dashboard", body, scripts=("chart.umd.min.js", "dashboard.js"))
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    """``GET /dashboard``: the page, or a redirect to the login form."""
+    session = await current_session(request)
+    if session is None:
+        return web.Response(status=303, headers={"Location": "/dashboard/login", **SECURITY_HEADERS})
+    try:
+        filters, values, granularity = page_filters(request.query)
+    except BadQueryError as exc:
+        body = (f'<main><p class="error" role="alert">{h.e(exc)}</p>'
+                '<p><a href="/dashboard">Back to the dashboard</a></p></main>')
+        return html_response(h.page("Bad filter · NPS dashboard", body), status=400)
+    data, detractors = await asyncio.gather(
+        dashboard_data(request, filters, granularity),
+        _detractors(request, filters, PAGE_DETRACTORS),
+    )
+    from urllib.parse import urlencode
+
+    return html_response(dashboard_page(data, values, session, detractors, urlencode(report_query(filters))))
