@@ -1,10 +1,11 @@
 """The ``mpv`` source: mpv's JSON IPC (``--input-ipc-server``), read as player events.
 
 Mapping: ``start-file`` → play; the first ``playback-restart`` after it → first frame;
-``paused-for-cache`` → stall start/end; ``seeking`` (and the ``seek`` event) → seek;
-``pause`` → pause/resume; ``hls-bitrate`` (the variant's nominal bitrate) → bitrate,
-or, for streams without variants, ``video-bitrate`` as a measured bitrate (weighted,
-never a switch); ``end-file`` with reason eof/stop/quit → stop, error → error. An
+``paused-for-cache`` → stall start/end; ``seeking`` (and the ``seek`` event) → seek,
+except mpv's own seek while loading; ``pause`` → pause/resume; ``hls-bitrate`` (the
+variant's nominal bitrate, as a property or in ``current-tracks/video``) → bitrate, or,
+where mpv does not know it, ``video-bitrate`` as a measured bitrate (weighted, never a
+switch); ``end-file`` with reason eof/stop/quit → stop, error → error. An
 observed property that arrives without ``data`` is unknown. When mpv goes away the
 agent reconnects, backing off up to ``reconnect_max_s``; a session that was open ends
 as failed (mpv did not say it ended).
@@ -25,7 +26,11 @@ from . import Feed
 
 log = logging.getLogger(__name__)
 
-_OBSERVED = ("paused-for-cache", "seeking", "pause", "hls-bitrate", "video-bitrate")
+# ``hls-bitrate`` is also an option name in mpv (then its value is a string such as "max");
+# only a number is a bitrate. The variant's bitrate of the playing track is in current-tracks.
+_OBSERVED = ("paused-for-cache", "seeking", "pause", "hls-bitrate",
+             "current-tracks/video/hls-bitrate", "video-bitrate")
+_NOMINAL = frozenset(("hls-bitrate", "current-tracks/video/hls-bitrate"))
 _STOP_REASONS = frozenset(("eof", "stop", "quit"))
 
 
@@ -121,7 +126,7 @@ class MpvIpcSource:
                 return [PlayerEvent("first_frame")]
             return []
         if name == "seek":
-            return [PlayerEvent("seek")]
+            return [] if self._awaiting_frame else [PlayerEvent("seek")]
         if name == "end-file":
             self._in_file = False
             reason = msg.get("reason")
@@ -144,13 +149,14 @@ class MpvIpcSource:
             if not known or bool(value) == self._seeking:
                 return []
             self._seeking = bool(value)
-            return [PlayerEvent("seek")] if self._seeking else []
+            # mpv seeks to the start point while loading; that is startup, not a viewer seek.
+            return [PlayerEvent("seek")] if self._seeking and not self._awaiting_frame else []
         if prop == "pause":
             if not known or bool(value) == self._paused:
                 return []
             self._paused = bool(value)
             return [PlayerEvent("pause" if self._paused else "resume")]
-        if prop == "hls-bitrate":
+        if prop in _NOMINAL:
             if known and isinstance(value, int | float) and value > 0:
                 self._hls_known = True
                 return [PlayerEvent("bitrate", kbps=float(value) / 1000.0)]
