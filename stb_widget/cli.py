@@ -24,6 +24,8 @@ def _run(args: argparse.Namespace) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # aiosqlite logs every statement at debug; that drowns the agent's own debug lines.
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     try:
         asyncio.run(run_agent(config))
     except AgentError as exc:
