@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every record ingested, and frozen init costs
 class SessionRow:
     """A session record ready to store; times in µs since the epoch, clock-corrected."""
 
@@ -35,7 +35,7 @@ class SessionRow:
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see SessionRow
 class SurveyRow:
     """A survey record ready to store; times in µs since the epoch, clock-corrected."""
 

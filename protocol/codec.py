@@ -153,17 +153,18 @@ def decode_record(obj: Any, index: int) -> Accepted | Rejected:
     path = f"records[{index}]"
     if not isinstance(obj, dict):
         return Rejected(index, None, f"{path}: must be an object")
-    usable_id = _usable_id(obj.get("id"))
     kind = obj.get("kind")
     cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         if "kind" not in obj:
-            return Rejected(index, usable_id, f"{path}.kind: is required")
-        return Rejected(index, usable_id, f"{path}.kind: must be one of session, survey")
+            return Rejected(index, _usable_id(obj.get("id")), f"{path}.kind: is required")
+        return Rejected(
+            index, _usable_id(obj.get("id")), f"{path}.kind: must be one of session, survey"
+        )
     try:
         record = decode_object(cls, obj, path)
     except FieldError as exc:
-        return Rejected(index, usable_id, str(exc))
+        return Rejected(index, _usable_id(obj.get("id")), str(exc))
     raw = {name: obj[name] for name, _ in wire_fields(cls) if name in obj}
     return Accepted(index, record, raw)
 
