@@ -89,7 +89,7 @@ def page(title: str, body: str, *, scripts: Sequence[str] = ()) -> str:
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{e(title)}</title>"
+        f"<title>{e(title)}</title><link rel=\"icon\" href=\"data:,\">"
         '<link rel="stylesheet" href="/dashboard/static/dashboard.css">'
         f"{tags}</head><body>{body}</body></html>"
     )

@@ -44,7 +44,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on
+    # our own form posts, and the Origin check could not tell them from a forgery.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -244,7 +246,7 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
         "timeline": line,
         "response_by_qos": response_by_qos(facts, report),
         "comparison": {
-            "previous": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
+            "previous_period": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
             **compare(Counts.of_report(report), Counts.of_report(prev_report)),
         },
         "bucket_labels": {m: [h.bucket_label(m, i) for i in range(len(BUCKETS[m]))] for m in METRICS},
@@ -419,7 +421,7 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         '<button type="submit" class="secondary" id="logout">Sign out</button></form></header>'
         f"<main>{_filter_form(values)}"
         f'<p class="period" id="period">Period: {period} (surveys by shown_at, sessions by started_at) · '
-        f'previous period {h.e(c["previous"]["from"])} ≤ t &lt; {h.e(c["previous"]["to"])}: '
+        f'previous period {h.e(c["previous_period"]["from"])} ≤ t &lt; {h.e(c["previous_period"]["to"])}: '
         f'NPS <span id="prev-nps">{h.fmt_nps(c["previous"]["nps"])}</span> (n = {c["previous"]["answered"]})</p>'
         f"{_kpis(data)}"
         '<section class="card"><h2>NPS over time <span class="sub">with its 95 % interval</span></h2>'
