@@ -108,7 +108,8 @@ class Api:
 
 
 def db_urls() -> list[Any]:
-    urls: list[Any] = ["sqlite"]
+    """Every backend the collector suite runs against (PostgreSQL: see tests/conftest.py)."""
+    urls: list[Any] = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
     return urls
 
 

@@ -1,0 +1,744 @@
+"""PostgreSQL storage through asyncpg, for several collector instances on one database.
+
+What one instance keeps in memory is only an optimisation (the partitions it has already
+seen) or its own queue; every rule that must hold across instances is enforced by the
+database:
+
+* ids are unique across kinds and instances through ``record_ids`` (a plain table whose
+  primary key is the id): ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` answers which
+  records are new, and a second instance inserting the same id waits for the first one's
+  commit and then sees a conflict;
+* a survey and its session join in either order, even when two instances store them at
+  the same moment: both transactions take a transaction-level advisory lock on the
+  session's id before looking for the other side, so the second one sees the first one's
+  commit (READ COMMITTED takes a fresh snapshot per statement);
+* aggregates are updated with ``INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n``
+  in key order, so concurrent writers serialise on hot rows without deadlocking;
+* recomputing aggregates (deletions, retention) takes an exclusive advisory lock that
+  every ingest transaction takes shared.
+
+Records live in tables partitioned by month (``sessions`` on ``started_us``, ``surveys`` on
+``shown_us``); partitions are made ahead of time at start and on demand at ingest, and
+:meth:`PostgresStorage.purge_before` drops those wholly before the cutoff.
+
+Pool size and timeouts come from query parameters of the ``--db`` URL, which are removed
+before the URL reaches the server: ``pool_min`` (default 2), ``pool_max`` (10),
+``connect_timeout`` (10 s), ``command_timeout`` (60 s), and ``pgbouncer=1`` behind
+pgbouncer in transaction mode (no prepared-statement cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..errors import ConfigError, OverloadedError, StorageError, StoreClosedError
+from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRow, TokenInfo
+from ..settings import Settings
+from .aggregates import (
+    BIN_KEY,
+    BIN_VEC,
+    DAY_US,
+    KEY,
+    SEGMENT,
+    SESSION_VEC,
+    SURVEY_VEC,
+    Deltas,
+    Joined,
+    ReportData,
+    aggregate_ddl,
+    day_of,
+    day_ranges,
+    day_sql,
+    fine_bin,
+    read_report_data,
+    rebuild_sql,
+    upsert_sql,
+)
+from .base import BadQuality, DetractorRow, ExportRow, Storage
+from .sql import (
+    JOINED_COLUMNS,
+    SESSION_COLUMNS,
+    SESSION_FACT_COLUMNS,
+    SURVEY_COLUMNS,
+    SURVEY_FACT_COLUMNS,
+    joined_row,
+    session_facts,
+    session_facts_row,
+    session_joined,
+    survey_facts_of,
+    survey_facts_row,
+    where_sessions,
+    where_surveys,
+)
+
+log = logging.getLogger("collector.storage")
+
+#: Advisory lock keys (the two-int form, so they never meet the one-bigint keys taken on
+#: session ids): schema changes, and aggregate rebuilds (shared by every ingest).
+_LOCK_CLASS = 0x4E5053  # "NPS"
+_LOCK_SCHEMA = 1
+_LOCK_REBUILD = 2
+_LOCK_PARTITIONS = 3
+
+SCHEMA_VERSION = "1"
+
+_SESSION_TYPES = (
+    "uuid", "text", "bigint", "bigint", "bigint", "text", "text", "integer", "double precision",
+    "integer", "double precision", "double precision", "integer", "boolean", "double precision",
+    "smallint", "smallint", "smallint", "text", "text", "text", "double precision", "bytea",
+    "integer", "integer", "integer", "boolean",
+)
+_SURVEY_TYPES = (
+    "uuid", "text", "bigint", "uuid", "bigint", "bigint", "text", "smallint", "text", "text",
+    "text", "text", "text", "double precision", "bytea",
+)
+_NULLABLE_SESSION = {"channel", "content_type", "startup_ms", "avg_bitrate_kbps", "rb_bucket",
+                     "br_bucket", "su_bucket", "model", "firmware", "region", "rb_fine",
+                     "br_fine", "su_fine"}
+_NULLABLE_SURVEY = {"session_id", "answered_us", "score", "reason", "locale", "model",
+                    "firmware", "region"}
+
+
+def _columns(cols: Sequence[str], types: Sequence[str], nullable: set[str]) -> str:
+    return ", ".join(
+        f"{c} {t}{'' if c in nullable else ' NOT NULL'}{' DEFAULT false' if c == 'surveyed' else ''}"
+        for c, t in zip(cols, types, strict=True)
+    )
+
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS nps_meta (key text PRIMARY KEY, value text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS box_tokens (token_hash bytea PRIMARY KEY, box_id text NOT NULL, "
+    "issued_us bigint NOT NULL, revoked boolean NOT NULL DEFAULT false)",
+    "CREATE INDEX IF NOT EXISTS box_tokens_box ON box_tokens (box_id)",
+    # A partitioned table can only have unique keys that include the partition key, so
+    # uniqueness of ids across partitions (and kinds) lives here; t_us is the record's time,
+    # for retention.
+    "CREATE TABLE IF NOT EXISTS record_ids (id uuid PRIMARY KEY, t_us bigint NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS record_ids_t ON record_ids (t_us)",
+    f"CREATE TABLE IF NOT EXISTS sessions ({_columns(SESSION_COLUMNS, _SESSION_TYPES, _NULLABLE_SESSION)}) "
+    "PARTITION BY RANGE (started_us)",
+    "CREATE INDEX IF NOT EXISTS sessions_id ON sessions (id)",
+    "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_us)",
+    "CREATE INDEX IF NOT EXISTS sessions_box ON sessions (box_id)",
+    f"CREATE TABLE IF NOT EXISTS surveys ({_columns(SURVEY_COLUMNS, _SURVEY_TYPES, _NULLABLE_SURVEY)}) "
+    "PARTITION BY RANGE (shown_us)",
+    "CREATE INDEX IF NOT EXISTS surveys_session ON surveys (session_id)",
+    "CREATE INDEX IF NOT EXISTS surveys_shown ON surveys (shown_us)",
+    "CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id)",
+    *aggregate_ddl("bigint"),
+]
+
+_DSN_OPTIONS = ("pool_min", "pool_max", "connect_timeout", "command_timeout", "pgbouncer")
+
+
+def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
+    """The DSN without the collector's own query parameters, and those parameters."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _DSN_OPTIONS}
+    rest = [(k, v) for k, v in query if k not in _DSN_OPTIONS]
+    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+
+
+def _month_start(us: int) -> datetime:
+    t = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+    dt = datetime.fromtimestamp(t + us / 1_000_000, UTC) if -62e15 < us < 2.5e17 else \
+        datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime(dt.year, dt.month, 1, tzinfo=UTC)
+
+
+def _us(dt: datetime) -> int:
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def month_bounds(us: int) -> tuple[str, int, int]:
+    """The monthly partition holding ``us``: its suffix (``p202611``) and µs bounds."""
+    start = _month_start(us)
+    end = datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
+    return f"p{start.year:04d}{start.month:02d}", _us(start), _us(end)
+
+
+def _time_of(r: Row) -> int:
+    return r.started_us if isinstance(r, SessionRow) else r.shown_us
+
+
+def _lock_key(uuid_text: str) -> int:
+    # The last 16 hex digits: the random part of a UUIDv7 (the first ones are its time).
+    return int(uuid_text.replace("-", "")[-16:], 16) - (1 << 63)
+
+
+class _Pending:
+    __slots__ = ("future", "rows")
+
+    def __init__(self, rows: Sequence[Row], future: asyncio.Future[list[bool]]) -> None:
+        self.rows = rows
+        self.future = future
+
+
+class _Retry(Exception):
+    """The group meets a partition that was dropped meanwhile: make it and write again."""
+
+
+def _session_pg(r: SessionRow, surveyed: bool) -> tuple[Any, ...]:
+    return (
+        r.id, r.box_id, r.received_us, r.started_us, r.ended_us, r.channel, r.content_type,
+        r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
+        r.bitrate_switches, r.failed, r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
+        r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
+        fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
+        fine_bin("startup_ms", r.startup_ms), surveyed,
+    )
+
+
+def _survey_pg(r: SurveyRow) -> tuple[Any, ...]:
+    return (
+        r.id, r.box_id, r.received_us, r.session_id, r.shown_us, r.answered_us, r.outcome,
+        r.score, r.reason, r.locale, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
+    )
+
+
+def _upsert_unnest(table: str, key: Sequence[str], vec: Sequence[str]) -> str:
+    types = {"lvl": "smallint", "day": "integer", "metric": "smallint", "bin": "integer"}
+    arrays = ", ".join(
+        f"${i + 1}::{types.get(c, 'text' if c in SEGMENT else 'bigint')}[]"
+        for i, c in enumerate((*key, *vec))
+    )
+    return upsert_sql(table, key, vec, f"SELECT * FROM unnest({arrays})")
+
+
+_UPSERTS = {
+    "agg_sessions": _upsert_unnest("agg_sessions", KEY, SESSION_VEC),
+    "agg_surveys": _upsert_unnest("agg_surveys", KEY, SURVEY_VEC),
+    "agg_bins": _upsert_unnest("agg_bins", BIN_KEY, BIN_VEC),
+}
+
+
+class PostgresStorage(Storage):
+    """The scale-out backend: one PostgreSQL database, any number of collector instances."""
+
+    def __init__(self, dsn: str | None, settings: Settings) -> None:
+        if not dsn:
+            raise ConfigError("db: no PostgreSQL URL")
+        self._dsn, opts = split_dsn(dsn)
+        parts = urlsplit(self._dsn)
+        self.location = f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        try:
+            self._pool_min = int(opts.get("pool_min", 2))
+            self._pool_max = int(opts.get("pool_max", 10))
+            self._connect_timeout = float(opts.get("connect_timeout", 10))
+            self._command_timeout = float(opts.get("command_timeout", 60))
+        except ValueError as exc:
+            raise ConfigError(f"db: a pool option is not a number ({exc})") from None
+        if not 1 <= self._pool_min <= self._pool_max:
+            raise ConfigError("db: need 1 <= pool_min <= pool_max")
+        self._pgbouncer = opts.get("pgbouncer", "0") in ("1", "true", "yes")
+        self._queue_batches = settings.write_queue_batches
+        self._group_records = settings.group_commit_records
+        self._retry_after_s = settings.retry_after_s
+        self._pool: asyncpg.Pool | None = None
+        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._pending_batches = 0
+        self._writer_task: asyncio.Task[None] | None = None
+        #: Partitions known to exist: only saves a round trip; the database decides.
+        self._partitions: set[str] = set()
+        self._state = "new"
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._state != "new":
+            raise StorageError(f"store {self.location} was already opened")
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._pool_min, max_size=self._pool_max,
+                timeout=self._connect_timeout, command_timeout=self._command_timeout,
+                max_inactive_connection_lifetime=300.0,
+                statement_cache_size=0 if self._pgbouncer else 100,
+            )
+            await self._migrate()
+            now = _us(datetime.now(UTC))
+            # Ahead of time: this month and the next two, so ingest rarely makes one.
+            await self._ensure_partitions([now, now + 31 * DAY_US, now + 62 * DAY_US])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            await self._close_pool()
+            raise StorageError(f"cannot open PostgreSQL store {self.location}: {exc}") from exc
+        self._writer_task = asyncio.create_task(self._write_loop(), name="postgres-writer")
+        self._state = "open"
+
+    async def _migrate(self) -> None:
+        """Create the schema, idempotent; two instances starting at once take turns."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _LOCK_SCHEMA)
+            for stmt in SCHEMA:
+                await conn.execute(stmt)
+            await conn.execute(
+                "INSERT INTO nps_meta (key, value) VALUES ('schema_version', $1) "
+                "ON CONFLICT (key) DO NOTHING", SCHEMA_VERSION)
+
+    async def close(self) -> None:
+        if self._state in ("closed", "new"):
+            self._state = "closed"
+            return
+        self._state = "closing"
+        self._pending.put_nowait(None)
+        if self._writer_task is not None:
+            await self._writer_task
+        await self._close_pool()
+        self._state = "closed"
+
+    async def _close_pool(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except TimeoutError:
+                pool.terminate()
+
+    def _check_open(self) -> asyncpg.Pool:
+        if self._state != "open" or self._pool is None:
+            raise StoreClosedError(f"store {self.location} is {self._state}, not open")
+        return self._pool
+
+    # -- partitions ------------------------------------------------------------------------
+    async def _ensure_partitions(self, times_us: Sequence[int], *, sessions: bool = True,
+                                 surveys: bool = True) -> None:
+        """Make the monthly partitions holding ``times_us`` where missing."""
+        assert self._pool is not None
+        wanted: dict[str, tuple[str, int, int]] = {}
+        for us in times_us:
+            suffix, lo, hi = month_bounds(us)
+            for table, on in (("sessions", sessions), ("surveys", surveys)):
+                name = f"{table}_{suffix}"
+                if on and name not in self._partitions:
+                    wanted[name] = (table, lo, hi)
+        if not wanted:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One instance at a time: CREATE TABLE IF NOT EXISTS races on the catalog.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _LOCK_PARTITIONS)
+            for name, (table, lo, hi) in sorted(wanted.items()):
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
+                    f"FOR VALUES FROM ({lo}) TO ({hi})")
+        self._partitions.update(wanted)
+
+    # -- writes ----------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        """Batches waiting for the writer."""
+        return self._pending_batches
+
+    async def ingest(self, rows: Sequence[Row]) -> list[bool]:
+        self._check_open()
+        if not rows:
+            return []
+        if self._pending_batches >= self._queue_batches:
+            raise OverloadedError(self._retry_after_s)
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._pending_batches += 1
+        self._pending.put_nowait(_Pending(rows, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._pending.get()
+            if first is None:
+                break
+            group = [first]
+            size = len(first.rows)
+            # Everything already queued joins this transaction: one commit for many uploads.
+            while size < self._group_records and not self._pending.empty():
+                nxt = self._pending.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(nxt)
+                size += len(nxt.rows)
+            self._pending_batches -= len(group)
+            try:
+                results = await self._write_group([p.rows for p in group])
+            except Exception as exc:
+                log.error("group commit of %d batches failed: %s", len(group), exc)
+                err = StorageError(f"write failed: {exc}")
+                for p in group:
+                    if not p.future.done():
+                        p.future.set_exception(err)
+                continue
+            for p, res in zip(group, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(res)
+
+    async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
+        first: dict[str, Row] = {}
+        for rows in batches:
+            for r in rows:
+                first.setdefault(r.id, r)
+        await self._ensure_partitions(
+            [r.started_us for r in first.values() if isinstance(r, SessionRow)], surveys=False)
+        await self._ensure_partitions(
+            [r.shown_us for r in first.values() if isinstance(r, SurveyRow)], sessions=False)
+        for attempt in range(5):
+            try:
+                new = await self._write_transaction(first)
+                break
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                # Cannot happen with keys taken in order; should it, the database chose a
+                # victim and rolled it back whole, so writing again is safe.
+                log.warning("ingest transaction retried: %s", exc)
+                await asyncio.sleep(0.05 * (attempt + 1))
+            except _Retry:
+                self._partitions.clear()
+                await self._write_group_partitions(first)
+        else:
+            new = await self._write_transaction(first)
+        results: list[list[bool]] = []
+        seen: set[str] = set()
+        for rows in batches:
+            res = []
+            for r in rows:
+                res.append(r.id in new and r.id not in seen)
+                seen.add(r.id)
+            results.append(res)
+        return results
+
+    async def _write_group_partitions(self, first: dict[str, Row]) -> None:
+        await self._ensure_partitions(
+            [r.started_us for r in first.values() if isinstance(r, SessionRow)], surveys=False)
+        await self._ensure_partitions(
+            [r.shown_us for r in first.values() if isinstance(r, SurveyRow)], sessions=False)
+
+    async def _write_transaction(self, first: dict[str, Row]) -> set[str]:
+        pool = self._pool
+        assert pool is not None
+        locks = sorted({_lock_key(r.id) for r in first.values() if isinstance(r, SessionRow)}
+                       | {_lock_key(r.session_id) for r in first.values()
+                          if isinstance(r, SurveyRow) and r.session_id is not None})
+        ids = sorted(first)
+        times = [_time_of(first[i]) for i in ids]
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _LOCK_CLASS, _LOCK_REBUILD)
+            # In key order, in one statement: no two writers wait for each other in a cycle.
+            await conn.execute(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                "(SELECT k FROM unnest($1::bigint[]) k ORDER BY k) t", locks)
+            returned = await conn.fetch(
+                "INSERT INTO record_ids (id, t_us) SELECT * FROM unnest($1::uuid[], $2::bigint[]) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id", ids, times)
+            new = {str(r[0]) for r in returned}
+            sessions = [r for i, r in first.items() if i in new and isinstance(r, SessionRow)]
+            surveys = [r for i, r in first.items() if i in new and isinstance(r, SurveyRow)]
+            try:
+                await self._store_new(conn, sessions, surveys)
+            except asyncpg.CheckViolationError as exc:
+                if "no partition" in str(exc):
+                    raise _Retry() from exc
+                raise
+        return new
+
+    async def _store_new(
+        self, conn: asyncpg.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
+    ) -> None:
+        """Insert new rows and keep the aggregates; the same steps as the SQLite store."""
+        deltas = Deltas()
+        new_session_ids = [s.id for s in sessions]
+        new_survey_ids = {v.id for v in surveys}
+        if surveys:
+            await conn.copy_records_to_table(
+                "surveys", records=[_survey_pg(v) for v in surveys], columns=SURVEY_COLUMNS)
+        surveyed: set[str] = set()
+        if new_session_ids:
+            surveyed = {str(r[0]) for r in await conn.fetch(
+                "SELECT DISTINCT session_id FROM surveys WHERE session_id = ANY($1::uuid[])",
+                new_session_ids)}
+            await conn.copy_records_to_table(
+                "sessions", records=[_session_pg(s, s.id in surveyed) for s in sessions],
+                columns=SESSION_COLUMNS)
+        for s in sessions:
+            deltas.session(session_facts(s), s.id in surveyed)
+        new_sessions = {s.id: s for s in sessions}
+        linked = list({v.session_id for v in surveys
+                       if v.session_id is not None and v.session_id not in new_sessions})
+        joined: dict[str, Joined] = {s.id: session_joined(s) for s in sessions}
+        if linked:
+            for r in await conn.fetch(
+                f"UPDATE sessions SET surveyed = true WHERE id = ANY($1::uuid[]) AND NOT surveyed "
+                f"RETURNING {', '.join(SESSION_FACT_COLUMNS)}", linked):
+                facts = session_facts_row(r)
+                deltas.session(facts, False, -1)
+                deltas.session(facts, True, 1)
+            for r in await conn.fetch(
+                f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id = ANY($1::uuid[])",
+                linked):
+                joined[str(r[0])] = joined_row(r[1:])
+        for v in surveys:
+            deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
+        if new_session_ids:
+            # Surveys stored earlier whose session arrives now move to its segment and bins.
+            for r in await conn.fetch(
+                f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
+                "WHERE session_id = ANY($1::uuid[])", new_session_ids):
+                if str(r[0]) in new_survey_ids:
+                    continue
+                moved = survey_facts_row(r[2:])
+                deltas.survey(moved, None, -1)
+                deltas.survey(moved, joined[str(r[1])], 1)
+        await _apply(conn, deltas)
+
+    async def _locked(self, work: Any) -> Any:
+        """Run ``work(conn)`` in a transaction that excludes every ingest (aggregate rebuilds)."""
+        pool = self._check_open()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _LOCK_REBUILD)
+                return await work(conn)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
+    async def rebuild_aggregates(self) -> None:
+        """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
+        async def work(conn: asyncpg.Connection) -> None:
+            row = await conn.fetchrow(
+                "SELECT least((SELECT min(started_us) FROM sessions), (SELECT min(shown_us) FROM surveys)), "
+                "greatest((SELECT max(started_us) FROM sessions), (SELECT max(shown_us) FROM surveys))")
+            if row is None or row[0] is None:
+                return
+            await _rebuild_days(conn, [(day_of(row[0]), day_of(row[1]) + 1)])
+
+        await self._locked(work)
+
+    # -- reads -------------------------------------------------------------------------------
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        pool = self._check_open()
+        try:
+            return list(await pool.fetch(sql, *params))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+    async def report_data(self, filters: Filters) -> ReportData:
+        return await read_report_data(self._fetch, filters, "$")
+
+    async def session_groups(self, filters: Filters) -> list[SessionGroup]:
+        where, params = where_sessions(filters, "$")
+        rows = await self._fetch(
+            "SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) FROM sessions "
+            f"{where} GROUP BY 1, 2, 3, 4, 5", params)
+        return [SessionGroup(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows]
+
+    async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
+        where, params = where_surveys(filters, "$")
+        rows = await self._fetch(
+            "SELECT v.outcome, v.score, v.reason, s.id IS NOT NULL, s.rebuffer_ratio, "
+            "s.avg_bitrate_kbps, s.startup_ms FROM surveys v "
+            f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params)
+        return [SurveyFact(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    async def export_rows(self, kind: str, filters: Filters) -> AsyncIterator[ExportRow]:
+        pool = self._check_open()
+        if kind == "session":
+            where, params = where_sessions(filters, "$")
+            sql = ("SELECT raw, box_id, received_us, model, firmware, region, clock_shift_s "
+                   f"FROM sessions {where} ORDER BY received_us, id")
+        else:
+            where, params = where_surveys(filters, "$")
+            sql = ("SELECT v.raw, v.box_id, v.received_us, v.model, v.firmware, v.region, "
+                   "v.clock_shift_s FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
+                   f"{where} ORDER BY v.received_us, v.id")
+        try:
+            # A server-side cursor: memory stays flat however many rows there are.
+            async with pool.acquire() as conn, conn.transaction(readonly=True):
+                async for r in conn.cursor(sql, *params, prefetch=1000):
+                    yield ExportRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"export failed: {exc}") from exc
+
+    async def counts(self) -> dict[str, int]:
+        # From the rollup aggregates: exact, and a count(*) over millions of rows is not.
+        rows = await self._fetch(
+            "SELECT (SELECT coalesce(sum(n), 0) FROM agg_sessions WHERE lvl = 1), "
+            "(SELECT coalesce(sum(shown), 0) FROM agg_surveys WHERE lvl = 1)", ())
+        return {"sessions": int(rows[0][0]), "surveys": int(rows[0][1])}
+
+    # -- tokens and meta ---------------------------------------------------------------------
+    async def _execute(self, sql: str, *params: Any) -> str:
+        pool = self._check_open()
+        try:
+            status: str = await pool.execute(sql, *params)
+            return status
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
+    async def add_box_token(self, box_id: str, token_hash: bytes, issued_us: int) -> None:
+        await self._execute(
+            "INSERT INTO box_tokens (token_hash, box_id, issued_us) VALUES ($1, $2, $3)",
+            token_hash, box_id, issued_us)
+
+    async def revoke_box(self, box_id: str) -> int:
+        status = await self._execute(
+            "UPDATE box_tokens SET revoked = true WHERE box_id = $1 AND NOT revoked", box_id)
+        return int(status.split()[-1])
+
+    async def lookup_token(self, token_hash: bytes) -> TokenInfo | None:
+        rows = await self._fetch(
+            "SELECT box_id, revoked FROM box_tokens WHERE token_hash = $1", (token_hash,))
+        return TokenInfo(rows[0][0], bool(rows[0][1])) if rows else None
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM nps_meta WHERE key = $1", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta_once(self, key: str, value: str) -> str:
+        await self._execute(
+            "INSERT INTO nps_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            key, value)
+        kept = await self.get_meta(key)
+        assert kept is not None
+        return kept
+
+    # -- deletion and retention ------------------------------------------------------------------
+    async def delete_box(self, box_id: str) -> int:
+        async def work(conn: asyncpg.Connection) -> int:
+            n = await _delete_records(conn, "{p}box_id = $1", "{p}box_id = $1", box_id)
+            await conn.execute("DELETE FROM box_tokens WHERE box_id = $1", box_id)
+            return n
+
+        n: int = await self._locked(work)
+        return n
+
+    async def purge_before(self, cutoff_us: int) -> int:
+        """Delete sessions started and surveys shown before ``cutoff_us``: monthly partitions
+        wholly before it are dropped, the rest of the rows deleted; the aggregates follow."""
+        async def work(conn: asyncpg.Connection) -> int:
+            cut_day = day_of(cutoff_us)
+            # Days at or after the cutoff whose counts change: the partial day of the cutoff,
+            # surveys kept whose session goes, and sessions kept whose surveys go.
+            days: set[int] = {cut_day} if cutoff_us % DAY_US else set()
+            days.update(int(r[0]) for r in await conn.fetch(
+                f"SELECT DISTINCT {day_sql('v.shown_us', 'postgresql')} FROM surveys v "
+                "JOIN sessions s ON s.id = v.session_id WHERE s.started_us < $1 "
+                "AND v.shown_us >= $1", cutoff_us))
+            orphaned = [r[0] for r in await conn.fetch(
+                "SELECT DISTINCT s.id FROM sessions s JOIN surveys v ON v.session_id = s.id "
+                "WHERE v.shown_us < $1 AND s.started_us >= $1", cutoff_us)]
+            n = 0
+            for table in ("sessions", "surveys"):
+                for name, hi in await _partitions(conn, table):
+                    if hi <= cutoff_us:
+                        n += await conn.fetchval(f"SELECT count(*) FROM {name}")
+                        await conn.execute(f"DROP TABLE {name}")
+                        self._partitions.discard(name)
+            n += int((await conn.execute(
+                "DELETE FROM sessions WHERE started_us < $1", cutoff_us)).split()[-1])
+            n += int((await conn.execute(
+                "DELETE FROM surveys WHERE shown_us < $1", cutoff_us)).split()[-1])
+            await conn.execute("DELETE FROM record_ids WHERE t_us < $1", cutoff_us)
+            if orphaned:
+                for r in await conn.fetch(
+                    "UPDATE sessions SET surveyed = false WHERE surveyed AND id = ANY($1::uuid[]) "
+                    "AND NOT EXISTS (SELECT 1 FROM surveys v WHERE v.session_id = sessions.id) "
+                    "RETURNING started_us", orphaned):
+                    days.add(day_of(r[0]))
+            for table in ("agg_sessions", "agg_surveys", "agg_bins"):
+                await conn.execute(f"DELETE FROM {table} WHERE day < $1", cut_day)
+            await _rebuild_days(conn, day_ranges(d for d in days if d >= cut_day))
+            return n
+
+        n: int = await self._locked(work)
+        return n
+
+    async def bad_detractors(
+        self, filters: Filters, bad: BadQuality, limit: int
+    ) -> list[DetractorRow]:
+        where, params = where_surveys(filters, "$")
+        k = len(params)
+        cond = (f"v.outcome = 'answered' AND v.score <= 6 AND (s.failed "
+                f"OR s.rebuffer_ratio > ${k + 1} OR s.startup_ms > ${k + 2} "
+                f"OR s.avg_bitrate_kbps <= ${k + 3})")
+        where = f"{where} AND {cond}" if where else f"WHERE {cond}"
+        rows = await self._fetch(
+            "SELECT v.id::text, v.box_id, v.shown_us, v.score, v.reason, v.region, v.model, "
+            "v.firmware, s.id::text, s.channel, s.content_type, s.startup_ms, s.watch_s, "
+            "s.rebuffer_count, s.rebuffer_ratio, s.avg_bitrate_kbps, s.failed "
+            f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+            f"ORDER BY v.shown_us DESC, v.id LIMIT ${k + 4}",
+            [*params, bad.rebuffer_ratio_above, bad.startup_ms_above,
+             bad.bitrate_kbps_at_most, limit],
+        )
+        return [DetractorRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                             r[11], r[12], r[13], r[14], r[15], bool(r[16])) for r in rows]
+
+
+async def _apply(conn: asyncpg.Connection, deltas: Deltas) -> None:
+    """Add the deltas to the aggregates, each table's rows in key order."""
+    for table, rows in (("agg_sessions", deltas.session_rows()),
+                        ("agg_surveys", deltas.survey_rows()),
+                        ("agg_bins", deltas.bin_rows())):
+        if rows:
+            columns = [list(col) for col in zip(*rows, strict=True)]
+            await conn.execute(_UPSERTS[table], *columns)
+
+
+async def _rebuild_days(conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]]) -> None:
+    """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
+    for d0, d1 in ranges:
+        for sql, in_us in rebuild_sql("postgresql", "$"):
+            if in_us:
+                await conn.execute(sql, d0 * DAY_US, d1 * DAY_US)
+            else:
+                await conn.execute(sql, d0, d1)
+
+
+async def _delete_records(conn: asyncpg.Connection, session_cond: str, survey_cond: str,
+                          param: Any) -> int:
+    """Delete matching sessions and surveys (``{p}`` is the table alias) and keep the
+    aggregates, the surveyed flags and the id registry right; as the SQLite store does."""
+    def cond(c: str, alias: str) -> str:
+        return c.format(p=alias)
+
+    days: set[int] = set()
+    for sql in (
+        f"SELECT DISTINCT {day_sql('s.started_us', 'postgresql')} FROM sessions s WHERE {cond(session_cond, 's.')}",
+        f"SELECT DISTINCT {day_sql('v.shown_us', 'postgresql')} FROM surveys v WHERE {cond(survey_cond, 'v.')}",
+        f"SELECT DISTINCT {day_sql('v.shown_us', 'postgresql')} FROM surveys v "
+        f"JOIN sessions s ON s.id = v.session_id WHERE {cond(session_cond, 's.')}",
+    ):
+        days.update(int(r[0]) for r in await conn.fetch(sql, param))
+    linked = [r[0] for r in await conn.fetch(
+        f"SELECT DISTINCT v.session_id FROM surveys v WHERE {cond(survey_cond, 'v.')} "
+        "AND v.session_id IS NOT NULL", param)]
+    gone = [r[0] for r in await conn.fetch(
+        f"DELETE FROM sessions WHERE {cond(session_cond, '')} RETURNING id", param)]
+    gone += [r[0] for r in await conn.fetch(
+        f"DELETE FROM surveys WHERE {cond(survey_cond, '')} RETURNING id", param)]
+    if gone:
+        await conn.execute("DELETE FROM record_ids WHERE id = ANY($1::uuid[])", gone)
+    if linked:
+        for r in await conn.fetch(
+            "UPDATE sessions SET surveyed = false WHERE surveyed AND id = ANY($1::uuid[]) AND NOT "
+            "EXISTS (SELECT 1 FROM surveys v WHERE v.session_id = sessions.id) RETURNING started_us",
+            linked):
+            days.add(day_of(r[0]))
+    await _rebuild_days(conn, day_ranges(days))
+    return len(gone)
+
+
+async def _partitions(conn: asyncpg.Connection, table: str) -> list[tuple[str, int]]:
+    """(name, upper bound in µs) of each partition of ``table``."""
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", table)
+    out = []
+    for name, bound in rows:
+        # FOR VALUES FROM ('lo') TO ('hi')
+        hi = bound.rsplit("(", 1)[-1].strip("')")
+        out.append((str(name), int(hi)))
+    return out
