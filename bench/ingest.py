@@ -1,0 +1,258 @@
+"""Collector benchmark (issue 2): HTTP ingest against raw sqlite3, and report latency.
+
+    .venv/bin/python bench/ingest.py ingest [--records 200000]
+    .venv/bin/python bench/ingest.py report [--records 1000000]
+
+``ingest`` runs a real ``nps-collector serve`` process on a fresh SQLite file and 32
+concurrent uploaders (in another process) sending batches of 100 session records; it
+then writes the very same rows with raw ``sqlite3.executemany`` into the same schema,
+with the same durability (WAL, ``synchronous=FULL``, one commit per batch of 100, as an
+acknowledged upload is committed), and prints the ratio. ``report`` stores N records
+through the store's own ingest path and times ``GET /v1/report`` over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from collector.ingest import rows_from_batch  # noqa: E402
+from collector.settings import Settings  # noqa: E402
+from collector.storage import make_storage  # noqa: E402
+from collector.storage.sql import SESSION_COLUMNS, session_values  # noqa: E402
+from collector.storage.sqlite import SCHEMA  # noqa: E402
+from protocol import decode_batch, utcnow  # noqa: E402
+
+ADMIN = "bench-admin-token-" + uuid.uuid4().hex
+UPLOADERS = 32
+BATCH = 100
+
+
+def make_records(n: int, seed: int = 1, surveys_every: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    t0 = datetime.now(UTC) - timedelta(days=30)
+    out: list[dict[str, Any]] = []
+    for _ in range(n):
+        start = t0 + timedelta(seconds=rng.randint(0, 30 * 86400))
+        watch = rng.uniform(600, 7200)
+        ratio = rng.choice([0.0, 0.0, 0.0, 0.003, 0.01, 0.04, 0.1]) * rng.random()
+        sid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        out.append({
+            "id": sid, "kind": "session",
+            "started_at": start.isoformat().replace("+00:00", "Z"),
+            "ended_at": (start + timedelta(seconds=watch)).isoformat().replace("+00:00", "Z"),
+            "channel": rng.choice(["NPO1", "RTL4", "SBS6", "Ziggo Sport", "Discovery"]),
+            "content_type": rng.choice(["live", "vod", "catchup"]),
+            "qos": {"startup_ms": rng.randint(200, 6000), "watch_s": watch,
+                    "rebuffer_count": rng.randint(0, 5), "rebuffer_s": watch * ratio,
+                    "avg_bitrate_kbps": rng.uniform(800, 12000), "bitrate_switches": rng.randint(0, 9),
+                    "failed": rng.random() < 0.03},
+        })
+        if surveys_every and len(out) % surveys_every == 0:
+            score = max(0, min(10, round(rng.gauss(8.3 - 40 * ratio, 1.6))))
+            out.append({
+                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "kind": "survey",
+                "session_id": sid, "shown_at": out[-1]["ended_at"], "answered_at": out[-1]["ended_at"],
+                "outcome": "answered", "score": score, "reason": rng.choice([None, "buffering", "content"]),
+            })
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_collector(db: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, NPS_ADMIN_TOKEN=ADMIN, NPS_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "serve", "--db", f"sqlite:///{db}", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(f"{url}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("collector did not start")
+
+
+async def uploaders(url: str, bodies: list[list[bytes]], tokens: list[str]) -> float:
+    """Each uploader sends its bodies one after another; answers the wall time."""
+    conn = aiohttp.TCPConnector(limit=UPLOADERS)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as http:
+        async def one(i: int) -> None:
+            h = {"Authorization": f"Bearer {tokens[i]}", "Content-Type": "application/json"}
+            for body in bodies[i]:
+                while True:
+                    async with http.post(f"{url}/v1/batches", data=body, headers=h) as r:
+                        if r.status == 200:
+                            got = await r.json()
+                            assert got["accepted"] == BATCH, got
+                            break
+                        if r.status in (429, 503):
+                            await asyncio.sleep(float(r.headers.get("Retry-After", "1")) / 10)
+                            continue
+                        raise RuntimeError(f"{r.status}: {await r.text()}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(UPLOADERS)))
+        return time.perf_counter() - start
+
+
+async def enrol(url: str, n: int) -> list[str]:
+    async with aiohttp.ClientSession() as http:
+        tokens = []
+        for i in range(n):
+            async with http.post(f"{url}/v1/boxes", json={"box_id": f"bench-{i}"},
+                                 headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                tokens.append((await r.json())["token"])
+        return tokens
+
+
+def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]]) -> float:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(SCHEMA)
+    sql = (f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})")
+    start = time.perf_counter()
+    for rows in batches:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+def bench_ingest(n: int) -> dict[str, float]:
+    records = make_records(n)
+    per = n // (UPLOADERS * BATCH)
+    n = per * UPLOADERS * BATCH
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_collector(Path(tmp) / "http.db", port)
+        try:
+            asyncio.run(wait_ready(url))
+            tokens = asyncio.run(enrol(url, UPLOADERS))
+            bodies: list[list[bytes]] = [[] for _ in range(UPLOADERS)]
+            raw_batches = []
+            k = 0
+            for b in range(per):
+                for i in range(UPLOADERS):
+                    recs = records[k:k + BATCH]
+                    k += BATCH
+                    doc = {"protocol": 1, "box_id": f"bench-{i}", "sent_at": utcnow().isoformat(),
+                           "records": recs}
+                    body = orjson.dumps(doc)
+                    bodies[i].append(body)
+                    rows = rows_from_batch(decode_batch(body), utcnow())
+                    raw_batches.append([session_values(r) for _, r in rows])  # type: ignore[arg-type]
+            http_s = asyncio.run(uploaders(url, bodies, tokens))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        raw_s = raw_sqlite(Path(tmp) / "raw.db", raw_batches)
+    http_rate, raw_rate = n / http_s, n / raw_s
+    return {"records": n, "http_rec_per_s": http_rate, "raw_rec_per_s": raw_rate,
+            "ratio": http_rate / raw_rate}
+
+
+async def fill_store(db: Path, n: int) -> None:
+    store = make_storage(Settings(db=f"sqlite:///{db}", admin_token=ADMIN))
+    await store.open()
+    try:
+        records = make_records(n, seed=2, surveys_every=20)
+        chunk = 500
+        t = time.perf_counter()
+        pending = []
+        for i in range(0, len(records), chunk):
+            body = orjson.dumps({"protocol": 1, "box_id": f"fill-{i % 997}",
+                                 "sent_at": utcnow().isoformat(), "box": {"region": f"R{i % 7}"},
+                                 "records": records[i:i + chunk]})
+            rows = [r for _, r in rows_from_batch(decode_batch(body), utcnow())]
+            pending.append(store.ingest(rows))
+            if len(pending) >= 20:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        print(f"  stored {len(records)} records in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    finally:
+        await store.close()
+
+
+def bench_report(n: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "report.db"
+        asyncio.run(fill_store(db, n))
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_collector(db, port)
+        try:
+            asyncio.run(wait_ready(url))
+
+            async def timed() -> list[float]:
+                out = []
+                async with aiohttp.ClientSession() as http:
+                    for params in [{}] * 5 + [{"region": "R3"}] * 3 + [{"from": "2026-01-01T00:00:00Z", "channel": "RTL4"}] * 3:
+                        t = time.perf_counter()
+                        async with http.get(f"{url}/v1/report", params=params,
+                                            headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                            rep = await r.json()
+                            assert r.status == 200, rep
+                        out.append(time.perf_counter() - t)
+                return out
+
+            times = asyncio.run(timed())
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {"records": n, "report_median_s": statistics.median(times[1:5]),
+            "report_region_s": statistics.median(times[5:8]), "report_channel_s": statistics.median(times[8:11])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["ingest", "report"])
+    ap.add_argument("--records", type=int, default=0)
+    args = ap.parse_args()
+    if args.what == "ingest":
+        result = bench_ingest(args.records or 192_000)
+    else:
+        result = bench_report(args.records or 1_000_000)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
