@@ -280,19 +280,21 @@ class SqliteBuffer:
         """The oldest uploadable records within both limits (always at least one if any)."""
         out: list[Stored] = []
         size = 0
-        try:
-            async with self._db.execute(
-                "SELECT id, kind, body FROM records WHERE ready = 1 ORDER BY seq LIMIT ?",
-                (max_records,),
-            ) as cur:
-                async for row in cur:
-                    body = bytes(row[2])
-                    if out and size + len(body) > max_bytes:
-                        break
-                    size += len(body)
-                    out.append(Stored(str(row[0]), str(row[1]), body))
-        except sqlite3.Error as exc:
-            raise BufferError(f"cannot read the buffer: {exc}") from exc
+        # Under the lock: on this one connection a read must not see a write half done.
+        async with self._lock:
+            try:
+                async with self._db.execute(
+                    "SELECT id, kind, body FROM records WHERE ready = 1 ORDER BY seq LIMIT ?",
+                    (max_records,),
+                ) as cur:
+                    async for row in cur:
+                        body = bytes(row[2])
+                        if out and size + len(body) > max_bytes:
+                            break
+                        size += len(body)
+                        out.append(Stored(str(row[0]), str(row[1]), body))
+            except sqlite3.Error as exc:
+                raise BufferError(f"cannot read the buffer: {exc}") from exc
         return out
 
     async def delete(self, ids: list[str]) -> None:
