@@ -246,6 +246,8 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": html, "303": to_login,
                           "400": {"description": "A bad filter.", "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
+        "/dashboard/": {"get": {"summary": "Redirect to /dashboard", "security": [], "responses": {
+            "303": {"description": "To /dashboard.", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
         "/dashboard/login": {
             "get": {"summary": "The login form", "security": [], "responses": {"200": html}},
             "post": {

@@ -20,7 +20,15 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.collector.conftest import batch, new_id, session_record, survey_record
+from tests.collector.conftest import (  # noqa: F401  (fixtures shared with tests/collector)
+    api,
+    batch,
+    db_url,
+    new_id,
+    session_record,
+    settings_factory,
+    survey_record,
+)
 
 ADMIN = "dash-admin-token-0123456789"
 CHROMIUM = "/usr/bin/chromium"
