@@ -87,13 +87,6 @@ def make_settings(tmp_path: Path, url: str, **kw: Any) -> Settings:
                     webhook_secret=SECRET, **kw)
 
 
-async def wait_for(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 def test_signature_matches_the_spec_example() -> None:
     # The example of the Standard Webhooks specification (and its reference libraries).
     key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
