@@ -1,0 +1,80 @@
+"""The two looks of the prompt: a truecolor TV theme and a 16-colour console theme.
+
+Both define the same ``stb-*`` CSS variables, which is all the widgets use. The console
+theme uses ANSI colours only, and only the eight dark ones as backgrounds, because the
+Linux console (``TERM=linux``) has sixteen foreground but eight background colours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from textual.theme import Theme
+
+TV_THEME: Final = Theme(
+    name="stb-tv",
+    primary="#ffd21f",
+    foreground="#ffffff",
+    background="#0b1a2e",
+    surface="#0b1a2e",
+    panel="#1f3554",
+    dark=True,
+    variables={
+        "stb-bg": "#0b1a2e",
+        "stb-fg": "#ffffff",
+        "stb-muted": "#c8d3e0",
+        "stb-cell-bg": "#1f3554",
+        "stb-cell-border": "#7f95b2",
+        "stb-focus-bg": "#ffd21f",
+        "stb-focus-fg": "#000000",
+        "stb-accent": "#ffd21f",
+        "stb-warn": "#ff9e80",
+    },
+)
+
+CONSOLE_THEME: Final = Theme(
+    name="stb-console",
+    ansi=True,
+    primary="ansi_yellow",
+    foreground="ansi_bright_white",
+    background="ansi_black",
+    surface="ansi_black",
+    panel="ansi_blue",
+    dark=True,
+    variables={
+        "stb-bg": "ansi_black",
+        "stb-fg": "ansi_bright_white",
+        "stb-muted": "ansi_white",
+        "stb-cell-bg": "ansi_blue",
+        "stb-cell-border": "ansi_white",
+        "stb-focus-bg": "ansi_white",
+        "stb-focus-fg": "ansi_black",
+        "stb-accent": "ansi_bright_yellow",
+        "stb-warn": "ansi_bright_red",
+    },
+)
+
+THEMES: Final = {TV_THEME.name: TV_THEME, CONSOLE_THEME.name: CONSOLE_THEME}
+
+# Terminals that cannot show more than the 16 ANSI colours (or whose palette is the
+# VGA one, where mapped truecolour loses its contrast).
+_SIXTEEN_COLOUR_TERMS: Final = ("linux", "vt100", "vt102", "vt220", "ansi", "cons25", "con")
+
+
+def choose_theme(env: Mapping[str, str]) -> str:
+    """The theme for this terminal: ``STB_WIDGET_THEME`` if set, else by ``TERM``.
+
+    ``TERM=linux`` (the kernel console) and other 16-colour terminals, or
+    ``TEXTUAL_COLOR_SYSTEM=standard``, get the console theme; fbterm, kmscon and
+    xterm-like terminals the TV theme.
+    """
+    forced = env.get("STB_WIDGET_THEME", "")
+    if forced in THEMES:
+        return forced
+    if env.get("TEXTUAL_COLOR_SYSTEM", "") in ("standard", "windows"):
+        return CONSOLE_THEME.name
+    term = env.get("TERM", "")
+    if term.startswith(_SIXTEEN_COLOUR_TERMS) and "256" not in term:
+        return CONSOLE_THEME.name
+    return TV_THEME.name
