@@ -1,0 +1,129 @@
+"""Shared helpers for the reliability suite: a collector in-process or as a real
+``nps-collector serve`` subprocess, enrolment, and the long-mode switch.
+
+Long modes run only with ``NPS_RELIABILITY_LONG=1`` (``scripts/reliability-long`` sets it);
+the short modes run in the normal suite and in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).parents[2]
+ADMIN = "reliability-admin-token-0123456789abcdef"
+LONG = os.environ.get("NPS_RELIABILITY_LONG") == "1"
+
+
+def scale(short: int, long: int) -> int:
+    """``short`` in the normal suite, ``long`` under ``scripts/reliability-long``."""
+    return long if LONG else short
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip where something needed is missing, except under CI, where that fails."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set and {what} is missing")
+    pytest.skip(f"{what} is missing")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class CollectorProcess:
+    """A real ``nps-collector serve`` on SQLite, started and SIGKILLed at will."""
+
+    def __init__(self, db: Path, log: Path, port: int | None = None, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.log = log
+        self.port = port or free_port()
+        self.extra = extra
+        self.env = env or {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def start(self, wait_s: float = 30) -> None:
+        env = {**os.environ, "NPS_ADMIN_TOKEN": ADMIN, "PYTHONPATH": str(ROOT), **self.env}
+        with open(self.log, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "collector.cli", "serve", "--db", f"sqlite:///{self.db}",
+                "--port", str(self.port), *self.extra, cwd=ROOT, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(int(wait_s / 0.05)):
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"collector exited {self.proc.returncode}: "
+                                         + self.log.read_text()[-2000:])
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise AssertionError("collector did not become ready: " + self.log.read_text()[-2000:])
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        rc = self.proc.returncode
+        assert rc is not None
+        return rc
+
+
+@contextlib.asynccontextmanager
+async def collector_process(tmp: Path, *extra: str) -> AsyncIterator[CollectorProcess]:
+    proc = CollectorProcess(tmp / "collector.db", tmp / "collector.log", None, *extra)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()
+
+
+async def enrol(http: aiohttp.ClientSession, base: str, box_id: str) -> str:
+    async with http.post(base + "/v1/boxes", json={"box_id": box_id},
+                         headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+        assert resp.status == 201, await resp.text()
+        token: str = (await resp.json())["token"]
+        return token
+
+
+async def export_ids(http: aiohttp.ClientSession, base: str, kind: str) -> list[str]:
+    """Every stored id of ``kind``, as ``GET /v1/export`` streams them (with repeats, if any)."""
+    import orjson
+
+    async with http.get(base + "/v1/export", params={"kind": kind},
+                        headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.read()
+    return [orjson.loads(line)["id"] for line in body.splitlines() if line.strip()]
+
+
