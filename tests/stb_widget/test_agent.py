@@ -214,3 +214,25 @@ def test_idle_agent_never_imports_textual(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", IDLE_SCRIPT, str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "{'too_short': 20} False", out.stdout + out.stderr
+
+
+async def test_one_write_per_session_not_per_event(tmp_path: Path) -> None:
+    from stb_widget.buffer import SqliteBuffer
+
+    clock = FakeClock()
+    cfg = make_config(tmp_path, survey={"enabled": False})
+    store = await SqliteBuffer.open(cfg.db_path, cfg.buffer, clock)
+    agent = Agent(cfg, clock=clock, store=store, upload=False)
+    await agent.start()
+    db = store._db
+    before = db.total_changes
+    await agent.feed(PlayerEvent("play", 0.0))
+    await agent.feed(PlayerEvent("first_frame", 1.0))
+    for i in range(500):
+        kind = ("bitrate", "stall_start", "stall_end", "pause", "resume", "seek")[i % 6]
+        await agent.feed(PlayerEvent(kind, 2.0 + i, kbps=1000.0 + i))  # type: ignore[arg-type]
+    assert db.total_changes == before  # flash wears: nothing written during playback
+    await agent.feed(PlayerEvent("stop", 600.0))
+    assert db.total_changes == before + 1
+    await agent.stop()
+    await store.close()

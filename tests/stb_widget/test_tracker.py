@@ -183,4 +183,4 @@ def test_shutdown_close_is_not_failure_and_time_never_goes_back() -> None:
 def test_events_outside_a_session_are_ignored() -> None:
     tracker = SessionTracker(FakeClock())
     for kind in ("first_frame", "stall_start", "stop", "error"):
-        assert tracker.feed(PlayerEvent(kind)) is None  # type: ignore[arg-type]
+        assert tracker.feed(PlayerEvent(kind)) is None
