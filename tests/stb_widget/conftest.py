@@ -37,7 +37,7 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+def make_config(tmp_path: Path, **sections: Any) -> Config:
     raw: dict[str, Any] = {
         "box_id": "stb-test-1",
         "data_dir": str(tmp_path / "data"),
