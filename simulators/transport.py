@@ -1,0 +1,189 @@
+"""The fleet's one HTTP client, with the simulated network's faults and a request meter.
+
+Every box's uploader gets a :class:`BoxLink`: it looks like the ``aiohttp.ClientSession``
+the uploader expects (only ``post`` is used) and forwards to the process's single real
+session. On the way it can fail the request as a dead line would (an outage window), lose
+it before it leaves, or lose the *answer* after the collector stored the batch (so the box
+sends it again and the collector must count it once). It also counts the requests that
+reach the collector, per virtual second and per real second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from .clock import VirtualClock
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The collector is out of reach from ``start_s`` for ``duration_s`` (virtual seconds)."""
+
+    start_s: float
+    duration_s: float
+
+    @property
+    def end_s(self) -> float:
+        """When the outage ends."""
+        return self.start_s + self.duration_s
+
+    def covers(self, t: float) -> bool:
+        """Is the virtual time ``t`` within the outage?"""
+        return self.start_s <= t < self.end_s
+
+
+@dataclass(slots=True)
+class Meter:
+    """Requests that reached the collector, by virtual and by real second."""
+
+    virtual: Counter[int] = field(default_factory=Counter)
+    real: Counter[int] = field(default_factory=Counter)
+    sent: int = 0
+    failed_outage: int = 0
+    lost_before: int = 0
+    lost_answer: int = 0
+
+    def peak_virtual(self, since_s: float = 0.0, window_s: int = 10) -> float:
+        """Highest request rate (per virtual second) over ``window_s`` windows after ``since_s``."""
+        best = 0
+        lo = int(since_s)
+        keys = [k for k in self.virtual if k >= lo]
+        if not keys:
+            return 0.0
+        for start in range(lo, max(keys) + 1, window_s):
+            n = sum(self.virtual.get(s, 0) for s in range(start, start + window_s))
+            best = max(best, n)
+        return best / window_s
+
+    def mean_virtual(self, lo_s: float, hi_s: float) -> float:
+        """Mean requests per virtual second over ``[lo_s, hi_s)``."""
+        if hi_s <= lo_s:
+            return 0.0
+        n = sum(c for s, c in self.virtual.items() if lo_s <= s < hi_s)
+        return n / (hi_s - lo_s)
+
+    def peak_real(self) -> int:
+        """Most requests the collector got in one real second."""
+        return max(self.real.values(), default=0)
+
+
+class SimNetwork:
+    """The process's one ``aiohttp.ClientSession``, shared by every box, behind a semaphore."""
+
+    def __init__(self, session: aiohttp.ClientSession, clock: VirtualClock, *,
+                 concurrency: int = 32, outages: tuple[Outage, ...] = ()) -> None:
+        self.session = session
+        self.clock = clock
+        self.outages = outages
+        self.meter = Meter()
+        # Waiting here, not in aiohttp's pool, keeps the uploader's own timeout for the
+        # request itself: a queue behind 10,000 boxes must not look like a dead collector.
+        self._gate = asyncio.Semaphore(concurrency)
+        self.in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def link(self, rng: random.Random, loss: float = 0.0) -> BoxLink:
+        """A box's network: ``loss`` is the chance a request, or its answer, is lost."""
+        return BoxLink(self, rng, loss)
+
+    def in_outage(self) -> bool:
+        """Is the collector out of reach at this virtual time?"""
+        t = self.clock.now
+        return any(o.covers(t) for o in self.outages)
+
+    async def quiet(self) -> None:
+        """Wait until no request is in flight."""
+        await self._quiet.wait()
+
+    def _begin(self) -> None:
+        self.in_flight += 1
+        self._quiet.clear()
+
+    def _end(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._quiet.set()
+
+
+class BoxLink:
+    """One box's side of the network; ``post`` is what the agent's uploader calls."""
+
+    __slots__ = ("_loss", "_net", "_rng")
+
+    def __init__(self, net: SimNetwork, rng: random.Random, loss: float) -> None:
+        self._net = net
+        self._rng = rng
+        self._loss = loss
+
+    def post(self, url: str, **kw: Any) -> _Post:
+        """Like ``ClientSession.post``, as an async context manager."""
+        return _Post(self, url, kw)
+
+
+class _Post:
+    __slots__ = ("_cm", "_kw", "_link", "_url")
+
+    def __init__(self, link: BoxLink, url: str, kw: dict[str, Any]) -> None:
+        self._link = link
+        self._url = url
+        self._kw = kw
+        self._cm: Any = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        link = self._link
+        net = link._net
+        meter = net.meter
+        if net.in_outage():
+            meter.failed_outage += 1
+            raise aiohttp.ClientConnectionError("simulated outage: collector unreachable")
+        lose_request = link._loss > 0 and link._rng.random() < link._loss / 2
+        lose_answer = link._loss > 0 and link._rng.random() < link._loss / 2
+        if lose_request:
+            meter.lost_before += 1
+            raise aiohttp.ClientConnectionError("simulated loss: request lost")
+        net._begin()
+        try:
+            await net._gate.acquire()
+        except BaseException:
+            net._end()
+            raise
+        try:
+            meter.sent += 1
+            meter.virtual[int(net.clock.now)] += 1
+            meter.real[int(time.monotonic())] += 1
+            self._cm = net.session.post(self._url, **self._kw)
+            resp: aiohttp.ClientResponse = await self._cm.__aenter__()
+            if lose_answer:
+                # The collector has stored and answered; the box never hears it.
+                await resp.read()
+                await self._cm.__aexit__(None, None, None)
+                self._cm = None
+                meter.lost_answer += 1
+                raise aiohttp.ServerDisconnectedError("simulated loss: answer lost")
+            return resp
+        except BaseException:
+            if self._cm is not None:
+                await self._cm.__aexit__(None, None, None)
+                self._cm = None
+            net._gate.release()
+            net._end()
+            raise
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        net = self._link._net
+        try:
+            if self._cm is not None:
+                await self._cm.__aexit__(et, e, tb)
+        finally:
+            net._gate.release()
+            net._end()
