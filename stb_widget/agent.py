@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +22,7 @@ from protocol import SurveyRecord
 from .buffer import RecordStore, SqliteBuffer
 from .clock import Clock, SystemClock
 from .config import Config
+from .errors import BufferError
 from .events import PlayerEvent
 from .ids import uuid7
 from .policy import SurveyPolicy
@@ -67,6 +69,7 @@ class Agent:
         presenters: PresenterFactory | None = None,
         rng: random.Random | None = None,
         upload: bool = True,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -77,7 +80,10 @@ class Agent:
         self._presenters = presenters or default_presenter_factory(config.survey)
         self._rng = rng or random.Random()
         self._upload = upload
-        self.tracker = SessionTracker(self.clock)
+        # ``new_id`` (optional) makes record ids: a simulator passes a seeded one so that the
+        # same seed draws the same sessions for a question (the draw hashes the session id).
+        self._new_id = new_id
+        self.tracker = SessionTracker(self.clock, new_id)
         self.policy = SurveyPolicy(config.survey, config.box_id, self.clock)
         self.uploader: Uploader | None = None
         self._upload_task: asyncio.Task[None] | None = None
@@ -128,7 +134,13 @@ class Agent:
 
     async def _ended(self, done: FinishedSession) -> None:
         store = self.store
-        await store.add_session(done.record)
+        try:
+            await store.add_session(done.record)
+        except BufferError as exc:
+            # A full or broken disk must not stop the agent (nor the player's feed).
+            log.error("session %s lost: %s", done.record.id, exc)
+            self.counts["sessions_lost"] += 1
+            return
         self.counts["sessions"] += 1
         reason = self.policy.decide(done, store.cooldowns(), self.question_up)
         if reason is None:
@@ -147,7 +159,8 @@ class Agent:
             return
         survey = self.config.survey
         request = SurveyRequest(
-            survey_id=uuid7(int(self.clock.wall().timestamp() * 1000)),
+            survey_id=(self._new_id() if self._new_id is not None
+                       else uuid7(int(self.clock.wall().timestamp() * 1000))),
             session_id=session_id,
             locale=survey.locale,
             service_name=survey.service_name,
@@ -188,6 +201,27 @@ class Agent:
             await self._store.add_session(done.record)
             self.counts["sessions"] += 1
             self.policy.count("shutdown", done.record.id)
+        for task in (self._question, self._upload_task):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (self._question, self._upload_task):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        self._upload_task = None
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def kill(self) -> None:
+        """Die as a power cut would (for simulators): the open session is lost, the
+        uploader and any question are cancelled mid-step, nothing more is written, and
+        the store is closed where the agent opened it (an unfinished transaction is
+        rolled back, as sqlite does after a crash).
+        """
+        self.tracker = SessionTracker(self.clock, self._new_id)
         for task in (self._question, self._upload_task):
             if task is not None and not task.done():
                 task.cancel()

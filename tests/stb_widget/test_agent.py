@@ -236,3 +236,20 @@ async def test_one_write_per_session_not_per_event(tmp_path: Path) -> None:
     assert db.total_changes == before + 1
     await agent.stop()
     await store.close()
+
+
+async def test_a_failing_buffer_never_stops_the_agent(tmp_path: Path) -> None:
+    from stb_widget.errors import BufferError
+
+    class Broken(MemoryBuffer):
+        async def add_session(self, record: object) -> None:
+            raise BufferError("disk full")
+
+    clock = FakeClock()
+    cfg = make_config(tmp_path)
+    agent = Agent(cfg, clock=clock, store=Broken(BufferSection(), clock), upload=False)
+    await agent.start()
+    await watch(agent, clock)
+    await watch(agent, clock)
+    assert agent.counts["sessions_lost"] == 2 and agent.counts["sessions"] == 0
+    await agent.stop()
