@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
     ask = sub.add_parser("ask", help="show the question once; print the survey record")
     ask.add_argument("--locale", default="nl", help="the question's language")
+    ask.add_argument("--service-name", default="IPTV", help="the service named in the question")
+    ask.add_argument("--timeout-s", type=float, default=60.0, help="close unanswered after this")
     ask.set_defaults(func=_ask)
     doc = sub.add_parser("config-doc", help="print the configuration keys as Markdown")
     doc.add_argument("--update", metavar="FILE", help="rewrite the table inside FILE instead")
