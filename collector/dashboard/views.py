@@ -335,6 +335,10 @@ def _filter_form(values: Mapping[str, str]) -> str:
     )
 
 
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def _kpis(data: Mapping[str, Any]) -> str:
     r = data["report"]
     c = data["comparison"]
@@ -344,7 +348,7 @@ def _kpis(data: Mapping[str, Any]) -> str:
     else:
         cls = "neutral" if not c["significant"] else ("up" if change > 0 else "down")
         delta = (f'<span class="delta {cls}" id="cmp-verdict">{change:+.1f} vs previous period: '
-                 f'{h.e(c["verdict"])} (p = {c["p_value"]:.3f})</span>')
+                 f'{h.e(c["verdict"])} ({_p(c["p_value"])})</span>')
     return (
         '<section class="kpis">'
         f'<div class="kpi"><span class="label">NPS</span><span class="value" id="kpi-nps">{h.fmt_nps(r["nps"])}</span>'

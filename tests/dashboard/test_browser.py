@@ -69,6 +69,9 @@ async def test_login_filter_and_figures_match_the_report(
     rr_rows = await page.locator('tr[data-metric="rebuffer_ratio"] td.rr').all_inner_texts()
     assert rr_rows[0] != "—" and rr_rows[-1] != "—"
     await page.screenshot(path=str(SCREENSHOTS / "dashboard-overview.png"), full_page=True)
+    await page.screenshot(path=str(SCREENSHOTS / "dashboard-top.png"))
+    await page.locator("#qos-rebuffer_ratio").screenshot(path=str(SCREENSHOTS / "dashboard-qos.png"))
+    await page.locator("#close-the-loop").screenshot(path=str(SCREENSHOTS / "dashboard-call-back.png"))
 
     # Filter by region and content type through the form.
     await page.fill("#f-region", "NL-ZH")
@@ -129,10 +132,7 @@ async def test_comparison_and_call_back_list(
     assert await rows.count() == min(50, len(bad_detractors))
     first = await rows.nth(0).locator("td").all_inner_texts()
     assert first[1] == "stb-cmp" and first[3] == "Buffering"
-    await page.screenshot(path=str(SCREENSHOTS / "dashboard-call-back.png"), full_page=False,
-                          clip={"x": 0, "y": 0, "width": 1360, "height": 900})
-    await page.locator("#close-the-loop").scroll_into_view_if_needed()
-    await page.locator("#close-the-loop").screenshot(path=str(SCREENSHOTS / "dashboard-call-back.png"))
+    await page.locator(".kpis").screenshot(path=str(SCREENSHOTS / "dashboard-comparison.png"))
 
     # The CSV through the page's own link (the browser's session cookie).
     href = await page.get_attribute("#detractors-csv", "href")

@@ -23,9 +23,9 @@
     data: {
       labels: labels,
       datasets: [
-        { label: "95 % interval (high)", data: line.map(function (p) { return p.nps_ci95 ? p.nps_ci95[1] : null; }),
+        { label: "95 % interval", data: line.map(function (p) { return p.nps_ci95 ? p.nps_ci95[1] : null; }),
           borderWidth: 0, pointRadius: 0, backgroundColor: BAND, fill: "+1" },
-        { label: "95 % interval (low)", data: line.map(function (p) { return p.nps_ci95 ? p.nps_ci95[0] : null; }),
+        { label: "interval-low", data: line.map(function (p) { return p.nps_ci95 ? p.nps_ci95[0] : null; }),
           borderWidth: 0, pointRadius: 0, backgroundColor: BAND, fill: false },
         { label: "NPS", data: line.map(function (p) { return p.nps; }), borderColor: BLUE,
           backgroundColor: BLUE, pointRadius: 3, borderWidth: 2, fill: false }
@@ -35,11 +35,15 @@
       interaction: { mode: "index", intersect: false },
       scales: { y: { suggestedMin: -100, suggestedMax: 100, title: { display: true, text: "NPS" } } },
       plugins: {
-        legend: { labels: { filter: function (item) { return item.text.indexOf("(low)") < 0; } } },
-        tooltip: { callbacks: { afterBody: function (items) {
-          var p = line[items[0].dataIndex];
-          return "n = " + p.answered + " answers of " + p.shown + " shown";
-        } } }
+        legend: { labels: { filter: function (item) { return item.text !== "interval-low"; } } },
+        tooltip: {
+          filter: function (item) { return item.datasetIndex === 2; },
+          callbacks: { afterBody: function (items) {
+            var p = line[items[0].dataIndex];
+            return [p.nps_ci95 ? "95 % CI " + fmt(p.nps_ci95[0], 1) + " to " + fmt(p.nps_ci95[1], 1) : "no answers",
+                    "n = " + p.answered + " answers of " + p.shown + " shown"];
+          } }
+        }
       }
     }
   });
