@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -27,6 +28,7 @@ from .export import export_chunks
 from .ingest import rows_from_batch
 from .model import Row
 from .query import parse_filters
+from .ratelimit import BoxRateLimiter
 from .report import build_report
 from .settings import Settings
 from .storage import Storage, make_storage
@@ -38,6 +40,7 @@ access = logging.getLogger("collector.access")
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Storage)
 ADMIN_HASH = web.AppKey("admin_hash", bytes)
+RATE_LIMITER = web.AppKey("rate_limiter", BoxRateLimiter)
 LOG_BOX_ID = web.RequestKey("log_box_id", str)
 LOG_COUNTS = web.RequestKey("log_counts", dict[str, int])
 #: Called with the stored rows and, per row, whether it was new, after each upload is
@@ -48,7 +51,11 @@ INGEST_LISTENERS = web.AppKey("ingest_listeners", list[IngestListener])
 #: Keyword arguments for the server under the app: the collector inflates gzip itself,
 #: with a limit, so aiohttp must hand the body over as sent.
 SERVER_KWARGS: dict[str, Any] = {"auto_decompress": False, "max_field_size": 8190,
-                                 "max_line_size": 8190}
+                                 "max_line_size": 8190,
+                                 # aiohttp closes a connection that has not sent a whole
+                                 # request head this long after it opened (or after the last
+                                 # answer): the header-read timeout against slowloris.
+                                 "keepalive_timeout": 15}
 
 _BOX_ID = re.compile(BOX_ID_PATTERN)
 
@@ -137,6 +144,11 @@ async def post_batches(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", "Authorization: the admin token cannot upload")
     assert token_box is not None
     request[LOG_BOX_ID] = token_box
+    # Before the body is read: a flooding box costs a token lookup, not a decode.
+    wait_s = request.app[RATE_LIMITER].take(token_box)
+    if wait_s:
+        raise ApiError(429, "overloaded", "this box is over its upload rate; retry later",
+                       headers={"Retry-After": str(wait_s)})
     try:
         gzipped = check_media_type(
             request.headers.get("Content-Type"), request.headers.get("Content-Encoding")
@@ -145,7 +157,11 @@ async def post_batches(request: web.Request) -> web.Response:
             raise TooLargeError(
                 f"body is {request.content_length} bytes; at most {MAX_BODY_BYTES} as sent"
             )
-        body = await _read_limited(request)
+        try:
+            async with asyncio.timeout(request.app[SETTINGS].body_timeout_s):
+                body = await _read_limited(request)
+        except TimeoutError:
+            raise ApiError(408, "timeout", "body: not received in time") from None
         batch = decode_batch(inflate(body, gzipped=gzipped))
     except BatchError as exc:
         raise ApiError(exc.status, exc.code, exc.detail) from None
@@ -317,6 +333,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_BODY_BYTES + 1,
     )
     app[SETTINGS] = settings
+    app[RATE_LIMITER] = BoxRateLimiter(settings.box_rate_per_min, settings.box_burst)
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_post("/v1/boxes", post_boxes)
     app.router.add_post("/v1/batches", post_batches)

@@ -34,6 +34,13 @@ class Settings:
         "--group-commit", "Most records written in one transaction."))
     retry_after_s: int = field(default=10, metadata=_opt(
         "--retry-after", "Seconds a shed box is told to wait (Retry-After)."))
+    box_rate_per_min: int = field(default=60, metadata=_opt(
+        "--box-rate", "Upload requests a minute one box may make after its burst; more are "
+        "answered 429 with Retry-After (a token bucket per box, in this instance's memory)."))
+    box_burst: int = field(default=20, metadata=_opt(
+        "--box-burst", "Upload requests one box may make at once before --box-rate applies."))
+    body_timeout_s: int = field(default=30, metadata=_opt(
+        "--body-timeout", "Seconds a client has to send a request body; slower ones get 408."))
     read_connections: int = field(default=2, metadata=_opt(
         "--read-connections", "SQLite read connections (each a thread)."))
     log_level: str = field(default="INFO", metadata=_opt(
@@ -72,7 +79,8 @@ class Settings:
         """Raise :class:`ConfigError` naming the first bad setting."""
         if not (0 < self.port < 65536):
             raise ConfigError(f"port: {self.port} is not a TCP port")
-        for name in ("write_queue_batches", "group_commit_records", "retry_after_s", "read_connections"):
+        for name in ("write_queue_batches", "group_commit_records", "retry_after_s", "read_connections",
+                     "box_rate_per_min", "box_burst", "body_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -1,0 +1,236 @@
+"""Limits that bound one client: per-box rate limiting, oversized request heads and
+bodies, slow clients (slowloris on the head and on the body). Each test checks both that
+the bad client is refused or cut off and that a well-behaved client is still served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from collector.app import RATE_LIMITER, SERVER_KWARGS, create_app
+from collector.ratelimit import BoxRateLimiter
+from collector.settings import Settings
+from tests.collector.conftest import batch, session_record
+
+from .conftest import ADMIN
+
+
+@contextlib.asynccontextmanager
+async def running(tmp: Path, server_kw: dict[str, Any] | None = None,
+                  **settings: Any) -> AsyncIterator[TestServer]:
+    app = create_app(Settings(db=f"sqlite:///{tmp / 'c.db'}", admin_token=ADMIN, **settings))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(**{**SERVER_KWARGS, **(server_kw or {})})
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def enrol(http: ClientSession, server: TestServer, box: str) -> str:
+    async with http.post(server.make_url("/v1/boxes"), json={"box_id": box},
+                         headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+        assert resp.status == 201
+        token: str = (await resp.json())["token"]
+        return token
+
+
+async def upload(http: ClientSession, server: TestServer, token: str, box: str) -> tuple[int, Any]:
+    body = orjson.dumps(batch(box, [session_record()]))
+    async with http.post(server.make_url("/v1/batches"), data=body, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"}) as resp:
+        return resp.status, (await resp.json(), resp.headers.get("Retry-After"))
+
+
+# -- per-box rate limiting ------------------------------------------------------------------
+
+def test_token_bucket_refills_at_the_rate_and_forgets_full_buckets() -> None:
+    now = [0.0]
+    lim = BoxRateLimiter(rate_per_min=60, burst=3, clock=lambda: now[0])
+    assert [lim.take("a") for _ in range(3)] == [0, 0, 0]
+    assert lim.take("a") == 1  # one token a second: retry in 1 s
+    assert lim.take("b") == 0  # another box has its own bucket
+    now[0] += 1.0
+    assert lim.take("a") == 0 and lim.take("a") == 1
+    slow = BoxRateLimiter(rate_per_min=2, burst=1, clock=lambda: now[0])
+    assert slow.take("x") == 0 and slow.take("x") == 30
+    assert lim.limited == 2 and slow.limited == 1
+    import collector.ratelimit as rl
+
+    old, rl.PRUNE_ABOVE = rl.PRUNE_ABOVE, 2
+    try:
+        now[0] += 100  # every bucket is full again
+        lim.take("c")
+        assert len(lim) <= 2
+    finally:
+        rl.PRUNE_ABOVE = old
+
+
+async def test_a_flood_from_one_box_is_bounded_and_others_are_served(tmp_path: Path) -> None:
+    """300 concurrent uploads from one box: at most burst + rate x elapsed get through,
+    the rest are 429 with Retry-After; a second box is not slowed by the first."""
+    async with running(tmp_path, box_rate_per_min=120, box_burst=10) as server, \
+            ClientSession() as http:
+        flood, calm = await enrol(http, server, "flood"), await enrol(http, server, "calm")
+        start = time.monotonic()
+        results = await asyncio.gather(*(upload(http, server, flood, "flood") for _ in range(300)))
+        elapsed = time.monotonic() - start
+        ok = sum(1 for s, _ in results if s == 200)
+        limited = [(doc, ra) for s, (doc, ra) in results if s == 429]
+        assert ok + len(limited) == 300
+        assert 10 <= ok <= 10 + 2 * elapsed + 1
+        assert all(doc["error"] == "overloaded" and ra is not None and int(ra) >= 1
+                   for doc, ra in limited)
+        assert (await upload(http, server, calm, "calm"))[0] == 200
+        assert server.app[RATE_LIMITER].limited == len(limited)
+        # After Retry-After the flooding box is served again.
+        await asyncio.sleep(max(int(ra) for _, ra in limited))
+        assert (await upload(http, server, flood, "flood"))[0] == 200
+
+
+def test_rate_settings_are_declared_and_checked() -> None:
+    from collector.cli import build_parser
+    from collector.errors import ConfigError
+
+    args = build_parser().parse_args(["serve", "--box-rate", "5", "--box-burst", "2",
+                                      "--body-timeout", "9"])
+    assert (args.box_rate_per_min, args.box_burst, args.body_timeout_s) == (5, 2, 9)
+    with pytest.raises(ConfigError, match="box_burst"):
+        Settings(box_burst=0).validate()
+
+
+# -- oversized heads and bodies -------------------------------------------------------------
+
+async def raw_request(port: int, data: bytes, read_s: float = 5) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), read_s)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+    b"GET /healthz?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(500)) + b"\r\n",
+    b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"t" * 20_000 + b"\r\n\r\n",
+], ids=["long-header", "long-line", "many-headers", "long-token"])
+async def test_oversized_request_heads_are_refused(tmp_path: Path, head: bytes) -> None:
+    async with running(tmp_path) as server, ClientSession() as http:
+        assert server.port is not None
+        answer = await raw_request(server.port, head)
+        status = int(answer.split(b" ", 2)[1])
+        assert status in (400, 413, 414, 431), answer[:200]
+        assert b"Traceback" not in answer
+        async with http.get(server.make_url("/healthz")) as resp:
+            assert resp.status == 200
+
+
+async def test_oversized_bodies_are_refused(tmp_path: Path) -> None:
+    async with running(tmp_path) as server, ClientSession() as http:
+        token = await enrol(http, server, "big")
+        h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        async def chunks() -> AsyncIterator[bytes]:  # chunked: no Content-Length to trust
+            for _ in range(40):
+                yield b" " * 65536
+
+        for data, extra in ((io.BytesIO(b" " * (2 << 20)), {}), (chunks(), {}),
+                            (io.BytesIO(gzip.compress(b" " * (20 << 20))),
+                             {"Content-Encoding": "gzip"})):
+            async with http.post(server.make_url("/v1/batches"), data=data,
+                                 headers={**h, **extra}) as resp:
+                assert resp.status == 413
+                assert (await resp.json())["error"] == "too_large"
+        assert (await upload(http, server, token, "big"))[0] == 200
+
+
+# -- slow clients ---------------------------------------------------------------------------
+
+def test_production_server_has_a_header_timeout() -> None:
+    """The header-read timeout is in the server settings ``nps-collector serve`` uses."""
+    assert 0 < SERVER_KWARGS["keepalive_timeout"] <= 30
+
+
+async def _slowloris(port: int, head: bytes, gap_s: float) -> float:
+    """Send ``head`` a byte at a time; answer how long until the server hung up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.monotonic()
+    try:
+        for i in range(len(head)):
+            writer.write(head[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(gap_s)
+            if reader.at_eof() or writer.is_closing():
+                break
+        with contextlib.suppress(OSError):
+            await asyncio.wait_for(reader.read(), 10)
+    except OSError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return time.monotonic() - start
+
+
+async def test_slowloris_is_cut_off_and_does_not_starve_others(tmp_path: Path) -> None:
+    """200 connections dribbling a request head: each is closed after the header timeout
+    (1 s here, 15 s in production), and meanwhile normal requests keep their latency."""
+    async with running(tmp_path, server_kw={"keepalive_timeout": 1}) as server, \
+            ClientSession() as http:
+        assert server.port is not None
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 200 + b"\r\n\r\n"
+        slow = [asyncio.create_task(_slowloris(server.port, head, 0.05)) for _ in range(200)]
+        await asyncio.sleep(0.3)
+        latencies = []
+        for _ in range(20):
+            t = time.monotonic()
+            async with http.get(server.make_url("/healthz")) as resp:
+                assert resp.status == 200
+            latencies.append(time.monotonic() - t)
+            await asyncio.sleep(0.02)
+        held = await asyncio.gather(*slow)
+        assert max(latencies) < 0.5, latencies
+        # Cut off after the timeout (the head alone would take 12 s to send).
+        assert max(held) < 4, max(held)
+
+
+async def test_a_slow_body_gets_408_and_the_box_is_served_after(tmp_path: Path) -> None:
+    async with running(tmp_path, body_timeout_s=1) as server, ClientSession() as http:
+        assert server.port is not None
+        token = await enrol(http, server, "slowbody")
+        body = orjson.dumps(batch("slowbody", [session_record()]))
+        head = (f"POST /v1/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head)
+        start = time.monotonic()
+        answer = b""
+        for i in range(len(body)):
+            if reader.at_eof():
+                break
+            writer.write(body[i:i + 1])
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), 0.05)
+            if answer:
+                break
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert time.monotonic() - start < 3
+        assert (await upload(http, server, token, "slowbody"))[0] == 200
