@@ -253,3 +253,42 @@ async def test_a_failing_buffer_never_stops_the_agent(tmp_path: Path) -> None:
     await watch(agent, clock)
     assert agent.counts["sessions_lost"] == 2 and agent.counts["sessions"] == 0
     await agent.stop()
+
+
+def test_idle_agent_uses_no_cpu(tmp_path: Path) -> None:
+    """No polling: an idle `stb-widget run` (events source, collector unreachable after its
+    backoff grew, nothing buffered) burns no CPU while waiting."""
+    import os
+    import time
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+box_id = "idle-1"
+data_dir = "{tmp_path / 'data'}"
+[collector]
+url = "http://127.0.0.1:9/"
+token = "t"
+boot_jitter_s = 0
+[player]
+source = "events"
+events_socket = "{tmp_path / 'ev.sock'}"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "stb_widget.cli", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if (tmp_path / "ev.sock").exists():
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before = cpu()
+        time.sleep(3.0)
+        assert cpu() - before <= 0.02
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

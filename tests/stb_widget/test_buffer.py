@@ -160,3 +160,25 @@ async def test_corrupt_file_is_set_aside(tmp_path: Path) -> None:
     assert store.ready_count == 0
     assert list(tmp_path.glob("b.sqlite3.corrupt-*"))
     await store.close()
+
+
+async def test_answers_are_written_with_synchronous_full(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await SqliteBuffer.open(tmp_path / "b.sqlite3", BufferSection(), clock)
+    statements: list[str] = []
+    real = store._db.execute
+
+    def spy(sql: str, *args: object) -> object:
+        statements.append(sql.split()[0] + " " + sql.split()[1] if " " in sql else sql)
+        return real(sql, *args)
+
+    store._db.execute = spy  # type: ignore[method-assign,assignment]
+    await store.add_session(sess(clock))
+    assert "PRAGMA synchronous=FULL" not in statements  # sessions: no fsync per write
+    statements.clear()
+    await store.confirmed(survey(clock))
+    first_insert = next(i for i, s in enumerate(statements) if s.startswith("INSERT INTO"))
+    assert "PRAGMA synchronous=FULL" in statements[:first_insert]
+    assert "COMMIT" in statements and statements.index("COMMIT") > first_insert
+    assert statements.index("PRAGMA synchronous=NORMAL") > statements.index("COMMIT")
+    await store.close()
