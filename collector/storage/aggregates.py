@@ -65,13 +65,25 @@ SURVEY_VEC: Final = (
     *(f"h{i}" for i in range(11)),
     *(f"r_{r}" for r in REASONS),
 )
-#: Column names of a fine bin's score counts.
-BIN_VEC: Final = tuple(f"s{i}" for i in range(11))
+#: Column names of a fine bin's counts: of each score (``s``), the sum of the sessions'
+#: positions inside the bin by score (``t``, in thousandths of the bin's width), and the
+#: sum of the squared positions (``q``), and the least and greatest position (``pmin``,
+#: ``pmax``: kept with min and max, not summed). The positions let the report rank values
+#: inside a bin to first order (see :func:`collector.report.bins_spearman`); integers, so
+#: both backends combine them exactly alike.
+BIN_VEC: Final = (*(f"s{i}" for i in range(11)), *(f"t{i}" for i in range(11)), "q", "pmin", "pmax")
+#: How each column of :data:`BIN_VEC` combines (the others are summed).
+BIN_COMBINE: Final = {"pmin": "min", "pmax": "max"}
+_PMIN, _PMAX = 23, 24
 
 #: Metric numbers in ``agg_bins.metric``, and the session columns holding fine bins.
 METRIC_ID: Final = {m: i for i, m in enumerate(METRICS)}
 FINE_COLUMN: Final = {"rebuffer_ratio": "rb_fine", "avg_bitrate_kbps": "br_fine",
                       "startup_ms": "su_fine"}
+#: The session columns holding the value's position inside its fine bin (0 to 1000).
+POS_COLUMN: Final = {"rebuffer_ratio": "rb_pos", "avg_bitrate_kbps": "br_pos",
+                     "startup_ms": "su_pos"}
+POS_SCALE: Final = 1000
 
 # -- fine bins --------------------------------------------------------------------------------
 
@@ -114,6 +126,19 @@ def fine_bin(metric: str, value: float | None) -> int | None:
     if value is None or math.isnan(value):
         return None
     return bisect.bisect_left(FINE_EDGES[metric], value)
+
+
+def fine_pos(metric: str, value: float | None) -> int | None:
+    """Where ``value`` lies inside its fine bin, 0 (lower edge) to 1000 (upper edge); 0 in
+    the bin of exact zeros and in the open bin above the last edge."""
+    fine = fine_bin(metric, value)
+    if fine is None or value is None:
+        return None
+    edges = FINE_EDGES[metric]
+    if fine == 0 or fine >= len(edges):
+        return 0
+    lo, hi = edges[fine - 1], edges[fine]
+    return min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
 
 
 def coarse_of_fine(metric: str, fine: int) -> int:
@@ -167,11 +192,19 @@ class Joined:
     rb_fine: int | None
     br_fine: int | None
     su_fine: int | None
+    rb_pos: int | None = None
+    br_pos: int | None = None
+    su_pos: int | None = None
 
     def fine(self, metric: str) -> int | None:
         """The session's fine bin of ``metric``."""
         value: int | None = getattr(self, FINE_COLUMN[metric])
         return value
+
+    def pos(self, metric: str) -> int:
+        """The session's position inside that bin."""
+        value: int | None = getattr(self, POS_COLUMN[metric])
+        return value or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +236,15 @@ class Deltas:
     bins: dict[Key, list[int]] = field(default_factory=dict)
 
     @staticmethod
-    def _add(table: dict[Key, list[int]], key: Key, width: int, idx: Iterable[int], sign: int) -> None:
+    def _add(table: dict[Key, list[int]], key: Key, width: int, idx: Iterable[int], sign: int,
+             amounts: Iterable[tuple[int, int]] = ()) -> None:
         vec = table.get(key)
         if vec is None:
             vec = table[key] = [0] * width
         for i in idx:
             vec[i] += sign
+        for i, amount in amounts:
+            vec[i] += sign * amount
 
     def session(self, s: SessionFacts, surveyed: bool, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a session."""
@@ -248,9 +284,18 @@ class Deltas:
                 fine = joined.fine(metric)
                 if fine is None:
                     continue
+                pos = joined.pos(metric)
                 for key in keys:
-                    self._add(self.bins, (*key, METRIC_ID[metric], fine), len(BIN_VEC),
-                              (v.score,), sign)
+                    vec = self.bins.get((*key, METRIC_ID[metric], fine))
+                    if vec is None:
+                        vec = self.bins[(*key, METRIC_ID[metric], fine)] = empty_bin()
+                    vec[v.score] += sign
+                    vec[11 + v.score] += sign * pos
+                    vec[22] += sign * pos * pos
+                    # Bins are only ever added to on ingest (deletions recompute whole days),
+                    # so the least and greatest positions can be kept incrementally.
+                    vec[_PMIN] = min(vec[_PMIN], pos)
+                    vec[_PMAX] = max(vec[_PMAX], pos)
 
     @staticmethod
     def _rows(table: dict[Key, list[int]]) -> list[tuple[Any, ...]]:
@@ -271,15 +316,31 @@ class Deltas:
         return self._rows(self.bins)
 
 
+def empty_bin() -> list[int]:
+    """A bin's vector before anything is counted in it."""
+    vec = [0] * len(BIN_VEC)
+    vec[_PMIN] = POS_SCALE + 1
+    vec[_PMAX] = -1
+    return vec
+
+
 _SESSION_POS: Final = {c: i for i, c in enumerate(SESSION_VEC)}
 _SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
 
 
-def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str) -> str:
+def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str, dialect: str) -> str:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` adding the counts; ``values`` is the
     VALUES clause or SELECT that provides the rows (dialect-specific)."""
     cols = ", ".join((*key, *vec))
-    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in vec)
+
+    def combine(c: str) -> str:
+        how = BIN_COMBINE.get(c) if table == "agg_bins" else None
+        if how is None:
+            return f"{c} = {table}.{c} + excluded.{c}"
+        fn = how if dialect == "sqlite" else {"min": "least", "max": "greatest"}[how]
+        return f"{c} = {fn}({table}.{c}, excluded.{c})"
+
+    adds = ", ".join(combine(c) for c in vec)
     return f"INSERT INTO {table} ({cols}) {values} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {adds}"
 
 
@@ -329,8 +390,10 @@ def _survey_sums() -> list[str]:
     return out
 
 
-def _bin_sums() -> list[str]:
-    return [_sum_case(f"v.score = {i}") for i in range(11)]
+def _bin_sums(pos: str) -> list[str]:
+    return [*(_sum_case(f"v.score = {i}") for i in range(11)),
+            *(f"sum(CASE WHEN v.score = {i} THEN {pos} ELSE 0 END)" for i in range(11)),
+            f"sum(CAST({pos} AS BIGINT) * {pos})", f"min({pos})", f"max({pos})"]
 
 
 def rebuild_sql(dialect: str, style: str) -> list[tuple[str, int]]:
@@ -362,14 +425,14 @@ def rebuild_sql(dialect: str, style: str) -> list[tuple[str, int]]:
         stmts.append((
             f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
             f"SELECT 0, {day_sql('v.shown_us', dialect)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
-            f"{', '.join(_bin_sums())} FROM surveys v JOIN sessions s ON s.id = v.session_id "
+            f"{', '.join(_bin_sums(f's.{POS_COLUMN[metric]}'))} FROM surveys v JOIN sessions s ON s.id = v.session_id "
             f"WHERE {_ANSWERED} AND s.{col} IS NOT NULL "
             f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", 1))
     blank = ", ".join("''" for _ in SEGMENT)
     for table, vec, extra in (("agg_sessions", SESSION_VEC, ()), ("agg_surveys", SURVEY_VEC, ()),
                               ("agg_bins", BIN_VEC, ("metric", "bin"))):
         key_cols = (*KEY, *extra)
-        sums = ", ".join(f"sum({c})" for c in vec)
+        sums = ", ".join(f"{BIN_COMBINE.get(c, 'sum')}({c})" for c in vec)
         extra_sel = "".join(f", {c}" for c in extra)
         stmts.append((
             f"INSERT INTO {table} ({', '.join((*key_cols, *vec))}) "
@@ -414,9 +477,11 @@ class ReportData:
         """Add score counts to one fine bin."""
         vec = self.bins.get((metric, fine))
         if vec is None:
-            vec = self.bins[(metric, fine)] = [0] * 11
-        for i, v in enumerate(counts):
+            vec = self.bins[(metric, fine)] = empty_bin()
+        for i, v in enumerate(counts[:_PMIN]):
             vec[i] += int(v or 0)
+        vec[_PMIN] = min(vec[_PMIN], int(counts[_PMIN]))
+        vec[_PMAX] = max(vec[_PMAX], int(counts[_PMAX]))
 
     def session(self, name: str) -> int:
         """One session count by its column name."""
@@ -492,8 +557,8 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
 
     Session and survey queries answer one row of counts in :data:`SESSION_VEC` /
     :data:`SURVEY_VEC` order; bin queries answer ``(metric, bin, s0..s10)`` rows from the
-    aggregates or ``(rb_fine, br_fine, su_fine, score, count)`` rows from the raw rows
-    (told apart by their width).
+    aggregates or ``(rb_fine, br_fine, su_fine, rb_pos, br_pos, su_pos, score, count)``
+    rows from the raw rows (told apart by their width).
     """
     from .sql import where_sessions, where_surveys
 
@@ -509,7 +574,8 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
                         p.values))
         p = Params(style)
         where = _agg_where(f, p, pl)
-        bq.append((f"SELECT metric, bin, {', '.join(f'sum({c})' for c in BIN_VEC)} FROM agg_bins "
+        sums = ", ".join(f"{BIN_COMBINE.get(c, 'sum')}({c})" for c in BIN_VEC)
+        bq.append((f"SELECT metric, bin, {sums} FROM agg_bins "
                    f"WHERE {where} GROUP BY metric, bin", p.values))
     for lo, hi in pl.raw:
         edge = replace(f, from_us=lo, to_us=hi)
@@ -520,8 +586,9 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
                    f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params))
         cond = f"{_ANSWERED}"
         where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-        bq.append(("SELECT s.rb_fine, s.br_fine, s.su_fine, v.score, count(*) FROM surveys v "
-                   f"JOIN sessions s ON s.id = v.session_id {where} GROUP BY 1, 2, 3, 4", params))
+        bq.append(("SELECT s.rb_fine, s.br_fine, s.su_fine, s.rb_pos, s.br_pos, s.su_pos, v.score, "
+                   f"count(*) FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+                   "GROUP BY 1, 2, 3, 4, 5, 6, 7", params))
     return sq, vq, bq
 
 
@@ -548,10 +615,13 @@ async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: 
             if len(row) == 2 + len(BIN_VEC):
                 data.add_bin(METRICS[row[0]], row[1], row[2:])
                 continue
-            score, count = row[3], row[4]
-            for metric, fine in zip(METRICS, row[:3], strict=True):
+            score, count = row[6], row[7]
+            for metric, fine, pos in zip(METRICS, row[:3], row[3:6], strict=True):
                 if fine is not None:
-                    counts = [0] * 11
+                    counts = empty_bin()
                     counts[score] = count
+                    counts[11 + score] = (pos or 0) * count
+                    counts[22] = (pos or 0) ** 2 * count
+                    counts[_PMIN] = counts[_PMAX] = pos or 0
                     data.add_bin(metric, fine, counts)
     return data

@@ -56,7 +56,6 @@ from .aggregates import (
     day_of,
     day_ranges,
     day_sql,
-    fine_bin,
     read_report_data,
     rebuild_sql,
     upsert_sql,
@@ -68,7 +67,9 @@ from .sql import (
     SESSION_FACT_COLUMNS,
     SURVEY_COLUMNS,
     SURVEY_FACT_COLUMNS,
+    fine_bins,
     joined_row,
+    positions,
     session_facts,
     session_facts_row,
     session_joined,
@@ -93,7 +94,7 @@ _SESSION_TYPES = (
     "uuid", "text", "bigint", "bigint", "bigint", "text", "text", "integer", "double precision",
     "integer", "double precision", "double precision", "integer", "boolean", "double precision",
     "smallint", "smallint", "smallint", "text", "text", "text", "double precision", "bytea",
-    "integer", "integer", "integer", "boolean",
+    "integer", "integer", "integer", "smallint", "smallint", "smallint", "boolean",
 )
 _SURVEY_TYPES = (
     "uuid", "text", "bigint", "uuid", "bigint", "bigint", "text", "smallint", "text", "text",
@@ -101,7 +102,7 @@ _SURVEY_TYPES = (
 )
 _NULLABLE_SESSION = {"channel", "content_type", "startup_ms", "avg_bitrate_kbps", "rb_bucket",
                      "br_bucket", "su_bucket", "model", "firmware", "region", "rb_fine",
-                     "br_fine", "su_fine"}
+                     "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 _NULLABLE_SURVEY = {"session_id", "answered_us", "score", "reason", "locale", "model",
                     "firmware", "region"}
 
@@ -194,8 +195,7 @@ def _session_pg(r: SessionRow, surveyed: bool) -> tuple[Any, ...]:
         r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
         r.bitrate_switches, r.failed, r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
         r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
-        fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
-        fine_bin("startup_ms", r.startup_ms), surveyed,
+        *fine_bins(r), *positions(r), surveyed,
     )
 
 
@@ -212,7 +212,7 @@ def _upsert_unnest(table: str, key: Sequence[str], vec: Sequence[str]) -> str:
         f"${i + 1}::{types.get(c, 'text' if c in SEGMENT else 'bigint')}[]"
         for i, c in enumerate((*key, *vec))
     )
-    return upsert_sql(table, key, vec, f"SELECT * FROM unnest({arrays})")
+    return upsert_sql(table, key, vec, f"SELECT * FROM unnest({arrays})", "postgresql")
 
 
 _UPSERTS = {

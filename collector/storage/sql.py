@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model import Filters, SessionRow, SurveyRow
-from .aggregates import Joined, SessionFacts, SurveyFacts, fine_bin
+from .aggregates import Joined, SessionFacts, SurveyFacts, fine_bin, fine_pos
 
 SESSION_COLUMNS = (
     "id", "box_id", "received_us", "started_us", "ended_us", "channel", "content_type",
     "startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
     "bitrate_switches", "failed", "rebuffer_ratio", "rb_bucket", "br_bucket", "su_bucket",
     "model", "firmware", "region", "clock_shift_s", "raw", "rb_fine", "br_fine", "su_fine",
-    "surveyed",
+    "rb_pos", "br_pos", "su_pos", "surveyed",
 )
 SURVEY_COLUMNS = (
     "id", "box_id", "received_us", "session_id", "shown_us", "answered_us", "outcome",
@@ -29,8 +29,20 @@ def session_values(r: SessionRow, surveyed: bool = False) -> tuple[Any, ...]:
         r.bitrate_switches, int(r.failed), r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
         r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
         fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
-        fine_bin("startup_ms", r.startup_ms), int(surveyed),
+        fine_bin("startup_ms", r.startup_ms), *positions(r), int(surveyed),
     )
+
+
+def fine_bins(r: SessionRow) -> tuple[int | None, int | None, int | None]:
+    """The session's fine bins (rebuffer ratio, bitrate, start-up)."""
+    return (fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
+            fine_bin("startup_ms", r.startup_ms))
+
+
+def positions(r: SessionRow) -> tuple[int | None, int | None, int | None]:
+    """The session's positions inside its fine bins."""
+    return (fine_pos("rebuffer_ratio", r.rebuffer_ratio), fine_pos("avg_bitrate_kbps", r.avg_bitrate_kbps),
+            fine_pos("startup_ms", r.startup_ms))
 
 
 def session_facts(r: SessionRow) -> SessionFacts:
@@ -41,8 +53,7 @@ def session_facts(r: SessionRow) -> SessionFacts:
 
 def session_joined(r: SessionRow) -> Joined:
     """What a survey's aggregates need of its session row."""
-    return Joined(r.channel, r.content_type, fine_bin("rebuffer_ratio", r.rebuffer_ratio),
-                  fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps), fine_bin("startup_ms", r.startup_ms))
+    return Joined(r.channel, r.content_type, *fine_bins(r), *positions(r))
 
 
 def survey_facts_of(r: SurveyRow) -> SurveyFacts:
@@ -54,7 +65,8 @@ def survey_facts_of(r: SurveyRow) -> SurveyFacts:
 SESSION_FACT_COLUMNS = ("started_us", "region", "model", "firmware", "channel", "content_type",
                         "rb_bucket", "br_bucket", "su_bucket", "failed")
 #: Columns that give :class:`Joined` (after the id), for surveys that find their session.
-JOINED_COLUMNS = ("channel", "content_type", "rb_fine", "br_fine", "su_fine")
+JOINED_COLUMNS = ("channel", "content_type", "rb_fine", "br_fine", "su_fine", "rb_pos",
+                  "br_pos", "su_pos")
 #: Columns that give :class:`SurveyFacts` (after the session id), for surveys whose session
 #: arrives later.
 SURVEY_FACT_COLUMNS = ("shown_us", "region", "model", "firmware", "outcome", "score", "reason")
@@ -128,7 +140,7 @@ def session_facts_row(r: Sequence[Any]) -> SessionFacts:
 
 def joined_row(r: Sequence[Any]) -> Joined:
     """:class:`Joined` from a row of :data:`JOINED_COLUMNS`."""
-    return Joined(r[0], r[1], r[2], r[3], r[4])
+    return Joined(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
 
 
 def survey_facts_row(r: Sequence[Any]) -> SurveyFacts:

@@ -27,6 +27,7 @@ from .aggregates import (
     day_ranges,
     day_sql,
     fine_bin,
+    fine_pos,
     read_report_data,
     rebuild_sql,
     upsert_sql,
@@ -88,7 +89,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     raw BLOB NOT NULL,
     rb_fine INTEGER,
     br_fine INTEGER,
-    su_fine INTEGER
+    su_fine INTEGER,
+    rb_pos INTEGER,
+    br_pos INTEGER,
+    su_pos INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions
     (started_us, rb_bucket, br_bucket, su_bucket, failed, surveyed);
@@ -117,6 +121,10 @@ CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id);
 
 #: SQLite's limit on bound parameters is 32766 in current builds; stay well under.
 _ID_CHUNK = 900
+
+
+#: Columns derived at ingest that a store made by an older version lacks.
+_DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
@@ -261,15 +269,15 @@ class SQLiteStorage(Storage):
             columns = {r[1] for r in await cur.fetchall()}
         await db.execute("BEGIN IMMEDIATE")
         try:
-            if had_sessions and "rb_fine" not in columns:
-                for col in ("rb_fine", "br_fine", "su_fine"):
-                    await db.execute(f"ALTER TABLE sessions ADD COLUMN {col} INTEGER")
+            migrating = had_sessions and not _DERIVED.issubset(columns)
+            for col in sorted(_DERIVED - columns) if had_sessions else ():
+                await db.execute(f"ALTER TABLE sessions ADD COLUMN {col} INTEGER")
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     await db.execute(stmt)
             for stmt in aggregate_ddl("INTEGER"):
                 await db.execute(stmt)
-            if had_sessions and "rb_fine" not in columns:
+            if migrating:
                 await self._backfill(db)
             await db.execute("COMMIT")
         except BaseException:
@@ -282,9 +290,11 @@ class SQLiteStorage(Storage):
         ) as cur:
             rows = list(await cur.fetchall())
         await db.executemany(
-            "UPDATE sessions SET rb_fine = ?, br_fine = ?, su_fine = ? WHERE id = ?",
+            "UPDATE sessions SET rb_fine = ?, br_fine = ?, su_fine = ?, rb_pos = ?, br_pos = ?, "
+            "su_pos = ? WHERE id = ?",
             [(fine_bin("rebuffer_ratio", r[1]), fine_bin("avg_bitrate_kbps", r[2]),
-              fine_bin("startup_ms", r[3]), r[0]) for r in rows],
+              fine_bin("startup_ms", r[3]), fine_pos("rebuffer_ratio", r[1]),
+              fine_pos("avg_bitrate_kbps", r[2]), fine_pos("startup_ms", r[3]), r[0]) for r in rows],
         )
         await self._rebuild_all(db)
 
@@ -427,7 +437,7 @@ class SQLiteStorage(Storage):
         ):
             if rows:
                 values = f"VALUES ({', '.join('?' * (len(key) + len(vec)))})"
-                await db.executemany(upsert_sql(table, key, vec, values), rows)
+                await db.executemany(upsert_sql(table, key, vec, values, "sqlite"), rows)
 
     async def _delete_records(
         self, db: aiosqlite.Connection, session_cond: str, survey_cond: str, param: Any

@@ -1,0 +1,296 @@
+"""Issue 7: aggregates kept on ingest, both backends, several instances on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from scipy import stats as sps
+
+from collector.buckets import bucket_index
+from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
+from collector.report import build_report, compute_report
+from collector.settings import Settings
+from collector.storage import Storage, make_storage
+from collector.storage.aggregates import DAY_US, FINE_EDGES, coarse_of_fine, fine_bin, plan
+from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
+
+T0 = 1_790_000_000_000_000  # 2026-09-21T...: µs, deliberately not on a day boundary
+REGIONS = ["NL-NH", "NL-ZH", None]
+CHANNELS = ["NPO1", "RTL4", None]
+
+
+def session_row(rng: random.Random, *, started_us: int, box: str = "stb-1") -> SessionRow:
+    watch = rng.uniform(600, 7200)
+    ratio = 0.0 if rng.random() < 0.6 else rng.choice([1e-4, 0.003, 0.008, 0.015, 0.04, 0.2]) * rng.random()
+    bitrate = None if rng.random() < 0.1 else rng.uniform(300, 12000)
+    startup = None if rng.random() < 0.1 else rng.randint(0, 9000)
+    return SessionRow(
+        id=str(uuid.UUID(int=rng.getrandbits(128))), box_id=box, received_us=started_us,
+        started_us=started_us, ended_us=started_us + int(watch * 1e6),
+        channel=rng.choice(CHANNELS), content_type=rng.choice(["live", "vod", None]),
+        startup_ms=startup, watch_s=watch, rebuffer_count=1 if ratio else 0,
+        rebuffer_s=watch * ratio, avg_bitrate_kbps=bitrate, bitrate_switches=0,
+        failed=rng.random() < 0.05, rebuffer_ratio=ratio,
+        rb_bucket=bucket_index("rebuffer_ratio", ratio),
+        br_bucket=bucket_index("avg_bitrate_kbps", bitrate),
+        su_bucket=bucket_index("startup_ms", startup),
+        model=rng.choice(["X-200", None]), firmware="4.2.1", region=rng.choice(REGIONS),
+        clock_shift_s=0.0, raw=b"{}",
+    )
+
+
+def survey_row(rng: random.Random, s: SessionRow | None, *, shown_us: int) -> SurveyRow:
+    r = rng.random()
+    outcome = "answered" if r < 0.7 else "dismissed" if r < 0.9 else "timeout"
+    score = None
+    if outcome == "answered":
+        score = max(0, min(10, round(rng.gauss(8.5 - 40 * (s.rebuffer_ratio if s else 0), 1.5))))
+    return SurveyRow(
+        id=str(uuid.UUID(int=rng.getrandbits(128))), box_id=s.box_id if s else "stb-1",
+        received_us=shown_us, session_id=s.id if s else str(uuid.UUID(int=rng.getrandbits(128))),
+        shown_us=shown_us, answered_us=shown_us + 5_000_000 if score is not None else None,
+        outcome=outcome, score=score, reason=rng.choice([None, "buffering", "picture"]) if score is not None else None,
+        locale="nl", model=s.model if s else None, firmware="4.2.1", region=s.region if s else "NL-NH",
+        clock_shift_s=0.0, raw=b"{}",
+    )
+
+
+def dataset(seed: int, n: int, days: int = 5) -> list[Row]:
+    """Sessions over several days, a third surveyed (some shown the next day), and a few
+    surveys whose session never arrives."""
+    rng = random.Random(seed)
+    rows: list[Row] = []
+    for _ in range(n):
+        s = session_row(rng, started_us=T0 + rng.randrange(days * DAY_US))
+        rows.append(s)
+        if rng.random() < 0.35:
+            rows.append(survey_row(rng, s, shown_us=s.ended_us + rng.randrange(3 * 3600 * 10**6)))
+        if rng.random() < 0.03:
+            rows.append(survey_row(rng, None, shown_us=T0 + rng.randrange(days * DAY_US)))
+    return rows
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Storage]:
+    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
+    await st.open()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+async def agg_tables(st: Storage) -> dict[str, list[tuple[Any, ...]]]:
+    """The aggregate tables without their all-zero rows, in key order."""
+    fetch: Callable[..., Any] = st._fetch  # type: ignore[attr-defined]
+    out = {}
+    for table, n_key in (("agg_sessions", 7), ("agg_surveys", 7), ("agg_bins", 9)):
+        order = ", ".join(str(i) for i in range(1, n_key + 1))
+        rows = await fetch(f"SELECT * FROM {table} ORDER BY {order}", [])
+        out[table] = [tuple(r) for r in rows if any(r[n_key:])]
+    return out
+
+
+FILTERS = [
+    Filters(),
+    Filters(from_us=T0 + DAY_US // 3, to_us=T0 + 3 * DAY_US + 7),
+    Filters(from_us=T0 + DAY_US, to_us=T0 + DAY_US + 3600 * 10**6),
+    Filters(from_us=(T0 // DAY_US + 2) * DAY_US, to_us=(T0 // DAY_US + 4) * DAY_US),
+    Filters(region="NL-NH"),
+    Filters(channel="NPO1", from_us=T0 + DAY_US // 2),
+    Filters(content_type="live", model="X-200", to_us=T0 + 2 * DAY_US + 1),
+]
+
+
+async def raw_report(st: Storage, f: Filters) -> dict[str, Any]:
+    """The report computed from every raw row (the path before the aggregates)."""
+    return compute_report(await st.session_groups(f), await st.survey_facts(f))
+
+
+async def ingest_shuffled(st: Storage, rows: list[Row], seed: int, batch_size: int = 37) -> None:
+    """In random order (a survey often before its session), concurrently, with repeats."""
+    rng = random.Random(seed)
+    rows = rows[:]
+    rng.shuffle(rows)
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    batches += rng.sample(batches, len(batches) // 4)  # retries: duplicates
+    await asyncio.gather(*(st.ingest(b) for b in batches))
+
+
+async def test_incremental_aggregates_equal_rebuilt_and_report_equals_raw(store: Storage) -> None:
+    rows = dataset(1, 600)
+    await ingest_shuffled(store, rows, 2)
+    incremental = await agg_tables(store)
+    assert incremental["agg_bins"], "no bins: the data set plants answered joined surveys"
+    for f in FILTERS:
+        assert await build_report(store, f) == await raw_report(store, f), f
+    await store.rebuild_aggregates()  # type: ignore[attr-defined]
+    assert await agg_tables(store) == incremental
+
+
+async def test_late_session_moves_its_surveys(store: Storage) -> None:
+    rng = random.Random(5)
+    s = replace(session_row(rng, started_us=T0), channel="RTL4", rebuffer_ratio=0.0, rb_bucket=0)
+    v = replace(survey_row(rng, s, shown_us=T0 + DAY_US), outcome="answered", score=3)
+    assert await store.ingest([v]) == [True]
+    f = Filters(channel="RTL4")
+    before = await build_report(store, f)
+    assert before["surveys"]["shown"] == 0  # left out until its session arrives
+    assert (await build_report(store, Filters()))["sessions"]["count"] == 0
+    assert await store.ingest([s, v]) == [True, False]
+    after = await build_report(store, f)
+    assert after["surveys"]["shown"] == 1 and after["detractors"] == 1
+    assert after["sessions"] == {"count": 1, "surveyed": 1, "failed": int(s.failed)}
+    assert after["by_qos"]["rebuffer_ratio"][0]["n"] == 1
+    assert after == await raw_report(store, f)
+
+
+async def test_delete_and_purge_keep_aggregates(store: Storage) -> None:
+    rows = dataset(3, 300)
+    await ingest_shuffled(store, rows, 4)
+    other = [replace(r, box_id="stb-2") if i % 3 == 0 else r for i, r in enumerate(dataset(6, 200))]
+    await ingest_shuffled(store, other, 7)
+    n = await store.delete_box("stb-2")
+    assert n == sum(1 for r in other if r.box_id == "stb-2")
+    kept = await agg_tables(store)
+    await store.rebuild_aggregates()  # type: ignore[attr-defined]
+    assert await agg_tables(store) == kept
+    cutoff = T0 + 2 * DAY_US + 12345
+    purged = await store.purge_before(cutoff)
+    assert purged > 0
+    kept = await agg_tables(store)
+    for f in FILTERS:
+        assert await build_report(store, f) == await raw_report(store, f), f
+    await store.rebuild_aggregates()  # type: ignore[attr-defined]
+    assert await agg_tables(store) == kept
+    assert (await store.counts())["sessions"] == (await build_report(store, Filters()))["sessions"]["count"]
+
+
+def test_plan_splits_whole_days_from_edges() -> None:
+    p = plan(Filters(from_us=DAY_US * 10 + 5, to_us=DAY_US * 13 + 1))
+    assert (p.day_lo, p.day_hi, p.raw) == (11, 13, ((DAY_US * 10 + 5, DAY_US * 11), (DAY_US * 13, DAY_US * 13 + 1)))
+    p = plan(Filters(from_us=DAY_US * 10, to_us=DAY_US * 12))
+    assert (p.day_lo, p.day_hi, p.raw) == (10, 12, ())
+    p = plan(Filters(from_us=DAY_US * 10 + 5, to_us=DAY_US * 10 + 9))
+    assert (p.use_aggregates, p.raw) == (False, ((DAY_US * 10 + 5, DAY_US * 10 + 9),))
+
+
+def test_fine_bins_nest_in_contract_buckets() -> None:
+    for metric, edges in FINE_EDGES.items():
+        rng = random.Random(metric)
+        values = [0.0, *edges, *(rng.uniform(0, edges[-1] * 1.5) for _ in range(5000)),
+                  *(e * (1 + 1e-12) for e in edges)]
+        for x in values:
+            fine = fine_bin(metric, x)
+            assert fine is not None
+            assert coarse_of_fine(metric, fine) == bucket_index(metric, x), (metric, x)
+
+
+def _skewed(seed: int, n: int, kind: str) -> list[SurveyFact]:
+    rng = random.Random(seed)
+    facts = []
+    for _ in range(n):
+        if kind == "typical":
+            # Most sessions never stall; start-up crowds around 800 ms; bitrates sit near
+            # the rungs of an ABR ladder.
+            ratio = 0.0 if rng.random() < 0.8 else math.exp(rng.gauss(-5, 1.5))
+            startup = round(math.exp(rng.gauss(math.log(800), 0.25)))
+            bitrate = rng.choice([1800, 3500, 5400, 8000]) * rng.uniform(0.97, 1.0)
+        elif kind == "ladder":
+            # Exact rungs (many ties inside one bin) and a long tail.
+            ratio = rng.choice([0.0, 0.0, 0.0, 0.004, 0.004, 0.03]) if rng.random() < 0.9 else rng.random()
+            startup = rng.choice([500, 800, 800, 800, 1200]) if rng.random() < 0.7 else round(math.exp(rng.gauss(7, 1.5)))
+            bitrate = rng.choice([1800.0, 3500.0, 5400.0, 5400.0, 8000.0])
+        elif kind == "heavy":
+            ratio = math.exp(rng.gauss(-6, 2.5))
+            startup = round(math.exp(rng.gauss(7, 1.2)))
+            bitrate = math.exp(rng.gauss(8, 1.0))
+        else:
+            # Narrow: every value inside a few fine bins, where binning loses the most.
+            ratio = rng.uniform(0.0100, 0.0106)
+            startup = rng.randint(990, 1020)
+            bitrate = rng.uniform(4900, 5100)
+        quality = -60 * ratio - startup / 2000 + bitrate / 4000
+        if kind == "narrow":
+            quality = -(ratio - 0.0103) * 4000 - (startup - 1005) / 10 + (bitrate - 5000) / 60
+        elif kind == "heavy":
+            quality = -math.log(ratio) / 4 - math.log(startup) / 3 + math.log(bitrate) / 2 - 2
+        score = max(0, min(10, round(rng.gauss(8 + quality, 1.4))))
+        facts.append(SurveyFact("answered", score, None, True, ratio, bitrate, startup))
+    return facts
+
+
+@pytest.mark.parametrize("kind,seed", [("typical", 1), ("typical", 2), ("narrow", 3), ("narrow", 4),
+                                       ("ladder", 5), ("heavy", 6)])
+def test_spearman_from_fine_bins_within_contract(kind: str, seed: int) -> None:
+    facts = _skewed(seed, 4000, kind)
+    rep = compute_report([], facts)
+    for metric in ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms"):
+        xs = [f.score for f in facts]
+        ys = [getattr(f, metric) for f in facts]
+        exact = sps.spearmanr(xs, ys)
+        got = rep["correlation"][metric]
+        assert got["n"] == len(facts)
+        assert abs(got["spearman"] - exact.statistic) <= 0.01, (metric, got, exact)
+        assert abs(exact.statistic) > 0.05  # a planted effect: the check means something
+
+
+# -- both backends, several instances ---------------------------------------------------------
+
+@pytest.mark.postgres
+async def test_sqlite_and_postgres_answer_the_same_report(tmp_path: Any, postgres_url: str) -> None:
+    rows = dataset(11, 500)
+    reports = []
+    for url in (f"sqlite:///{tmp_path / 'c.db'}", postgres_url):
+        st = make_storage(Settings(db=url, admin_token=ADMIN))
+        await st.open()
+        try:
+            await ingest_shuffled(st, rows, 12)
+            reports.append([await build_report(st, f) for f in FILTERS])
+            reports.append(await agg_tables(st))
+        finally:
+            await st.close()
+    assert reports[0] == reports[2]
+    assert reports[1] == reports[3]
+
+
+@pytest.mark.postgres
+async def test_two_instances_one_database(postgres_url: str) -> None:
+    settings = Settings(db=postgres_url, admin_token=ADMIN)
+    async with serve(settings) as c1, serve(settings) as c2:
+        a1, a2 = Api(c1), Api(c2)
+        token = await a1.enrol("stb-9")
+        records: list[dict[str, Any]] = []
+        for i in range(200):
+            s = session_record(channel="NPO1" if i % 2 else "RTL4", rebuffer_s=float(i % 7),
+                               startup_ms=300 + 37 * i)
+            records.append(s)
+            if i % 3 == 0:
+                records.append(survey_record(session_id=s["id"], score=i % 11))
+        # Each instance gets every record, in its own order and batching, at the same time;
+        # a survey often reaches one instance while its session reaches the other.
+        rng = random.Random(9)
+        work = []
+        for api in (a1, a2):
+            order = records[:]
+            rng.shuffle(order)
+            work += [api.upload(token, batch("stb-9", order[i:i + 25])) for i in range(0, len(order), 25)]
+        answers = await asyncio.gather(*work)
+        assert all(status == 200 for status, _ in answers), answers
+        assert sum(body["accepted"] for _, body in answers) == len(records)
+        assert sum(body["duplicates"] for _, body in answers) == len(records)
+        r1 = await a1.report()
+        assert r1 == await a2.report()
+        assert r1["sessions"]["count"] == 200 and r1["sessions"]["surveyed"] == 67
+        assert r1["surveys"]["shown"] == 67
+        n1 = await a1.report(channel="NPO1")
+        assert n1 == await a2.report(channel="NPO1")
+        assert n1["surveys"]["shown"] == sum(1 for i in range(0, 200, 3) if i % 2)
+        assert sum(b["n"] for b in r1["by_qos"]["startup_ms"]) == r1["surveys"]["answered"]
