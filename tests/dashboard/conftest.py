@@ -59,10 +59,11 @@ class Collector:
         return {"Authorization": f"Bearer {ADMIN}"}
 
 
-def start_collector(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Collector:
+def start_collector(tmp: Path, *extra: str, env: dict[str, str] | None = None,
+                    db: str | None = None) -> Collector:
     """Start the collector on a free port and wait until it is ready."""
     port = free_port()
-    db = f"sqlite:///{tmp / 'collector.db'}"
+    db = db or f"sqlite:///{tmp / 'collector.db'}"
     log = tmp / "collector.log"
     full_env = {**os.environ, "NPS_ADMIN_TOKEN": ADMIN, **(env or {})}
     exe = Path(sys.executable).with_name("nps-collector")
@@ -97,9 +98,12 @@ def stop_collector(c: Collector) -> None:
         c.proc.wait()
 
 
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Collector]:
-    c = start_collector(tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def collector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Collector]:
+    """The collector as a real process, on SQLite and on PostgreSQL: the dashboard must
+    show the same figures whatever database is behind it."""
+    db = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    c = start_collector(tmp_path, db=db)
     try:
         yield c
     finally:
