@@ -33,6 +33,9 @@ from .tracker import FinishedSession, SessionTracker
 
 log = logging.getLogger(__name__)
 
+#: The reason-code totals are logged every this many sessions (and at shutdown).
+_SUMMARY_EVERY = 100
+
 
 class _Sink:
     """The presenter's sink: the store, remembering what it was told."""
@@ -142,6 +145,10 @@ class Agent:
             self.counts["sessions_lost"] += 1
             return
         self.counts["sessions"] += 1
+        if self.counts["sessions"] % _SUMMARY_EVERY == 0:
+            log.info("after %d sessions: asked %s; not asked %s", self.counts["sessions"],
+                     {k: v for k, v in self.counts.items() if k.startswith("asked_")},
+                     dict(self.policy.reasons))
         reason = self.policy.decide(done, store.cooldowns(), self.question_up)
         if reason is None:
             self._question = asyncio.create_task(self._ask(done), name="question")
