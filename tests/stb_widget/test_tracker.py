@@ -184,3 +184,13 @@ def test_events_outside_a_session_are_ignored() -> None:
     tracker = SessionTracker(FakeClock())
     for kind in ("first_frame", "stall_start", "stop", "error"):
         assert tracker.feed(PlayerEvent(kind)) is None
+
+
+def test_stall_starting_while_paused_counts_once_it_outlasts_the_pause() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("pause", 5.0), E("stall_start", 6.0), E("resume", 8.0), E("stall_end", 11.0),
+        E("stop", 20.0),
+    ]).record.qos
+    assert q.rebuffer_count == 1 and q.rebuffer_s == 3.0
+    assert q.watch_s == 17.0
