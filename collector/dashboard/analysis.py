@@ -47,17 +47,6 @@ class Counts:
     detractors: int
 
     @classmethod
-    def of(cls, facts: Sequence[SurveyFact]) -> Counts:
-        """Count ``facts`` as the report does (NPS over answered surveys only)."""
-        scores = [f.score for f in facts if f.outcome == "answered" and f.score is not None]
-        return cls(
-            shown=len(facts),
-            answered=sum(1 for f in facts if f.outcome == "answered"),
-            promoters=sum(1 for s in scores if s >= 9),
-            detractors=sum(1 for s in scores if s <= 6),
-        )
-
-    @classmethod
     def of_report(cls, report: dict[str, Any]) -> Counts:
         """The counts of a ``/v1/report`` answer."""
         return cls(shown=report["surveys"]["shown"], answered=report["surveys"]["answered"],

@@ -260,6 +260,7 @@ def openapi_document() -> dict[str, Any]:
                                         "Location": {"schema": {"type": "string"}}}},
                     "401": {"description": "Wrong token: the form again.", "content": html["content"]},
                     "403": forbidden_form,
+                    "413": _error("too_large: a form over 1 MiB."),
                 },
             },
         },
@@ -267,7 +268,7 @@ def openapi_document() -> dict[str, Any]:
             "summary": "End the session", "security": dash, "requestBody": form,
             "responses": {"303": {"description": "Logged out: the cookie is cleared.",
                                   "headers": {"Location": {"schema": {"type": "string"}}}},
-                          "403": forbidden_form},
+                          "403": forbidden_form, "413": _error("too_large: a form over 1 MiB.")},
         }},
         "/dashboard/api/data": {"get": {
             "summary": "Everything the dashboard's charts draw",

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from ..model import Filters, Row, SurveyRow
+from ..model import Filters, Row, SessionRow, SurveyRow
 from ..storage import Storage
 from .analysis import iso_us
 from .metrics import Metrics
@@ -71,6 +71,8 @@ class Alerter:
         self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=10_000)
         self._n_workers = workers
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending_hours: set[int] = set()
+        self._checking = False
         #: Retries: base delay, doubled each attempt (with jitter), capped; then give up.
         self.base_delay_s = 1.0
         self.max_delay_s = 300.0
@@ -109,11 +111,17 @@ class Alerter:
         if not detractors:
             return
         if self._mode == "detractor":
+            sessions = {r.id: r for r in rows if isinstance(r, SessionRow)}
             for r in detractors:
-                self._enqueue(self._detractor_message(r))
+                session = sessions.get(r.session_id) if r.session_id else None
+                self._enqueue(self._detractor_message(r, session))
         else:
-            hours = sorted({r.shown_us - r.shown_us % HOUR_US for r in detractors})
-            self._spawn(self._check_thresholds(hours), "webhook-threshold")
+            # One checker at a time: a burst of uploads adds hours to its set rather
+            # than starting a query per upload.
+            self._pending_hours.update(r.shown_us - r.shown_us % HOUR_US for r in detractors)
+            if not self._checking:
+                self._checking = True
+                self._spawn(self._check_pending(), "webhook-threshold")
 
     def _enqueue(self, msg: Message) -> None:
         try:
@@ -123,17 +131,37 @@ class Alerter:
             log.error("webhook queue full; alert dropped", extra={"webhook_id": msg.id})
 
     @staticmethod
-    def _detractor_message(r: SurveyRow) -> Message:
-        body = {
+    def _detractor_message(r: SurveyRow, session: SessionRow | None) -> Message:
+        body: dict[str, Any] = {
             "type": "nps.detractor",
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "data": {
                 "survey_id": r.id, "box_id": r.box_id, "session_id": r.session_id,
                 "score": r.score, "reason": r.reason, "shown_at": iso_us(r.shown_us),
                 "region": r.region, "model": r.model, "firmware": r.firmware,
+                # The session's quality where it came in the same upload (it usually
+                # does: a box uploads a survey with the session it followed).
+                "session": None if session is None else {
+                    "channel": session.channel, "content_type": session.content_type,
+                    "started_at": iso_us(session.started_us), "startup_ms": session.startup_ms,
+                    "watch_s": session.watch_s, "rebuffer_count": session.rebuffer_count,
+                    "rebuffer_ratio": session.rebuffer_ratio,
+                    "avg_bitrate_kbps": session.avg_bitrate_kbps, "failed": session.failed,
+                },
             },
         }
         return Message("msg_" + r.id.replace("-", "").lower(), orjson.dumps(body))
+
+    async def _check_pending(self) -> None:
+        try:
+            while self._pending_hours:
+                hours = sorted(self._pending_hours)
+                self._pending_hours.clear()
+                await self._check_thresholds(hours)
+        except Exception:
+            log.exception("webhook threshold check failed")
+        finally:
+            self._checking = False
 
     async def _check_thresholds(self, hours: list[int]) -> None:
         for hour in hours:

@@ -221,6 +221,10 @@ async def page(browser: Any) -> AsyncIterator[Any]:
     pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: problems.append(str(e)))
     pg.problems = problems
+    # Every request the page makes, to check that nothing is fetched from elsewhere.
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.requests = requests
     try:
         yield pg
     finally:

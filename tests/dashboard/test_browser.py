@@ -101,6 +101,8 @@ async def test_login_filter_and_figures_match_the_report(
     assert query["model"] == "X-300"
     await check_against_report(page, http, collector)
     assert page.problems == []
+    # Works with no internet: every script, style and font came from the collector.
+    assert page.requests and all(u.startswith((collector.url + "/", "data:")) for u in page.requests)
 
 
 async def test_comparison_and_call_back_list(

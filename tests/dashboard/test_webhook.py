@@ -124,6 +124,8 @@ async def test_each_new_detractor_is_signed_and_retried(
     assert msg["data"]["survey_id"] == detractor["id"]
     assert msg["data"]["score"] == 3 and msg["data"]["reason"] == "buffering"
     assert msg["data"]["box_id"] == "stb-1" and msg["data"]["region"] == "NL-NH"
+    assert msg["data"]["session"]["rebuffer_ratio"] == 0.0
+    assert msg["data"]["session"]["channel"] == s["channel"]
     assert [a["ok"] for a in receiver.attempts] == [True, True, True]
     # Same webhook-id on every attempt (receivers deduplicate on it), growing gaps.
     assert len({a["id"] for a in receiver.attempts}) == 1
