@@ -31,7 +31,7 @@ def test_at_least_dutch_english_russian() -> None:
 
 
 def test_english_has_every_key_the_screens_use() -> None:
-    assert USED_KEYS <= catalog_keys(FALLBACK_LOCALE)
+    assert catalog_keys(FALLBACK_LOCALE) >= USED_KEYS
 
 
 @pytest.mark.parametrize("locale", LOCALES)
