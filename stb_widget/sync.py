@@ -34,6 +34,7 @@ from protocol import (
 from .buffer import RecordStore, Stored
 from .clock import Clock, wait_event
 from .config import Config
+from .errors import BufferError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,19 @@ class Uploader:
             await self._clock.sleep(jitter)
         while True:
             await self._wait_due()
-            await self.upload_once()
+            try:
+                await self.upload_once()
+            except BufferError as exc:
+                # A full or failing disk (e.g. no room to delete what was acknowledged):
+                # the records stay and go again later (duplicates at the collector, counted
+                # once). Dying here would leave the box mute until a restart.
+                cfg = self._cfg
+                delay = self._rng.uniform(
+                    0, min(cfg.backoff_cap_s, cfg.backoff_base_s * 2.0 ** min(self._failures, 60)))
+                self._failures += 1
+                self.stats["buffer_error"] += 1
+                log.error("upload paused: the buffer failed (%s); retry in %.1f s", exc, delay)
+                await self._clock.sleep(delay)
 
     async def upload_once(self) -> Attempt | None:
         """Send one batch now, then wait as the outcome says (backoff, pause)."""
