@@ -168,10 +168,10 @@ def openapi_document() -> dict[str, Any]:
         "/v1/batches": {"post": {
             "summary": "Upload a batch of records from one box",
             "description": "Each record is checked on its own: one that does not match its "
-                           "schema is listed in `rejected` of a 200 answer, not refused with the batch.",
+                           "schema is listed in `rejected` of a 200 answer, not refused with the "
+                           "batch. The body may be sent gzipped with `Content-Encoding: gzip` "
+                           "(at most 1 MiB as sent, 8 MiB inflated).",
             "security": [{"boxBearer": []}],
-            "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
-                            "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": _ref("Batch")}}},
             "responses": {
@@ -238,7 +238,10 @@ def openapi_document() -> dict[str, Any]:
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
             "200": _json({"type": "object"}, "OpenAPI 3.1.")}}},
         "/dashboard": {"get": {
-            "summary": "The operators' dashboard (HTML)", "security": dash,
+            "summary": "The operators' dashboard (HTML)",
+            "description": "Without a session, a redirect to the login form.",
+            # Optional: a browser without the cookie is sent to the login form (303).
+            "security": [*dash, {}],
             "parameters": [
                 {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                 for n in ("from_day", "to_day", "region", "model", "firmware", "channel",
@@ -259,15 +262,20 @@ def openapi_document() -> dict[str, Any]:
                             "headers": {"Set-Cookie": {"schema": {"type": "string"}},
                                         "Location": {"schema": {"type": "string"}}}},
                     "401": {"description": "Wrong token: the form again.", "content": html["content"]},
+                    "400": _error("malformed: the body cannot be read as a form."),
                     "403": forbidden_form,
                     "413": _error("too_large: a form over 1 MiB."),
                 },
             },
         },
         "/dashboard/logout": {"post": {
-            "summary": "End the session", "security": dash, "requestBody": form,
+            "summary": "End the session",
+            "description": "With a session, the form's CSRF token is required; without "
+                           "one, there is nothing to end and the answer is the redirect.",
+            "security": [*dash, {}], "requestBody": {**form, "required": False},
             "responses": {"303": {"description": "Logged out: the cookie is cleared.",
                                   "headers": {"Location": {"schema": {"type": "string"}}}},
+                          "400": _error("malformed: the body cannot be read as a form."),
                           "403": forbidden_form, "413": _error("too_large: a form over 1 MiB.")},
         }},
         "/dashboard/api/data": {"get": {

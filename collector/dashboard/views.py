@@ -122,6 +122,15 @@ def _login_page(signer: Signer, message: str | None = None) -> str:
     return h.page("Sign in · NPS dashboard", body)
 
 
+async def _form(request: web.Request) -> Any:
+    """The posted form; a body aiohttp cannot parse as one (a multipart type without a
+    boundary, say) is the client's error, 400, not a 500."""
+    try:
+        return await request.post()
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        raise ApiError(400, "malformed", f"body: not a form ({exc})") from None
+
+
 async def get_login(request: web.Request) -> web.Response:
     """The login form."""
     return html_response(_login_page(request.app[SIGNER]))
@@ -130,7 +139,7 @@ async def get_login(request: web.Request) -> web.Response:
 async def post_login(request: web.Request) -> web.Response:
     """Exchange the admin token for a session cookie."""
     signer = request.app[SIGNER]
-    form = await request.post()
+    form = await _form(request)
     csrf = form.get("csrf")
     if not same_origin(request) or not signer.check_login_token(csrf if isinstance(csrf, str) else None):
         return html_response(_login_page(signer, "The form expired or came from elsewhere; try again."),
@@ -147,7 +156,7 @@ async def post_login(request: web.Request) -> web.Response:
 async def post_logout(request: web.Request) -> web.Response:
     """End the session here and on every instance."""
     session = await current_session(request)
-    form = await request.post()
+    form = await _form(request)
     csrf = form.get("csrf")
     if session is not None:
         if not same_origin(request) or not request.app[SIGNER].check_csrf(
