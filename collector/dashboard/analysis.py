@@ -17,13 +17,16 @@ from typing import Any
 from protocol.timefmt import to_micros
 
 from ..buckets import BUCKETS, METRICS, bucket_index
-from ..errors import BadQueryError
 from ..model import Filters, SurveyFact
 from ..report import build_report
 from ..stats import adjusted_wald, nps, nps_ci95
 from ..storage import Storage
 
 DAY_US = 86_400 * 1_000_000
+#: 0001-01-01T00:00:00Z, the earliest time RFC 3339 (and datetime) can write.
+MIN_US = -62_135_596_800_000_000
+#: 9999-12-31T23:59:59.999999Z, the latest.
+MAX_US = 253_402_300_799_999_999
 #: A longer time line is refused: each point is one query.
 MAX_PERIODS = 400
 #: Two-sided level of the period-over-period test.
@@ -66,13 +69,16 @@ class Counts:
 
 
 def periods(from_us: int, to_us: int, granularity: str) -> list[tuple[int, int]]:
-    """Half-open periods of one day or week from ``from_us``; the last one ends at ``to_us``."""
+    """Half-open periods of one day or week from ``from_us``; the last one ends at ``to_us``.
+
+    A range too long for that many points gets longer steps (whole weeks) instead of an
+    error: at most :data:`MAX_PERIODS` points, each one report query."""
     step = DAY_US * (7 if granularity == "week" else 1)
     if to_us <= from_us:
         return []
-    count = math.ceil((to_us - from_us) / step)
-    if count > MAX_PERIODS:
-        raise BadQueryError(f"granularity: {count} periods of a {granularity}; at most {MAX_PERIODS}")
+    if math.ceil((to_us - from_us) / step) > MAX_PERIODS:
+        weeks = math.ceil((to_us - from_us) / (MAX_PERIODS * 7 * DAY_US))
+        step = weeks * 7 * DAY_US
     return [(lo, min(lo + step, to_us)) for lo in range(from_us, to_us, step)]
 
 
@@ -164,10 +170,11 @@ def compare(current: Counts, previous: Counts) -> dict[str, Any]:
 
 
 def previous_period(filters: Filters) -> Filters:
-    """The period of the same length just before ``filters``' range."""
+    """The period of the same length just before ``filters``' range (from year 1 on)."""
     assert filters.from_us is not None and filters.to_us is not None
     span = filters.to_us - filters.from_us
-    return dataclasses.replace(filters, from_us=filters.from_us - span, to_us=filters.from_us)
+    return dataclasses.replace(filters, from_us=max(MIN_US, filters.from_us - span),
+                               to_us=filters.from_us)
 
 
 def default_range(now: datetime, days: int = 28) -> tuple[int, int]:

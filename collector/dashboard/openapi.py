@@ -243,9 +243,18 @@ def openapi_document() -> dict[str, Any]:
             # Optional: a browser without the cookie is sent to the login form (303).
             "security": [*dash, {}],
             "parameters": [
-                {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                for n in ("from_day", "to_day", "region", "model", "firmware", "channel",
-                          "content_type", "granularity")
+                *({"name": n, "in": "query", "required": False,
+                   "description": "A UTC day, YYYY-MM-DD; `to_day` is included. Empty (as the "
+                                  "form sends it): the last 28 days.",
+                   "schema": {"type": "string", "anyOf": [{"format": "date"}, {"maxLength": 0}]}}
+                  for n in ("from_day", "to_day")),
+                *({"name": n, "in": "query", "required": False,
+                   "description": f"Only this {n}; empty means any.",
+                   "schema": {"type": "string"}} for n in ("region", "model", "firmware", "channel")),
+                {"name": "content_type", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["", *CONTENT_TYPES]}},
+                {"name": "granularity", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["", "day", "week"]}},
             ],
             "responses": {"200": html, "303": to_login,
                           "400": {"description": "A bad filter.", "content": {"text/html": {"schema": {"type": "string"}}}}},

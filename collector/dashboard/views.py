@@ -25,6 +25,8 @@ from ..tokens import same_token
 from . import html as h
 from .analysis import (
     DAY_US,
+    MAX_US,
+    MIN_US,
     Counts,
     compare,
     default_range,
@@ -186,12 +188,22 @@ def page_filters(query: Mapping[str, str]) -> tuple[Filters, dict[str, str], str
             raise BadQueryError(f"{key}: unknown parameter")
     values = {k: query.get(k, "").strip() for k in known}
     lo, hi = default_range(datetime.now(UTC))
-    params: dict[str, str] = {"from": iso_us(lo), "to": iso_us(hi)}
-    if values["from_day"]:
-        params["from"] = f"{_day(values['from_day'], 'from_day').isoformat()}T00:00:00Z"
-    if values["to_day"]:
-        end = _day(values["to_day"], "to_day") + timedelta(days=1)
-        params["to"] = f"{end.isoformat()}T00:00:00Z"
+    span = timedelta(microseconds=hi - lo - DAY_US)  # 27 days: 28 days, both ends included
+    given_first = _day(values["from_day"], "from_day") if values["from_day"] else None
+    given_last = _day(values["to_day"], "to_day") if values["to_day"] else None
+    if given_first is not None and given_last is not None:
+        first, last = sorted((given_first, given_last))  # typed in the wrong order: the range meant
+    elif given_first is not None:
+        first, last = given_first, max(given_first, date.fromisoformat(iso_us(hi - 1)[:10]))
+    elif given_last is not None:
+        first, last = (given_last - span if given_last - date.min > span else date.min), given_last
+    else:
+        first, last = date.fromisoformat(iso_us(lo)[:10]), date.fromisoformat(iso_us(hi - 1)[:10])
+    params: dict[str, str] = {
+        "from": f"{first.isoformat()}T00:00:00Z",
+        "to": (f"{(last + timedelta(days=1)).isoformat()}T00:00:00Z" if last < date.max
+               else "9999-12-31T23:59:59.999999Z"),
+    }
     for k in ("region", "model", "firmware", "channel", "content_type"):
         if values[k]:
             params[k] = values[k]
@@ -216,8 +228,9 @@ def api_filters(query: Mapping[str, str], keys: Any) -> tuple[Filters, str]:
     if filters.from_us is None or filters.to_us is None:
         # One end missing: 28 days up to ``to``, or from ``from`` to the end of today.
         lo, hi = default_range(datetime.now(UTC))
-        to_us = filters.to_us if filters.to_us is not None else max(hi, (filters.from_us or 0) + DAY_US)
-        from_us = filters.from_us if filters.from_us is not None else to_us - (hi - lo)
+        to_us = filters.to_us if filters.to_us is not None else min(
+            MAX_US, max(hi, (filters.from_us or 0) + DAY_US))
+        from_us = filters.from_us if filters.from_us is not None else max(MIN_US, to_us - (hi - lo))
         filters = dataclasses.replace(filters, from_us=from_us, to_us=to_us)
     return filters, granularity
 
