@@ -6,9 +6,10 @@ deadline. :meth:`VirtualClock.run_until` advances time to the next deadline only
 event loop has settled (nothing runnable, no buffer write in flight), so every box sees
 the same, reproducible order of events.
 
-HTTP is deliberately *not* waited for: uploads run in real time in the background while
-virtual time goes on (a real network also takes time). That keeps the collector and the
-simulation busy at once; what boxes simulate does not depend on it (see docs).
+HTTP is waited for only loosely (a :class:`TimeGuard`): uploads run in real time in the
+background while virtual time goes on, but time never runs more than a set lag ahead of the
+oldest request still out. That keeps the collector and the simulation busy at once; what
+the boxes' viewers do does not depend on it (see docs/simulators.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ import itertools
 import math
 from collections import deque
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+
+class TimeGuard(Protocol):
+    """Real work that virtual time may run ahead of, but only so far."""
+
+    def allows(self, deadline: float) -> bool:
+        """May time move to ``deadline`` now?"""
+
+    async def wait(self) -> None:
+        """Wait until some of that work is done."""
 
 
 class VirtualClock:
@@ -45,6 +56,7 @@ class VirtualClock:
         self._idle.set()
         #: Timers fired so far (for the benchmark's figures).
         self.fired = 0
+        self._guard: TimeGuard | None = None
 
     # -- the Clock protocol -------------------------------------------------------------
 
@@ -97,6 +109,8 @@ class VirtualClock:
         loop = asyncio.get_running_loop()
         ready: deque[Any] | None = getattr(loop, "_ready", None)
         spins = 0
+        if ready is not None and not ready and not self._busy:
+            return
         while True:
             await asyncio.sleep(0)
             if self._busy:
@@ -110,12 +124,23 @@ class VirtualClock:
                 if spins >= 8:
                     return
 
+    def set_guard(self, guard: TimeGuard | None) -> None:
+        """Hold time back for real work that is allowed to lag a little (HTTP)."""
+        self._guard = guard
+
     async def step(self) -> bool:
         """Settle, then fire every sleep due at the next deadline; False when none is left."""
-        await self.settle()
-        deadline = self.next_deadline()
-        if deadline is None:
-            return False
+        while True:
+            await self.settle()
+            deadline = self.next_deadline()
+            if deadline is None:
+                return False
+            guard = self._guard
+            if guard is None or guard.allows(deadline):
+                break
+            # A request sent long ago (in virtual time) is still out: wait for answers, whose
+            # handling may set earlier sleeps, then look again.
+            await guard.wait()
         self._now = max(self._now, deadline)
         heap = self._heap
         while heap and heap[0][0] <= self._now:
@@ -131,9 +156,8 @@ class VirtualClock:
             deadline = self.next_deadline()
             if deadline is None or deadline > t:
                 break
+            # step() settles first, so sleeps added at this instant are seen.
             await self.step()
-            await self.settle()
-            # Sleeps may have been added at the current instant; loop picks them up.
         await self.settle()
         self._now = max(self._now, t)
 

@@ -75,6 +75,8 @@ class FleetOptions:
     upload_delay_s: float = 60.0
     boot_jitter_s: float = 300.0
     concurrency: int = 32
+    #: Virtual time runs at most this far ahead of the oldest request still out (virtual s).
+    http_lag_s: float = 300.0
     #: Sleeps end on whole multiples of this (virtual s): fewer distinct instants to settle.
     resolution_s: float = 1.0
     #: After the last day, how long (virtual h) boxes may keep uploading what is buffered.
@@ -366,7 +368,7 @@ class Fleet:
                                              headers={"User-Agent": "box-sim/0.1"}) as session:
                 tokens = await self.enrol(session)
                 self.net = SimNetwork(session, self.clock, concurrency=o.concurrency,
-                                      outages=o.faults.outages)
+                                      outages=o.faults.outages, lag_s=o.http_lag_s)
                 durable = o.durable_count()
                 self.boxes = [SimBox(self, i, self.box_id(i), tokens[i], i < durable)
                               for i in range(o.boxes)]

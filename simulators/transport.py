@@ -11,6 +11,7 @@ reach the collector, per virtual second and per real second.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import time
 from collections import Counter
@@ -79,7 +80,8 @@ class SimNetwork:
     """The process's one ``aiohttp.ClientSession``, shared by every box, behind a semaphore."""
 
     def __init__(self, session: aiohttp.ClientSession, clock: VirtualClock, *,
-                 concurrency: int = 32, outages: tuple[Outage, ...] = ()) -> None:
+                 concurrency: int = 32, outages: tuple[Outage, ...] = (),
+                 lag_s: float = 300.0) -> None:
         self.session = session
         self.clock = clock
         self.outages = outages
@@ -90,6 +92,25 @@ class SimNetwork:
         self.in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self.lag_s = lag_s
+        # Virtual send times of requests still out (a heap with lazy deletion).
+        self._out: list[tuple[float, int]] = []
+        self._done: set[int] = set()
+        self._seq = 0
+        self._answered = asyncio.Event()
+        clock.set_guard(self)
+
+    def allows(self, deadline: float) -> bool:
+        """Time may reach ``deadline`` unless a request sent before ``deadline - lag`` is out."""
+        out, done = self._out, self._done
+        while out and out[0][1] in done:
+            done.discard(heapq.heappop(out)[1])
+        return not out or deadline <= out[0][0] + self.lag_s
+
+    async def wait(self) -> None:
+        """Wait for the next answer (or failure) of a request."""
+        self._answered.clear()
+        await self._answered.wait()
 
     def link(self, rng: random.Random, loss: float = 0.0) -> BoxLink:
         """A box's network: ``loss`` is the chance a request, or its answer, is lost."""
@@ -104,12 +125,17 @@ class SimNetwork:
         """Wait until no request is in flight."""
         await self._quiet.wait()
 
-    def _begin(self) -> None:
+    def _begin(self) -> int:
         self.in_flight += 1
         self._quiet.clear()
+        self._seq += 1
+        heapq.heappush(self._out, (self.clock.now, self._seq))
+        return self._seq
 
-    def _end(self) -> None:
+    def _end(self, seq: int) -> None:
         self.in_flight -= 1
+        self._done.add(seq)
+        self._answered.set()
         if not self.in_flight:
             self._quiet.set()
 
@@ -130,13 +156,14 @@ class BoxLink:
 
 
 class _Post:
-    __slots__ = ("_cm", "_kw", "_link", "_url")
+    __slots__ = ("_cm", "_kw", "_link", "_seq", "_url")
 
     def __init__(self, link: BoxLink, url: str, kw: dict[str, Any]) -> None:
         self._link = link
         self._url = url
         self._kw = kw
         self._cm: Any = None
+        self._seq = 0
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         link = self._link
@@ -150,15 +177,16 @@ class _Post:
         if lose_request:
             meter.lost_before += 1
             raise aiohttp.ClientConnectionError("simulated loss: request lost")
-        net._begin()
+        # Counted when the box sends, in virtual time: the load a real fleet would offer.
+        meter.sent += 1
+        meter.virtual[int(net.clock.now)] += 1
+        self._seq = net._begin()
         try:
             await net._gate.acquire()
         except BaseException:
-            net._end()
+            net._end(self._seq)
             raise
         try:
-            meter.sent += 1
-            meter.virtual[int(net.clock.now)] += 1
             meter.real[int(time.monotonic())] += 1
             self._cm = net.session.post(self._url, **self._kw)
             resp: aiohttp.ClientResponse = await self._cm.__aenter__()
@@ -175,7 +203,7 @@ class _Post:
                 await self._cm.__aexit__(None, None, None)
                 self._cm = None
             net._gate.release()
-            net._end()
+            net._end(self._seq)
             raise
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -186,4 +214,4 @@ class _Post:
                 await self._cm.__aexit__(et, e, tb)
         finally:
             net._gate.release()
-            net._end()
+            net._end(self._seq)
