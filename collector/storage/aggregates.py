@@ -599,8 +599,9 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
         sq.append(("SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) "
                    f"FROM sessions {where} GROUP BY 1, 2, 3, 4, 5", params))
         where, params = where_surveys(edge, style)
-        vq.append((f"SELECT {', '.join(_survey_sums())} FROM surveys v "
-                   f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params))
+        # The session is needed only where a filter reaches the survey through it.
+        join = " LEFT JOIN sessions s ON s.id = v.session_id" if edge.through_session else ""
+        vq.append((f"SELECT {', '.join(_survey_sums())} FROM surveys v{join} {where}", params))
         cond = f"{_ANSWERED}"
         where = f"{where} AND {cond}" if where else f"WHERE {cond}"
         bq.append(("SELECT s.rb_fine, s.br_fine, s.su_fine, s.rb_pos, s.br_pos, s.su_pos, v.score, "
