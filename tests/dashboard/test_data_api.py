@@ -1,0 +1,100 @@
+"""The dashboard's data API: response rate by QoS bucket counted by hand, the time line
+adding up to the report, and sessions shared by collector instances on one database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from collector.buckets import BUCKETS, bucket_index
+from tests.collector.conftest import ADMIN, Api, batch, session_record, survey_record
+
+from .conftest import ADMIN as DASH_ADMIN
+from .conftest import start_collector, stop_collector
+
+
+async def login_client(base: str, s: aiohttp.ClientSession, token: str = ADMIN) -> None:
+    async with s.get(base + "/dashboard/login") as r:
+        html = await r.text()
+    csrf = html.split('name="csrf" value="')[1].split('"')[0]
+    async with s.post(base + "/dashboard/login", data={"csrf": csrf, "token": token},
+                      allow_redirects=False) as r:
+        assert r.status == 303, await r.text()
+
+
+async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
+    now = datetime.now(UTC).replace(hour=12)
+    token = await api.enrol("stb-rr")
+    records: list[dict[str, Any]] = []
+    expected = {i: [0, 0] for i in range(len(BUCKETS["rebuffer_ratio"]))}  # shown, answered
+    plan = [(0.0, "answered"), (0.0, "answered"), (0.0, "dismissed"), (6.0, "answered"),
+            (6.0, "timeout"), (90.0, "dismissed"), (90.0, "timeout"), (90.0, "answered")]
+    for day in range(3):
+        for rebuffer_s, outcome in plan:
+            started = now - timedelta(days=day, minutes=len(records))
+            s = session_record(started=started, watch_s=1000.0, rebuffer_s=rebuffer_s,
+                               rebuffer_count=1 if rebuffer_s else 0)
+            v = survey_record(session_id=s["id"], shown=started + timedelta(minutes=17),
+                              outcome=outcome, score=3 if rebuffer_s > 50 else 9)
+            records += [s, v]
+            idx = bucket_index("rebuffer_ratio", rebuffer_s / 1000.0)
+            assert idx is not None
+            expected[idx][0] += 1
+            expected[idx][1] += outcome == "answered"
+    status, answer = await api.upload(token, batch("stb-rr", records))
+    assert status == 200 and answer["accepted"] == len(records)
+
+    # unsafe: the jar must keep cookies of an IP-address host (127.0.0.1).
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        base = str(api.client.make_url("")).rstrip("/")
+        await login_client(base, s)
+        async with s.get(base + "/dashboard/api/data", params={"granularity": "day"}) as r:
+            assert r.status == 200
+            data = await r.json()
+        async with s.get(base + "/dashboard/api/data", params={"granularity": "fortnight"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "bad_query"
+    rr = data["response_by_qos"]["rebuffer_ratio"]
+    for i, (shown, answered) in expected.items():
+        assert (rr[i]["shown"], rr[i]["answered"]) == (shown, answered), i
+        assert rr[i]["response_rate"] == (answered / shown if shown else None)
+    # Bad streams answer less here: 1 in 3 against 2 in 3.
+    assert rr[5]["response_rate"] < rr[0]["response_rate"]
+    report = data["report"]
+    assert report == await api.report(**data["filters"])
+    line = data["timeline"]
+    assert len(line) == 28
+    assert sum(p["answered"] for p in line) == report["surveys"]["answered"] == 12
+    assert sum(p["shown"] for p in line) == report["surveys"]["shown"] == 24
+    assert [p["answered"] for p in line[-3:]] == [4, 4, 4]
+    assert line[-1]["nps"] == 100.0 * (3 - 1) / 4
+
+
+async def test_sessions_hold_across_instances(tmp_path: Path) -> None:
+    """Two collectors on one database: a login on one is valid on the other, and a logout
+    on either ends it on both."""
+    one = start_collector(tmp_path)
+    two = start_collector(tmp_path)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            await login_client(one.url, s, DASH_ADMIN)
+            (cookie,) = [c for c in s.cookie_jar if c.key == "nps_dash"]
+            jar = {"nps_dash": cookie.value}
+        async with aiohttp.ClientSession(cookies=jar) as s2:
+            async with s2.get(two.url + "/dashboard/api/data") as r:
+                assert r.status == 200
+            async with s2.get(two.url + "/dashboard") as r:
+                page = await r.text()
+            csrf = page.split('name="csrf" value="')[1].split('"')[0]
+            async with s2.post(two.url + "/dashboard/logout", data={"csrf": csrf},
+                               allow_redirects=False) as r:
+                assert r.status == 303
+        async with aiohttp.ClientSession(cookies=jar) as s3:
+            for c in (one, two):
+                async with s3.get(c.url + "/dashboard/api/data") as r:
+                    assert r.status == 401
+    finally:
+        stop_collector(one)
+        stop_collector(two)
