@@ -21,11 +21,13 @@ from protocol import (
     Rejected,
     SessionRecord,
     SurveyRecord,
+    batch_schema,
     decode_batch,
     format_rfc3339,
+    inflate,
     record_to_json,
 )
-from protocol.limits import MAX_INT, MAX_NUMBER
+from protocol.limits import MAX_INFLATED_BYTES, MAX_INT, MAX_NUMBER
 
 UUIDS = st.uuids().map(str)
 TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
@@ -141,3 +143,63 @@ def test_arbitrary_bodies_raise_only_batch_errors(body: bytes) -> None:
         decode_batch(body)
     except BatchError as exc:
         assert exc.status in (400, 413) and exc.detail
+
+
+# -- an independent oracle: the JSON Schema (tests/reliability, issue 8) ----------------------
+
+def _record_validator() -> Any:
+    import jsonschema
+
+    schema = batch_schema()
+    record = {"$defs": schema["$defs"], "oneOf": schema["properties"]["records"]["items"]["oneOf"]}
+    return jsonschema.Draft202012Validator(record, format_checker=jsonschema.FormatChecker())
+
+
+RECORD_SCHEMA = _record_validator()
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mutated() | valid_session() | valid_survey() | JSON, min_size=1, max_size=8))
+def test_no_record_the_schema_refuses_is_ever_accepted(records: list[Any]) -> None:
+    """Differential: the decoder against the published JSON Schema. Every record the
+    decoder accepts must validate (the schema cannot say everything the decoder checks,
+    ``ended_at >= started_at`` for one, so the converse is not required)."""
+    for r in decode_batch(envelope(records)).records:
+        if isinstance(r, Accepted):
+            errors = list(RECORD_SCHEMA.iter_errors(records[r.index]))
+            assert not errors, (records[r.index], errors[0].message)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300), st.booleans())
+def test_inflate_of_arbitrary_bytes_raises_only_batch_errors(body: bytes, gzipped: bool) -> None:
+    import gzip
+
+    for data in (body, gzip.compress(body)[: max(1, len(body))]):
+        try:
+            out = inflate(data, gzipped=gzipped)
+        except BatchError as exc:
+            assert exc.status in (400, 413) and exc.detail
+        else:
+            assert len(out) <= MAX_INFLATED_BYTES
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["protocol", "box_id", "sent_at", "box", "records", "x"]),
+                       JSON, max_size=6),
+       st.lists(valid_session() | valid_survey(), min_size=1, max_size=3))
+def test_hostile_envelopes_raise_only_batch_errors(fields: dict[str, Any],
+                                                   records: list[Any]) -> None:
+    doc: dict[str, Any] = {"protocol": 1, "box_id": "stb-prop",
+                           "sent_at": "2026-11-22T20:00:00Z", "records": records}
+    doc.update(fields)
+    try:
+        decoded = decode_batch(orjson.dumps(doc))
+    except BatchError as exc:
+        assert exc.status == 400 and exc.detail
+        return
+    env = decoded.envelope
+    assert env.protocol == 1 and re.fullmatch(r"[A-Za-z0-9._:\-]{1,64}", env.box_id)
+    assert isinstance(doc["records"], list) and 1 <= len(doc["records"]) <= 500
+    for r in decoded.accepted:
+        _check_invariants(r.record)
