@@ -562,6 +562,13 @@ def _agg_where(f: Filters, p: Params, plan_: Plan) -> str:
     return " AND ".join(parts)
 
 
+def _total(column: str) -> str:
+    # PostgreSQL's sum(bigint) is numeric, which its driver turns into Decimal objects:
+    # thousands of them cost more than the query. Cast back to a plain integer.
+    how = BIN_COMBINE.get(column, "sum")
+    return f"CAST({how}({column}) AS BIGINT)"
+
+
 Query = tuple[str, list[Any]]
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
 
@@ -584,11 +591,11 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
         for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
             p = Params(style)
             where = _agg_where(f, p, pl)
-            out.append((f"SELECT {', '.join(f'sum({c})' for c in vec)} FROM {table} WHERE {where}",
+            out.append((f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
                         p.values))
         p = Params(style)
         where = _agg_where(f, p, pl)
-        sums = ", ".join(f"{BIN_COMBINE.get(c, 'sum')}({c})" for c in BIN_VEC)
+        sums = ", ".join(_total(c) for c in BIN_VEC)
         bq.append((f"SELECT metric, bin, {sums} FROM agg_bins "
                    f"WHERE {where} GROUP BY metric, bin", p.values))
     for lo, hi in pl.raw:
