@@ -9,6 +9,7 @@ import io
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -53,6 +54,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 PAGE_DETRACTORS = 50
+#: Values suggested per filter field.
+SUGGESTIONS = 500
 CSV_DETRACTORS = 100_000
 BAD = BadQuality()
 LOGOUT_META = "dashboard_logout:"
@@ -332,10 +335,16 @@ async def get_detractors_csv(request: web.Request) -> web.Response:
 
 # -- the page ------------------------------------------------------------------------------------------
 
-def _filter_form(values: Mapping[str, str]) -> str:
+def _filter_form(values: Mapping[str, str], known: Mapping[str, list[str]]) -> str:
     def text(name: str, label: str, kind: str = "text") -> str:
+        if name not in known:
+            return (f'<label>{h.e(label)}<input type="{kind}" name="{name}" id="f-{name}" '
+                    f'value="{h.e(values.get(name, ""))}"></label>')
+        # A text input with suggestions: the values seen so far, any other typed freely.
+        options = "".join(f'<option value="{h.e(v)}"></option>' for v in known[name])
         return (f'<label>{h.e(label)}<input type="{kind}" name="{name}" id="f-{name}" '
-                f'value="{h.e(values.get(name, ""))}"></label>')
+                f'list="dl-{name}" autocomplete="off" value="{h.e(values.get(name, ""))}">'
+                f'<datalist id="dl-{name}">{options}</datalist></label>')
 
     ct = values.get("content_type", "")
     options = "".join(
@@ -424,7 +433,8 @@ def _reasons(data: Mapping[str, Any]) -> str:
 
 
 def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: Session,
-                   detractors: list[DetractorRow] | None, csv_query: str) -> str:
+                   detractors: list[DetractorRow] | None, csv_query: str,
+                   known: Mapping[str, list[str]]) -> str:
     """The whole dashboard page."""
     f = data["filters"]
     c = data["comparison"]
@@ -445,7 +455,7 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         '<form method="post" action="/dashboard/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{h.e(session.csrf)}">'
         '<button type="submit" class="secondary" id="logout">Sign out</button></form></header>'
-        f"<main>{_filter_form(values)}"
+        f"<main>{_filter_form(values, known)}"
         f'<p class="period" id="period">Period: {period} (surveys by shown_at, sessions by started_at) · '
         f'previous period {h.e(c["previous_period"]["from"])} ≤ t &lt; {h.e(c["previous_period"]["to"])}: '
         f'NPS <span id="prev-nps">{h.fmt_nps(c["previous"]["nps"])}</span> (n = {c["previous"]["answered"]})</p>'
@@ -480,10 +490,17 @@ async def get_dashboard(request: web.Request) -> web.Response:
         body = (f'<main><p class="error" role="alert">{h.e(exc)}</p>'
                 '<p><a href="/dashboard">Back to the dashboard</a></p></main>')
         return html_response(h.page("Bad filter · NPS dashboard", body), status=400)
-    data, detractors = await asyncio.gather(
+    data, detractors, known = await asyncio.gather(
         dashboard_data(request, filters, granularity),
         _detractors(request, filters, PAGE_DETRACTORS),
+        _segment_values(request),
     )
-    from urllib.parse import urlencode
+    return html_response(dashboard_page(data, values, session, detractors,
+                                        urlencode(report_query(filters)), known))
 
-    return html_response(dashboard_page(data, values, session, detractors, urlencode(report_query(filters))))
+
+async def _segment_values(request: web.Request) -> dict[str, list[str]]:
+    try:
+        return await request.app[STORE].segment_values(SUGGESTIONS)
+    except NotImplementedError:
+        return {}

@@ -140,3 +140,8 @@ class Storage(abc.ABC):
     async def purge_before(self, cutoff_us: int) -> int:
         """Delete sessions started and surveys shown before ``cutoff_us``; answer how many."""
         raise NotImplementedError(f"{type(self).__name__} has no purge_before yet")
+
+    async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
+        """Known values of region, model, firmware, channel and content_type (at most
+        ``limit`` each, sorted), for the dashboard's filter suggestions."""
+        raise NotImplementedError(f"{type(self).__name__} has no segment_values yet")

@@ -61,6 +61,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
+from .segments import read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -615,6 +616,9 @@ class PostgresStorage(Storage):
 
         n: int = await self._locked(work)
         return n
+
+    async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
+        return await read_segment_values(self._fetch, limit)
 
     async def purge_before(self, cutoff_us: int) -> int:
         """Delete sessions started and surveys shown before ``cutoff_us``: monthly partitions

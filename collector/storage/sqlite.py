@@ -33,6 +33,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
+from .segments import read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -621,6 +622,9 @@ class SQLiteStorage(Storage):
             )
             for r in rows
         ]
+
+    async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
+        return await read_segment_values(self._fetch, limit)
 
     async def purge_before(self, cutoff_us: int) -> int:
         self._check_open()

@@ -12,7 +12,17 @@ import aiohttp
 from collector.buckets import METRICS
 from tests.collector.conftest import batch, session_record, survey_record
 
-from .conftest import SCREENSHOTS, Collector, enrol, load_fleet, login, report, upload
+from .conftest import (
+    CHANNELS,
+    REGIONS,
+    SCREENSHOTS,
+    Collector,
+    enrol,
+    load_fleet,
+    login,
+    report,
+    upload,
+)
 
 
 def fmt(x: float | None) -> str:
@@ -61,6 +71,12 @@ async def test_login_filter_and_figures_match_the_report(
     await page.screenshot(path=str(SCREENSHOTS / "dashboard-login.png"))
     await login(page, collector)
     whole = await check_against_report(page, http, collector)
+    # The filter fields suggest the values seen so far.
+    options = page.locator("#dl-region option")
+    assert [await options.nth(i).get_attribute("value") for i in range(await options.count())] \
+        == sorted(REGIONS)
+    assert await page.locator("#dl-channel option").count() == len(CHANNELS)
+    assert await page.locator("#dl-firmware option").count() == 3
     assert whole["surveys"]["answered"] > 100
     # The page's charts are Chart.js canvases, all drawn; nothing broke the CSP.
     assert await page.locator("canvas").count() == 9
