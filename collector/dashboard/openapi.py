@@ -127,6 +127,65 @@ def _report_schema() -> dict[str, Any]:
     }
 
 
+def _dashboard_schemas() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    rate = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+    block = {
+        "type": "object",
+        "required": ["shown", "answered", "promoters", "detractors", "nps", "nps_ci95", "response_rate"],
+        "properties": {"shown": count, "answered": count, "promoters": count, "detractors": count,
+                       "nps": _NUM_OR_NULL, "nps_ci95": _CI, "response_rate": rate},
+    }
+    rr_bucket = {
+        "type": "object",
+        "required": ["lo", "hi", "sessions", "shown", "answered", "response_rate", "response_ci95"],
+        "properties": {
+            "lo": {"type": "number"}, "hi": _NUM_OR_NULL, "sessions": count, "shown": count,
+            "answered": count, "response_rate": rate,
+            "response_ci95": {"type": ["array", "null"], "items": {"type": "number"},
+                              "minItems": 2, "maxItems": 2,
+                              "description": "Wilson 95 % interval of the response rate."},
+        },
+    }
+    span = {"type": "object", "required": ["from", "to"],
+            "properties": {"from": {"type": "string", "format": "date-time"},
+                           "to": {"type": "string", "format": "date-time"}}}
+    return {
+        "PeriodFigures": block,
+        "DashboardData": {
+            "type": "object",
+            "required": ["filters", "granularity", "report", "timeline", "response_by_qos",
+                         "comparison", "bucket_labels"],
+            "properties": {
+                "filters": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "The /v1/report query these figures are for."},
+                "granularity": {"type": "string", "enum": ["day", "week"]},
+                "report": _ref("Report"),
+                "timeline": {"type": "array", "items": {"allOf": [
+                    {"$ref": "#/components/schemas/PeriodFigures"}, span]}},
+                "response_by_qos": {"type": "object", "required": list(METRICS),
+                                    "properties": {m: {"type": "array", "items": rr_bucket}
+                                                   for m in METRICS}},
+                "comparison": {
+                    "type": "object",
+                    "required": ["current", "previous", "previous_period", "change", "z",
+                                 "p_value", "significant", "alpha", "verdict"],
+                    "properties": {
+                        "current": _ref("PeriodFigures"), "previous": _ref("PeriodFigures"),
+                        "previous_period": span, "change": _NUM_OR_NULL, "z": _NUM_OR_NULL,
+                        "p_value": _NUM_OR_NULL, "significant": {"type": "boolean"},
+                        "alpha": {"type": "number"}, "verdict": {"type": "string"},
+                    },
+                    "description": "Two-sided z-test on the adjusted-Wald NPS estimates of "
+                                   "this period and the one of the same length before it.",
+                },
+                "bucket_labels": {"type": "object", "additionalProperties": {
+                    "type": "array", "items": {"type": "string"}}},
+            },
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document."""
     admin: list[dict[str, list[str]]] = [{"adminBearer": []}]
@@ -163,6 +222,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "Report": _report_schema(),
+        **_dashboard_schemas(),
     }
     paths: dict[str, Any] = {
         "/v1/batches": {"post": {
@@ -296,12 +356,7 @@ def openapi_document() -> dict[str, Any]:
                            {"name": "granularity", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["day", "week"]}}],
             "responses": {
-                "200": _json({"type": "object", "required": ["report", "timeline", "response_by_qos", "comparison"],
-                              "properties": {"report": _ref("Report"),
-                                             "timeline": {"type": "array", "items": {"type": "object"}},
-                                             "response_by_qos": {"type": "object"},
-                                             "comparison": {"type": "object"}}},
-                             "The figures."),
+                "200": _json(_ref("DashboardData"), "The figures."),
                 "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
             },
         }},

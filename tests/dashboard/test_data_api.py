@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
 
 from collector.buckets import BUCKETS, bucket_index
+from collector.dashboard.openapi import openapi_document
 from tests.collector.conftest import ADMIN, Api, batch, session_record, survey_record
 
 from .conftest import ADMIN as DASH_ADMIN
@@ -56,6 +58,8 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
             data = await r.json()
         async with s.get(base + "/dashboard/api/data", params={"granularity": "fortnight"}) as r:
             assert r.status == 400 and (await r.json())["error"] == "bad_query"
+    schema = {"$ref": "#/components/schemas/DashboardData", "components": openapi_document()["components"]}
+    jsonschema.Draft202012Validator(schema).validate(data)
     rr = data["response_by_qos"]["rebuffer_ratio"]
     for i, (shown, answered) in expected.items():
         assert (rr[i]["shown"], rr[i]["answered"]) == (shown, answered), i
