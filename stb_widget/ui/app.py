@@ -85,16 +85,18 @@ class SurveyApp(App[SurveyRecord], inherit_bindings=False):
         #: The final record once it is known.
         self.final: SurveyRecord | None = None
 
+    def get_default_screen(self) -> QuestionScreen:
+        # The question is the base screen, not pushed over an empty one: keys pressed
+        # while Textual was loading (the splash was up) then reach it.
+        return QuestionScreen(
+            self.catalog,
+            self.request.service_name,
+            timeout_s=self.request.timeout_s,
+            clock=self._clock,
+        )
+
     def on_mount(self) -> None:
         self.shown_at = utcnow()
-        self.push_screen(
-            QuestionScreen(
-                self.catalog,
-                self.request.service_name,
-                timeout_s=self.request.timeout_s,
-                clock=self._clock,
-            )
-        )
         for source in self.remotes:
             self.run_worker(self._pump(source), group="remotes", exit_on_error=False)
         if self._on_shown is not None:
@@ -138,7 +140,8 @@ class SurveyApp(App[SurveyRecord], inherit_bindings=False):
             self.final = record
             self.exit(record, return_code=1)
             return
-        await self.switch_screen(
+        # Pushed over the question (the base screen, which cannot be switched away).
+        await self.push_screen(
             ReasonScreen(self.catalog, self.request.service_name, idle_s=self.request.timeout_s)
         )
 

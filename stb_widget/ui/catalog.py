@@ -8,25 +8,22 @@ back to English key by key, so a box never shows a raw key.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Final
 
 FALLBACK_LOCALE: Final = "en"
+# Plain files next to this module (package data), not importlib.resources: the prompt
+# reads a catalog before anything heavy is imported, to draw its first frame early.
+_FOLDER: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locales")
 
 
+@cache
 def available_locales() -> tuple[str, ...]:
     """The locales that have a catalog, sorted."""
-    folder = resources.files(__package__).joinpath("locales")
-    return tuple(
-        sorted(
-            entry.name.removesuffix(".json")
-            for entry in folder.iterdir()
-            if entry.name.endswith(".json")
-        )
-    )
+    return tuple(sorted(n.removesuffix(".json") for n in os.listdir(_FOLDER) if n.endswith(".json")))
 
 
 def normalize_locale(locale: str | None) -> str:
@@ -46,7 +43,8 @@ def normalize_locale(locale: str | None) -> str:
 
 @cache
 def _read(locale: str) -> Mapping[str, str]:
-    text = resources.files(__package__).joinpath("locales", f"{locale}.json").read_text("utf-8")
+    with open(os.path.join(_FOLDER, f"{locale}.json"), encoding="utf-8") as fh:
+        text = fh.read()
     data = json.loads(text)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()

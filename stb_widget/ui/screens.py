@@ -90,10 +90,19 @@ class SurveyScreen(Screen[None]):
         self._idle: Timer | None = None
         #: Set once the screen has reported its outcome; later input is ignored.
         self.closed = False
+        # Presses that came before the screen was built (keys typed while the splash was
+        # up); replayed in order once it is.
+        self._early: list[RemoteEvent] | None = []
 
     def on_mount(self) -> None:
         if self.idle_s is not None:
             self._idle = self.set_timer(self.idle_s, self._idle_expired)
+        self.call_after_refresh(self._replay_early)
+
+    def _replay_early(self) -> None:
+        early, self._early = self._early or [], None
+        for event in early:
+            self.handle(event)
 
     def on_key(self, event: events.Key) -> None:
         # Any key counts as the viewer being there, mapped or not.
@@ -118,6 +127,9 @@ class SurveyScreen(Screen[None]):
     def handle(self, event: RemoteEvent) -> None:
         """One input event from any source (keyboard, LIRC, evdev)."""
         if self.closed or not accept(event):
+            return
+        if self._early is not None:
+            self._early.append(event)
             return
         self._touch()
         self.on_action(event.action)

@@ -7,13 +7,16 @@ Linux console (``TERM=linux``) has sixteen foreground but eight background colou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Final
 
 from textual.theme import Theme
 
+from .terminal import CONSOLE, TV, choose_theme
+
+__all__ = ["CONSOLE_THEME", "THEMES", "TV_THEME", "choose_theme"]
+
 TV_THEME: Final = Theme(
-    name="stb-tv",
+    name=TV,
     primary="#ffd21f",
     foreground="#ffffff",
     background="#0b1a2e",
@@ -34,7 +37,7 @@ TV_THEME: Final = Theme(
 )
 
 CONSOLE_THEME: Final = Theme(
-    name="stb-console",
+    name=CONSOLE,
     ansi=True,
     primary="ansi_yellow",
     foreground="ansi_bright_white",
@@ -69,25 +72,3 @@ CONSOLE_THEME: Final = Theme(
 )
 
 THEMES: Final = {TV_THEME.name: TV_THEME, CONSOLE_THEME.name: CONSOLE_THEME}
-
-# Terminals that cannot show more than the 16 ANSI colours (or whose palette is the
-# VGA one, where mapped truecolour loses its contrast).
-_SIXTEEN_COLOUR_TERMS: Final = ("linux", "vt100", "vt102", "vt220", "ansi", "cons25", "con")
-
-
-def choose_theme(env: Mapping[str, str]) -> str:
-    """The theme for this terminal: ``STB_WIDGET_THEME`` if set, else by ``TERM``.
-
-    ``TERM=linux`` (the kernel console) and other 16-colour terminals, or
-    ``TEXTUAL_COLOR_SYSTEM=standard``, get the console theme; fbterm, kmscon and
-    xterm-like terminals the TV theme.
-    """
-    forced = env.get("STB_WIDGET_THEME", "")
-    if forced in THEMES:
-        return forced
-    if env.get("TEXTUAL_COLOR_SYSTEM", "") in ("standard", "windows"):
-        return CONSOLE_THEME.name
-    term = env.get("TERM", "")
-    if term.startswith(_SIXTEEN_COLOUR_TERMS) and "256" not in term:
-        return CONSOLE_THEME.name
-    return TV_THEME.name
