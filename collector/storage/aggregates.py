@@ -24,7 +24,8 @@ rollup) with every segment column ``''``, and ``lvl`` 2 to 6 with only one segme
 kept (region, model, firmware, channel, content_type in turn). A report without segment
 filters reads the rollup, one with a single segment filter that column's level, so both
 read a number of rows that depends only on days, bins and that column's values; several
-segment filters read the detail. Nulls are stored as ``''`` (text) so that keys can be
+segment filters read the detail. Levels 11 to 16 repeat levels 1 to 6 by hour (see
+:data:`HOURLY`). Nulls are stored as ``''`` (text) so that keys can be
 primary keys in both SQLite and PostgreSQL: no filter may be empty, so ``''`` is never
 asked for.
 
@@ -46,6 +47,11 @@ from ..buckets import BUCKETS, METRICS, bucket_index
 from ..model import Filters
 
 DAY_US: Final = 86_400_000_000
+HOUR_US: Final = 3_600_000_000
+#: Levels ``HOURLY + 1`` to ``HOURLY + 6`` repeat levels 1 to 6 by UTC hour (their ``day``
+#: column holds the hour number): the report reads them for the whole hours of a range's
+#: partial days, so that only the partial hours at its very edges come from raw rows.
+HOURLY: Final = 10
 
 #: Segment columns, in key order.
 SEGMENT: Final = ("region", "model", "firmware", "channel", "content_type")
@@ -158,10 +164,15 @@ def day_of(us: int) -> int:
     return us // DAY_US
 
 
+def unit_sql(col: str, unit_us: int) -> str:
+    """``col // unit_us`` in SQL: both dialects truncate integer division towards zero."""
+    fix = f"(CASE WHEN {col} < 0 AND {col} % {unit_us} != 0 THEN 1 ELSE 0 END)"
+    return f"({col} / {unit_us} - {fix})"
+
+
 def day_sql(col: str, dialect: str) -> str:
-    """:func:`day_of` in SQL: both dialects truncate integer division towards zero."""
-    fix = f"(CASE WHEN {col} < 0 AND {col} % {DAY_US} != 0 THEN 1 ELSE 0 END)"
-    return f"({col} / {DAY_US} - {fix})"
+    """:func:`day_of` in SQL."""
+    return unit_sql(col, DAY_US)
 
 
 # -- the counts --------------------------------------------------------------------------------
@@ -231,10 +242,14 @@ _ROLLUP_SEG: Final = ("",) * len(SEGMENT)
 LEVEL_OF: Final = {c: 2 + i for i, c in enumerate(SEGMENT)}
 
 
-def _keys(day: int, seg: tuple[str, ...]) -> list[Key]:
-    keys: list[Key] = [(0, day, *seg), (1, day, *_ROLLUP_SEG)]
+def _keys(t_us: int, seg: tuple[str, ...]) -> list[Key]:
+    day = t_us // DAY_US
+    hour = t_us // HOUR_US
+    keys: list[Key] = [(0, day, *seg), (1, day, *_ROLLUP_SEG), (HOURLY + 1, hour, *_ROLLUP_SEG)]
     for i in range(len(SEGMENT)):
-        keys.append((2 + i, day, *("" if j != i else seg[i] for j in range(len(SEGMENT)))))
+        only = tuple("" if j != i else seg[i] for j in range(len(SEGMENT)))
+        keys.append((2 + i, day, *only))
+        keys.append((HOURLY + 2 + i, hour, *only))
     return keys
 
 
@@ -268,9 +283,8 @@ class Deltas:
                           ("startup_ms", s.su_bucket)):
             if b is not None:
                 idx.append(_SESSION_POS[f"{_BUCKET_PREFIX[metric]}{b}"])
-        day = day_of(s.started_us)
         seg = _seg(s.region, s.model, s.firmware, s.channel, s.content_type)
-        for key in _keys(day, seg):
+        for key in _keys(s.started_us, seg):
             self._add(self.sessions, key, len(SESSION_VEC), idx, sign)
 
     def survey(self, v: SurveyFacts, joined: Joined | None, sign: int = 1) -> None:
@@ -283,10 +297,9 @@ class Deltas:
             idx.append(_SURVEY_POS[f"h{v.score}"])
             if v.reason in REASONS:
                 idx.append(_SURVEY_POS[f"r_{v.reason}"])
-        day = day_of(v.shown_us)
         seg = _seg(v.region, v.model, v.firmware,
                    joined.channel if joined else None, joined.content_type if joined else None)
-        keys = _keys(day, seg)
+        keys = _keys(v.shown_us, seg)
         for key in keys:
             self._add(self.surveys, key, len(SURVEY_VEC), idx, sign)
         if answered and joined is not None:
@@ -407,10 +420,10 @@ def _bin_sums(pos: str) -> list[str]:
             f"sum(CAST({pos} AS BIGINT) * {pos})", f"min({pos})", f"max({pos})"]
 
 
-def rebuild_sql(dialect: str, style: str) -> list[tuple[str, int]]:
+def rebuild_sql(dialect: str, style: str) -> list[tuple[str, str]]:
     """Statements that recompute the aggregates of days ``[d0, d1)`` from the raw rows, in
-    order. Each takes two parameters: ``(d0 * DAY_US, d1 * DAY_US)`` where its flag is 1,
-    ``(d0, d1)`` where it is 0."""
+    order. Each takes two parameters, by its flag: ``day`` ``(d0, d1)``, ``hour``
+    ``(24 d0, 24 d1)`` or ``us`` ``(d0 * DAY_US, d1 * DAY_US)``."""
     def ph(i: int) -> str:
         return "?" if style == "?" else f"${i}"
 
@@ -418,40 +431,55 @@ def rebuild_sql(dialect: str, style: str) -> list[tuple[str, int]]:
     seg_v = ", ".join([*(f"coalesce(v.{c}, '')" for c in SEGMENT[:3]),
                        "coalesce(s.channel, '')", "coalesce(s.content_type, '')"])
     n_key = len(KEY)
-    stmts: list[tuple[str, int]] = []
+    stmts: list[tuple[str, str]] = []
     for table in ("agg_sessions", "agg_surveys", "agg_bins"):
-        stmts.append((f"DELETE FROM {table} WHERE day >= {ph(1)} AND day < {ph(2)}", 0))
+        stmts.append((f"DELETE FROM {table} WHERE lvl < {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "day"))
+        stmts.append((f"DELETE FROM {table} WHERE lvl >= {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "hour"))
     group = ", ".join(str(i) for i in range(2, n_key + 1))
-    stmts.append((
-        f"INSERT INTO agg_sessions ({', '.join((*KEY, *SESSION_VEC))}) "
-        f"SELECT 0, {day_sql('s.started_us', dialect)}, {seg_s}, {', '.join(_session_sums('s.'))} "
-        f"FROM sessions s WHERE s.started_us >= {ph(1)} AND s.started_us < {ph(2)} GROUP BY {group}", 1))
-    stmts.append((
-        f"INSERT INTO agg_surveys ({', '.join((*KEY, *SURVEY_VEC))}) "
-        f"SELECT 0, {day_sql('v.shown_us', dialect)}, {seg_v}, {', '.join(_survey_sums())} "
-        f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
-        f"WHERE v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}", 1))
-    for metric in METRICS:
-        col = FINE_COLUMN[metric]
+    # The detail by day (level 0) and, to derive the hourly levels from, by hour (level
+    # HOURLY, removed at the end: no report reads the detail by hour).
+    for lvl, unit in ((0, DAY_US), (HOURLY, HOUR_US)):
         stmts.append((
-            f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
-            f"SELECT 0, {day_sql('v.shown_us', dialect)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
-            f"{', '.join(_bin_sums(f's.{POS_COLUMN[metric]}'))} FROM surveys v JOIN sessions s ON s.id = v.session_id "
-            f"WHERE {_ANSWERED} AND s.{col} IS NOT NULL "
-            f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", 1))
+            f"INSERT INTO agg_sessions ({', '.join((*KEY, *SESSION_VEC))}) "
+            f"SELECT {lvl}, {unit_sql('s.started_us', unit)}, {seg_s}, {', '.join(_session_sums('s.'))} "
+            f"FROM sessions s WHERE s.started_us >= {ph(1)} AND s.started_us < {ph(2)} GROUP BY {group}", "us"))
+        stmts.append((
+            f"INSERT INTO agg_surveys ({', '.join((*KEY, *SURVEY_VEC))}) "
+            f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {', '.join(_survey_sums())} "
+            f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
+            f"WHERE v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}", "us"))
+        for metric in METRICS:
+            col = FINE_COLUMN[metric]
+            stmts.append((
+                f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
+                f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
+                f"{', '.join(_bin_sums(f's.{POS_COLUMN[metric]}'))} FROM surveys v JOIN sessions s ON s.id = v.session_id "
+                f"WHERE {_ANSWERED} AND s.{col} IS NOT NULL "
+                f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", "us"))
     for table, vec, extra in (("agg_sessions", SESSION_VEC, ()), ("agg_surveys", SURVEY_VEC, ()),
                               ("agg_bins", BIN_VEC, ("metric", "bin"))):
         key_cols = (*KEY, *extra)
         sums = ", ".join(f"{BIN_COMBINE.get(c, 'sum')}({c})" for c in vec)
         extra_sel = "".join(f", {c}" for c in extra)
-        for lvl, kept in ((1, None), *((LEVEL_OF[c], c) for c in SEGMENT)):
-            seg_sel = ", ".join(c if c == kept else "''" for c in SEGMENT)
-            group = f"day{', ' + kept if kept else ''}{extra_sel}"
-            stmts.append((
-                f"INSERT INTO {table} ({', '.join((*key_cols, *vec))}) "
-                f"SELECT {lvl}, day, {seg_sel}{extra_sel}, {sums} FROM {table} "
-                f"WHERE lvl = 0 AND day >= {ph(1)} AND day < {ph(2)} GROUP BY {group}", 0))
+        for base, kind in ((0, "day"), (HOURLY, "hour")):
+            for lvl, kept in ((1, None), *((LEVEL_OF[c], c) for c in SEGMENT)):
+                seg_sel = ", ".join(c if c == kept else "''" for c in SEGMENT)
+                group_by = f"day{', ' + kept if kept else ''}{extra_sel}"
+                stmts.append((
+                    f"INSERT INTO {table} ({', '.join((*key_cols, *vec))}) "
+                    f"SELECT {base + lvl}, day, {seg_sel}{extra_sel}, {sums} FROM {table} "
+                    f"WHERE lvl = {base} AND day >= {ph(1)} AND day < {ph(2)} GROUP BY {group_by}", kind))
+        stmts.append((f"DELETE FROM {table} WHERE lvl = {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "hour"))
     return stmts
+
+
+def rebuild_params(kind: str, d0: int, d1: int) -> tuple[int, int]:
+    """The two parameters of a :func:`rebuild_sql` statement."""
+    if kind == "day":
+        return d0, d1
+    if kind == "hour":
+        return d0 * 24, d1 * 24
+    return d0 * DAY_US, d1 * DAY_US
 
 
 def day_ranges(days: Iterable[int]) -> list[tuple[int, int]]:
@@ -521,40 +549,62 @@ class Params:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Which days come from the aggregates and which µs ranges from the raw rows."""
+    """Which aggregate rows and which raw rows a report reads."""
 
-    day_lo: int | None
-    day_hi: int | None
-    use_aggregates: bool
+    #: (level, first day or hour, end): aggregate rows ``first <= day < end`` (None: open).
+    spans: tuple[tuple[int, int | None, int | None], ...]
+    #: µs ranges ``[lo, hi)`` read from the raw rows.
     raw: tuple[tuple[int | None, int | None], ...]
 
 
-def plan(f: Filters) -> Plan:
-    """Whole UTC days inside ``[from, to)`` from the aggregates, the partial days at the
-    edges from the raw rows."""
-    lo, hi = f.from_us, f.to_us
-    d_lo = None if lo is None else -((-lo) // DAY_US)
-    d_hi = None if hi is None else hi // DAY_US
-    if d_lo is not None and d_hi is not None and d_lo >= d_hi:
-        if lo is not None and hi is not None and lo >= hi:
-            return Plan(None, None, False, ())
-        return Plan(None, None, False, ((lo, hi),))
-    raw: list[tuple[int | None, int | None]] = []
-    if lo is not None and d_lo is not None and lo < d_lo * DAY_US:
-        raw.append((lo, d_lo * DAY_US))
-    if hi is not None and d_hi is not None and hi > d_hi * DAY_US:
-        raw.append((d_hi * DAY_US, hi))
-    return Plan(d_lo, d_hi, True, tuple(raw))
-
-
-def _agg_where(f: Filters, p: Params, plan_: Plan) -> str:
+def level_of(f: Filters) -> int:
+    """The aggregate level that answers ``f``'s segment filters."""
     given = [c for c in SEGMENT if getattr(f, c) is not None]
-    lvl = 1 if not given else LEVEL_OF[given[0]] if len(given) == 1 else 0
+    return 1 if not given else LEVEL_OF[given[0]] if len(given) == 1 else 0
+
+
+def plan(f: Filters) -> Plan:
+    """Whole UTC days inside ``[from, to)`` from the daily aggregates; in the partial days
+    at the edges, whole hours from the hourly ones (where the filters have a level by hour);
+    the partial hours (or days) left from the raw rows."""
+    lo, hi = f.from_us, f.to_us
+    if lo is not None and hi is not None and lo >= hi:
+        return Plan((), ())
+    lvl = level_of(f)
+    grains = [(lvl, DAY_US)] + ([(HOURLY + lvl, HOUR_US)] if lvl > 0 else [])
+    spans: list[tuple[int, int | None, int | None]] = []
+    raw: list[tuple[int | None, int | None]] = []
+
+    def cover(lo: int | None, hi: int | None, at: int) -> None:
+        level, unit = grains[at]
+        a = None if lo is None else -((-lo) // unit)
+        b = None if hi is None else hi // unit
+        if a is not None and b is not None and a >= b:
+            if at + 1 < len(grains):
+                cover(lo, hi, at + 1)
+            else:
+                raw.append((lo, hi))
+            return
+        spans.append((level, a, b))
+        for e_lo, e_hi in ((lo, None if a is None else a * unit), (None if b is None else b * unit, hi)):
+            if e_lo is None or e_hi is None or e_lo >= e_hi:
+                continue
+            if at + 1 < len(grains):
+                cover(e_lo, e_hi, at + 1)
+            else:
+                raw.append((e_lo, e_hi))
+
+    cover(lo, hi, 0)
+    return Plan(tuple(spans), tuple(raw))
+
+
+def _agg_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
+    lvl, a, b = span
     parts = [f"lvl = {p.add(lvl)}"]
-    if plan_.day_lo is not None:
-        parts.append(f"day >= {p.add(plan_.day_lo)}")
-    if plan_.day_hi is not None:
-        parts.append(f"day < {p.add(plan_.day_hi)}")
+    if a is not None:
+        parts.append(f"day >= {p.add(a)}")
+    if b is not None:
+        parts.append(f"day < {p.add(b)}")
     for c in SEGMENT:
         value = getattr(f, c)
         if value is not None:
@@ -587,14 +637,14 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
     sq: list[Query] = []
     vq: list[Query] = []
     bq: list[Query] = []
-    if pl.use_aggregates:
+    for span in pl.spans:
         for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
             p = Params(style)
-            where = _agg_where(f, p, pl)
+            where = _agg_where(f, p, span)
             out.append((f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
                         p.values))
         p = Params(style)
-        where = _agg_where(f, p, pl)
+        where = _agg_where(f, p, span)
         sums = ", ".join(_total(c) for c in BIN_VEC)
         bq.append((f"SELECT metric, bin, {sums} FROM agg_bins "
                    f"WHERE {where} GROUP BY metric, bin", p.values))

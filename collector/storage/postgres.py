@@ -45,6 +45,7 @@ from .aggregates import (
     BIN_KEY,
     BIN_VEC,
     DAY_US,
+    HOURLY,
     KEY,
     SEGMENT,
     SESSION_VEC,
@@ -57,6 +58,7 @@ from .aggregates import (
     day_ranges,
     day_sql,
     read_report_data,
+    rebuild_params,
     rebuild_sql,
     upsert_sql,
 )
@@ -654,7 +656,9 @@ class PostgresStorage(Storage):
                     "RETURNING started_us", orphaned):
                     days.add(day_of(r[0]))
             for table in ("agg_sessions", "agg_surveys", "agg_bins"):
-                await conn.execute(f"DELETE FROM {table} WHERE day < $1", cut_day)
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE (lvl < {HOURLY} AND day < $1) "
+                    f"OR (lvl >= {HOURLY} AND day < $2)", cut_day, cut_day * 24)
             await _rebuild_days(conn, day_ranges(d for d in days if d >= cut_day))
             return n
 
@@ -696,11 +700,8 @@ async def _apply(conn: asyncpg.Connection, deltas: Deltas) -> None:
 async def _rebuild_days(conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]]) -> None:
     """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
     for d0, d1 in ranges:
-        for sql, in_us in rebuild_sql("postgresql", "$"):
-            if in_us:
-                await conn.execute(sql, d0 * DAY_US, d1 * DAY_US)
-            else:
-                await conn.execute(sql, d0, d1)
+        for sql, kind in rebuild_sql("postgresql", "$"):
+            await conn.execute(sql, *rebuild_params(kind, d0, d1))
 
 
 async def _delete_records(conn: asyncpg.Connection, session_cond: str, survey_cond: str,

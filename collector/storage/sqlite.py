@@ -15,7 +15,6 @@ from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRo
 from .aggregates import (
     BIN_KEY,
     BIN_VEC,
-    DAY_US,
     KEY,
     SESSION_VEC,
     SURVEY_VEC,
@@ -29,6 +28,7 @@ from .aggregates import (
     fine_bin,
     fine_pos,
     read_report_data,
+    rebuild_params,
     rebuild_sql,
     upsert_sql,
 )
@@ -313,9 +313,8 @@ class SQLiteStorage(Storage):
     async def _rebuild_days(self, db: aiosqlite.Connection, ranges: Sequence[tuple[int, int]]) -> None:
         """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
         for d0, d1 in ranges:
-            for sql, in_us in rebuild_sql("sqlite", "?"):
-                params = (d0 * DAY_US, d1 * DAY_US) if in_us else (d0, d1)
-                await db.execute(sql, params)
+            for sql, kind in rebuild_sql("sqlite", "?"):
+                await db.execute(sql, rebuild_params(kind, d0, d1))
 
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""

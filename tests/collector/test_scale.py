@@ -100,6 +100,7 @@ async def agg_tables(st: Storage) -> dict[str, list[tuple[Any, ...]]]:
 
 FILTERS = [
     Filters(),
+    Filters(from_us=T0 + 7, to_us=T0 + 4 * DAY_US + 3 * 3600 * 10**6 + 11, region="NL-ZH"),
     Filters(from_us=T0 + DAY_US // 3, to_us=T0 + 3 * DAY_US + 7),
     Filters(from_us=T0 + DAY_US, to_us=T0 + DAY_US + 3600 * 10**6),
     Filters(from_us=(T0 // DAY_US + 2) * DAY_US, to_us=(T0 // DAY_US + 4) * DAY_US),
@@ -173,13 +174,21 @@ async def test_delete_and_purge_keep_aggregates(store: Storage) -> None:
     assert (await store.counts())["sessions"] == (await build_report(store, Filters()))["sessions"]["count"]
 
 
-def test_plan_splits_whole_days_from_edges() -> None:
-    p = plan(Filters(from_us=DAY_US * 10 + 5, to_us=DAY_US * 13 + 1))
-    assert (p.day_lo, p.day_hi, p.raw) == (11, 13, ((DAY_US * 10 + 5, DAY_US * 11), (DAY_US * 13, DAY_US * 13 + 1)))
-    p = plan(Filters(from_us=DAY_US * 10, to_us=DAY_US * 12))
-    assert (p.day_lo, p.day_hi, p.raw) == (10, 12, ())
+def test_plan_splits_whole_days_hours_and_edges() -> None:
+    H = DAY_US // 24
+    lo, hi = DAY_US * 10 + 5 * H + 7, DAY_US * 13 + 2 * H + 1
+    p = plan(Filters(from_us=lo, to_us=hi))
+    assert p.spans == ((1, 11, 13), (11, 246, 264), (11, 312, 314))
+    assert p.raw == ((lo, DAY_US * 10 + 6 * H), (DAY_US * 13 + 2 * H, hi))
+    # Several segment filters: no hourly level, the partial days come from raw rows.
+    p = plan(Filters(from_us=lo, to_us=hi, region="r", channel="c"))
+    assert (p.spans, p.raw) == (((0, 11, 13),), ((lo, DAY_US * 11), (DAY_US * 13, hi)))
+    p = plan(Filters(from_us=DAY_US * 10, to_us=DAY_US * 12, channel="c"))
+    assert (p.spans, p.raw) == (((5, 10, 12),), ())
     p = plan(Filters(from_us=DAY_US * 10 + 5, to_us=DAY_US * 10 + 9))
-    assert (p.use_aggregates, p.raw) == (False, ((DAY_US * 10 + 5, DAY_US * 10 + 9),))
+    assert (p.spans, p.raw) == ((), ((DAY_US * 10 + 5, DAY_US * 10 + 9),))
+    p = plan(Filters(to_us=DAY_US * 10 + H))
+    assert (p.spans, p.raw) == (((1, None, 10), (11, 240, 241)), ())
 
 
 def test_fine_bins_nest_in_contract_buckets() -> None:
