@@ -4,7 +4,9 @@ Runs the real :class:`~stb_widget.ui.presenter.TextualPresenter` (a child proces
 pseudo-terminal, as on the box with ``survey.tty``) ``--runs`` times and measures:
 
 - *due to first frame*: from calling ``present()`` to the question's text arriving on
-  the terminal (what a viewer sees), and to the child's "shown" message;
+  the terminal (what a viewer sees: the splash, drawn before Textual loads), and to the
+  child's "shown" message (Textual's first frame: the question takes keys from then on,
+  and keys pressed earlier are queued for it);
 - *RSS while shown*: the prompt process's resident memory (and USS/PSS from
   ``/proc/PID/smaps_rollup``) one second after the question appeared.
 
@@ -92,17 +94,17 @@ async def main() -> None:
     runs = [await one_run(args.locale) for _ in range(args.runs)]
     print(f"{platform.system()} {platform.release()} {platform.machine()}, "
           f"CPython {platform.python_version()}, {args.runs} runs after one warm-up")
-    print(f"{'figure':<34}{'median':>10}{'max':>10}")
+    print(f"{'figure':<36}{'median':>10}{'max':>10}")
     for key, label, unit in (
-        ("first_frame_s", "due -> question on the terminal", "s"),
-        ("shown_msg_s", "due -> child's 'shown' message", "s"),
+        ("first_frame_s", "due -> first frame (splash)", "s"),
+        ("shown_msg_s", "due -> Textual's first frame", "s"),
         ("rss_mb", "prompt RSS while shown", "MB"),
         ("hwm_mb", "prompt peak RSS", "MB"),
         ("pss_mb", "prompt PSS while shown", "MB"),
         ("uss_mb", "prompt USS while shown", "MB"),
     ):
         values = [r[key] for r in runs]
-        print(f"{label + ' (' + unit + ')':<34}{statistics.median(values):>10.3f}{max(values):>10.3f}")
+        print(f"{label + ' (' + unit + ')':<36}{statistics.median(values):>10.3f}{max(values):>10.3f}")
 
 
 if __name__ == "__main__":
