@@ -97,8 +97,8 @@ class TextualPresenter:
 
     def _argv(self, request: SurveyRequest, ipc_fd: int) -> list[str]:
         # -S: no site processing (a few dozen ms on a box); the import path is handed over
-        # in PYTHONPATH instead (see _env).
-        argv = [self.python, "-S", "-m", "stb_widget.ui.prompt", "--ipc-fd", str(ipc_fd)]
+        # in PYTHONPATH instead (see _env). -P: the agent's working directory is not on it.
+        argv = [self.python, "-S", "-P", "-m", "stb_widget.ui.prompt", "--ipc-fd", str(ipc_fd)]
         argv += ["--request", json.dumps(_request_json(request))]
         if self.lirc_socket and os.path.exists(self.lirc_socket):
             argv += ["--lirc", self.lirc_socket]

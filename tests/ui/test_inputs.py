@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -211,3 +212,43 @@ async def test_evdev_events_drive_the_question() -> None:
 async def test_evdev_reader_without_evdev_or_device_yields_nothing() -> None:
     # Without the evdev extra (or without the device) the question still works by keyboard.
     assert [e async for e in read_evdev("/dev/input/no-such-event99")] == []
+
+
+class _FakeInputEvent:
+    def __init__(self, type_: int, code: int, value: int) -> None:
+        self.type, self.code, self.value = type_, code, value
+
+
+class _FakeInputDevice:
+    """Stands in for ``evdev.InputDevice``: replays events, notes grab and close."""
+
+    instances: list[_FakeInputDevice] = []  # noqa: RUF012 (test double)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.grabbed = False
+        self.closed = False
+        _FakeInputDevice.instances.append(self)
+
+    def grab(self) -> None:
+        self.grabbed = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def async_read_loop(self) -> AsyncIterator[_FakeInputEvent]:
+        for raw in [(EV_KEY, 0x160, 1), (EV_KEY, 0x160, 0), (EV_KEY, 0x160, 2), (EV_KEY, 108, 2)]:
+            yield _FakeInputEvent(*raw)
+
+
+async def test_read_evdev_with_a_fake_evdev_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    fake = types.ModuleType("evdev")
+    fake.InputDevice = _FakeInputDevice  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "evdev", fake)
+    events = [e async for e in read_evdev("/dev/input/event7")]
+    assert events == [RemoteEvent(Action.CONFIRM), RemoteEvent(Action.CONFIRM, repeat=True),
+                      RemoteEvent(Action.DOWN, repeat=True)]
+    device = _FakeInputDevice.instances[-1]
+    assert (device.path, device.grabbed, device.closed) == ("/dev/input/event7", True, True)
