@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "box":
         from .box import run_box
 
-        return asyncio.run(run_box(args))
+        code: int = asyncio.run(run_box(args))
+        return code
     token = os.environ.get("NPS_ADMIN_TOKEN", "")
     if not token:
         print("box-sim: set NPS_ADMIN_TOKEN to the collector's admin token (to enrol boxes)",

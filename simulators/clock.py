@@ -153,12 +153,12 @@ class VirtualClock:
     async def run_until(self, t: float) -> None:
         """Advance virtual time to ``t`` (virtual seconds), firing every sleep due before."""
         while True:
+            # Settle first: what just ran may have set sleeps due before ``t``.
+            await self.settle()
             deadline = self.next_deadline()
             if deadline is None or deadline > t:
                 break
-            # step() settles first, so sleeps added at this instant are seen.
             await self.step()
-        await self.settle()
         self._now = max(self._now, t)
 
     def advance_to(self, t: float) -> None:

@@ -18,7 +18,7 @@ from stb_widget.buffer import Cooldowns, RecordStore, Stored
 from .clock import VirtualClock
 
 
-class PowerCut(BaseException):  # noqa: N818
+class PowerCut(BaseException):
     """The box lost power. A BaseException: the agent's ``except Exception`` must not eat it."""
 
 
