@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 import pytest
 
@@ -55,6 +56,7 @@ def make_app(
     theme: str | None = None,
     env: Mapping[str, str] | None = None,
     remotes: tuple[RemoteSource, ...] = (),
+    clock: Callable[[], float] = time.monotonic,
 ) -> SurveyApp:
     return SurveyApp(
         make_request(locale, timeout_s),
@@ -62,6 +64,7 @@ def make_app(
         theme=theme,
         thanks_s=thanks_s,
         remotes=remotes,
+        clock=clock,
         env=env if env is not None else {"TERM": "xterm-256color"},
     )
 
