@@ -102,7 +102,10 @@ def main() -> None:
         env = dict(os.environ, NPS_ADMIN_TOKEN=ADMIN, NPS_LOG_LEVEL="WARNING")
         proc = subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "serve", "--db",
-             f"sqlite:///{Path(tmp) / 'collector.db'}", "--port", str(port)],
+             f"sqlite:///{Path(tmp) / 'collector.db'}", "--port", str(port),
+             # Virtual time packs a box's week of uploads into seconds: lift the per-box
+             # rate limit (real time), as scripts/demo does.
+             "--box-rate", "1000000", "--box-burst", "1000000"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
