@@ -142,7 +142,8 @@ def access_figures(log: Path, t0: float) -> dict[str, Any]:
         statuses[int(doc["status"])] += 1
     return {"peak_requests_per_s": max(per_s.values(), default=0),
             "mean_requests_per_s": (sum(per_s.values()) / (max(per_s) + 1)) if per_s else 0,
-            "requests": sum(per_s.values()), "answers": dict(sorted(statuses.items()))}
+            "requests": sum(per_s.values()),
+            "answers": {str(k): v for k, v in sorted(statuses.items())}}
 
 
 def rss_kb(pid: int) -> int:
