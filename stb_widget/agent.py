@@ -189,10 +189,25 @@ class Agent:
             # Whatever happened, a confirmed answer must become uploadable.
             final = sink.finished_record or record or sink.confirmed_record
             if sink.finished_record is None and final is not None:
-                await asyncio.shield(self.store.finished(final))
+                await self._finish(final)
         if final is not None:
             self.counts[f"asked_{final.outcome}"] += 1
             log.info("question after session %s: %s", session_id, final.outcome)
+
+    async def _finish(self, record: SurveyRecord) -> None:
+        """Make a confirmed answer uploadable. Where the disk is full the answer stays
+        stored as confirmed; keep trying (the question stays "up" meanwhile, so no other
+        is asked) rather than leave it unsent until the next restart."""
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.shield(self.store.finished(record))
+                return
+            except BufferError as exc:
+                log.error("answer %s is stored but not yet uploadable (%s); retry in %.0f s",
+                          record.id, exc, delay)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 300.0)
 
     def _no_display(self, session_id: str) -> None:
         if not self._no_display_logged:

@@ -231,3 +231,41 @@ async def test_the_uploader_survives_a_buffer_that_cannot_write(tmp_path: Path) 
         assert fake.duplicates >= 5  # acknowledged, not deleted, sent again: counted once
     finally:
         await server.close()
+
+
+async def test_an_answer_whose_final_write_fails_becomes_uploadable_without_a_restart(
+        tmp_path: Path) -> None:
+    """The answer is confirmed (stored), then the disk fills before its final form is
+    written. It must become uploadable once the disk has room again, not wait for the
+    agent's next restart. Found by the box disk-full test above."""
+    from stb_widget.agent import Agent as InProcessAgent
+    from stb_widget.buffer import MemoryBuffer
+    from stb_widget.config import BufferSection
+    from stb_widget.errors import BufferError
+    from tests.stb_widget.conftest import FakeClock, make_config
+    from tests.stb_widget.test_agent import ScriptedPresenter, watch
+
+    class FillsUp(MemoryBuffer):
+        failures = 3
+
+        async def finished(self, record: object) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise BufferError("cannot store record: database or disk is full")
+            await super().finished(record)  # type: ignore[arg-type]
+
+    clock = FakeClock()
+    store = FillsUp(BufferSection(), clock)
+    presenter = ScriptedPresenter(clock=clock)
+    cfg = make_config(tmp_path, survey={"min_watch_s": 600, "sample_rate": 1.0})
+    agent = InProcessAgent(cfg, clock=clock, store=store, presenters=lambda: presenter,
+                           upload=False)
+    await agent.start()
+    try:
+        await watch(agent, clock)
+        await agent.wait_question()
+        kinds = sorted(orjson.loads(r.body)["kind"] for r in await store.fetch(100, 10**9))
+        assert kinds == ["session", "survey"], kinds
+        assert store.failures == 0
+    finally:
+        await agent.stop()
