@@ -208,7 +208,9 @@ async def load_postgres(dsn: str, n: int, seed: int) -> float:
     try:
         end = _end_us()
         for us in range(end - (DAYS + 1) * DAY_US, end + DAY_US, DAY_US):
-            suffix, lo, hi = month_bounds(us)
+            bounds = month_bounds(us)
+            assert bounds is not None
+            suffix, lo, hi = bounds
             for table in ("sessions", "surveys"):
                 await conn.execute(f"CREATE TABLE IF NOT EXISTS {table}_{suffix} PARTITION OF {table} "
                                    f"FOR VALUES FROM ({lo}) TO ({hi})")

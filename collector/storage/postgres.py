@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -139,6 +139,8 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS surveys_session ON surveys (session_id)",
     "CREATE INDEX IF NOT EXISTS surveys_shown ON surveys (shown_us)",
     "CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id)",
+    "CREATE TABLE IF NOT EXISTS sessions_default PARTITION OF sessions DEFAULT",
+    "CREATE TABLE IF NOT EXISTS surveys_default PARTITION OF surveys DEFAULT",
     *aggregate_ddl("bigint"),
 ]
 
@@ -154,21 +156,27 @@ def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
 
 
-def _month_start(us: int) -> datetime:
-    t = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
-    dt = datetime.fromtimestamp(t + us / 1_000_000, UTC) if -62e15 < us < 2.5e17 else \
-        datetime(1970, 1, 1, tzinfo=UTC)
-    return datetime(dt.year, dt.month, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _us(dt: datetime) -> int:
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = dt - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def month_bounds(us: int) -> tuple[str, int, int]:
-    """The monthly partition holding ``us``: its suffix (``p202611``) and µs bounds."""
-    start = _month_start(us)
+#: Monthly partitions cover 1900 to 2200; a time outside (a box clock gone very wrong)
+#: lands in the DEFAULT partition instead of making a partition of its own.
+_MIN_US = _us(datetime(1900, 1, 1, tzinfo=UTC))
+_MAX_US = _us(datetime(2200, 1, 1, tzinfo=UTC))
+
+
+def month_bounds(us: int) -> tuple[str, int, int] | None:
+    """The monthly partition holding ``us``: its suffix (``p202611``) and µs bounds; None
+    outside the years that have monthly partitions."""
+    if not _MIN_US <= us < _MAX_US:
+        return None
+    dt = _EPOCH + timedelta(microseconds=us)  # exact: integer arithmetic
+    start = datetime(dt.year, dt.month, 1, tzinfo=UTC)
     end = datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
     return f"p{start.year:04d}{start.month:02d}", _us(start), _us(end)
 
@@ -320,7 +328,10 @@ class PostgresStorage(Storage):
         assert self._pool is not None
         wanted: dict[str, tuple[str, int, int]] = {}
         for us in times_us:
-            suffix, lo, hi = month_bounds(us)
+            bounds = month_bounds(us)
+            if bounds is None:
+                continue
+            suffix, lo, hi = bounds
             for table, on in (("sessions", sessions), ("surveys", surveys)):
                 name = f"{table}_{suffix}"
                 if on and name not in self._partitions:
@@ -745,6 +756,8 @@ async def _partitions(conn: asyncpg.Connection, table: str) -> list[tuple[str, i
         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", table)
     out = []
     for name, bound in rows:
+        if bound == "DEFAULT":
+            continue
         # FOR VALUES FROM ('lo') TO ('hi')
         hi = bound.rsplit("(", 1)[-1].strip("')")
         out.append((str(name), int(hi)))

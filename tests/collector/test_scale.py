@@ -303,3 +303,20 @@ async def test_two_instances_one_database(postgres_url: str) -> None:
         assert n1 == await a2.report(channel="NPO1")
         assert n1["surveys"]["shown"] == sum(1 for i in range(0, 200, 3) if i % 2)
         assert sum(b["n"] for b in r1["by_qos"]["startup_ms"]) == r1["surveys"]["answered"]
+
+
+async def test_far_past_and_future_times_are_stored(store: Storage) -> None:
+    """A box clock gone very wrong: such times have no monthly partition of their own."""
+    rng = random.Random(21)
+    year_us = 365 * DAY_US
+    rows: list[Row] = []
+    for started in (-200 * year_us, -69 * year_us, 330 * year_us, T0):
+        s = session_row(rng, started_us=started)
+        rows += [s, replace(survey_row(rng, s, shown_us=started + 10**9), outcome="answered", score=2)]
+    assert await store.ingest(rows) == [True] * len(rows)
+    assert await store.ingest(rows) == [False] * len(rows)
+    rep = await build_report(store, Filters())
+    assert rep["sessions"]["count"] == 4 and rep["detractors"] == 4
+    assert rep == await raw_report(store, Filters())
+    assert await store.purge_before(T0) == 4  # the two before T0, and their surveys
+    assert (await build_report(store, Filters()))["sessions"]["count"] == 2
