@@ -112,7 +112,7 @@
     .sort(function (a, b) { return b[1] - a[1]; });
   new Chart(document.getElementById("chart-reasons"), {
     type: "bar",
-    data: { labels: reasons.map(function (r) { return r[0]; }),
+    data: { labels: reasons.map(function (r) { return r[0].charAt(0).toUpperCase() + r[0].slice(1); }),
             datasets: [{ label: "Answers", data: reasons.map(function (r) { return r[1]; }), backgroundColor: BLUE }] },
     options: { indexAxis: "y", plugins: { legend: { display: false } },
                scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } }
