@@ -171,3 +171,24 @@ def test_bad_webhook_settings_are_refused() -> None:
     assert "plain-secret" not in str(info.value)
     with pytest.raises(ConfigError, match="webhook_mode"):
         Settings(webhook_mode="sometimes").validate()
+
+
+async def test_unreachable_receiver_is_retried_then_given_up(tmp_path: Path) -> None:
+    from tests.dashboard.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: connection refused
+    async with serve(make_settings(tmp_path, url)) as client:
+        alerter = client.server.app[ALERTER]
+        alerter.base_delay_s = 0.01
+        alerter.max_attempts = 3
+        api = Api(client)
+        token = await api.enrol("stb-3")
+        status, _ = await api.upload(token, batch("stb-3", [survey_record(score=0)]))
+        assert status == 200
+        await asyncio.wait_for(alerter.drain(), 10)
+        text = await (await client.get("/metrics")).text()
+        # Uploads are never held up by a dead receiver.
+        status, _ = await api.upload(token, batch("stb-3", [survey_record(score=9)]))
+        assert status == 200
+    assert 'nps_webhook_deliveries_total{result="retried"} 2' in text
+    assert 'nps_webhook_deliveries_total{result="failed"} 1' in text
