@@ -67,6 +67,7 @@ class SurveyApp(App[SurveyRecord], inherit_bindings=False):
         on_shown: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         env: Mapping[str, str] | None = None,
+        shown_at: datetime | None = None,
     ) -> None:
         super().__init__()
         self.request = request
@@ -79,7 +80,10 @@ class SurveyApp(App[SurveyRecord], inherit_bindings=False):
         for t in THEMES.values():
             self.register_theme(t)
         self.theme = theme or choose_theme(os.environ if env is None else env)
-        self.shown_at = utcnow()
+        #: When the question appeared: given where a splash showed it before the app
+        #: started, else when the app mounts.
+        self.shown_at = shown_at or utcnow()
+        self._shown_given = shown_at is not None
         #: The answered record once a score is confirmed (reason still None).
         self.answered: SurveyRecord | None = None
         #: The final record once it is known.
@@ -96,7 +100,8 @@ class SurveyApp(App[SurveyRecord], inherit_bindings=False):
         )
 
     def on_mount(self) -> None:
-        self.shown_at = utcnow()
+        if not self._shown_given:
+            self.shown_at = utcnow()
         for source in self.remotes:
             self.run_worker(self._pump(source), group="remotes", exit_on_error=False)
         if self._on_shown is not None:

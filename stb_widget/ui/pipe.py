@@ -144,6 +144,7 @@ async def run(args: argparse.Namespace) -> int:
         theme=args.theme,
         remotes=_sources(args.lirc, args.evdev),
         on_shown=lambda: channel.send(ipc.encode(ipc.SHOWN)),
+        shown_at=getattr(args, "shown_at", None),
     )
     channel.start(on_close=lambda: app.exit(app.final))
     await app.run_async(mouse=False)

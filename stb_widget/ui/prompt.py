@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from . import splash
 from .catalog import load_catalog
@@ -35,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = splash.show(
         sys.stdout.fileno(), load_catalog(request["locale"]), request["service_name"], args.theme
     )
+    # The viewer sees the question from the splash on: that is the record's shown_at.
+    args.shown_at = datetime.now(UTC) if saved is not None else None
     try:
         import asyncio
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from textual.pilot import Pilot
@@ -214,22 +215,26 @@ async def test_no_key_for_the_timeout_closes_with_timeout(sink: RecordingSink) -
 
 
 async def test_a_key_press_restarts_the_timeout(sink: RecordingSink) -> None:
-    app = make_app(sink=sink, timeout_s=0.6)
+    app = make_app(sink=sink, timeout_s=1.5)
     async with app.run_test() as pilot:
-        for _ in range(4):
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
             await pilot.pause(0.3)
             await pilot.press("right")
-        assert sink.calls == []  # 1.2 s have passed, never 0.6 s without a key
+        assert sink.calls == []  # 2.5 s have passed, never 1.5 s without a key
+        await pilot.pause(2.0)
+        await settle(pilot)
+        assert [r.outcome for _, r in sink.calls] == ["timeout"]
         assert isinstance(app.screen, QuestionScreen)
 
 
 async def test_an_unanswered_pick_list_times_out_as_skipped(sink: RecordingSink) -> None:
-    app = make_app(sink=sink, timeout_s=0.5)
+    app = make_app(sink=sink, timeout_s=1.0)
     async with app.run_test() as pilot:
         await pilot.press("9", "enter")
         await settle(pilot)
         assert isinstance(app.screen, ReasonScreen)
-        await pilot.pause(0.9)
+        await pilot.pause(1.6)
         await settle(pilot)
         assert sink.kinds() == ["confirmed", "finished"]
         assert sink.calls[-1][1].reason is None

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from protocol import SurveyRecord
+from protocol import SurveyRecord, utcnow
 from stb_widget.survey_port import PresenterUnavailable, SurveyRequest
 from stb_widget.ui.presenter import TextualPresenter
 
@@ -60,8 +60,10 @@ async def test_answer_pick_and_thanks_through_the_subprocess(term: PtyTerminal) 
     presenter = TextualPresenter(
         lirc_socket=None, thanks_s=0.5, on_shown=lambda: shown.append(1.0)
     )
+    before = utcnow()
     task = asyncio.create_task(presenter.present(request(term.name), sink))
     await wait_for(term, "How likely are you to recommend IPTV")
+    seen = utcnow()
     assert presenter.pid is not None
     await type_keys(term, b"9", ENTER)
     at_pick_list = await wait_for(term, "What matters most to you?")
@@ -80,6 +82,9 @@ async def test_answer_pick_and_thanks_through_the_subprocess(term: PtyTerminal) 
     assert (record.id, record.session_id, record.locale) == (SURVEY_ID, SESSION_ID, "en")
     assert (record.outcome, record.score, record.reason) == ("answered", 9, "buffering")
     assert record.answered_at == confirmed.answered_at
+    # shown_at is when the question first appeared (the splash), before it was answered.
+    assert confirmed.answered_at is not None
+    assert before <= record.shown_at <= seen <= confirmed.answered_at
     assert presenter.pid is None
     # The prompt left the alternate screen: the console is usable again.
     assert b"\x1b[?1049l" in term.output
