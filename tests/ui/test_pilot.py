@@ -242,7 +242,7 @@ async def test_an_unanswered_pick_list_times_out_as_skipped(sink: RecordingSink)
 
 
 async def test_the_thank_you_closes_itself(sink: RecordingSink) -> None:
-    app = make_app(sink=sink, thanks_s=0.3)
+    app = make_app(sink=sink, thanks_s=1.0)
     async with app.run_test() as pilot:
         await pilot.press("7", "enter")
         await settle(pilot)
@@ -250,7 +250,7 @@ async def test_the_thank_you_closes_itself(sink: RecordingSink) -> None:
         await settle(pilot)
         assert isinstance(app.screen, ThanksScreen)
         assert app.screen.kind == "passive"
-        await pilot.pause(0.6)
+        await pilot.pause(1.6)
         await settle(pilot)
     assert app.return_value is not None and app.return_value.reason == "picture"
 
