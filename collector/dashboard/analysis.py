@@ -96,35 +96,39 @@ async def timeline(store: Storage, filters: Filters, granularity: str) -> list[d
     ]
 
 
-def response_by_qos(facts: Sequence[SurveyFact], report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Per metric and bucket: surveys shown and answered after sessions in that bucket.
-
-    A survey counts where its session is known and has the metric, like the report's
-    ``by_qos``; ``sessions`` is copied from the report so the two line up.
-    """
-    out: dict[str, list[dict[str, Any]]] = {}
+def count_responses(facts: Sequence[SurveyFact]) -> dict[str, list[tuple[int, int]]]:
+    """Per metric and bucket: (shown, answered) among ``facts`` whose session is known and
+    has the metric (what ``Storage.response_counts`` answers, for stores without it)."""
+    out: dict[str, list[tuple[int, int]]] = {}
     for m in METRICS:
-        shown = [0] * len(BUCKETS[m])
-        answered = [0] * len(BUCKETS[m])
+        counts = [[0, 0] for _ in BUCKETS[m]]
         for f in facts:
-            if not f.has_session:
-                continue
-            idx = bucket_index(m, getattr(f, m))
-            if idx is None:
-                continue
-            shown[idx] += 1
-            if f.outcome == "answered":
-                answered[idx] += 1
-        out[m] = [
+            idx = bucket_index(m, getattr(f, m)) if f.has_session else None
+            if idx is not None:
+                counts[idx][0] += 1
+                counts[idx][1] += f.outcome == "answered"
+        out[m] = [(shown, answered) for shown, answered in counts]
+    return out
+
+
+def response_by_qos(counts: dict[str, list[tuple[int, int]]],
+                    report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per metric and bucket: surveys shown and answered after sessions in that bucket,
+    the response rate and its interval; ``sessions`` is copied from the report so the two
+    line up. A survey counts where its session is known and has the metric, like the
+    report's ``by_qos``."""
+    return {
+        m: [
             {
                 "lo": b.lo, "hi": b.hi, "sessions": report["by_qos"][m][i]["sessions"],
-                "shown": shown[i], "answered": answered[i],
-                "response_rate": answered[i] / shown[i] if shown[i] else None,
-                "response_ci95": wilson95(answered[i], shown[i]),
+                "shown": shown, "answered": answered,
+                "response_rate": answered / shown if shown else None,
+                "response_ci95": wilson95(answered, shown),
             }
-            for i, b in enumerate(BUCKETS[m])
+            for i, (b, (shown, answered)) in enumerate(zip(BUCKETS[m], counts[m], strict=True))
         ]
-    return out
+        for m in METRICS
+    }
 
 
 def wilson95(k: int, n: int) -> list[float] | None:

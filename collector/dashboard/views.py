@@ -30,6 +30,7 @@ from .analysis import (
     MIN_US,
     Counts,
     compare,
+    count_responses,
     default_range,
     iso_us,
     previous_period,
@@ -258,9 +259,9 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
     """Everything the page shows, from the store's report queries."""
     store = request.app[STORE]
     prev = previous_period(filters)
-    report, prev_report, line, facts = await asyncio.gather(
+    report, prev_report, line, responses = await asyncio.gather(
         build_report(store, filters), build_report(store, prev),
-        timeline(store, filters, granularity), store.survey_facts(filters),
+        timeline(store, filters, granularity), _response_counts(request, filters),
     )
     prev = previous_period(filters)
     assert prev.from_us is not None and prev.to_us is not None
@@ -269,13 +270,21 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
         "granularity": granularity,
         "report": report,
         "timeline": line,
-        "response_by_qos": response_by_qos(facts, report),
+        "response_by_qos": response_by_qos(responses, report),
         "comparison": {
             "previous_period": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
             **compare(Counts.of_report(report), Counts.of_report(prev_report)),
         },
         "bucket_labels": {m: [h.bucket_label(m, i) for i in range(len(BUCKETS[m]))] for m in METRICS},
     }
+
+
+async def _response_counts(request: web.Request, filters: Filters) -> dict[str, list[tuple[int, int]]]:
+    store = request.app[STORE]
+    try:
+        return await store.response_counts(filters)
+    except NotImplementedError:  # a store without the grouped query: count in Python
+        return count_responses(await store.survey_facts(filters))
 
 
 async def get_data(request: web.Request) -> web.Response:

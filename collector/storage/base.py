@@ -145,3 +145,8 @@ class Storage(abc.ABC):
         """Known values of region, model, firmware, channel and content_type (at most
         ``limit`` each, sorted), for the dashboard's filter suggestions."""
         raise NotImplementedError(f"{type(self).__name__} has no segment_values yet")
+
+    async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
+        """Per QoS metric and bucket: (surveys shown, surveys answered) among the matching
+        surveys whose session is known and has the metric."""
+        raise NotImplementedError(f"{type(self).__name__} has no response_counts yet")

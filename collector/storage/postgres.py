@@ -63,7 +63,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .segments import read_segment_values
+from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -632,6 +632,9 @@ class PostgresStorage(Storage):
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)
+
+    async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
+        return await read_response_counts(self._fetch, filters, "$")
 
     async def purge_before(self, cutoff_us: int) -> int:
         """Delete sessions started and surveys shown before ``cutoff_us``: monthly partitions

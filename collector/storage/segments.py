@@ -1,13 +1,21 @@
-"""The known values of each segment column, for the dashboard's filter suggestions.
+"""Queries for the dashboard, in SQL both backends accept: the known values of each
+segment column (for the filter suggestions) and surveys shown and answered by the QoS
+bucket of their session (for the response rate by bucket).
 
-Read from the report's aggregate rows (``agg_sessions``, ``agg_surveys``, level 0), which
-hold one row per day and segment: far fewer rows than records. SQL both backends accept.
+The segment values are read from the report's aggregate rows (``agg_sessions``,
+``agg_surveys``, level 0), which hold one row per day and segment: far fewer rows than
+records. The response counts are grouped in the database, so a long period costs a scan
+but never a row per survey in Python.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from ..buckets import BUCKETS, METRICS
+from ..model import Filters
+from .sql import where_surveys
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
 
@@ -35,3 +43,29 @@ async def read_segment_values(fetch: Fetch, limit: int) -> dict[str, list[str]]:
         rows = await fetch(f"SELECT DISTINCT v FROM ({union}) u ORDER BY v LIMIT {int(limit)}", ())
         out[column] = [str(r[0]) for r in rows]
     return out
+
+
+#: The stored bucket index column of each metric.
+_BUCKET_COLUMN = {"rebuffer_ratio": "rb_bucket", "avg_bitrate_kbps": "br_bucket",
+                  "startup_ms": "su_bucket"}
+
+
+async def read_response_counts(fetch: Fetch, filters: Filters, style: str) -> dict[str, list[tuple[int, int]]]:
+    """Per metric, per bucket: (surveys shown, surveys answered) among the matching surveys
+    whose session is known and has that metric. ``style`` is the backend's placeholder
+    style (``?`` or ``$``)."""
+    where, params = where_surveys(filters, style)
+    cols = ", ".join(f"s.{_BUCKET_COLUMN[m]}" for m in METRICS)
+    rows = await fetch(
+        f"SELECT {cols}, CASE WHEN v.outcome = 'answered' THEN 1 ELSE 0 END, count(*) "
+        f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+        f"GROUP BY {', '.join(str(i + 1) for i in range(len(METRICS) + 1))}", params,
+    )
+    out = {m: [[0, 0] for _ in BUCKETS[m]] for m in METRICS}
+    for r in rows:
+        answered, n = int(r[len(METRICS)]), int(r[len(METRICS) + 1])
+        for i, m in enumerate(METRICS):
+            if r[i] is not None:
+                out[m][r[i]][0] += n
+                out[m][r[i]][1] += n * answered
+    return {m: [(shown, answered) for shown, answered in out[m]] for m in METRICS}

@@ -10,8 +10,11 @@ from typing import Any
 import aiohttp
 import jsonschema
 
+from collector.app import STORE
 from collector.buckets import BUCKETS, bucket_index
+from collector.dashboard.analysis import count_responses
 from collector.dashboard.openapi import openapi_document
+from collector.model import Filters
 from tests.collector.conftest import ADMIN, Api, batch, session_record, survey_record
 
 from .conftest import ADMIN as DASH_ADMIN
@@ -64,6 +67,10 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
     for i, (shown, answered) in expected.items():
         assert (rr[i]["shown"], rr[i]["answered"]) == (shown, answered), i
         assert rr[i]["response_rate"] == (answered / shown if shown else None)
+    # The grouped query and the count over survey facts agree, with and without filters.
+    store = api.client.server.app[STORE]
+    for f in (Filters(), Filters(channel="NPO1", region="none-such"), Filters(content_type="live")):
+        assert await store.response_counts(f) == count_responses(await store.survey_facts(f))
     # Bad streams answer less here: 1 in 3 against 2 in 3.
     assert rr[5]["response_rate"] < rr[0]["response_rate"]
     report = data["report"]
