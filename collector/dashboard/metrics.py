@@ -74,12 +74,14 @@ class Metrics:
             return
         try:
             doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return
-        self.accepted += int(doc.get("accepted", 0))
-        self.duplicates += int(doc.get("duplicates", 0))
-        for r in doc.get("rejected", ()):
-            self.rejected[rejection_reason(str(r.get("error", "")))] += 1
+            accepted, duplicates = int(doc["accepted"]), int(doc["duplicates"])
+            reasons = [rejection_reason(str(r["error"])) for r in doc["rejected"]]
+        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError):
+            return  # not the contract's answer: nothing to count (and never fail the request)
+        self.accepted += accepted
+        self.duplicates += duplicates
+        for reason in reasons:
+            self.rejected[reason] += 1
 
     def render(self, queue_depth: int | None, stored: dict[str, int] | None) -> str:
         """The exposition text."""

@@ -351,21 +351,23 @@ def openapi_document() -> dict[str, Any]:
             "summary": "Everything the dashboard's charts draw",
             "description": "The report for the filters, NPS per day or week with intervals, "
                            "response rate by QoS bucket, and the period-over-period test.",
-            "security": dash,
+            "security": [*dash, *admin],
             "parameters": [*_filter_params(),
                            {"name": "granularity", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["day", "week"]}}],
             "responses": {
                 "200": _json(_ref("DashboardData"), "The figures."),
                 "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                "403": _ADMIN_ERRORS["403"],
             },
         }},
         "/dashboard/detractors.csv": {"get": {
             "summary": "Detractors after bad-quality sessions, newest first, as CSV",
-            "security": dash, "parameters": _filter_params(),
+            "security": [*dash, *admin], "parameters": _filter_params(),
             "responses": {"200": {"description": "CSV with a header row.",
                                   "content": {"text/csv": {"schema": {"type": "string"}}}},
-                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in.")},
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
         }},
         "/dashboard/static/{name}": {"get": {
             "summary": "The dashboard's scripts and styles (served locally: no internet needed)",

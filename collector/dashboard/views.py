@@ -15,7 +15,7 @@ from aiohttp import web
 
 from protocol import CONTENT_TYPES, REASONS
 
-from ..app import ADMIN_HASH, STORE, ApiError, json_response
+from ..app import ADMIN_HASH, STORE, ApiError, json_response, require_admin
 from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
 from ..model import Filters
@@ -98,12 +98,15 @@ async def current_session(request: web.Request) -> Session | None:
     return session
 
 
-async def require_session(request: web.Request) -> Session:
-    """For the data endpoints: 401 in the contract's error form without a session."""
-    session = await current_session(request)
-    if session is None:
-        raise ApiError(401, "unauthorized", "dashboard: log in first (POST /dashboard/login)")
-    return session
+async def require_session(request: web.Request) -> None:
+    """For the data endpoints: a dashboard session, or the admin bearer token (for
+    scripts); else 401 (403 with a box token) in the contract's error form."""
+    if "Authorization" in request.headers:
+        await require_admin(request)
+        return
+    if await current_session(request) is None:
+        raise ApiError(401, "unauthorized",
+                       "dashboard: log in first (POST /dashboard/login) or send the admin token")
 
 
 def _set_cookie(resp: web.StreamResponse, request: web.Request, value: str, max_age: int) -> None:

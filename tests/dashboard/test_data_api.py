@@ -61,6 +61,14 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
             data = await r.json()
         async with s.get(base + "/dashboard/api/data", params={"granularity": "fortnight"}) as r:
             assert r.status == 400 and (await r.json())["error"] == "bad_query"
+    # Scripts may use the admin token instead of a session; a box token may not.
+    resp = await api.client.get("/dashboard/api/data", params={"granularity": "day"},
+                                headers=api.admin)
+    assert resp.status == 200 and (await resp.json())["report"] == data["report"]
+    resp = await api.client.get("/dashboard/detractors.csv", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 403
+    resp = await api.client.get("/dashboard/detractors.csv", headers={"Authorization": "Bearer nope"})
+    assert resp.status == 401
     schema = {"$ref": "#/components/schemas/DashboardData", "components": openapi_document()["components"]}
     jsonschema.Draft202012Validator(schema).validate(data)
     rr = data["response_by_qos"]["rebuffer_ratio"]
