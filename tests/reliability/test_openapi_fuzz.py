@@ -70,7 +70,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None,
+# derandomize in the suite: CI must not fail at random; the long mode explores.
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG,
           suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_every_answer_matches_the_document(case: Any, live: Live) -> None:
     token = live.box_token if case.path == "/v1/batches" else ADMIN
