@@ -33,11 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     request = json.loads(args.request)
     args.theme = args.theme or choose_theme(os.environ)
+    # The viewer sees the question from the splash on: that is the record's shown_at
+    # (taken as the splash is written, so never after it is on screen).
+    drawn_at = datetime.now(UTC)
     saved = splash.show(
         sys.stdout.fileno(), load_catalog(request["locale"]), request["service_name"], args.theme
     )
-    # The viewer sees the question from the splash on: that is the record's shown_at.
-    args.shown_at = datetime.now(UTC) if saved is not None else None
+    args.shown_at = drawn_at if saved is not None else None
     try:
         import asyncio
 
