@@ -341,7 +341,9 @@ def openapi_document() -> dict[str, Any]:
             "summary": "End the session",
             "description": "With a session, the form's CSRF token is required; without "
                            "one, there is nothing to end and the answer is the redirect.",
-            "security": [*dash, {}], "requestBody": {**form, "required": False},
+            "security": [*dash, {}],
+            "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "properties": {"csrf": {"type": "string"}}}}}},
             "responses": {"303": {"description": "Logged out: the cookie is cleared.",
                                   "headers": {"Location": {"schema": {"type": "string"}}}},
                           "400": _error("malformed: the body cannot be read as a form."),

@@ -493,15 +493,16 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
 
 async def get_dashboard(request: web.Request) -> web.Response:
     """``GET /dashboard``: the page, or a redirect to the login form."""
-    session = await current_session(request)
-    if session is None:
-        return web.Response(status=303, headers={"Location": "/dashboard/login", **SECURITY_HEADERS})
+    # The filters first: a bad link is a 400 whether or not one is logged in.
     try:
         filters, values, granularity = page_filters(request.query)
     except BadQueryError as exc:
         body = (f'<main><p class="error" role="alert">{h.e(exc)}</p>'
                 '<p><a href="/dashboard">Back to the dashboard</a></p></main>')
         return html_response(h.page("Bad filter · NPS dashboard", body), status=400)
+    session = await current_session(request)
+    if session is None:
+        return web.Response(status=303, headers={"Location": "/dashboard/login", **SECURITY_HEADERS})
     data, detractors, known = await asyncio.gather(
         dashboard_data(request, filters, granularity),
         _detractors(request, filters, PAGE_DETRACTORS),
