@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import socket
+import tempfile
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -35,7 +36,13 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed only on request (NPS_UPDATE_SCREENSHOTS=1), so that
+# a test run never leaves the work tree changed; otherwise they go to a scratch folder.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("NPS_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "nps-dashboard-screenshots"
+)
 
 
 def free_port() -> int:
