@@ -8,9 +8,9 @@ import os
 import random
 import shutil
 import socket
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
