@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import logging
 import os
 import pstats
 import resource
@@ -97,6 +98,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="cProfile the simulation")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    # The agents' warnings (one a failed upload) would drown the figures.
+    logging.basicConfig(level=logging.ERROR)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         env = dict(os.environ, NPS_ADMIN_TOKEN=ADMIN, NPS_LOG_LEVEL="WARNING")
@@ -120,13 +123,19 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    coll_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss_mb = me.ru_maxrss / 1024
+    coll_mb = child.ru_maxrss / 1024
     rep = summary.pop("report")
     gt = summary.pop("ground_truth")
     out = {
         "boxes": args.boxes, "days": args.days, "upload_delay_s": args.upload_delay,
         "real_s": round(summary["bench_real_s"], 1),
+        # CPU seconds: on a shared machine, real time says more about the neighbours.
+        "sim_cpu_s": round(me.ru_utime + me.ru_stime, 1),
+        "collector_cpu_s": round(child.ru_utime + child.ru_stime, 1),
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "sim_peak_rss_mb": round(rss_mb, 1), "collector_peak_rss_mb": round(coll_mb, 1),
         "sessions": summary["sessions"], "questions": summary["questions"],
         "answers": summary["answers"], "records_made": summary["records_made"],
