@@ -523,12 +523,13 @@ class PostgresStorage(Storage):
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
         async def work(conn: asyncpg.Connection) -> None:
-            row = await conn.fetchrow(
-                "SELECT least((SELECT min(started_us) FROM sessions), (SELECT min(shown_us) FROM surveys)), "
-                "greatest((SELECT max(started_us) FROM sessions), (SELECT max(shown_us) FROM surveys))")
-            if row is None or row[0] is None:
-                return
-            await _rebuild_days(conn, [(day_of(row[0]), day_of(row[1]) + 1)])
+            days = await conn.fetch(
+                f"SELECT DISTINCT {day_sql('started_us', 'postgresql')} FROM sessions UNION "
+                f"SELECT DISTINCT {day_sql('shown_us', 'postgresql')} FROM surveys")
+            for table in ("agg_sessions", "agg_surveys", "agg_bins"):
+                await conn.execute(f"DELETE FROM {table}")
+            # Day by day: each statement reads one day's rows through the time indexes.
+            await _rebuild_days(conn, [(int(r[0]), int(r[0]) + 1) for r in sorted(days)])
 
         await self._locked(work)
 
@@ -715,7 +716,8 @@ async def _rebuild_days(conn: asyncpg.Connection, ranges: Sequence[tuple[int, in
     """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
     for d0, d1 in ranges:
         for sql, kind in rebuild_sql("postgresql", "$"):
-            await conn.execute(sql, *rebuild_params(kind, d0, d1))
+            # No command timeout: a long range is big work, done under the rebuild lock.
+            await conn.execute(sql, *rebuild_params(kind, d0, d1), timeout=86_400)
 
 
 async def _delete_records(conn: asyncpg.Connection, session_cond: str, survey_cond: str,

@@ -301,14 +301,14 @@ class SQLiteStorage(Storage):
 
     async def _rebuild_all(self, db: aiosqlite.Connection) -> None:
         async with db.execute(
-            "SELECT min(t), max(t) FROM (SELECT min(started_us) t FROM sessions UNION ALL "
-            "SELECT max(started_us) FROM sessions UNION ALL SELECT min(shown_us) FROM surveys "
-            "UNION ALL SELECT max(shown_us) FROM surveys)"
+            f"SELECT DISTINCT {day_sql('started_us', 'sqlite')} FROM sessions UNION "
+            f"SELECT DISTINCT {day_sql('shown_us', 'sqlite')} FROM surveys"
         ) as cur:
-            row = await cur.fetchone()
-        if row is None or row[0] is None:
-            return
-        await self._rebuild_days(db, [(day_of(row[0]), day_of(row[1]) + 1)])
+            days = sorted(int(r[0]) for r in await cur.fetchall())
+        for table in ("agg_sessions", "agg_surveys", "agg_bins"):
+            await db.execute(f"DELETE FROM {table}")
+        # Day by day: each statement reads one day's rows through the time indexes.
+        await self._rebuild_days(db, [(d, d + 1) for d in days])
 
     async def _rebuild_days(self, db: aiosqlite.Connection, ranges: Sequence[tuple[int, int]]) -> None:
         """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
