@@ -98,6 +98,10 @@ class EventsSocketSource:
                         log.warning("bad player event line skipped (%s): %.120r", exc, line)
                     continue
                 await self._feed(event)
+        except asyncio.CancelledError:
+            # close() cancels the writers' handlers; ending quietly here keeps asyncio's
+            # stream callback from logging the cancellation as an error at every shutdown.
+            pass
         finally:
             self._conns.discard(task)
             writer.close()
