@@ -5,9 +5,10 @@ Callers: no token, a malformed header, an unknown token, box A's token, box B's 
 the dashboard a logged-in session cookie and a forged one. Expected answers follow the
 contract (§3: 401 missing/unknown, 403 revoked, admin on upload, box on admin routes,
 another box's token) and, for routes the contract does not name, the design: the
-dashboard authenticates by its signed cookie only (a bearer token of any kind, the
-admin's included, is not a session), and /healthz, /readyz, /metrics, /openapi.json and
-the dashboard's static files are public and carry no secret.
+dashboard's pages open with its signed cookie only (a bearer token of any kind is not a
+session), its data API and CSV with the cookie or the admin bearer token, and /healthz,
+/readyz, /metrics, /openapi.json and the dashboard's static files are public and carry
+no secret.
 
 The test also walks the router, so a route added later without a row here fails it.
 """
@@ -35,7 +36,6 @@ CALLERS = ("none", "malformed", "unknown", "box", "other_box", "revoked", "admin
 ADMIN_ONLY = {"none": 401, "malformed": 401, "unknown": 401, "box": 403, "other_box": 403,
               "revoked": 403, "admin": 200}
 PUBLIC = dict.fromkeys(CALLERS, 200)
-COOKIE_ONLY_401 = dict.fromkeys(CALLERS, 401)
 COOKIE_ONLY_303 = dict.fromkeys(CALLERS, 303)
 
 MATRIX: dict[tuple[str, str], dict[str, int]] = {
@@ -53,8 +53,9 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/dashboard/login"): PUBLIC,
     ("POST", "/dashboard/login"): dict.fromkeys(CALLERS, 403),  # no form token: refused
     ("POST", "/dashboard/logout"): COOKIE_ONLY_303,  # no session: nothing to end
-    ("GET", "/dashboard/api/data"): COOKIE_ONLY_401,
-    ("GET", "/dashboard/detractors.csv"): COOKIE_ONLY_401,
+    # The data API and the CSV also take the admin bearer token (for scripts).
+    ("GET", "/dashboard/api/data"): ADMIN_ONLY,
+    ("GET", "/dashboard/detractors.csv"): ADMIN_ONLY,
     ("GET", "/dashboard/static/{name}"): PUBLIC,
 }
 
