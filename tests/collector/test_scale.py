@@ -320,3 +320,43 @@ async def test_far_past_and_future_times_are_stored(store: Storage) -> None:
     assert rep == await raw_report(store, Filters())
     assert await store.purge_before(T0) == 4  # the two before T0, and their surveys
     assert (await build_report(store, Filters()))["sessions"]["count"] == 2
+
+
+@pytest.mark.postgres
+async def test_two_instances_start_at_once(postgres_url: str) -> None:
+    """Schema creation is idempotent and serialised: both open, one schema, one report."""
+    stores = [make_storage(Settings(db=postgres_url, admin_token=ADMIN)) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        rows = dataset(31, 60)
+        answers = await asyncio.gather(*(s.ingest(rows) for s in stores))
+        assert [sum(col) for col in zip(*answers, strict=True)] == [1] * len(rows)
+        reports = [await build_report(s, Filters()) for s in stores]
+        assert reports[0] == reports[1] == reports[2] == await raw_report(stores[0], Filters())
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_sqlite_store_from_before_the_aggregates_is_migrated(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    st = make_storage(Settings(db=url, admin_token=ADMIN))
+    await st.open()
+    await ingest_shuffled(st, dataset(41, 200), 42)
+    expected = [await build_report(st, f) for f in FILTERS]
+    await st.close()
+    import sqlite3
+
+    # What the first version of the store looked like: no fine bins, no aggregates.
+    conn = sqlite3.connect(tmp_path / "old.db")
+    for table in ("agg_sessions", "agg_surveys", "agg_bins"):
+        conn.execute(f"DROP TABLE {table}")
+    for col in ("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"):
+        conn.execute(f"ALTER TABLE sessions DROP COLUMN {col}")
+    conn.commit()
+    conn.close()
+    st = make_storage(Settings(db=url, admin_token=ADMIN))
+    await st.open()
+    try:
+        assert [await build_report(st, f) for f in FILTERS] == expected
+    finally:
+        await st.close()
