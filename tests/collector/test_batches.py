@@ -219,3 +219,22 @@ async def test_no_token_reaches_the_logs(api: Api, caplog: pytest.LogCaptureFixt
     assert lines and {"box_id", "status", "latency_ms"} <= set(lines[0].__dict__)
     assert lines[0].__dict__["accepted"] == 1 and lines[0].__dict__["rejected"] == 1
 
+
+
+async def test_the_rate_limit_comes_last_in_the_contracts_order(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    async with serve(settings_factory(box_rate_per_min=1, box_burst=1)) as client:
+        api = Api(client)
+        token = await api.enrol("stb-1")
+        assert (await api.upload(token, batch("stb-1", [session_record()])))[0] == 200
+        # Over its rate now: a malformed body is still malformed, another box's id still 403...
+        status, body = await api.upload(token, None, raw=b"{not json")
+        assert (status, body["error"]) == (400, "malformed")
+        status, body = await api.upload(token, batch("stb-2", [session_record()]))
+        assert (status, body["error"]) == (403, "forbidden")
+        # ...and a good batch is told to come back later.
+        resp = await client.post("/v1/batches", data=orjson.dumps(batch("stb-1", [session_record()])),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+        assert (await resp.json())["error"] == "overloaded"
