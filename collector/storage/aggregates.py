@@ -136,17 +136,23 @@ def fine_bin(metric: str, value: float | None) -> int | None:
     return bisect.bisect_left(FINE_EDGES[metric], value)
 
 
-def fine_pos(metric: str, value: float | None) -> int | None:
-    """Where ``value`` lies inside its fine bin, 0 (lower edge) to 1000 (upper edge); 0 in
-    the bin of exact zeros and in the open bin above the last edge."""
-    fine = fine_bin(metric, value)
-    if fine is None or value is None:
-        return None
+def fine_bin_pos(metric: str, value: float | None) -> tuple[int | None, int | None]:
+    """The fine bin of ``value`` and where it lies inside it, 0 (lower edge) to 1000
+    (upper edge); the position is 0 in the bin of exact zeros and in the open bin above
+    the last edge. (None, None) for a null metric."""
+    if value is None or math.isnan(value):
+        return None, None
     edges = FINE_EDGES[metric]
+    fine = bisect.bisect_left(edges, value)
     if fine == 0 or fine >= len(edges):
-        return 0
+        return fine, 0
     lo, hi = edges[fine - 1], edges[fine]
-    return min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
+    return fine, min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
+
+
+def fine_pos(metric: str, value: float | None) -> int | None:
+    """Where ``value`` lies inside its fine bin (see :func:`fine_bin_pos`)."""
+    return fine_bin_pos(metric, value)[1]
 
 
 def coarse_of_fine(metric: str, fine: int) -> int:
@@ -260,6 +266,9 @@ class Deltas:
     sessions: dict[Key, list[int]] = field(default_factory=dict)
     surveys: dict[Key, list[int]] = field(default_factory=dict)
     bins: dict[Key, list[int]] = field(default_factory=dict)
+    #: Sessions counted by (hour, segment, counted columns) before they are spread over
+    #: their 13 keys: sessions of one hour and segment are alike far more often than not.
+    _pending: dict[tuple[int, tuple[str, ...], tuple[int, ...]], int] = field(default_factory=dict)
 
     @staticmethod
     def _add(table: dict[Key, list[int]], key: Key, width: int, idx: Iterable[int], sign: int,
@@ -284,8 +293,15 @@ class Deltas:
             if b is not None:
                 idx.append(_SESSION_POS[f"{_BUCKET_PREFIX[metric]}{b}"])
         seg = _seg(s.region, s.model, s.firmware, s.channel, s.content_type)
-        for key in _keys(s.started_us, seg):
-            self._add(self.sessions, key, len(SESSION_VEC), idx, sign)
+        k = (s.started_us // HOUR_US, seg, tuple(idx))
+        self._pending[k] = self._pending.get(k, 0) + sign
+
+    def _spread(self) -> None:
+        for (hour, seg, idx), count in self._pending.items():
+            if count:
+                for key in _keys(hour * HOUR_US, seg):
+                    self._add(self.sessions, key, len(SESSION_VEC), idx, count)
+        self._pending.clear()
 
     def survey(self, v: SurveyFacts, joined: Joined | None, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a survey, joined to its session or not."""
@@ -329,6 +345,7 @@ class Deltas:
 
     def session_rows(self) -> list[tuple[Any, ...]]:
         """``agg_sessions`` rows to add: key then counts, in key order."""
+        self._spread()
         return self._rows(self.sessions)
 
     def survey_rows(self) -> list[tuple[Any, ...]]:

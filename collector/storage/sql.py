@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model import Filters, SessionRow, SurveyRow
-from .aggregates import Joined, SessionFacts, SurveyFacts, fine_bin, fine_pos
+from .aggregates import Joined, SessionFacts, SurveyFacts, fine_bin_pos
 
 SESSION_COLUMNS = (
     "id", "box_id", "received_us", "started_us", "ended_us", "channel", "content_type",
@@ -21,28 +21,27 @@ SURVEY_COLUMNS = (
 )
 
 
-def session_values(r: SessionRow, surveyed: bool = False) -> tuple[Any, ...]:
+Derived = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
+
+
+def derived(r: SessionRow) -> Derived:
+    """The session's fine bins then positions (rebuffer ratio, bitrate, start-up): the
+    columns ``rb_fine`` to ``su_pos``, computed once per row and passed along."""
+    rb, rbp = fine_bin_pos("rebuffer_ratio", r.rebuffer_ratio)
+    br, brp = fine_bin_pos("avg_bitrate_kbps", r.avg_bitrate_kbps)
+    su, sup = fine_bin_pos("startup_ms", r.startup_ms)
+    return rb, br, su, rbp, brp, sup
+
+
+def session_values(r: SessionRow, surveyed: bool = False, d: Derived | None = None) -> tuple[Any, ...]:
     """A session row's values in :data:`SESSION_COLUMNS` order (SQLite types)."""
     return (
         r.id, r.box_id, r.received_us, r.started_us, r.ended_us, r.channel, r.content_type,
         r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
         r.bitrate_switches, int(r.failed), r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
         r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
-        fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
-        fine_bin("startup_ms", r.startup_ms), *positions(r), int(surveyed),
+        *(d or derived(r)), int(surveyed),
     )
-
-
-def fine_bins(r: SessionRow) -> tuple[int | None, int | None, int | None]:
-    """The session's fine bins (rebuffer ratio, bitrate, start-up)."""
-    return (fine_bin("rebuffer_ratio", r.rebuffer_ratio), fine_bin("avg_bitrate_kbps", r.avg_bitrate_kbps),
-            fine_bin("startup_ms", r.startup_ms))
-
-
-def positions(r: SessionRow) -> tuple[int | None, int | None, int | None]:
-    """The session's positions inside its fine bins."""
-    return (fine_pos("rebuffer_ratio", r.rebuffer_ratio), fine_pos("avg_bitrate_kbps", r.avg_bitrate_kbps),
-            fine_pos("startup_ms", r.startup_ms))
 
 
 def session_facts(r: SessionRow) -> SessionFacts:
@@ -51,9 +50,9 @@ def session_facts(r: SessionRow) -> SessionFacts:
                         r.rb_bucket, r.br_bucket, r.su_bucket, r.failed)
 
 
-def session_joined(r: SessionRow) -> Joined:
+def session_joined(r: SessionRow, d: Derived | None = None) -> Joined:
     """What a survey's aggregates need of its session row."""
-    return Joined(r.channel, r.content_type, *fine_bins(r), *positions(r))
+    return Joined(r.channel, r.content_type, *(d or derived(r)))
 
 
 def survey_facts_of(r: SurveyRow) -> SurveyFacts:

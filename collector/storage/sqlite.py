@@ -40,6 +40,7 @@ from .sql import (
     SESSION_FACT_COLUMNS,
     SURVEY_COLUMNS,
     SURVEY_FACT_COLUMNS,
+    derived,
     joined_row,
     session_facts,
     session_facts_row,
@@ -385,6 +386,7 @@ class SQLiteStorage(Storage):
         deltas = Deltas()
         new_session_ids = [s.id for s in sessions]
         new_survey_ids = {v.id for v in surveys}
+        extra = {s.id: derived(s) for s in sessions}  # fine bins and positions, once
         if surveys:
             await db.executemany(
                 f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
@@ -398,7 +400,7 @@ class SQLiteStorage(Storage):
             await db.executemany(
                 f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})",
-                [session_values(s, s.id in surveyed) for s in sessions],
+                [session_values(s, s.id in surveyed, extra[s.id]) for s in sessions],
             )
         for s in sessions:
             deltas.session(session_facts(s), s.id in surveyed)
@@ -412,7 +414,7 @@ class SQLiteStorage(Storage):
             facts = session_facts_row(r)
             deltas.session(facts, False, -1)
             deltas.session(facts, True, 1)
-        joined: dict[str, Joined] = {s.id: session_joined(s) for s in sessions}
+        joined: dict[str, Joined] = {s.id: session_joined(s, extra[s.id]) for s in sessions}
         for r in await self._select_in(
             db, f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id IN ({{ids}})", linked):
             joined[r[0]] = joined_row(r[1:])
