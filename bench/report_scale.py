@@ -342,7 +342,7 @@ async def _rebuild(url: str) -> float:
     await store.open()
     try:
         t = time.perf_counter()
-        await store.rebuild_aggregates()  # type: ignore[attr-defined]
+        await store.rebuild_aggregates()
         return time.perf_counter() - t
     finally:
         await store.close()

@@ -141,6 +141,11 @@ class Storage(abc.ABC):
         """Delete sessions started and surveys shown before ``cutoff_us``; answer how many."""
         raise NotImplementedError(f"{type(self).__name__} has no purge_before yet")
 
+    async def rebuild_aggregates(self) -> None:
+        """Recompute the report's aggregates from the stored rows (after a bulk load, or
+        to check them: they must come out equal to those kept on ingest)."""
+        raise NotImplementedError(f"{type(self).__name__} has no rebuild_aggregates")
+
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         """Known values of region, model, firmware, channel and content_type (at most
         ``limit`` each, sorted), for the dashboard's filter suggestions."""

@@ -132,7 +132,7 @@ async def test_incremental_aggregates_equal_rebuilt_and_report_equals_raw(store:
     assert incremental["agg_bins"], "no bins: the data set plants answered joined surveys"
     for f in FILTERS:
         assert await build_report(store, f) == await raw_report(store, f), f
-    await store.rebuild_aggregates()  # type: ignore[attr-defined]
+    await store.rebuild_aggregates()
     assert await agg_tables(store) == incremental
 
 
@@ -161,7 +161,7 @@ async def test_delete_and_purge_keep_aggregates(store: Storage) -> None:
     n = await store.delete_box("stb-2")
     assert n == sum(1 for r in other if r.box_id == "stb-2")
     kept = await agg_tables(store)
-    await store.rebuild_aggregates()  # type: ignore[attr-defined]
+    await store.rebuild_aggregates()
     assert await agg_tables(store) == kept
     cutoff = T0 + 2 * DAY_US + 12345
     purged = await store.purge_before(cutoff)
@@ -169,7 +169,7 @@ async def test_delete_and_purge_keep_aggregates(store: Storage) -> None:
     kept = await agg_tables(store)
     for f in FILTERS:
         assert await build_report(store, f) == await raw_report(store, f), f
-    await store.rebuild_aggregates()  # type: ignore[attr-defined]
+    await store.rebuild_aggregates()
     assert await agg_tables(store) == kept
     assert (await store.counts())["sessions"] == (await build_report(store, Filters()))["sessions"]["count"]
 
