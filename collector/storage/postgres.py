@@ -443,7 +443,10 @@ class PostgresStorage(Storage):
         ids = sorted(first)
         times = [_time_of(first[i]) for i in ids]
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _LOCK_CLASS, _LOCK_REBUILD)
+            # An upload is answered only once its records are on disk, whatever the
+            # server's or the role's default (SET LOCAL: fine behind pgbouncer too).
+            await conn.execute("SET LOCAL synchronous_commit TO on; "
+                               f"SELECT pg_advisory_xact_lock_shared({_LOCK_CLASS}, {_LOCK_REBUILD})")
             # In key order, in one statement: no two writers wait for each other in a cycle.
             await conn.execute(
                 "SELECT count(pg_advisory_xact_lock(k)) FROM "
