@@ -49,7 +49,7 @@ class Persona:
     def draw(cls, rng: random.Random) -> Persona:
         """A random household."""
         return cls(
-            baseline=min(10.0, max(3.0, rng.gauss(8.4, 1.0))),
+            baseline=min(10.0, max(3.0, rng.gauss(8.8, 1.0))),
             sittings_per_day=max(0.3, rng.gammavariate(4.0, 0.6)),
             habits=Habits(
                 patience_s=rng.uniform(5.0, 15.0),
