@@ -117,6 +117,20 @@ def _columns(cols: Sequence[str], types: Sequence[str], nullable: set[str]) -> s
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(dt: datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+#: Monthly partitions cover 1900 to 2200; a time outside (a box clock gone very wrong)
+#: lands in the DEFAULT partition instead of making a partition of its own.
+_MIN_US = _us(datetime(1900, 1, 1, tzinfo=UTC))
+_MAX_US = _us(datetime(2200, 1, 1, tzinfo=UTC))
+
+
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS nps_meta (key text PRIMARY KEY, value text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS box_tokens (token_hash bytea PRIMARY KEY, box_id text NOT NULL, "
@@ -139,8 +153,12 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS surveys_session ON surveys (session_id)",
     "CREATE INDEX IF NOT EXISTS surveys_shown ON surveys (shown_us)",
     "CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id)",
-    "CREATE TABLE IF NOT EXISTS sessions_default PARTITION OF sessions DEFAULT",
-    "CREATE TABLE IF NOT EXISTS surveys_default PARTITION OF surveys DEFAULT",
+    # Only times without a monthly partition of their own: an in-range row that finds its
+    # month missing (dropped by another instance's purge) fails instead of settling here,
+    # where it would block making that month's partition again.
+    *(f"CREATE TABLE IF NOT EXISTS {t}_default PARTITION OF {t} (CONSTRAINT {t}_default_outside "
+      f"CHECK ({c} < {_MIN_US} OR {c} >= {_MAX_US})) DEFAULT"
+      for t, c in (("sessions", "started_us"), ("surveys", "shown_us"))),
     *aggregate_ddl("bigint"),
 ]
 
@@ -154,20 +172,6 @@ def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in query if k in _DSN_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _DSN_OPTIONS]
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(dt: datetime) -> int:
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-#: Monthly partitions cover 1900 to 2200; a time outside (a box clock gone very wrong)
-#: lands in the DEFAULT partition instead of making a partition of its own.
-_MIN_US = _us(datetime(1900, 1, 1, tzinfo=UTC))
-_MAX_US = _us(datetime(2200, 1, 1, tzinfo=UTC))
 
 
 def month_bounds(us: int) -> tuple[str, int, int] | None:
@@ -400,10 +404,7 @@ class PostgresStorage(Storage):
         for rows in batches:
             for r in rows:
                 first.setdefault(r.id, r)
-        await self._ensure_partitions(
-            [r.started_us for r in first.values() if isinstance(r, SessionRow)], surveys=False)
-        await self._ensure_partitions(
-            [r.shown_us for r in first.values() if isinstance(r, SurveyRow)], sessions=False)
+        await self._write_group_partitions(first)
         for attempt in range(5):
             try:
                 new = await self._write_transaction(first)
@@ -460,7 +461,8 @@ class PostgresStorage(Storage):
             try:
                 await self._store_new(conn, sessions, surveys)
             except asyncpg.CheckViolationError as exc:
-                if "no partition" in str(exc):
+                if "no partition" in str(exc) or \
+                        str(getattr(exc, "constraint_name", "")).endswith("_default_outside"):
                     raise _Retry() from exc
                 raise
         return new

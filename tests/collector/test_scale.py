@@ -360,3 +360,35 @@ async def test_sqlite_store_from_before_the_aggregates_is_migrated(tmp_path: Any
         assert [await build_report(st, f) for f in FILTERS] == expected
     finally:
         await st.close()
+
+
+@pytest.mark.postgres
+async def test_partition_dropped_by_another_instance_is_made_again(postgres_url: str) -> None:
+    import asyncpg
+
+    st = make_storage(Settings(db=postgres_url, admin_token=ADMIN))
+    await st.open()
+    try:
+        rng = random.Random(51)
+        old = T0 - 400 * DAY_US  # a month of its own, long before T0
+        assert await st.ingest([session_row(rng, started_us=old)]) == [True]
+        # Another instance's purge drops that month; this instance still believes it exists.
+        base, _, query = postgres_url.partition("?")
+        conn = await asyncpg.connect(base, server_settings=dict([query.split("=")]))
+        try:
+            from collector.storage.postgres import month_bounds
+
+            bounds = month_bounds(old)
+            assert bounds is not None
+            await conn.execute(f"DROP TABLE sessions_{bounds[0]}")
+        finally:
+            await conn.close()
+        assert await st.ingest([session_row(rng, started_us=old + 1)]) == [True]
+        assert (await st.counts())["sessions"] == 2  # the aggregates still count the first
+        fetch: Callable[..., Any] = st._fetch  # type: ignore[attr-defined]
+        # In its month's partition, made again; not in the default one, where it would stop
+        # that partition from ever being made again.
+        assert (await fetch(f"SELECT count(*) FROM sessions_{bounds[0]}", []))[0][0] == 1
+        assert (await fetch("SELECT count(*) FROM sessions_default", []))[0][0] == 0
+    finally:
+        await st.close()
