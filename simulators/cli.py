@@ -75,7 +75,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     net = s["network"]
     lines = [
         f"boxes {s['boxes']} ({s['durable_boxes']} with a sqlite buffer), "
-        f"{s['days']:g} days, seed {s['seed']}, in {s['real_s']:.1f} s",
+        f"{s['days']:g} day(s), seed {s['seed']}, in {s['real_s']:.1f} s",
         f"sessions {s['sessions']}, questions {s['questions']}: answered {s['answers']}, "
         f"dismissed {s['dismissed']}, timed out {s['timeouts']}",
         f"uploads {s['uploads']}, retries {s['retries']}, records accepted "
