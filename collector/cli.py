@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than-days", dest="older_than_days", type=int, required=True,
                    metavar="N", help="sessions started and surveys shown more than N days ago")
     _add_setting_flags(p, only=("db",))
+    p = sub.add_parser(
+        "rebuild-aggregates",
+        help="recompute the report's aggregates from the stored records (after a restore, "
+             "or a manual change to the tables)",
+    )
+    _add_setting_flags(p, only=("db",))
     return parser
 
 
@@ -106,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "admin-token":
             print(asyncio.run(_with_store(settings, _admin_token_quiet(settings))))
+            return 0
+        if args.command == "rebuild-aggregates":
+            asyncio.run(_with_store(settings, lambda s: s.rebuild_aggregates()))
+            print("aggregates rebuilt from the stored records", file=sys.stderr)
             return 0
     except CollectorError as exc:
         print(f"nps-collector: {exc}", file=sys.stderr)

@@ -158,3 +158,39 @@ async def test_operator_commands_in_real_processes(tmp_path: Path) -> None:
     assert '"path": "/v1/batches"' in logged or '"path":"/v1/batches"' in logged
     for secret in (t1, t2, admin):
         assert secret not in logged
+
+
+async def test_rebuild_aggregates_command_gives_the_same_report(tmp_path: Path) -> None:
+    """After the aggregates are lost (a restore from a records-only backup, say), the
+    command rebuilds them and the report is what it was."""
+    import aiosqlite
+
+    from collector.settings import Settings
+    from tests.collector.conftest import serve, survey_record
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    settings = Settings(db=db, admin_token=ADMIN)
+    async with serve(settings) as client:
+        api = Api(client)
+        token = await api.enrol("stb-1")
+        recs = []
+        for i in range(30):
+            s = session_record(rebuffer_s=float(i), watch_s=1000.0)
+            recs += [s, survey_record(session_id=s["id"], score=i % 11)]
+        await api.upload(token, batch("stb-1", recs))
+        before = await api.report()
+    async with aiosqlite.connect(tmp_path / "c.db") as conn:
+        tables = [r[0] for r in await conn.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'agg%'")]
+        assert tables
+        for t in tables:
+            await conn.execute(f'DELETE FROM "{t}"')
+        await conn.commit()
+    env = {k: v for k, v in os.environ.items() if k != "NPS_ADMIN_TOKEN"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    async with serve(settings) as client:
+        assert (await Api(client).report())["sessions"]["count"] == 0  # the aggregates are gone
+    out = _cli("rebuild-aggregates", "--db", db, env=env)
+    assert out.returncode == 0, out.stderr
+    async with serve(settings) as client:
+        assert await Api(client).report() == before
