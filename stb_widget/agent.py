@@ -223,19 +223,7 @@ class Agent:
             await self._store.add_session(done.record)
             self.counts["sessions"] += 1
             self.policy.count("shutdown", done.record.id)
-        for task in (self._question, self._upload_task):
-            if task is not None and not task.done():
-                task.cancel()
-        for task in (self._question, self._upload_task):
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-        self._upload_task = None
-        if self._owns_http and self._http is not None:
-            await self._http.close()
-            self._http = None
-        if self._owns_store and self._store is not None:
-            await self._store.close()
-            self._store = None
+        await self._shut_down()
 
     async def kill(self) -> None:
         """Die as a power cut would (for simulators): the open session is lost, the
@@ -244,6 +232,10 @@ class Agent:
         rolled back, as sqlite does after a crash).
         """
         self.tracker = SessionTracker(self.clock, self._new_id)
+        await self._shut_down()
+
+    async def _shut_down(self) -> None:
+        """Cancel the question and the uploader, then close what the agent opened."""
         for task in (self._question, self._upload_task):
             if task is not None and not task.done():
                 task.cancel()
