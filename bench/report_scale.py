@@ -363,6 +363,11 @@ async def raw_copy(url: str, batches: list[list[tuple[Any, ...]]], connections: 
     """The same rows with raw COPY: ``connections`` writers, one committed COPY per batch."""
     store = make_storage(Settings(db=url, admin_token="x"))
     await store.open()  # the same schema and partitions
+    # The monthly partitions of the rows' times, as the collector makes them on ingest (a
+    # time without one would land in the DEFAULT partition, which refuses it).
+    started = SESSION_COLUMNS.index("started_us")
+    await store._ensure_partitions(  # type: ignore[attr-defined]
+        sorted({r[started] for rows in batches for r in rows}), surveys=False)
     await store.close()
     pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections)
     queue = list(reversed(batches))

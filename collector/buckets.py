@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from dataclasses import dataclass
@@ -34,14 +35,21 @@ BUCKETS: Final[dict[str, tuple[Bucket, ...]]] = {
 }
 
 
+#: The closed upper edges of each metric's buckets, for :func:`bucket_index`.
+_HIS: Final[dict[str, tuple[float, ...]]] = {
+    m: tuple(b.hi for b in bs if b.hi is not None) for m, bs in BUCKETS.items()
+}
+_LO: Final[dict[str, float]] = {m: bs[0].lo for m, bs in BUCKETS.items()}
+
+
 def bucket_index(metric: str, value: float | None) -> int | None:
     """The index of the bucket ``value`` falls in, or None for a null metric."""
     if value is None or math.isnan(value):
         return None
-    buckets = BUCKETS[metric]
-    for i, b in enumerate(buckets):
-        if i == 0 and value == b.lo:
-            return 0
-        if value > b.lo and (b.hi is None or value <= b.hi):
-            return i
-    return None  # below the first edge: metrics are never negative, so unreachable
+    lo = _LO[metric]
+    if value == lo:
+        return 0
+    if value < lo:
+        return None  # below the first edge: metrics are never negative, so unreachable
+    # The first bucket whose upper edge is >= value (edges ascend; the last is open).
+    return bisect.bisect_left(_HIS[metric], value)

@@ -227,7 +227,7 @@ def _upsert_unnest(table: str, key: Sequence[str], vec: Sequence[str]) -> str:
     types = {"lvl": "smallint", "day": "integer", "metric": "smallint", "bin": "integer"}
     # Integer columns travel as one array literal of text each (see _apply).
     arrays = ", ".join(
-        f"${i + 1}::text[]" if c in SEGMENT else f"${i + 1}::text::{types.get(c, 'bigint')}[]"
+        f"${i + 1}::text::text[]" if c in SEGMENT else f"${i + 1}::text::{types.get(c, 'bigint')}[]"
         for i, c in enumerate((*key, *vec))
     )
     return upsert_sql(table, key, vec, f"SELECT * FROM unnest({arrays})", "postgresql")
@@ -709,6 +709,21 @@ class PostgresStorage(Storage):
                              r[11], r[12], r[13], r[14], r[15], bool(r[16])) for r in rows]
 
 
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of text values: each element double-quoted, with
+    backslashes and double quotes escaped by a backslash (the array input syntax), so
+    that any string, empty included, reads back as itself. Far cheaper than asyncpg's
+    encoder of a list, which checks several abstract types per element."""
+    quoted: dict[str, str] = {}
+    out = []
+    for v in values:
+        q = quoted.get(v)
+        if q is None:
+            q = quoted[v] = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out.append(q)
+    return "{" + ",".join(out) + "}"
+
+
 async def _apply(conn: asyncpg.Connection, deltas: Deltas) -> None:
     """Add the deltas to the aggregates, each table's rows in key order."""
     for table, rows in (("agg_sessions", deltas.session_rows()),
@@ -718,11 +733,11 @@ async def _apply(conn: asyncpg.Connection, deltas: Deltas) -> None:
             # Integers as '{1,2,3}' literals: joining them is C work in Python and parsing
             # them is quick for the server, where asyncpg's array encoder costs several
             # isinstance checks per element (a third of the write path in a profile).
-            # Segment values are text and may need quoting, so they go as lists.
+            # Segment values go the same way, each double-quoted (see _text_array).
             columns: list[Any] = []
             for i, col in enumerate(zip(*rows, strict=True)):
                 if 2 <= i < 2 + len(SEGMENT):
-                    columns.append(list(col))
+                    columns.append(_text_array(col))
                 else:
                     columns.append("{" + ",".join(map(str, col)) + "}")
             await conn.execute(_UPSERTS[table], *columns)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -40,6 +40,7 @@ from .sql import (
     SESSION_FACT_COLUMNS,
     SURVEY_COLUMNS,
     SURVEY_FACT_COLUMNS,
+    Derived,
     derived,
     joined_row,
     session_facts,
@@ -123,6 +124,7 @@ CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id);
 
 #: SQLite's limit on bound parameters is 32766 in current builds; stay well under.
 _ID_CHUNK = 900
+_T = TypeVar("_T")
 
 
 #: Columns derived at ingest that a store made by an older version lacks.
@@ -131,6 +133,21 @@ _DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
     return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
+
+
+async def _overlapped(op: Awaitable[_T], work: Callable[[], None]) -> _T:
+    """Await ``op`` (database work, done by aiosqlite's thread) while ``work`` (Python work
+    that does not touch the connection) runs on the event loop: the two overlap rather
+    than follow each other. ``op`` is handed to the thread before ``work`` starts, so the
+    connection sees its statements in the order they are written."""
+    task = asyncio.ensure_future(op)
+    try:
+        await asyncio.sleep(0)  # the task's first step queues its statement on the thread
+        work()
+    except BaseException:
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    return await task
 
 
 class _Pending:
@@ -386,24 +403,33 @@ class SQLiteStorage(Storage):
         deltas = Deltas()
         new_session_ids = [s.id for s in sessions]
         new_survey_ids = {v.id for v in surveys}
-        extra = {s.id: derived(s) for s in sessions}  # fine bins and positions, once
+        extra: dict[str, Derived] = {}
         if surveys:
             await db.executemany(
                 f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(SURVEY_COLUMNS))})",
                 [survey_values(v) for v in surveys],
             )
+
+        def derive() -> None:  # fine bins and positions, once
+            extra.update((s.id, derived(s)) for s in sessions)
+
         # A survey and its session join in whatever order they arrive.
-        surveyed = {r[0] for r in await self._select_in(
-            db, "SELECT DISTINCT session_id FROM surveys WHERE session_id IN ({ids})", new_session_ids)}
+        surveyed = {r[0] for r in await _overlapped(self._select_in(
+            db, "SELECT DISTINCT session_id FROM surveys WHERE session_id IN ({ids})", new_session_ids),
+            derive)}
+
+        def count_sessions() -> None:
+            for s in sessions:
+                deltas.session(session_facts(s), s.id in surveyed)
+            deltas.spread_sessions()
+
         if sessions:
-            await db.executemany(
+            await _overlapped(db.executemany(
                 f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})",
                 [session_values(s, s.id in surveyed, extra[s.id]) for s in sessions],
-            )
-        for s in sessions:
-            deltas.session(session_facts(s), s.id in surveyed)
+            ), count_sessions)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
                        if v.session_id is not None and v.session_id not in new_sessions})
