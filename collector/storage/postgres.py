@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import ConfigError, OverloadedError, StorageError, StoreClosedError
+from ..errors import ConfigError, StorageError, StoreClosedError
 from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRow, TokenInfo
 from ..settings import Settings
 from .aggregates import (
@@ -63,6 +63,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
+from .group_commit import GroupCommitQueue
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -194,14 +195,6 @@ def _lock_key(uuid_text: str) -> int:
     return int(uuid_text.replace("-", "")[-16:], 16) - (1 << 63)
 
 
-class _Pending:
-    __slots__ = ("future", "rows")
-
-    def __init__(self, rows: Sequence[Row], future: asyncio.Future[list[bool]]) -> None:
-        self.rows = rows
-        self.future = future
-
-
 class _Retry(Exception):
     """The group meets a partition that was dropped meanwhile: make it and write again."""
 
@@ -259,13 +252,11 @@ class PostgresStorage(Storage):
         if not 1 <= self._pool_min <= self._pool_max:
             raise ConfigError("db: need 1 <= pool_min <= pool_max")
         self._pgbouncer = opts.get("pgbouncer", "0") in ("1", "true", "yes")
-        self._queue_batches = settings.write_queue_batches
-        self._group_records = settings.group_commit_records
-        self._retry_after_s = settings.retry_after_s
         self._pool: asyncpg.Pool | None = None
-        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._pending_batches = 0
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writes = GroupCommitQueue(
+            self._write_group, name="postgres-writer", max_batches=settings.write_queue_batches,
+            max_records=settings.group_commit_records, retry_after_s=settings.retry_after_s,
+        )
         #: Partitions known to exist: only saves a round trip; the database decides.
         self._partitions: set[str] = set()
         self._state = "new"
@@ -288,7 +279,7 @@ class PostgresStorage(Storage):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             await self._close_pool()
             raise StorageError(f"cannot open PostgreSQL store {self.location}: {exc}") from exc
-        self._writer_task = asyncio.create_task(self._write_loop(), name="postgres-writer")
+        self._writes.start()
         self._state = "open"
 
     async def _migrate(self) -> None:
@@ -307,9 +298,7 @@ class PostgresStorage(Storage):
             self._state = "closed"
             return
         self._state = "closing"
-        self._pending.put_nowait(None)
-        if self._writer_task is not None:
-            await self._writer_task
+        await self._writes.stop()
         await self._close_pool()
         self._state = "closed"
 
@@ -356,48 +345,13 @@ class PostgresStorage(Storage):
     @property
     def queue_depth(self) -> int:
         """Batches waiting for the writer."""
-        return self._pending_batches
+        return self._writes.depth
 
     async def ingest(self, rows: Sequence[Row]) -> list[bool]:
         self._check_open()
         if not rows:
             return []
-        if self._pending_batches >= self._queue_batches:
-            raise OverloadedError(self._retry_after_s)
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._pending_batches += 1
-        self._pending.put_nowait(_Pending(rows, future))
-        return await future
-
-    async def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            first = await self._pending.get()
-            if first is None:
-                break
-            group = [first]
-            size = len(first.rows)
-            # Everything already queued joins this transaction: one commit for many uploads.
-            while size < self._group_records and not self._pending.empty():
-                nxt = self._pending.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                group.append(nxt)
-                size += len(nxt.rows)
-            self._pending_batches -= len(group)
-            try:
-                results = await self._write_group([p.rows for p in group])
-            except Exception as exc:
-                log.error("group commit of %d batches failed: %s", len(group), exc)
-                err = StorageError(f"write failed: {exc}")
-                for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            for p, res in zip(group, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(res)
+        return await self._writes.submit(rows)
 
     async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
         first: dict[str, Row] = {}

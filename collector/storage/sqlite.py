@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..errors import OverloadedError, StorageError, StoreClosedError
+from ..errors import StorageError, StoreClosedError
 from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRow, TokenInfo
 from .aggregates import (
     BIN_KEY,
@@ -33,6 +33,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
+from .group_commit import GroupCommitQueue
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -150,14 +151,6 @@ async def _overlapped(op: Awaitable[_T], work: Callable[[], None]) -> _T:
     return await task
 
 
-class _Pending:
-    __slots__ = ("future", "rows")
-
-    def __init__(self, rows: Sequence[Row], future: asyncio.Future[list[bool]]) -> None:
-        self.rows = rows
-        self.future = future
-
-
 class SQLiteStorage(Storage):
     """The embedded default: one file, WAL, ``synchronous=FULL``, group commit."""
 
@@ -167,16 +160,14 @@ class SQLiteStorage(Storage):
     ) -> None:
         self.path = path
         self.location = str(path.resolve())
-        self._queue_batches = queue_batches
-        self._group_records = group_records
-        self._retry_after_s = retry_after_s
         self._n_readers = read_connections
         self._writer: aiosqlite.Connection | None = None
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
-        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._pending_batches = 0
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writes = GroupCommitQueue(
+            self._locked_write_group, name="sqlite-writer", max_batches=queue_batches,
+            max_records=group_records, retry_after_s=retry_after_s,
+        )
         self._write_lock = asyncio.Lock()
         self._state = "new"
 
@@ -196,7 +187,7 @@ class SQLiteStorage(Storage):
         except (OSError, aiosqlite.Error) as exc:
             await self._close_connections()
             raise StorageError(f"cannot open SQLite store {self.location}: {exc}") from exc
-        self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        self._writes.start()
         self._state = "open"
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -213,9 +204,7 @@ class SQLiteStorage(Storage):
             self._state = "closed"
             return
         self._state = "closing"
-        self._pending.put_nowait(None)
-        if self._writer_task is not None:
-            await self._writer_task
+        await self._writes.stop()
         await self._close_connections()
         self._state = "closed"
 
@@ -235,49 +224,13 @@ class SQLiteStorage(Storage):
     @property
     def queue_depth(self) -> int:
         """Batches waiting for the writer."""
-        return self._pending_batches
+        return self._writes.depth
 
     async def ingest(self, rows: Sequence[Row]) -> list[bool]:
         self._check_open()
         if not rows:
             return []
-        if self._pending_batches >= self._queue_batches:
-            raise OverloadedError(self._retry_after_s)
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._pending_batches += 1
-        self._pending.put_nowait(_Pending(rows, future))
-        return await future
-
-    async def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            first = await self._pending.get()
-            if first is None:
-                break
-            group = [first]
-            size = len(first.rows)
-            # Everything already queued joins this commit: one fsync for many uploads.
-            while size < self._group_records and not self._pending.empty():
-                nxt = self._pending.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                group.append(nxt)
-                size += len(nxt.rows)
-            self._pending_batches -= len(group)
-            try:
-                async with self._write_lock:
-                    results = await self._write_group([p.rows for p in group])
-            except Exception as exc:
-                log.error("group commit of %d batches failed: %s", len(group), exc)
-                err = StorageError(f"write failed: {exc}")
-                for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            for p, res in zip(group, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(res)
+        return await self._writes.submit(rows)
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
@@ -347,6 +300,11 @@ class SQLiteStorage(Storage):
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+
+    async def _locked_write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
+        # Token, deletion and purge writes share the writer connection.
+        async with self._write_lock:
+            return await self._write_group(batches)
 
     async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
         db = self._writer

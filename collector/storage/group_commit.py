@@ -1,0 +1,96 @@
+"""Group commit: the one writer queue both stores put their uploads through."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from ..errors import OverloadedError, StorageError
+from ..model import Row
+
+log = logging.getLogger("collector.storage")
+
+WriteGroup = Callable[[list[Sequence[Row]]], Awaitable[list[list[bool]]]]
+
+
+class _Pending:
+    __slots__ = ("future", "rows")
+
+    def __init__(self, rows: Sequence[Row], future: asyncio.Future[list[bool]]) -> None:
+        self.rows = rows
+        self.future = future
+
+
+class GroupCommitQueue:
+    """Uploads wait here; one task writes everything already queued in one transaction.
+
+    Bounded by batches, not memory growth: when ``max_batches`` wait, :meth:`submit`
+    raises :class:`OverloadedError` so the collector can answer 503 with Retry-After.
+    """
+
+    def __init__(self, write_group: WriteGroup, *, name: str, max_batches: int,
+                 max_records: int, retry_after_s: int) -> None:
+        self._write_group = write_group
+        self._name = name
+        self._max_batches = max_batches
+        self._max_records = max_records
+        self._retry_after_s = retry_after_s
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._waiting = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Batches waiting for the writer."""
+        return self._waiting
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        """Write what is queued, then end the writer task."""
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def submit(self, rows: Sequence[Row]) -> list[bool]:
+        """Queue rows; answer per row whether it was new, once committed."""
+        if self._waiting >= self._max_batches:
+            raise OverloadedError(self._retry_after_s)
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting += 1
+        self._queue.put_nowait(_Pending(rows, future))
+        return await future
+
+    async def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            size = len(first.rows)
+            # Everything already queued joins this commit: one fsync for many uploads.
+            while size < self._max_records and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(nxt)
+                size += len(nxt.rows)
+            self._waiting -= len(group)
+            try:
+                results = await self._write_group([p.rows for p in group])
+            except Exception as exc:
+                log.error("group commit of %d batches failed: %s", len(group), exc)
+                err = StorageError(f"write failed: {exc}")
+                for p in group:
+                    if not p.future.done():
+                        p.future.set_exception(err)
+                continue
+            for p, res in zip(group, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(res)
