@@ -29,15 +29,6 @@ def _fact_metric(f: SurveyFact, metric: str) -> float | None:
     return value
 
 
-def classify(score: int) -> str:
-    """promoter (9-10), passive (7-8) or detractor (0-6)."""
-    if score >= 9:
-        return "promoter"
-    if score >= 7:
-        return "passive"
-    return "detractor"
-
-
 def _nps_block(histogram: list[int]) -> dict[str, Any]:
     """n, NPS, its interval and the mean score of a score histogram."""
     n = sum(histogram)

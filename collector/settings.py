@@ -138,12 +138,3 @@ def parse_db_url(url: str) -> DbUrl:
     raise ConfigError(
         f"db: {url!r} is not sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db"
     )
-
-
-def settings_help() -> list[tuple[str, str, str]]:
-    """(flag or env, default, help) for each setting: the source of the CLI and the docs."""
-    rows = []
-    for f in fields(Settings):
-        name = f.metadata.get("flag") or f"${f.metadata.get('env')}"
-        rows.append((name, repr(f.default), f.metadata["help"]))
-    return rows

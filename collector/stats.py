@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975); the contract writes 1.96
+#: The contract writes 1.96 (not norm.ppf(0.975) = 1.95996...), and so do we.
 Z95_CONTRACT = 1.96
 
 

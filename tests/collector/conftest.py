@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -149,6 +148,3 @@ async def http() -> AsyncIterator[ClientSession]:
     async with ClientSession() as s:
         yield s
 
-
-if os.environ.get("NPS_TEST_VERBOSE"):
-    pass
