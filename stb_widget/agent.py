@@ -1,8 +1,9 @@
 """The agent: player events in, session records and questions out, uploads in the back.
 
 Usable as a library (a simulator runs thousands in one process): inject the clock, the
-record store, the aiohttp session, the presenter factory and the random source; feed
-player events with :meth:`Agent.feed`; stop with :meth:`Agent.stop`.
+record store, the HTTP client (any :class:`~stb_widget.http_client.Poster`), the
+presenter factory and the random source; feed player events with :meth:`Agent.feed`;
+stop with :meth:`Agent.stop`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
 from protocol import SurveyRecord
 
 from .buffer import RecordStore, SqliteBuffer
@@ -24,6 +23,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .errors import BufferError
 from .events import PlayerEvent
+from .http_client import HttpClient, Poster
 from .ids import uuid7
 from .policy import SurveyPolicy
 from .presenters import PresenterFactory, default_presenter_factory
@@ -58,8 +58,10 @@ class Agent:
     """One box's agent.
 
     ``store`` defaults to the sqlite buffer in ``config.data_dir`` (opened by
-    :meth:`start`); ``http`` to an aiohttp session the agent owns; ``presenters`` to the
-    lazy Textual presenter; ``upload=False`` runs no uploader (records stay buffered).
+    :meth:`start`); ``http`` to an :class:`~stb_widget.http_client.HttpClient` the agent
+    owns (one kept-alive connection, the configured timeouts) and closes on stop;
+    ``presenters`` to the lazy Textual presenter; ``upload=False`` runs no uploader
+    (records stay buffered).
     """
 
     def __init__(
@@ -68,7 +70,7 @@ class Agent:
         *,
         clock: Clock | None = None,
         store: RecordStore | None = None,
-        http: aiohttp.ClientSession | None = None,
+        http: Poster | None = None,
         presenters: PresenterFactory | None = None,
         rng: random.Random | None = None,
         upload: bool = True,
@@ -79,7 +81,8 @@ class Agent:
         self._store = store
         self._owns_store = store is None
         self._http = http
-        self._owns_http = http is None
+        #: The client the agent made (and so closes); None where ``http`` was given.
+        self._own_http: HttpClient | None = None
         self._presenters = presenters or default_presenter_factory(config.survey)
         self._rng = rng or random.Random()
         self._upload = upload
@@ -102,20 +105,16 @@ class Agent:
         return self._store
 
     async def start(self) -> None:
-        """Open the store and the HTTP session; start the uploader."""
+        """Open the store and the HTTP client; start the uploader."""
         if self._store is None:
             self._store = await SqliteBuffer.open(
                 self.config.db_path, self.config.buffer, self.clock
             )
         if self._upload:
             if self._http is None:
-                self._http = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(
-                        total=self.config.collector.timeout_s,
-                        connect=self.config.collector.connect_timeout_s,
-                    ),
-                    headers={"User-Agent": "stb-widget/0.1"},
-                )
+                collector = self.config.collector
+                self._http = self._own_http = HttpClient(
+                    timeout_s=collector.timeout_s, connect_timeout_s=collector.connect_timeout_s)
             self.uploader = Uploader(self.config, self._store, self._http, self.clock, self._rng)
             self._upload_task = asyncio.create_task(self.uploader.run(), name="uploader")
 
@@ -243,9 +242,9 @@ class Agent:
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
         self._upload_task = None
-        if self._owns_http and self._http is not None:
-            await self._http.close()
-            self._http = None
+        if self._own_http is not None:
+            await self._own_http.close()
+            self._own_http = self._http = None
         if self._owns_store and self._store is not None:
             await self._store.close()
             self._store = None

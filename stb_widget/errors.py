@@ -25,3 +25,22 @@ class BufferError(AgentError):
 
 class SourceError(AgentError):
     """A player source cannot be set up (socket path unusable, ...)."""
+
+
+class NetworkError(AgentError):
+    """The collector could not be reached, or its answer could not be read as HTTP.
+
+    The uploader retries these with backoff; the records stay in the buffer.
+    """
+
+
+class NetworkTimeout(NetworkError):
+    """Connecting, or the whole request, took longer than its configured timeout."""
+
+
+class ResponseTooLarge(NetworkError):
+    """The collector's answer is over the client's bound (a collector answer is small)."""
+
+
+class ClientClosedError(AgentError):
+    """The HTTP client was used after ``close()``: a bug in the caller, never retried."""

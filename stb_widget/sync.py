@@ -1,8 +1,10 @@
 """The uploader: batches of finished records to ``POST /v1/batches`` (contract §3).
 
-One request in flight, one aiohttp session for the agent's life. A batch goes when its
-oldest record has waited ``upload_delay_s`` or it is full (500 records or 256 KiB before
-gzip). Records are deleted only on a 200 whose body is the contract's answer with counts
+One request in flight, over one HTTP client for the agent's life: a
+:class:`~stb_widget.http_client.Poster`, on a box the kept-alive
+:class:`~stb_widget.http_client.HttpClient`, whose connect and whole-request timeouts
+bound each attempt. A batch goes when its oldest record has waited ``upload_delay_s`` or
+it is full (500 records or 256 KiB before gzip). Records are deleted only on a 200 whose body is the contract's answer with counts
 that add up. Retries use full-jitter exponential backoff, never sooner than Retry-After;
 401/403 keep everything and pause; 413 splits the batch.
 """
@@ -16,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import aiohttp
 import orjson
 
 from protocol import (
@@ -34,7 +35,8 @@ from protocol import (
 from .buffer import RecordStore, Stored
 from .clock import Clock, wait_event
 from .config import Config
-from .errors import BufferError
+from .errors import BufferError, NetworkError
+from .http_client import Poster
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class Uploader:
     ``clock.sleep`` only, never polls.
     """
 
-    def __init__(self, config: Config, store: RecordStore, http: aiohttp.ClientSession,
+    def __init__(self, config: Config, store: RecordStore, http: Poster,
                  clock: Clock, rng: random.Random | None = None) -> None:
         self._cfg = config.collector
         self._box_id = config.box_id
@@ -106,9 +108,6 @@ class Uploader:
         self._clock = clock
         self._rng = rng or random.Random()
         self._url = self._cfg.url.rstrip("/") + "/v1/batches"
-        self._timeout = aiohttp.ClientTimeout(
-            total=self._cfg.timeout_s, connect=self._cfg.connect_timeout_s
-        )
         self._limit = MAX_RECORDS
         self._failures = 0
         #: Counts by outcome: ``ok``, ``http_<status>``, ``network``, ``bad_ack``, records...
@@ -221,16 +220,13 @@ class Uploader:
             "Content-Encoding": "gzip",
         }
         try:
-            async with self._http.post(self._url, data=body, headers=headers,
-                                       timeout=self._timeout) as resp:
-                status = resp.status
-                text = await resp.content.read(64 * 1024)
-                retry_after = parse_retry_after(
-                    resp.headers.get("Retry-After"), self._clock.wall().timestamp()
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            resp = await self._http.post(self._url, body=body, headers=headers)
+        except NetworkError as exc:
             self.stats["network"] += 1
             return Attempt("retry", None, detail=type(exc).__name__ + (f" {exc}" if str(exc) else ""))
+        status, text = resp.status, resp.body
+        retry_after = parse_retry_after(resp.headers.get("retry-after"),
+                                        self._clock.wall().timestamp())
         self.stats[f"http_{status}"] += 1
         self.stats["bytes_sent"] += len(body)
         if status == 200:

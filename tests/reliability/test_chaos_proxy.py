@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from collector.settings import Settings
@@ -19,6 +18,7 @@ from protocol import Qos, SessionRecord, SurveyRecord
 from stb_widget.buffer import SqliteBuffer
 from stb_widget.clock import SystemClock
 from stb_widget.config import parse_config
+from stb_widget.http_client import HttpClient
 from stb_widget.ids import uuid7
 from stb_widget.sync import Uploader
 from tests.collector.conftest import serve
@@ -82,7 +82,7 @@ async def test_agents_behind_a_chaos_proxy_lose_and_double_nothing(tmp_path: Pat
         url = await proxy.start()
         boxes: list[Box] = []
         tasks: list[asyncio.Task[None]] = []
-        http = aiohttp.ClientSession()
+        clients: list[HttpClient] = []
         try:
             for i in range(boxes_n):
                 name = f"chaos-{i}"
@@ -92,6 +92,10 @@ async def test_agents_behind_a_chaos_proxy_lose_and_double_nothing(tmp_path: Pat
                 cfg = box_config(tmp_path, name, url, token)
                 (tmp_path / name).mkdir()
                 buf = await SqliteBuffer.open(cfg.db_path, cfg.buffer, SystemClock())
+                # Each box with its own client and the config's 1 s timeouts, as on a box.
+                http = HttpClient(timeout_s=cfg.collector.timeout_s,
+                                  connect_timeout_s=cfg.collector.connect_timeout_s)
+                clients.append(http)
                 up = Uploader(cfg, buf, http, SystemClock(), random.Random(i))
                 boxes.append(Box(name, buf, up))
                 tasks.append(asyncio.create_task(up.run()))
@@ -111,7 +115,8 @@ async def test_agents_behind_a_chaos_proxy_lose_and_double_nothing(tmp_path: Pat
             await asyncio.gather(*tasks, return_exceptions=True)
             for b in boxes:
                 await b.buffer.close()
-            await http.close()
+            for http in clients:
+                await http.close()
             await proxy.close()
 
         stored = Counter(await export_ids(client.session, upstream, "session")

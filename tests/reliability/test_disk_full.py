@@ -193,6 +193,7 @@ async def test_the_uploader_survives_a_buffer_that_cannot_write(tmp_path: Path) 
     from stb_widget.buffer import MemoryBuffer
     from stb_widget.clock import SystemClock
     from stb_widget.errors import BufferError
+    from stb_widget.http_client import HttpClient
     from stb_widget.sync import Uploader
     from tests.stb_widget.fake_collector import FakeCollector
 
@@ -213,7 +214,8 @@ async def test_the_uploader_survives_a_buffer_that_cannot_write(tmp_path: Path) 
     try:
         cfg = box_config(tmp_path, "stb-del", str(server.make_url("/")), "t")
         buf = FullDisk(cfg.buffer, SystemClock())
-        async with aiohttp.ClientSession() as http:
+        http = HttpClient(timeout_s=30, connect_timeout_s=10)
+        try:
             up = Uploader(cfg, buf, http, SystemClock(), random.Random(1))
             task = asyncio.create_task(up.run())
             recs = [session(datetime.now(UTC), i) for i in range(5)]
@@ -226,6 +228,8 @@ async def test_the_uploader_survives_a_buffer_that_cannot_write(tmp_path: Path) 
             assert not task.done(), task.exception() if task.done() else None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        finally:
+            await http.close()
         assert buf.ready_count == 0
         assert set(fake.records) == {r.id for r in recs}
         assert fake.duplicates >= 5  # acknowledged, not deleted, sent again: counted once

@@ -216,6 +216,64 @@ def test_idle_agent_never_imports_textual(tmp_path: Path) -> None:
     assert out.stdout.strip() == "{'too_short': 20} False", out.stdout + out.stderr
 
 
+UPLOADING_SCRIPT = textwrap.dedent("""
+    import asyncio, gzip, json, sys
+    import stb_widget.cli, stb_widget.runner  # everything `stb-widget run` loads
+    from stb_widget.agent import Agent
+    from stb_widget.config import parse_config
+    from stb_widget.events import PlayerEvent
+
+    async def collector(reader, writer):
+        # A bare HTTP/1.1 collector (aiohttp must not be imported in this process).
+        while True:
+            try:
+                head = await reader.readuntil(b"\\r\\n\\r\\n")
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            length = next(int(l.split(b":")[1]) for l in head.split(b"\\r\\n")
+                          if l.lower().startswith(b"content-length:"))
+            n = len(json.loads(gzip.decompress(await reader.readexactly(length)))["records"])
+            body = json.dumps({"accepted": n, "duplicates": 0, "rejected": []}).encode()
+            writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
+                         b"Content-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+            await writer.drain()
+
+    async def main():
+        server = await asyncio.start_server(collector, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cfg = parse_config({
+            "box_id": "b1", "data_dir": sys.argv[1],
+            "collector": {"url": f"http://127.0.0.1:{port}/", "token": "t",
+                          "boot_jitter_s": 0, "upload_delay_s": 0},
+            "player": {"source": "events"},
+            "survey": {"sample_rate": 1.0, "min_watch_s": 600, "tty": "/dev/null"},
+        })
+        async with Agent(cfg) as agent:
+            for _ in range(5):
+                await agent.feed(PlayerEvent("play", at=0.0, channel="NPO1"))
+                await agent.feed(PlayerEvent("stop", at=30.0))
+            for _ in range(200):
+                if agent.store.ready_count == 0:
+                    break
+                await asyncio.sleep(0.05)
+            print(agent.stats()["uploads"].get("records_accepted"),
+                  sorted(m for m in ("aiohttp", "yarl", "multidict", "textual")
+                         if m in sys.modules), flush=True)
+        server.close()
+
+    asyncio.run(main())
+""")
+
+
+def test_the_uploading_agent_never_imports_aiohttp(tmp_path: Path) -> None:
+    """aiohttp alone costs ~14 MB resident; the box agent uploads with its own h11 client
+    (bench/README.md, "Box agent"). The simulators and the collector still use aiohttp."""
+    out = subprocess.run([sys.executable, "-c", UPLOADING_SCRIPT, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "5 []", out.stdout + out.stderr
+
+
 async def test_one_write_per_session_not_per_event(tmp_path: Path) -> None:
     from stb_widget.buffer import SqliteBuffer
 

@@ -37,7 +37,8 @@ async def test_agent_uploads_to_the_real_collector(tmp_path: Path) -> None:
             survey={"min_watch_s": 1, "sample_rate": 1.0},
         )
         clock = SystemClock()
-        agent = Agent(cfg, clock=clock, http=http, presenters=lambda: ScriptedPresenter(clock=clock))  # type: ignore[arg-type]
+        # The agent's own HTTP client, as on a box.
+        agent = Agent(cfg, clock=clock, presenters=lambda: ScriptedPresenter(clock=clock))
         await agent.start()
         for i in range(5):
             await agent.feed(PlayerEvent("play", at=i * 100.0, channel=f"ch{i}",

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
 from protocol import parse_rfc3339
 from stb_widget.buffer import MemoryBuffer
 from stb_widget.config import BufferSection, Config
+from stb_widget.http_client import HttpClient
 from stb_widget.sync import Uploader, is_ack, parse_retry_after
 
 from .conftest import BASE_WALL, FakeClock, make_config
@@ -33,9 +33,11 @@ class RecordingClock(FakeClock):
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def http() -> AsyncIterator[HttpClient]:
+    """The box's own client, as the agent makes it (the default timeouts)."""
+    client = HttpClient(timeout_s=30, connect_timeout_s=10)
+    yield client
+    await client.close()
 
 
 @pytest.fixture
@@ -53,8 +55,8 @@ def config(tmp_path: Path, url: str, **collector: object) -> Config:
         "upload_delay_s": 0, "boot_jitter_s": 0, **collector})
 
 
-async def setup(http: aiohttp.ClientSession, tmp_path: Path, url: str, n: int = 3, **collector: object
-                ) -> tuple[Uploader, MemoryBuffer, RecordingClock, aiohttp.ClientSession]:
+async def setup(http: HttpClient, tmp_path: Path, url: str, n: int = 3, **collector: object
+                ) -> tuple[Uploader, MemoryBuffer, RecordingClock, HttpClient]:
     clock = RecordingClock()
     store = MemoryBuffer(BufferSection(), clock)
     for _ in range(n):
@@ -65,7 +67,7 @@ async def setup(http: aiohttp.ClientSession, tmp_path: Path, url: str, n: int = 
 
 @pytest.mark.parametrize("step", [408, 500, 502, 503, 504, "reset", "portal", 400, 415, 404])
 async def test_retryable_and_other_errors_keep_records_and_back_off(
-    tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession, step: int | str
+    tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient, step: int | str
 ) -> None:
     fake, url = collector
     fake.script = [step, step, step]
@@ -85,7 +87,7 @@ async def test_retryable_and_other_errors_keep_records_and_back_off(
     assert len(set(sent)) == len(sent)
 
 
-async def test_retry_after_is_honoured(tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession) -> None:
+async def test_retry_after_is_honoured(tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient) -> None:
     fake, url = collector
     fake.script = [429, 503]
     fake.retry_after = "7"
@@ -100,7 +102,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, collector: tuple[FakeColl
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_auth_errors_keep_everything_and_pause(
-    tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession, status: int,
+    tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient, status: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake, url = collector
@@ -118,7 +120,7 @@ async def test_auth_errors_keep_everything_and_pause(
     assert store.ready_count == 0
 
 
-async def test_413_splits_the_batch(tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession) -> None:
+async def test_413_splits_the_batch(tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient) -> None:
     fake, url = collector
     fake.script = [413, 413]
     up, store, clock, _ = await setup(http, tmp_path, url, n=10)
@@ -136,7 +138,7 @@ async def test_413_splits_the_batch(tmp_path: Path, collector: tuple[FakeCollect
 
 
 async def test_good_200_deletes_and_wire_is_the_contract(
-    tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession
+    tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient
 ) -> None:
     fake, url = collector
     up, store, _, _ = await setup(http, tmp_path, url, n=3)
@@ -149,7 +151,7 @@ async def test_good_200_deletes_and_wire_is_the_contract(
 
 
 async def test_batch_waits_upload_delay_unless_full(
-    tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession
+    tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient
 ) -> None:
     import asyncio
 
@@ -180,7 +182,7 @@ async def test_batch_waits_upload_delay_unless_full(
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_boot_jitter(tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession) -> None:
+async def test_boot_jitter(tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient) -> None:
     import asyncio
 
     fake, url = collector
@@ -196,7 +198,7 @@ async def test_boot_jitter(tmp_path: Path, collector: tuple[FakeCollector, str],
 
 
 async def test_every_status_in_turn_then_everything_arrives_once(
-    tmp_path: Path, collector: tuple[FakeCollector, str], http: aiohttp.ClientSession
+    tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient
 ) -> None:
     fake, url = collector
     fake.script = [200, "portal", 401, 403, 408, 413, 429, 500, 502, 503, 504, "reset", 200]
