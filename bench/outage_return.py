@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from protocol import Qos, SessionRecord, SurveyRecord  # noqa: E402
+from simulators.transport import SessionPoster  # noqa: E402
 from stb_widget.buffer import MemoryBuffer  # noqa: E402
 from stb_widget.clock import SystemClock  # noqa: E402
 from stb_widget.config import parse_config  # noqa: E402
@@ -178,6 +179,9 @@ async def herd(boxes: int, records_per_box: int, *, concurrency: int, write_queu
                 made: list[str] = []
                 uploaders: list[Uploader] = []
                 buffers: list[MemoryBuffer] = []
+                # The boxes share this process's pool (a box has its own client, one
+                # connection; 10,000 of those would measure this process, not the herd).
+                poster = SessionPoster(http)
                 for i, token in enumerate(tokens):
                     cfg = parse_config({
                         "box_id": f"herd-{i:05d}", "data_dir": tmp,
@@ -194,7 +198,7 @@ async def herd(boxes: int, records_per_box: int, *, concurrency: int, write_queu
                             await buf.finished(rec)
                         made.append(rec.id)
                     buffers.append(buf)
-                    uploaders.append(Uploader(cfg, buf, http, SystemClock(),
+                    uploaders.append(Uploader(cfg, buf, poster, SystemClock(),
                                               random.Random(seed * 100_000 + i)))
                 clock.shift_s = 0.0
                 # The outage ends: every box's retry timer fires in this second.

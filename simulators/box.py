@@ -87,7 +87,7 @@ async def run_box(args: argparse.Namespace) -> int:
                 survey=SurveySection(sample_rate=1.0, cooldown_answered_days=0.0,
                                      cooldown_dismissed_days=0.0, locale=args.locale),
             )
-            agent = Agent(config, clock=clock, http=http)
+            agent = Agent(config, clock=clock)  # the box's own HTTP client, as on a box
             await agent.start()
             habits = Habits(patience_s=30.0, pauses_per_h=0.5, seeks_per_h=0.5)
             n = 0

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import orjson
@@ -164,8 +164,8 @@ class SimBox:
                                   surveys=self.surveys)
         self.agent = Agent(
             self.config, clock=self.clock, store=self.store,
-            # The uploader only calls ``post``; BoxLink forwards it to the fleet's session.
-            http=cast(aiohttp.ClientSession, self.link),
+            # BoxLink is the uploader's Poster; it forwards to the fleet's one session.
+            http=self.link,
             presenters=lambda: self.presenter, rng=self.rng_upload, new_id=self.new_id,
         )
         await self.agent.start()

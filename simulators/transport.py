@@ -1,8 +1,8 @@
 """The fleet's one HTTP client, with the simulated network's faults and a request meter.
 
-Every box's uploader gets a :class:`BoxLink`: it looks like the ``aiohttp.ClientSession``
-the uploader expects (only ``post`` is used) and forwards to the process's single real
-session. On the way it can fail the request as a dead line would (an outage window), lose
+Every box's uploader gets a :class:`BoxLink`: it implements the agent's
+:class:`stb_widget.http_client.Poster` (the box itself uses its own small HTTP client)
+and forwards to the process's single real aiohttp session through :class:`SessionPoster`. On the way it can fail the request as a dead line would (an outage window), lose
 it before it leaves, or lose the *answer* after the collector stored the batch (so the box
 sends it again and the collector must count it once). It also counts the requests that
 reach the collector, per virtual second and per real second.
@@ -15,13 +15,54 @@ import heapq
 import random
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
 
 import aiohttp
 
+from stb_widget.errors import NetworkError, NetworkTimeout, ResponseTooLarge
+from stb_widget.http_client import MAX_RESPONSE_BYTES, Response
+
 from .clock import VirtualClock
+
+#: Per-request timeouts: the agent's defaults (collector.timeout_s, connect_timeout_s).
+AGENT_TIMEOUT = aiohttp.ClientTimeout(total=30.0, connect=10.0)
+
+
+class SessionPoster:
+    """The agent's :class:`~stb_widget.http_client.Poster` over a shared
+    ``aiohttp.ClientSession``: many boxes in one process share its connection pool.
+
+    aiohttp's errors become the agent's (:class:`~stb_widget.errors.NetworkError`), so the
+    uploader retries them as on a box; the answer is read whole, up to the box's bound.
+    """
+
+    __slots__ = ("session", "timeout")
+
+    def __init__(self, session: aiohttp.ClientSession,
+                 timeout: aiohttp.ClientTimeout = AGENT_TIMEOUT) -> None:
+        self.session = session
+        self.timeout = timeout
+
+    async def post(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> Response:
+        """POST ``body`` to ``url``; the whole answer, whatever its status."""
+        try:
+            async with self.session.post(url, data=body, headers=dict(headers),
+                                         timeout=self.timeout) as resp:
+                data = bytearray()
+                async for chunk in resp.content.iter_any():
+                    data += chunk
+                    if len(data) > MAX_RESPONSE_BYTES:
+                        raise ResponseTooLarge(f"answer from {url} is over "
+                                               f"{MAX_RESPONSE_BYTES} bytes")
+                names = {k.lower() for k in resp.headers}
+                return Response(resp.status,
+                                {k: ", ".join(resp.headers.getall(k)) for k in names},
+                                bytes(data))
+        except TimeoutError as exc:  # before OSError, which it is
+            raise NetworkTimeout(f"POST {url}: timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise NetworkError(f"POST {url}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +124,7 @@ class SimNetwork:
                  concurrency: int = 32, outages: tuple[Outage, ...] = (),
                  lag_s: float = 300.0) -> None:
         self.session = session
+        self.poster = SessionPoster(session)
         self.clock = clock
         self.outages = outages
         self.meter = Meter()
@@ -150,68 +192,30 @@ class BoxLink:
         self._rng = rng
         self._loss = loss
 
-    def post(self, url: str, **kw: Any) -> _Post:
-        """Like ``ClientSession.post``, as an async context manager."""
-        return _Post(self, url, kw)
-
-
-class _Post:
-    __slots__ = ("_cm", "_kw", "_link", "_seq", "_url")
-
-    def __init__(self, link: BoxLink, url: str, kw: dict[str, Any]) -> None:
-        self._link = link
-        self._url = url
-        self._kw = kw
-        self._cm: Any = None
-        self._seq = 0
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        link = self._link
-        net = link._net
+    async def post(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> Response:
+        """The agent's :class:`~stb_widget.http_client.Poster`, through the simulated line."""
+        net = self._net
         meter = net.meter
         if net.in_outage():
             meter.failed_outage += 1
-            raise aiohttp.ClientConnectionError("simulated outage: collector unreachable")
-        lose_request = link._loss > 0 and link._rng.random() < link._loss / 2
-        lose_answer = link._loss > 0 and link._rng.random() < link._loss / 2
+            raise NetworkError("simulated outage: collector unreachable")
+        lose_request = self._loss > 0 and self._rng.random() < self._loss / 2
+        lose_answer = self._loss > 0 and self._rng.random() < self._loss / 2
         if lose_request:
             meter.lost_before += 1
-            raise aiohttp.ClientConnectionError("simulated loss: request lost")
+            raise NetworkError("simulated loss: request lost")
         # Counted when the box sends, in virtual time: the load a real fleet would offer.
         meter.sent += 1
         meter.virtual[int(net.clock.now)] += 1
-        self._seq = net._begin()
+        seq = net._begin()
         try:
-            await net._gate.acquire()
-        except BaseException:
-            net._end(self._seq)
-            raise
-        try:
-            meter.real[int(time.monotonic())] += 1
-            self._cm = net.session.post(self._url, **self._kw)
-            resp: aiohttp.ClientResponse = await self._cm.__aenter__()
-            if lose_answer:
-                # The collector has stored and answered; the box never hears it.
-                await resp.read()
-                await self._cm.__aexit__(None, None, None)
-                self._cm = None
-                meter.lost_answer += 1
-                raise aiohttp.ServerDisconnectedError("simulated loss: answer lost")
-            return resp
-        except BaseException:
-            if self._cm is not None:
-                await self._cm.__aexit__(None, None, None)
-                self._cm = None
-            net._gate.release()
-            net._end(self._seq)
-            raise
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        net = self._link._net
-        try:
-            if self._cm is not None:
-                await self._cm.__aexit__(et, e, tb)
+            async with net._gate:
+                meter.real[int(time.monotonic())] += 1
+                resp = await net.poster.post(url, body=body, headers=headers)
         finally:
-            net._gate.release()
-            net._end(self._seq)
+            net._end(seq)
+        if lose_answer:
+            # The collector has stored and answered; the box never hears it.
+            meter.lost_answer += 1
+            raise NetworkError("simulated loss: answer lost")
+        return resp
