@@ -11,7 +11,6 @@ that add up. Retries use full-jitter exponential backoff, never sooner than Retr
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 from collections import Counter
@@ -68,6 +67,10 @@ def parse_retry_after(value: str | None, now_unix: float) -> float:
         return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
     except ValueError:
         pass
+    # Imported only here: the email package costs ~0.8 MB resident, and an HTTP-date
+    # Retry-After is rare (the collector sends seconds).
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
