@@ -1,12 +1,14 @@
-"""SQLite storage through aiosqlite: WAL, one writer with group commit, pooled readers."""
+"""SQLite storage: WAL, one writer thread with group commit, pooled aiosqlite readers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
@@ -54,6 +56,7 @@ from .sql import (
     where_sessions,
     where_surveys,
 )
+from .sqlite_writer import WriterThread, connect, transaction
 
 log = logging.getLogger("collector.storage")
 
@@ -125,7 +128,6 @@ CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id);
 
 #: SQLite's limit on bound parameters is 32766 in current builds; stay well under.
 _ID_CHUNK = 900
-_T = TypeVar("_T")
 
 
 #: Columns derived at ingest that a store made by an older version lacks.
@@ -134,21 +136,6 @@ _DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
     return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
-
-
-async def _overlapped(op: Awaitable[_T], work: Callable[[], None]) -> _T:
-    """Await ``op`` (database work, done by aiosqlite's thread) while ``work`` (Python work
-    that does not touch the connection) runs on the event loop: the two overlap rather
-    than follow each other. ``op`` is handed to the thread before ``work`` starts, so the
-    connection sees its statements in the order they are written."""
-    task = asyncio.ensure_future(op)
-    try:
-        await asyncio.sleep(0)  # the task's first step queues its statement on the thread
-        work()
-    except BaseException:
-        await asyncio.gather(task, return_exceptions=True)
-        raise
-    return await task
 
 
 class SQLiteStorage(Storage):
@@ -161,14 +148,13 @@ class SQLiteStorage(Storage):
         self.path = path
         self.location = str(path.resolve())
         self._n_readers = read_connections
-        self._writer: aiosqlite.Connection | None = None
+        self._writer = WriterThread(path)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self._writes = GroupCommitQueue(
-            self._locked_write_group, name="sqlite-writer", max_batches=queue_batches,
+            self._write_group, name="sqlite-writer", max_batches=queue_batches,
             max_records=group_records, retry_after_s=retry_after_s,
         )
-        self._write_lock = asyncio.Lock()
         self._state = "new"
 
     # -- life cycle ----------------------------------------------------------------------
@@ -177,27 +163,21 @@ class SQLiteStorage(Storage):
             raise StorageError(f"store {self.location} was already opened")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = await self._connect()
-            await self._migrate(self._writer)
+            await self._writer.open()
+            await self._writer.run(self._migrate)
             for _ in range(self._n_readers):
-                conn = await self._connect()
-                await conn.execute("PRAGMA query_only = ON")
+                conn = await self._connect_reader()
                 self._all_readers.append(conn)
                 self._readers.put_nowait(conn)
-        except (OSError, aiosqlite.Error) as exc:
+        except (OSError, sqlite3.Error) as exc:
             await self._close_connections()
             raise StorageError(f"cannot open SQLite store {self.location}: {exc}") from exc
         self._writes.start()
         self._state = "open"
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: an acknowledgement means the commit is on disk, even after power loss.
-        await conn.execute("PRAGMA synchronous = FULL")
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        await conn.execute("PRAGMA cache_size = -65536")
-        return conn
+    async def _connect_reader(self) -> aiosqlite.Connection:
+        """A read-only connection on its own aiosqlite thread, with the writer's settings."""
+        return await aiosqlite.Connection(partial(connect, self.path, query_only=True), 64)
 
     async def close(self) -> None:
         if self._state in ("closed", "new"):
@@ -212,9 +192,7 @@ class SQLiteStorage(Storage):
         for conn in self._all_readers:
             await conn.close()
         self._all_readers.clear()
-        if self._writer is not None:
-            await self._writer.close()
-            self._writer = None
+        await self._writer.close()
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -232,92 +210,74 @@ class SQLiteStorage(Storage):
             return []
         return await self._writes.submit(rows)
 
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
+    def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
         columns and its aggregates computed from its rows, once."""
-        async with db.execute("SELECT name FROM sqlite_master WHERE name = 'sessions'") as cur:
-            had_sessions = await cur.fetchone() is not None
-        async with db.execute("PRAGMA table_info(sessions)") as cur:
-            columns = {r[1] for r in await cur.fetchall()}
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        had_sessions = db.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'sessions'").fetchone() is not None
+        columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)").fetchall()}
+
+        def migrate(db: sqlite3.Connection) -> None:
             migrating = had_sessions and not _DERIVED.issubset(columns)
             for col in sorted(_DERIVED - columns) if had_sessions else ():
-                await db.execute(f"ALTER TABLE sessions ADD COLUMN {col} INTEGER")
+                db.execute(f"ALTER TABLE sessions ADD COLUMN {col} INTEGER")
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
-                    await db.execute(stmt)
+                    db.execute(stmt)
             for stmt in aggregate_ddl("INTEGER"):
-                await db.execute(stmt)
+                db.execute(stmt)
             if migrating:
-                await self._backfill(db)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+                self._backfill(db)
 
-    async def _backfill(self, db: aiosqlite.Connection) -> None:
-        async with db.execute(
-            "SELECT id, rebuffer_ratio, avg_bitrate_kbps, startup_ms FROM sessions"
-        ) as cur:
-            rows = list(await cur.fetchall())
-        await db.executemany(
+        transaction(db, migrate)
+
+    def _backfill(self, db: sqlite3.Connection) -> None:
+        rows = db.execute(
+            "SELECT id, rebuffer_ratio, avg_bitrate_kbps, startup_ms FROM sessions").fetchall()
+        db.executemany(
             "UPDATE sessions SET rb_fine = ?, br_fine = ?, su_fine = ?, rb_pos = ?, br_pos = ?, "
             "su_pos = ? WHERE id = ?",
             [(fine_bin("rebuffer_ratio", r[1]), fine_bin("avg_bitrate_kbps", r[2]),
               fine_bin("startup_ms", r[3]), fine_pos("rebuffer_ratio", r[1]),
               fine_pos("avg_bitrate_kbps", r[2]), fine_pos("startup_ms", r[3]), r[0]) for r in rows],
         )
-        await self._rebuild_all(db)
+        self._rebuild_all(db)
 
-    async def _rebuild_all(self, db: aiosqlite.Connection) -> None:
-        async with db.execute(
+    def _rebuild_all(self, db: sqlite3.Connection) -> None:
+        days = sorted(int(r[0]) for r in db.execute(
             f"SELECT DISTINCT {day_sql('started_us', 'sqlite')} FROM sessions UNION "
             f"SELECT DISTINCT {day_sql('shown_us', 'sqlite')} FROM surveys"
-        ) as cur:
-            days = sorted(int(r[0]) for r in await cur.fetchall())
+        ).fetchall())
         for table in ("agg_sessions", "agg_surveys", "agg_bins"):
-            await db.execute(f"DELETE FROM {table}")
+            db.execute(f"DELETE FROM {table}")
         # Day by day: each statement reads one day's rows through the time indexes.
-        await self._rebuild_days(db, [(d, d + 1) for d in days])
+        self._rebuild_days(db, [(d, d + 1) for d in days])
 
-    async def _rebuild_days(self, db: aiosqlite.Connection, ranges: Sequence[tuple[int, int]]) -> None:
+    @staticmethod
+    def _rebuild_days(db: sqlite3.Connection, ranges: Sequence[tuple[int, int]]) -> None:
         """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
         for d0, d1 in ranges:
             for sql, kind in rebuild_sql("sqlite", "?"):
-                await db.execute(sql, rebuild_params(kind, d0, d1))
+                db.execute(sql, rebuild_params(kind, d0, d1))
 
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
         self._check_open()
-        db = self._writer
-        assert db is not None
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._rebuild_all(db)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-
-    async def _locked_write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
-        # Token, deletion and purge writes share the writer connection.
-        async with self._write_lock:
-            return await self._write_group(batches)
+        await self._writer.run(lambda db: transaction(db, self._rebuild_all))
 
     async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
-        db = self._writer
-        assert db is not None
+        # The whole group, statements and aggregate deltas alike, in one hop to the writer.
+        return await self._writer.run(lambda db: self._write_group_sync(db, batches))
+
+    def _write_group_sync(self, db: sqlite3.Connection, batches: list[Sequence[Row]]) -> list[list[bool]]:
         all_ids = list({r.id for rows in batches for r in rows})
         held: set[str] = set()
         for chunk in _chunks(all_ids):
             marks = ",".join("?" * len(chunk))
-            async with db.execute(
+            held.update(r[0] for r in db.execute(
                 f"SELECT id FROM sessions WHERE id IN ({marks}) "
                 f"UNION ALL SELECT id FROM surveys WHERE id IN ({marks})", chunk + chunk,
-            ) as cur:
-                held.update(r[0] for r in await cur.fetchall())
+            ))
         results: list[list[bool]] = []
         sessions: list[SessionRow] = []
         surveys: list[SurveyRow] = []
@@ -335,63 +295,47 @@ class SQLiteStorage(Storage):
                     assert isinstance(r, SurveyRow)
                     surveys.append(r)
             results.append(res)
-        if not sessions and not surveys:
-            return results
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._store_new(db, sessions, surveys)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        if sessions or surveys:
+            transaction(db, lambda db: self._store_new(db, sessions, surveys))
         return results
 
-    async def _select_in(self, db: aiosqlite.Connection, sql: str, ids: Sequence[str]) -> list[Any]:
+    @staticmethod
+    def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[str]) -> list[Any]:
         """``sql`` with ``{ids}`` replaced by placeholders, run over ``ids`` in chunks."""
         out: list[Any] = []
         for chunk in _chunks(ids):
-            async with db.execute(sql.format(ids=",".join("?" * len(chunk))), chunk) as cur:
-                out.extend(await cur.fetchall())
+            out.extend(db.execute(sql.format(ids=",".join("?" * len(chunk))), chunk).fetchall())
         return out
 
-    async def _store_new(
-        self, db: aiosqlite.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
+    def _store_new(
+        self, db: sqlite3.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
     ) -> None:
         """Insert new rows and keep the aggregates; the same steps as the PostgreSQL store."""
         deltas = Deltas()
         new_session_ids = [s.id for s in sessions]
         new_survey_ids = {v.id for v in surveys}
-        extra: dict[str, Derived] = {}
         if surveys:
-            await db.executemany(
+            db.executemany(
                 f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(SURVEY_COLUMNS))})",
                 [survey_values(v) for v in surveys],
             )
-
-        def derive() -> None:  # fine bins and positions, once
-            extra.update((s.id, derived(s)) for s in sessions)
-
+        extra: dict[str, Derived] = {s.id: derived(s) for s in sessions}
         # A survey and its session join in whatever order they arrive.
-        surveyed = {r[0] for r in await _overlapped(self._select_in(
-            db, "SELECT DISTINCT session_id FROM surveys WHERE session_id IN ({ids})", new_session_ids),
-            derive)}
-
-        def count_sessions() -> None:
-            for s in sessions:
-                deltas.session(session_facts(s), s.id in surveyed)
-            deltas.spread_sessions()
-
+        surveyed = {r[0] for r in self._select_in(
+            db, "SELECT DISTINCT session_id FROM surveys WHERE session_id IN ({ids})", new_session_ids)}
         if sessions:
-            await _overlapped(db.executemany(
+            db.executemany(
                 f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})",
                 [session_values(s, s.id in surveyed, extra[s.id]) for s in sessions],
-            ), count_sessions)
+            )
+            for s in sessions:
+                deltas.session(session_facts(s), s.id in surveyed)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
                        if v.session_id is not None and v.session_id not in new_sessions})
-        flipped = await self._select_in(
+        flipped = self._select_in(
             db, f"UPDATE sessions SET surveyed = 1 WHERE surveyed = 0 AND id IN ({{ids}}) "
             f"RETURNING {', '.join(SESSION_FACT_COLUMNS)}", linked)
         for r in flipped:
@@ -399,13 +343,13 @@ class SQLiteStorage(Storage):
             deltas.session(facts, False, -1)
             deltas.session(facts, True, 1)
         joined: dict[str, Joined] = {s.id: session_joined(s, extra[s.id]) for s in sessions}
-        for r in await self._select_in(
+        for r in self._select_in(
             db, f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id IN ({{ids}})", linked):
             joined[r[0]] = joined_row(r[1:])
         for v in surveys:
             deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
         # Surveys stored earlier whose session arrives now move to its segment and bins.
-        for r in await self._select_in(
+        for r in self._select_in(
             db, f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
             "WHERE session_id IN ({ids})", new_session_ids):
             if r[0] in new_survey_ids:
@@ -413,9 +357,10 @@ class SQLiteStorage(Storage):
             moved = survey_facts_row(r[2:])
             deltas.survey(moved, None, -1)
             deltas.survey(moved, joined[r[1]], 1)
-        await self._apply(db, deltas)
+        self._apply(db, deltas)
 
-    async def _apply(self, db: aiosqlite.Connection, deltas: Deltas) -> None:
+    @staticmethod
+    def _apply(db: sqlite3.Connection, deltas: Deltas) -> None:
         for table, key, vec, rows in (
             ("agg_sessions", KEY, SESSION_VEC, deltas.session_rows()),
             ("agg_surveys", KEY, SURVEY_VEC, deltas.survey_rows()),
@@ -423,10 +368,10 @@ class SQLiteStorage(Storage):
         ):
             if rows:
                 values = f"VALUES ({', '.join('?' * (len(key) + len(vec)))})"
-                await db.executemany(upsert_sql(table, key, vec, values, "sqlite"), rows)
+                db.executemany(upsert_sql(table, key, vec, values, "sqlite"), rows)
 
-    async def _delete_records(
-        self, db: aiosqlite.Connection, session_cond: str, survey_cond: str, param: Any
+    def _delete_records(
+        self, db: sqlite3.Connection, session_cond: str, survey_cond: str, param: Any
     ) -> int:
         """Delete the sessions and surveys matching the conditions (``{p}`` is the table
         alias) inside the caller's transaction, and keep the aggregates and the surveyed
@@ -442,35 +387,29 @@ class SQLiteStorage(Storage):
             f"SELECT DISTINCT {day_sql('v.shown_us', 'sqlite')} FROM surveys v "
             f"JOIN sessions s ON s.id = v.session_id WHERE {cond(session_cond, 's.')}",
         ):
-            async with db.execute(sql, (param,)) as cur:
-                days.update(r[0] for r in await cur.fetchall())
-        async with db.execute(
+            days.update(r[0] for r in db.execute(sql, (param,)).fetchall())
+        linked = [r[0] for r in db.execute(
             f"SELECT DISTINCT v.session_id FROM surveys v WHERE {cond(survey_cond, 'v.')} "
             "AND v.session_id IS NOT NULL", (param,),
-        ) as cur:
-            linked = [r[0] for r in await cur.fetchall()]
-        n = (await db.execute(f"DELETE FROM sessions WHERE {cond(session_cond, '')}", (param,))).rowcount
-        n += (await db.execute(f"DELETE FROM surveys WHERE {cond(survey_cond, '')}", (param,))).rowcount
+        ).fetchall()]
+        n = db.execute(f"DELETE FROM sessions WHERE {cond(session_cond, '')}", (param,)).rowcount
+        n += db.execute(f"DELETE FROM surveys WHERE {cond(survey_cond, '')}", (param,)).rowcount
         # Sessions kept that lose their last survey are no longer surveyed.
-        for r in await self._select_in(
+        for r in self._select_in(
             db, "UPDATE sessions SET surveyed = 0 WHERE surveyed = 1 AND id IN ({ids}) AND NOT "
             "EXISTS (SELECT 1 FROM surveys v WHERE v.session_id = sessions.id) RETURNING started_us",
             linked,
         ):
             days.add(day_of(r[0]))
-        await self._rebuild_days(db, day_ranges(days))
+        self._rebuild_days(db, day_ranges(days))
         return n
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         self._check_open()
-        db = self._writer
-        assert db is not None
-        async with self._write_lock:
-            try:
-                cur = await db.execute(sql, params)
-                return cur.rowcount
-            except aiosqlite.Error as exc:
-                raise StorageError(f"write failed: {exc}") from exc
+        try:
+            return await self._writer.run(lambda db: db.execute(sql, params).rowcount)
+        except sqlite3.Error as exc:
+            raise StorageError(f"write failed: {exc}") from exc
 
     # -- reads ---------------------------------------------------------------------------
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -516,9 +455,8 @@ class SQLiteStorage(Storage):
                    f"v.clock_shift_s FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
                    f"{where} ORDER BY v.rowid")
         # Its own connection: a long export must not hold a reader the report needs.
-        conn = await aiosqlite.connect(self.path)
+        conn = await self._connect_reader()
         try:
-            await conn.execute("PRAGMA query_only = ON")
             async with conn.execute(sql, params) as cur:
                 while True:
                     chunk = await cur.fetchmany(1000)
@@ -568,18 +506,13 @@ class SQLiteStorage(Storage):
 
     async def delete_box(self, box_id: str) -> int:
         self._check_open()
-        db = self._writer
-        assert db is not None
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                n = await self._delete_records(db, "{p}box_id = ?", "{p}box_id = ?", box_id)
-                await db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        return n
+
+        def delete(db: sqlite3.Connection) -> int:
+            n = self._delete_records(db, "{p}box_id = ?", "{p}box_id = ?", box_id)
+            db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
+            return n
+
+        return await self._writer.run(lambda db: transaction(db, delete))
 
     # -- dashboard and retention ---------------------------------------------------------
     async def bad_detractors(
@@ -616,18 +549,11 @@ class SQLiteStorage(Storage):
 
     async def purge_before(self, cutoff_us: int) -> int:
         self._check_open()
-        db = self._writer
-        assert db is not None
-        async with self._write_lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    n = await self._delete_records(
-                        db, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us)
-                    await db.execute("COMMIT")
-                except BaseException:
-                    await db.execute("ROLLBACK")
-                    raise
-            except aiosqlite.Error as exc:
-                raise StorageError(f"purge failed: {exc}") from exc
-        return n
+
+        def purge(db: sqlite3.Connection) -> int:
+            return self._delete_records(db, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us)
+
+        try:
+            return await self._writer.run(lambda db: transaction(db, purge))
+        except sqlite3.Error as exc:
+            raise StorageError(f"purge failed: {exc}") from exc
