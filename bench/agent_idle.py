@@ -8,7 +8,12 @@ collector, plays 20 sessions through the events socket, lets them upload, then m
 - bytes on the wire per session record after gzip, in the agent's real uploads and in
   batches of 1, 10, 100 and 500 records built with the same protocol code.
 
-Usage: ``.venv/bin/python bench/agent_idle.py [--idle-s 10]``. Prints a Markdown table.
+With ``--https`` the fake collector serves TLS (a self-signed certificate made with the
+``openssl`` command) and the agent verifies it against the system's CA bundle with that
+certificate appended (``SSL_CERT_FILE``), so the CA store it loads is a real box's.
+
+Usage: ``.venv/bin/python bench/agent_idle.py [--idle-s 10] [--https]``. Prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import argparse
 import asyncio
 import os
 import random
+import ssl
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -77,7 +84,22 @@ def batch_bytes(n: int) -> float:
     return len(gzip_body(encode_batch(batch))) / n
 
 
-async def main(idle_s: float) -> None:
+def tls_files(tmp: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a new self-signed certificate for 127.0.0.1, and a CA bundle:
+    the system's (what ``ssl.create_default_context()`` loads on a box) plus that one."""
+    cert, key, bundle = tmp / "cert.pem", tmp / "key.pem", tmp / "bundle.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    paths = ssl.get_default_verify_paths()
+    system = Path(paths.cafile or paths.openssl_cafile)
+    bundle.write_bytes((system.read_bytes() if system.is_file() else b"") + cert.read_bytes())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, bundle
+
+
+async def main(idle_s: float, https: bool) -> None:
     wire: list[tuple[int, int]] = []
 
     async def batches(request: web.Request) -> web.Response:
@@ -89,10 +111,16 @@ async def main(idle_s: float) -> None:
     app.router.add_post("/v1/batches", batches)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ)
+        server_tls = None
+        if https:
+            server_tls, bundle = tls_files(Path(tmp))
+            env["SSL_CERT_FILE"] = str(bundle)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        scheme = "https" if https else "http"
         sock = Path(tmp) / "ev.sock"
         cfg = Path(tmp) / "agent.toml"
         cfg.write_text(f"""
@@ -103,7 +131,7 @@ model = "X-200"
 firmware = "4.2.1"
 region = "NL-NH"
 [collector]
-url = "http://127.0.0.1:{port}/"
+url = "{scheme}://127.0.0.1:{port}/"
 token = "t"
 upload_delay_s = 1
 boot_jitter_s = 0
@@ -115,7 +143,7 @@ tty = "/dev/null"
 """)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "stb_widget.cli", "run", "--config", str(cfg), cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
         )
         try:
             for _ in range(200):
@@ -155,6 +183,7 @@ tty = "/dev/null"
     await runner.cleanup()
     sent = sum(b for b, _ in wire)
     records = sum(n for _, n in wire)
+    print(f"collector over {'https (TLS verified)' if https else 'http'}\n")
     print("| figure | value | goal |")
     print("| --- | --- | --- |")
     print(f"| RSS at start | {start_rss:.1f} MB | |")
@@ -171,4 +200,7 @@ tty = "/dev/null"
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--idle-s", type=float, default=10.0)
-    asyncio.run(main(parser.parse_args().idle_s))
+    parser.add_argument("--https", action="store_true",
+                        help="serve TLS; the agent verifies it (needs the openssl command)")
+    args = parser.parse_args()
+    asyncio.run(main(args.idle_s, args.https))
