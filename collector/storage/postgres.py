@@ -433,10 +433,13 @@ class PostgresStorage(Storage):
             await conn.copy_records_to_table(
                 "surveys", records=[_survey_pg(v) for v in surveys], columns=SURVEY_COLUMNS)
         surveyed: set[str] = set()
+        their_surveys: list[Any] = []
         if new_session_ids:
-            surveyed = {str(r[0]) for r in await conn.fetch(
-                "SELECT DISTINCT session_id FROM surveys WHERE session_id = ANY($1::uuid[])",
-                new_session_ids)}
+            # The new sessions' surveys, new or stored earlier, in one look-up.
+            their_surveys = await conn.fetch(
+                f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
+                "WHERE session_id = ANY($1::uuid[])", new_session_ids)
+            surveyed = {str(r[1]) for r in their_surveys}
             await conn.copy_records_to_table(
                 "sessions", records=[_session_pg(s, s.id in surveyed, extra[s.id]) for s in sessions],
                 columns=SESSION_COLUMNS)
@@ -459,16 +462,13 @@ class PostgresStorage(Storage):
                 joined[str(r[0])] = joined_row(r[1:])
         for v in surveys:
             deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
-        if new_session_ids:
-            # Surveys stored earlier whose session arrives now move to its segment and bins.
-            for r in await conn.fetch(
-                f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
-                "WHERE session_id = ANY($1::uuid[])", new_session_ids):
-                if str(r[0]) in new_survey_ids:
-                    continue
-                moved = survey_facts_row(r[2:])
-                deltas.survey(moved, None, -1)
-                deltas.survey(moved, joined[str(r[1])], 1)
+        # Surveys stored earlier whose session arrives now move to its segment and bins.
+        for r in their_surveys:
+            if str(r[0]) in new_survey_ids:
+                continue
+            moved = survey_facts_row(r[2:])
+            deltas.survey(moved, None, -1)
+            deltas.survey(moved, joined[str(r[1])], 1)
         await _apply(conn, deltas)
 
     async def _locked(self, work: Any) -> Any:

@@ -321,9 +321,12 @@ class SQLiteStorage(Storage):
                 [survey_values(v) for v in surveys],
             )
         extra: dict[str, Derived] = {s.id: derived(s) for s in sessions}
-        # A survey and its session join in whatever order they arrive.
-        surveyed = {r[0] for r in self._select_in(
-            db, "SELECT DISTINCT session_id FROM surveys WHERE session_id IN ({ids})", new_session_ids)}
+        # A survey and its session join in whatever order they arrive: the new sessions'
+        # surveys, new or stored earlier, in one look-up.
+        their_surveys = self._select_in(
+            db, f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
+            "WHERE session_id IN ({ids})", new_session_ids)
+        surveyed = {r[1] for r in their_surveys}
         if sessions:
             db.executemany(
                 f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
@@ -349,9 +352,7 @@ class SQLiteStorage(Storage):
         for v in surveys:
             deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
         # Surveys stored earlier whose session arrives now move to its segment and bins.
-        for r in self._select_in(
-            db, f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
-            "WHERE session_id IN ({ids})", new_session_ids):
+        for r in their_surveys:
             if r[0] in new_survey_ids:
                 continue
             moved = survey_facts_row(r[2:])
