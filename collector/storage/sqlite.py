@@ -417,8 +417,9 @@ class SQLiteStorage(Storage):
         self._check_open()
         conn = await self._readers.get()
         try:
-            async with conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            # One hop to the reader's thread (execute, fetch and close there), not three:
+            # a token look-up runs on every upload.
+            return list(await conn.execute_fetchall(sql, params))
         except aiosqlite.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
         finally:
