@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -48,8 +48,14 @@ class VirtualClock:
         self._start_ts = self.start.timestamp()
         self._now = 0.0
         self._res = resolution_s
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
+        # Sleeps (futures) and timers (call_later) due at each deadline, in the order they
+        # were set, and a heap of those deadlines. With a resolution, thousands of boxes
+        # share each deadline: one list append per sleep instead of a heap push of its own.
+        self._due: dict[float, list[_Due]] = {}
+        self._deadlines: list[float] = []
+        # wall() is asked several times per session per box; it changes only with _now.
+        self._wall = self.start
+        self._wall_at = 0.0
         #: Store operations in flight (threads); time waits for them (see :meth:`settle`).
         self._busy = 0
         self._idle = asyncio.Event()
@@ -62,7 +68,10 @@ class VirtualClock:
 
     def wall(self) -> datetime:
         """The virtual wall time, aware, UTC."""
-        return self.start + timedelta(seconds=self._now)
+        if self._wall_at != self._now:
+            self._wall = self.start + timedelta(seconds=self._now)
+            self._wall_at = self._now
+        return self._wall
 
     def monotonic(self) -> float:
         """Virtual seconds since the start."""
@@ -71,12 +80,30 @@ class VirtualClock:
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of virtual time (cancellable)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._add(seconds, fut)
+        await fut
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> _Timer:
+        """Call ``callback()`` after ``seconds`` of virtual time (a ``TimerClock``).
+
+        No task and no future: the driver calls it when it fires the timers of that
+        instant, in the same order as the sleeps due then.
+        """
+        timer = _Timer(callback)
+        self._add(seconds, timer)
+        return timer
+
+    def _add(self, seconds: float, item: _Due) -> None:
         deadline = self._now + max(0.0, seconds)
         if self._res > 0:
             # Rounding up to the resolution groups wake-ups into fewer instants to settle.
             deadline = math.ceil(deadline / self._res) * self._res
-        heapq.heappush(self._heap, (deadline, next(self._seq), fut))
-        await fut
+        bucket = self._due.get(deadline)
+        if bucket is None:
+            self._due[deadline] = [item]
+            heapq.heappush(self._deadlines, deadline)
+        else:
+            bucket.append(item)
 
     # -- driving ------------------------------------------------------------------------
 
@@ -94,11 +121,21 @@ class VirtualClock:
         return _Busy(self)
 
     def next_deadline(self) -> float | None:
-        """The earliest pending deadline, if any (cancelled sleeps are dropped)."""
-        heap = self._heap
-        while heap and heap[0][2].done():
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        """The earliest pending deadline, if any (cancelled sleeps and timers are dropped)."""
+        deadlines, due = self._deadlines, self._due
+        while deadlines:
+            deadline = deadlines[0]
+            bucket = due[deadline]
+            if not bucket[0].done():
+                return deadline
+            # Most of these are the timers of waits that ended early: drop them once.
+            live = [item for item in bucket if not item.done()]
+            if live:
+                due[deadline] = live
+                return deadline
+            heapq.heappop(deadlines)
+            del due[deadline]
+        return None
 
     async def settle(self) -> None:
         """Return once nothing is runnable and no store write is in flight.
@@ -142,12 +179,19 @@ class VirtualClock:
             # handling may set earlier sleeps, then look again.
             await guard.wait()
         self._now = max(self._now, deadline)
-        heap = self._heap
-        while heap and heap[0][0] <= self._now:
-            fut = heapq.heappop(heap)[2]
-            if not fut.done():
-                fut.set_result(None)
+        deadlines, due = self._deadlines, self._due
+        while deadlines and deadlines[0] <= self._now:
+            # In deadline order, and in the order set within one: as a heap of
+            # (deadline, sequence) would. A timer's callback may add to a later deadline,
+            # or to this one (a zero delay), which this loop then fires too.
+            for item in due.pop(heapq.heappop(deadlines)):
+                if item.done():
+                    continue
                 self.fired += 1
+                if isinstance(item, _Timer):
+                    item.fire()
+                else:
+                    item.set_result(None)
         return True
 
     async def run_until(self, t: float) -> None:
@@ -164,6 +208,35 @@ class VirtualClock:
     def advance_to(self, t: float) -> None:
         """Jump to ``t`` without firing anything (only when nothing is due before ``t``)."""
         self._now = max(self._now, t)
+
+
+class _Timer:
+    """A callback due at a virtual time (the ``Timer`` of ``VirtualClock.call_later``)."""
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self._callback = callback
+        self._done = False
+
+    def cancel(self) -> None:
+        """Do not call it (no effect once it ran)."""
+        self._done = True
+
+    def done(self) -> bool:
+        """Called or cancelled."""
+        return self._done
+
+    def fire(self) -> None:
+        self._done = True
+        try:
+            self._callback()
+        except Exception as exc:  # as the event loop does with a failing callback
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "exception in a virtual-clock timer", "exception": exc})
+
+
+_Due = asyncio.Future[None] | _Timer
 
 
 class _Busy:
@@ -195,6 +268,8 @@ class BoxClock:
 
     def wall(self) -> datetime:
         """The box's (possibly wrong) wall time."""
+        if not self.skew_s:
+            return self._base.wall()
         return self._base.wall() + timedelta(seconds=self.skew_s)
 
     def monotonic(self) -> float:
@@ -204,3 +279,7 @@ class BoxClock:
     async def sleep(self, seconds: float) -> None:
         """Wait in virtual time."""
         await self._base.sleep(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> _Timer:
+        """Call ``callback()`` after ``seconds`` of virtual time."""
+        return self._base.call_later(seconds, callback)

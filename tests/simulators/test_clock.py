@@ -70,3 +70,53 @@ async def test_resolution_groups_wakeups_and_box_clock_skews_wall_only() -> None
     assert woke == [10.0, 10.0, 10.0, 20.0]
     assert box.monotonic() == clock.monotonic()
     assert box.wall() == clock.wall() - timedelta(seconds=90)
+
+
+async def test_timers_fire_in_virtual_time_in_order_with_sleeps() -> None:
+    clock = VirtualClock(START, resolution_s=5.0)
+    seen: list[tuple[str, float]] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(7.0)
+        seen.append(("sleep", clock.now))
+
+    task = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    clock.call_later(8.0, lambda: seen.append(("timer", clock.now)))
+    cancelled = clock.call_later(3.0, lambda: seen.append(("cancelled", clock.now)))
+    cancelled.cancel()
+    assert cancelled.done()
+    clock.call_later(6.0, lambda: seen.append(("timer2", clock.now)))
+    clock.call_later(12.0, lambda: seen.append(("late", clock.now)))
+    await clock.run_until(60.0)
+    await task
+    # Due at 10 s (the resolution): timers are called in the order set, while the
+    # scheduler fires them; the sleeping task resumes right after.
+    assert seen == [("timer", 10.0), ("timer2", 10.0), ("sleep", 10.0), ("late", 15.0)]
+    assert clock.next_deadline() is None
+
+
+async def test_wait_event_on_the_virtual_clock() -> None:
+    from stb_widget.clock import wait_event
+
+    clock = VirtualClock(START)
+    box = BoxClock(clock, skew_s=30.0)
+    event = asyncio.Event()
+    results: list[tuple[bool, float]] = []
+
+    async def waiter(limit: float) -> None:
+        results.append((await wait_event(box, event, limit), clock.now))
+
+    first = asyncio.create_task(waiter(100.0))
+    await asyncio.sleep(0)
+    await clock.run_until(150.0)
+    await first
+    assert results == [(False, 100.0)]
+    second = asyncio.create_task(waiter(100.0))
+    await asyncio.sleep(0)
+    await clock.run_until(180.0)
+    event.set()
+    await second
+    assert results[1] == (True, 180.0)
+    # The second wait's timer was called off: nothing is left to fire.
+    assert clock.next_deadline() is None
