@@ -385,10 +385,15 @@ class SqliteBuffer:
 
 
 class MemoryBuffer:
-    """The buffer's behaviour in memory: same bounds and eviction order, no durability."""
+    """The buffer's behaviour in memory: same bounds and eviction order, no durability.
+
+    Counts and sizes are kept as running totals, not summed per call: the uploader asks
+    for them after every record, and a simulator runs thousands of these.
+    """
 
     def __init__(self, limits: BufferSection, clock: Clock) -> None:
         self._limits = limits
+        self._max_age_us = int(limits.max_age_days * _DAY_US)
         self._clock = clock
         self.changed = asyncio.Event()
         self.evictions: Counter[str] = Counter()
@@ -396,16 +401,22 @@ class MemoryBuffer:
         self._rows: dict[str, list[Any]] = {}
         self._seq = 0
         self._cooldowns = Cooldowns()
+        self._ready_count = 0
+        self._ready_bytes = 0
+        self._bytes = 0
+        #: No row was created before this (a lower bound: deletions do not raise it), so
+        #: age eviction needs no scan until the cutoff passes it.
+        self._min_created_us: int | None = None
 
     @property
     def ready_count(self) -> int:
         """Records that may be uploaded."""
-        return sum(1 for r in self._rows.values() if r[2])
+        return self._ready_count
 
     @property
     def ready_bytes(self) -> int:
         """Their JSON size."""
-        return sum(len(r[5]) for r in self._rows.values() if r[2])
+        return self._ready_bytes
 
     @property
     def total_count(self) -> int:
@@ -414,8 +425,10 @@ class MemoryBuffer:
 
     def oldest_ready_wall_us(self) -> int | None:
         """When the oldest uploadable record became uploadable (wall, µs), or None."""
-        ready = [r[4] for r in self._rows.values() if r[2]]
-        return min(ready) if ready else None
+        if not self._ready_count:
+            return None
+        oldest: int = min(r[4] for r in self._rows.values() if r[2])
+        return oldest
 
     def cooldowns(self) -> Cooldowns:
         """The cooldown marks."""
@@ -439,10 +452,14 @@ class MemoryBuffer:
         body = _encode(record)
         if row is None:
             self._seq += 1
-            self._rows[record.id] = [self._seq, record.kind, ready, now,
-                                     now if ready else None, body]
+            row = [self._seq, record.kind, ready, now, now if ready else None, body]
+            self._rows[record.id] = row
+            if self._min_created_us is None or now < self._min_created_us:
+                self._min_created_us = now
         else:
+            self._uncount(row)
             row[2], row[4], row[5] = ready, now if ready else None, body
+        self._count(row)
         if isinstance(record, SurveyRecord):
             c = self._cooldowns
             if record.outcome == "answered":
@@ -454,30 +471,59 @@ class MemoryBuffer:
         if ready:
             self.changed.set()
 
+    def _count(self, row: list[Any]) -> None:
+        size = len(row[5])
+        self._bytes += size
+        if row[2]:
+            self._ready_count += 1
+            self._ready_bytes += size
+
+    def _uncount(self, row: list[Any]) -> None:
+        size = len(row[5])
+        self._bytes -= size
+        if row[2]:
+            self._ready_count -= 1
+            self._ready_bytes -= size
+
+    def _drop(self, rid: str) -> list[Any] | None:
+        row = self._rows.pop(rid, None)
+        if row is not None:
+            self._uncount(row)
+        return row
+
     def _evict(self, now: int) -> None:
-        cutoff = now - int(self._limits.max_age_days * _DAY_US)
-        old: Counter[str] = Counter()
-        for rid in [k for k, r in self._rows.items() if r[3] < cutoff]:
-            old[self._rows.pop(rid)[1]] += 1
+        cutoff = now - self._max_age_us
         over_n = len(self._rows) - self._limits.max_records
-        over_b = sum(len(r[5]) for r in self._rows.values()) - self._limits.max_bytes
+        over_b = self._bytes - self._limits.max_bytes
+        aged = self._min_created_us is not None and self._min_created_us < cutoff
+        if not aged and over_n <= 0 and over_b <= 0:
+            return  # the common case: nothing to drop, nothing to count
+        old: Counter[str] = Counter()
+        if aged:
+            for rid in [k for k, r in self._rows.items() if r[3] < cutoff]:
+                old[self._rows[rid][1]] += 1
+                self._drop(rid)
+            self._min_created_us = min((r[3] for r in self._rows.values()), default=None)
+            over_n = len(self._rows) - self._limits.max_records
+            over_b = self._bytes - self._limits.max_bytes
         full: Counter[str] = Counter()
         if over_n > 0 or over_b > 0:
             order = sorted(self._rows.items(), key=lambda kv: (kv[1][1] == "survey", kv[1][0]))
             for rid, r in order:
                 if over_n <= 0 and over_b <= 0:
                     break
-                del self._rows[rid]
+                self._drop(rid)
                 full[r[1]] += 1
                 over_n -= 1
                 over_b -= len(r[5])
+        if not old and not full:
+            return
         for kind, n in old.items():
             self.evictions[f"age_{kind}"] += n
         for kind, n in full.items():
             self.evictions[f"full_{kind}"] += n
-        if old or full:
-            log.warning("buffer bounds: dropped %s (totals so far: %s)",
-                        dict(old + full), dict(self.evictions))
+        log.warning("buffer bounds: dropped %s (totals so far: %s)",
+                    dict(old + full), dict(self.evictions))
 
     async def fetch(self, max_records: int, max_bytes: int) -> list[Stored]:
         """The oldest uploadable records within both limits."""
@@ -495,8 +541,8 @@ class MemoryBuffer:
     async def delete(self, ids: list[str]) -> None:
         """Forget records the collector has."""
         for rid in ids:
-            self._rows.pop(rid, None)
-        if not self.ready_count:
+            self._drop(rid)
+        if not self._ready_count:
             self.changed.clear()
 
     async def close(self) -> None:
