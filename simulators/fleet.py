@@ -42,6 +42,7 @@ from stb_widget.events import PlayerEvent
 
 from .clock import BoxClock, VirtualClock
 from .faults import Faults
+from .http_pool import HttpPool
 from .ids import id_maker
 from .network import PROFILES, is_peak
 from .player import end_event, plan_session
@@ -356,7 +357,7 @@ class Fleet:
         """Run the whole fleet; answers the summary (see :func:`summary`)."""
         o = self.options
         t_start = time.monotonic()
-        with contextlib.ExitStack() as stack:
+        async with contextlib.AsyncExitStack() as stack:
             if o.data_dir is None:
                 self.data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
                     prefix="box-sim-")))
@@ -367,8 +368,15 @@ class Fleet:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              headers={"User-Agent": "box-sim/0.1"}) as session:
                 tokens = await self.enrol(session)
+                # The boxes' uploads go through a lean client of kept-alive connections
+                # (aiohttp's per-request work cost as much CPU as the agents' own); an
+                # https:// collector through the aiohttp session.
+                pool = HttpPool(o.collector) if o.collector.startswith("http://") else None
+                if pool is not None:
+                    stack.push_async_callback(pool.close)
                 self.net = SimNetwork(session, self.clock, concurrency=o.concurrency,
-                                      outages=o.faults.outages, lag_s=o.http_lag_s)
+                                      outages=o.faults.outages, lag_s=o.http_lag_s,
+                                      poster=pool)
                 durable = o.durable_count()
                 self.boxes = [SimBox(self, i, self.box_id(i), tokens[i], i < durable)
                               for i in range(o.boxes)]

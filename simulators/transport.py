@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from stb_widget.errors import NetworkError, NetworkTimeout, ResponseTooLarge
-from stb_widget.http_client import MAX_RESPONSE_BYTES, Response
+from stb_widget.http_client import MAX_RESPONSE_BYTES, Poster, Response
 
 from .clock import VirtualClock
 
@@ -122,9 +122,11 @@ class SimNetwork:
 
     def __init__(self, session: aiohttp.ClientSession, clock: VirtualClock, *,
                  concurrency: int = 32, outages: tuple[Outage, ...] = (),
-                 lag_s: float = 300.0) -> None:
+                 lag_s: float = 300.0, poster: Poster | None = None) -> None:
         self.session = session
-        self.poster = SessionPoster(session)
+        # ``poster``: what carries the boxes' requests (the fleet passes its HttpPool);
+        # by default the shared aiohttp session.
+        self.poster: Poster = poster if poster is not None else SessionPoster(session)
         self.clock = clock
         self.outages = outages
         self.meter = Meter()
