@@ -1,13 +1,14 @@
 """Collector benchmark (issue 2): HTTP ingest against raw sqlite3, and report latency.
 
-    .venv/bin/python bench/ingest.py ingest [--records 200000]
+    .venv/bin/python bench/ingest.py ingest [--records 192000] [--recent] [--rounds 3]
     .venv/bin/python bench/ingest.py report [--records 1000000]
 
 ``ingest`` runs a real ``nps-collector serve`` process on a fresh SQLite file and 32
 concurrent uploaders (in another process) sending batches of 100 session records; it
 then writes the very same rows with raw ``sqlite3.executemany`` into the same schema,
 with the same durability (WAL, ``synchronous=FULL``, one commit per batch of 100, as an
-acknowledged upload is committed), and prints the ratio. ``report`` stores N records
+acknowledged upload is committed), and prints the ratio; ``--rounds`` times, alternating,
+with medians, as the machine's load moves both figures. ``report`` stores N records
 through the store's own ingest path and times ``GET /v1/report`` over HTTP.
 """
 
@@ -47,13 +48,21 @@ UPLOADERS = 32
 BATCH = 100
 
 
-def make_records(n: int, seed: int = 1, surveys_every: int = 0) -> list[dict[str, Any]]:
+def make_records(n: int, seed: int = 1, surveys_every: int = 0,
+                 recent: bool = False) -> list[dict[str, Any]]:
+    """Session records (and one survey per ``surveys_every``), started at random times
+    over the last 30 days (a backlog: every record in its own hour of a month, the worst
+    case for the hourly aggregates) or, ``recent``, ended within the last hour (what a
+    fleet uploading as it watches sends)."""
     rng = random.Random(seed)
-    t0 = datetime.now(UTC) - timedelta(days=30)
+    now = datetime.now(UTC)
+    t0 = now - timedelta(days=30)
     out: list[dict[str, Any]] = []
     for _ in range(n):
         start = t0 + timedelta(seconds=rng.randint(0, 30 * 86400))
         watch = rng.uniform(600, 7200)
+        if recent:
+            start = now - timedelta(seconds=rng.uniform(0, 3600) + watch)
         ratio = rng.choice([0.0, 0.0, 0.0, 0.003, 0.01, 0.04, 0.1]) * rng.random()
         sid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         out.append({
@@ -157,38 +166,56 @@ def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]]) -> float:
     return elapsed
 
 
-def bench_ingest(n: int) -> dict[str, float]:
-    records = make_records(n)
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_ingest(n: int, recent: bool = False, rounds: int = 3) -> dict[str, Any]:
+    """``rounds`` times: the HTTP run on a fresh collector, then the raw run on a fresh
+    file, one after the other so that both see the same machine; medians of each."""
+    records = make_records(n, recent=recent)
     per = n // (UPLOADERS * BATCH)
     n = per * UPLOADERS * BATCH
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = start_collector(Path(tmp) / "http.db", port)
-        try:
-            asyncio.run(wait_ready(url))
-            tokens = asyncio.run(enrol(url, UPLOADERS))
-            bodies: list[list[bytes]] = [[] for _ in range(UPLOADERS)]
-            raw_batches = []
-            k = 0
-            for _b in range(per):
-                for i in range(UPLOADERS):
-                    recs = records[k:k + BATCH]
-                    k += BATCH
-                    doc = {"protocol": 1, "box_id": f"bench-{i}", "sent_at": utcnow().isoformat(),
-                           "records": recs}
-                    body = orjson.dumps(doc)
-                    bodies[i].append(body)
-                    rows = rows_from_batch(decode_batch(body), utcnow())
-                    raw_batches.append([session_values(r) for _, r in rows])  # type: ignore[arg-type]
-            http_s = asyncio.run(uploaders(url, bodies, tokens))
-        finally:
-            proc.terminate()
-            proc.wait(30)
-        raw_s = raw_sqlite(Path(tmp) / "raw.db", raw_batches)
-    http_rate, raw_rate = n / http_s, n / raw_s
-    return {"records": n, "http_rec_per_s": http_rate, "raw_rec_per_s": raw_rate,
-            "ratio": http_rate / raw_rate}
+    bodies: list[list[bytes]] = [[] for _ in range(UPLOADERS)]
+    raw_batches = []
+    k = 0
+    for _b in range(per):
+        for i in range(UPLOADERS):
+            recs = records[k:k + BATCH]
+            k += BATCH
+            doc = {"protocol": 1, "box_id": f"bench-{i}", "sent_at": utcnow().isoformat(),
+                   "records": recs}
+            body = orjson.dumps(doc)
+            bodies[i].append(body)
+            rows = rows_from_batch(decode_batch(body), utcnow())
+            raw_batches.append([session_values(r) for _, r in rows])  # type: ignore[arg-type]
+    http_rates, raw_rates, ratios, cpu = [], [], [], []
+    for _round in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            proc = start_collector(Path(tmp) / "http.db", port)
+            try:
+                asyncio.run(wait_ready(url))
+                tokens = asyncio.run(enrol(url, UPLOADERS))
+                cpu0 = process_cpu_s(proc.pid)
+                http_s = asyncio.run(uploaders(url, bodies, tokens))
+                cpu.append((process_cpu_s(proc.pid) - cpu0) / n * 1e6)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            raw_s = raw_sqlite(Path(tmp) / "raw.db", raw_batches)
+        http_rates.append(n / http_s)
+        raw_rates.append(n / raw_s)
+        ratios.append(http_rates[-1] / raw_rates[-1])
+    return {"records": n, "recent": recent, "rounds": rounds,
+            "http_rec_per_s": round(statistics.median(http_rates)),
+            "raw_rec_per_s": round(statistics.median(raw_rates)),
+            "ratio": round(statistics.median(ratios), 3),
+            "ratios": [round(r, 3) for r in ratios],
+            "collector_cpu_us_per_record": round(statistics.median(cpu), 1)}
 
 
 async def fill_store(db: Path, n: int) -> None:
@@ -248,9 +275,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["ingest", "report"])
     ap.add_argument("--records", type=int, default=0)
+    ap.add_argument("--recent", action="store_true",
+                    help="ingest: sessions that ended within the last hour, not over 30 days")
+    ap.add_argument("--rounds", type=int, default=3, help="ingest: HTTP then raw, this many times")
     args = ap.parse_args()
     if args.what == "ingest":
-        result = bench_ingest(args.records or 192_000)
+        result = bench_ingest(args.records or 192_000, args.recent, args.rounds)
     else:
         result = bench_report(args.records or 1_000_000)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

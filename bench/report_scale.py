@@ -386,29 +386,13 @@ async def raw_copy(url: str, batches: list[list[tuple[Any, ...]]], connections: 
     return elapsed
 
 
-def _recent(records: list[dict[str, Any]]) -> None:
-    """Move every session into the last hour, as uploads close to real time are."""
-    import random
-    from datetime import timedelta
-
-    rng = random.Random(3)
-    now = datetime.now(UTC)
-    for r in records:
-        watch = r["qos"]["watch_s"]
-        end = now - timedelta(seconds=rng.uniform(0, 3600))
-        r["started_at"] = (end - timedelta(seconds=watch)).isoformat().replace("+00:00", "Z")
-        r["ended_at"] = end.isoformat().replace("+00:00", "Z")
-
-
 def bench_ingest(n: int, pg: str, instances: int, recent: bool = False) -> dict[str, Any]:
     import ingest as lead  # bench/ingest.py: the same records and uploaders as the SQLite figures
 
     from collector.ingest import rows_from_batch
     from protocol import decode_batch, utcnow
 
-    records = lead.make_records(n)
-    if recent:
-        _recent(records)
+    records = lead.make_records(n, recent=recent)
     per = n // (lead.UPLOADERS * lead.BATCH)
     n = per * lead.UPLOADERS * lead.BATCH
     bodies: list[list[bytes]] = [[] for _ in range(lead.UPLOADERS)]
