@@ -38,7 +38,9 @@ from stb_widget.config import (
     PlayerSection,
     SurveySection,
 )
+from stb_widget.errors import NetworkError
 from stb_widget.events import PlayerEvent
+from stb_widget.http_client import Poster
 
 from .clock import BoxClock, VirtualClock
 from .faults import Faults
@@ -47,7 +49,7 @@ from .ids import id_maker
 from .network import PROFILES, is_peak
 from .player import end_event, plan_session
 from .store import PowerCut, TrackedStore
-from .transport import SimNetwork
+from .transport import SessionPoster, SimNetwork
 from .truth import ground_truth
 from .viewer import Persona, ViewerPresenter, Watch, day_plan
 
@@ -325,33 +327,40 @@ class Fleet:
         """The id of box ``index`` (seed in it: two fleets with other seeds never clash)."""
         return f"{self.options.box_prefix}-{self.options.seed}-{index:05d}"
 
-    async def enrol(self, session: aiohttp.ClientSession) -> list[str]:
+    async def enrol(self, poster: Poster) -> list[str]:
         """Enrol every box with the admin token (``POST /v1/boxes``); answers their tokens."""
         o = self.options
         url = o.collector.rstrip("/") + "/v1/boxes"
-        headers = {"Authorization": f"Bearer {o.admin_token}"}
-        gate = asyncio.Semaphore(o.concurrency)
+        headers = {"Authorization": f"Bearer {o.admin_token}",
+                   "Content-Type": "application/json"}
+        tokens = [""] * o.boxes
+        todo = iter(range(o.boxes))
 
         async def one(i: int) -> str:
-            async with gate:
-                for attempt in range(5):
-                    try:
-                        async with session.post(url, json={"box_id": self.box_id(i)},
-                                                headers=headers) as resp:
-                            body = await resp.read()
-                            if resp.status == 201:
-                                token: str = orjson.loads(body)["token"]
-                                return token
-                            if resp.status not in (429, 503):
-                                raise EnrolError(f"POST /v1/boxes answered {resp.status}: "
-                                                 f"{body[:200].decode(errors='replace')}")
-                    except aiohttp.ClientError as exc:
-                        if attempt == 4:
-                            raise EnrolError(f"cannot reach {url}: {exc}") from exc
-                    await asyncio.sleep(0.2 * (attempt + 1))
-                raise EnrolError(f"POST /v1/boxes: collector kept shedding load for box {i}")
+            for attempt in range(5):
+                try:
+                    resp = await poster.post(url, body=orjson.dumps({"box_id": self.box_id(i)}),
+                                             headers=headers)
+                except NetworkError as exc:
+                    if attempt == 4:
+                        raise EnrolError(f"cannot reach {url}: {exc}") from exc
+                else:
+                    if resp.status == 201:
+                        token: str = orjson.loads(resp.body)["token"]
+                        return token
+                    if resp.status not in (429, 503):
+                        raise EnrolError(f"POST /v1/boxes answered {resp.status}: "
+                                         f"{resp.body[:200].decode(errors='replace')}")
+                await asyncio.sleep(0.2 * (attempt + 1))
+            raise EnrolError(f"POST /v1/boxes: collector kept shedding load for box {i}")
 
-        return list(await asyncio.gather(*(one(i) for i in range(o.boxes))))
+        async def worker() -> None:
+            # ``concurrency`` workers over the boxes, not a task per box behind a semaphore.
+            for i in todo:
+                tokens[i] = await one(i)
+
+        await asyncio.gather(*(worker() for _ in range(min(o.concurrency, o.boxes))))
+        return tokens
 
     async def run(self) -> dict[str, Any]:
         """Run the whole fleet; answers the summary (see :func:`summary`)."""
@@ -367,16 +376,20 @@ class Fleet:
             timeout = aiohttp.ClientTimeout(total=60, connect=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              headers={"User-Agent": "box-sim/0.1"}) as session:
-                tokens = await self.enrol(session)
-                # The boxes' uploads go through a lean client of kept-alive connections
-                # (aiohttp's per-request work cost as much CPU as the agents' own); an
-                # https:// collector through the aiohttp session.
-                pool = HttpPool(o.collector) if o.collector.startswith("http://") else None
-                if pool is not None:
+                # Enrolment and the boxes' uploads go through a lean client of kept-alive
+                # connections (aiohttp's per-request work cost as much CPU as the agents'
+                # own); an https:// collector through the aiohttp session.
+                poster: Poster
+                if o.collector.startswith("http://"):
+                    pool = HttpPool(o.collector)
                     stack.push_async_callback(pool.close)
+                    poster = pool
+                else:
+                    poster = SessionPoster(session)
+                tokens = await self.enrol(poster)
                 self.net = SimNetwork(session, self.clock, concurrency=o.concurrency,
                                       outages=o.faults.outages, lag_s=o.http_lag_s,
-                                      poster=pool)
+                                      poster=poster)
                 durable = o.durable_count()
                 self.boxes = [SimBox(self, i, self.box_id(i), tokens[i], i < durable)
                               for i in range(o.boxes)]

@@ -9,13 +9,15 @@ a write (:meth:`TrackedStore.arm_power_cut`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from protocol import SessionRecord, SurveyRecord
-from stb_widget.buffer import Cooldowns, RecordStore, Stored
+from stb_widget.buffer import Cooldowns, MemoryBuffer, RecordStore, Stored
 
 from .clock import VirtualClock
+
+_R = TypeVar("_R", SessionRecord, SurveyRecord)
 
 
 class PowerCut(BaseException):
@@ -38,6 +40,9 @@ class TrackedStore:
         self.surveys: dict[str, SurveyRecord] = {} if surveys is None else surveys
         self._armed = False
         self.dead = False
+        # Only a store that works off the event loop (sqlite's thread) makes time wait;
+        # MemoryBuffer's coroutines never suspend, so marking them busy would be waste.
+        self._threaded = not isinstance(inner, MemoryBuffer)
         self._on_cut = on_cut
         #: The write a power cut interrupted, to be awaited before the file is closed.
         self.cut_write: asyncio.Task[None] | None = None
@@ -64,17 +69,21 @@ class TrackedStore:
         """Cut the power in the middle of the next write."""
         self._armed = True
 
-    async def _write(self, make: Callable[[], Any]) -> None:
+    async def _write(self, write: Callable[[_R], Awaitable[None]], record: _R) -> None:
         if self.dead:
             raise PowerCut
+        if not self._armed:
+            if self._threaded:
+                with self._clock.busy():
+                    await write(record)
+            else:
+                await write(record)
+            return
         with self._clock.busy():
-            if not self._armed:
-                await make()
-                return
             self._armed = False
             self.dead = True
             # Let the write get going (a statement or two on the buffer's thread), then die.
-            task: asyncio.Task[None] = asyncio.ensure_future(make())
+            task: asyncio.Task[None] = asyncio.ensure_future(write(record))
             for _ in range(2):
                 await asyncio.sleep(0)
             task.cancel()
@@ -86,23 +95,25 @@ class TrackedStore:
 
     async def add_session(self, record: SessionRecord) -> None:
         """Store a finished session (noted once the write returns)."""
-        await self._write(lambda: self.inner.add_session(record))
+        await self._write(self.inner.add_session, record)
         self.sessions[record.id] = record
 
     async def confirmed(self, record: SurveyRecord) -> None:
         """Store a confirmed answer durably."""
-        await self._write(lambda: self.inner.confirmed(record))
+        await self._write(self.inner.confirmed, record)
         self.surveys[record.id] = record
 
     async def finished(self, record: SurveyRecord) -> None:
         """Store the final survey record."""
-        await self._write(lambda: self.inner.finished(record))
+        await self._write(self.inner.finished, record)
         self.surveys[record.id] = record
 
     async def fetch(self, max_records: int, max_bytes: int) -> list[Stored]:
         """The oldest uploadable records."""
         if self.dead:
             raise PowerCut
+        if not self._threaded:
+            return await self.inner.fetch(max_records, max_bytes)
         with self._clock.busy():
             return await self.inner.fetch(max_records, max_bytes)
 
@@ -110,6 +121,9 @@ class TrackedStore:
         """Forget records the collector has."""
         if self.dead:
             raise PowerCut
+        if not self._threaded:
+            await self.inner.delete(ids)
+            return
         with self._clock.busy():
             await self.inner.delete(ids)
 
