@@ -19,7 +19,9 @@ box's own client does, with the agent's errors (which the uploader retries):
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -292,3 +294,48 @@ def _expire(conn: _Connection, waiter: asyncio.Future[Response]) -> None:
     if not waiter.done():
         conn.abort()
         waiter.set_exception(NetworkTimeout("no complete answer in time"))
+
+
+class Gate:
+    """At most ``limit`` holders at a time (``async with gate:``); the others wait, first
+    come first served.
+
+    What ``asyncio.Semaphore`` does, at a constant cost: in Python 3.11 its ``acquire``
+    calls ``locked()``, which looks at every waiter, and with thousands of simulated boxes
+    queued for the fleet's connections that scan cost more than the requests themselves.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a gate lets at least one through")
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a place, then cancelled: pass it on
+            # (A cancelled waiter stays queued; _release skips it.)
+            raise
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the place goes straight to the next in line
+                return
+        self._free += 1

@@ -24,6 +24,7 @@ from stb_widget.errors import NetworkError, NetworkTimeout, ResponseTooLarge
 from stb_widget.http_client import MAX_RESPONSE_BYTES, Poster, Response
 
 from .clock import VirtualClock
+from .http_pool import Gate
 
 #: Per-request timeouts: the agent's defaults (collector.timeout_s, connect_timeout_s).
 AGENT_TIMEOUT = aiohttp.ClientTimeout(total=30.0, connect=10.0)
@@ -132,7 +133,7 @@ class SimNetwork:
         self.meter = Meter()
         # Waiting here, not in aiohttp's pool, keeps the uploader's own timeout for the
         # request itself: a queue behind 10,000 boxes must not look like a dead collector.
-        self._gate = asyncio.Semaphore(concurrency)
+        self._gate = Gate(concurrency)  # asyncio.Semaphore scans its waiters: see Gate
         self.in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()

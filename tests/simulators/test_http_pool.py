@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from simulators.http_pool import HttpPool
+from simulators.http_pool import Gate, HttpPool
 from stb_widget.errors import NetworkError, NetworkTimeout, ResponseTooLarge
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,3 +142,38 @@ async def test_unreachable_collector() -> None:
     await pool.close()
     with pytest.raises(ValueError):
         HttpPool("https://collector.example.net/")
+
+
+async def test_gate_bounds_holders_first_come_first_served() -> None:
+    gate = Gate(2)
+    inside = 0
+    most = 0
+    order: list[int] = []
+
+    async def holder(i: int, hold: float) -> None:
+        nonlocal inside, most
+        async with gate:
+            order.append(i)
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(hold)
+            inside -= 1
+
+    tasks = [asyncio.create_task(holder(i, 0.01)) for i in range(6)]
+    await asyncio.sleep(0)
+    # One waiter gives up while queued, one as soon as it is let in: neither keeps a place.
+    quitter = asyncio.create_task(holder(99, 0.01))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    await asyncio.gather(*tasks)
+    assert order == list(range(6)) and most == 2
+    late = [asyncio.create_task(holder(i, 0.01)) for i in (10, 11)]
+    handed = asyncio.create_task(holder(12, 0.01))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.011)  # 10 and 11 leave: 12 is handed a place, then cancelled
+    handed.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    async with gate, gate:  # both places are free again
+        pass
+    with pytest.raises(ValueError):
+        Gate(0)
