@@ -9,6 +9,7 @@ a score is chosen, then ``finished()`` once the reason pick-list closes.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, replace
@@ -26,6 +27,12 @@ HOUR_WEIGHTS: Final[tuple[float, ...]] = (
     0.6, 0.3, 0.15, 0.1, 0.1, 0.15, 0.5, 1.2, 1.3, 0.9, 0.8, 0.9,
     1.1, 1.0, 0.9, 1.0, 1.3, 2.0, 3.2, 4.5, 5.5, 5.0, 3.5, 1.6,
 )
+#: The same weights as running totals: ``choices(..., cum_weights=...)`` draws exactly what
+#: ``choices(..., weights)`` would, without adding them up again for every sitting.
+_HOUR_CUM: Final = list(itertools.accumulate(HOUR_WEIGHTS))
+_HOURS: Final = range(24)
+_CONTENT_TYPES: Final = ("live", "vod", "catchup")
+_CONTENT_CUM: Final = list(itertools.accumulate((0.7, 0.15, 0.15)))
 CHANNELS: Final = ("NPO1", "NPO2", "NPO3", "RTL4", "RTL5", "SBS6", "Veronica", "Ziggo Sport",
                    "Discovery", "NatGeo", "Nickelodeon", "CNN")
 
@@ -82,7 +89,7 @@ def day_plan(rng: random.Random, persona: Persona, day_start_s: float,
     """
     n = _poisson(rng, persona.sittings_per_day)
     starts = sorted(
-        day_start_s + ((rng.choices(range(24), HOUR_WEIGHTS)[0] - utc_offset_h) % 24) * 3600
+        day_start_s + ((rng.choices(_HOURS, cum_weights=_HOUR_CUM)[0] - utc_offset_h) % 24) * 3600
         + rng.uniform(0, 3600)
         for _ in range(n)
     )
@@ -98,7 +105,7 @@ def day_plan(rng: random.Random, persona: Persona, day_start_s: float,
                 content = rng.uniform(15.0, 400.0)  # zapping past a channel
             else:
                 content = min(4 * 3600.0, rng.lognormvariate(math.log(1800.0), 0.7))
-            ctype = rng.choices(("live", "vod", "catchup"), (0.7, 0.15, 0.15))[0]
+            ctype = rng.choices(_CONTENT_TYPES, cum_weights=_CONTENT_CUM)[0]
             last = i == sessions - 1
             zap_on = not last and rng.random() < 0.6
             out.append(Watch(t, content, rng.choice(CHANNELS), ctype, zap_on))
