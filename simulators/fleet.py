@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import random
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -367,6 +368,7 @@ class Fleet:
         o = self.options
         t_start = time.monotonic()
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(_few_gc_passes())
             if o.data_dir is None:
                 self.data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
                     prefix="box-sim-")))
@@ -518,6 +520,28 @@ class Fleet:
             "real_s": round(self.real_s, 2),
             "ground_truth": ground_truth(sessions, surveys),
         }
+
+
+#: Cyclic GC thresholds while a fleet runs (CPython's defaults: 700, 10, 10).
+FLEET_GC_THRESHOLDS: Final = (50_000, 50, 1_000)
+
+
+@contextlib.contextmanager
+def _few_gc_passes() -> Iterator[None]:
+    """Let the cyclic garbage collector pass seldom while the fleet runs (restored after).
+
+    A fleet holds a large heap that only grows (thousands of agents, and every record
+    made, for the ground truth) and allocates fast. With CPython's default thresholds
+    the collector made about a thousand passes over a 3,000-box week, 8 % of the
+    simulation's CPU, and found little: asyncio's objects are freed by reference
+    counting. The garbage cycles left until the next pass are small.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(*FLEET_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class EnrolError(Exception):
