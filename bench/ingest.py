@@ -1,6 +1,7 @@
 """Collector benchmark (issue 2): HTTP ingest against raw sqlite3, and report latency.
 
     .venv/bin/python bench/ingest.py ingest [--records 192000] [--recent] [--rounds 3]
+    .venv/bin/python bench/ingest.py ceiling [--records 192000] [--recent]
     .venv/bin/python bench/ingest.py report [--records 1000000]
 
 ``ingest`` runs a real ``nps-collector serve`` process on a fresh SQLite file and 32
@@ -9,7 +10,9 @@ then writes the very same rows with raw ``sqlite3.executemany`` into the same sc
 with the same durability (WAL, ``synchronous=FULL``, one commit per batch of 100, as an
 acknowledged upload is committed), and prints the ratio; ``--rounds`` times, alternating,
 with medians, as the machine's load moves both figures. ``report`` stores N records
-through the store's own ingest path and times ``GET /v1/report`` over HTTP.
+through the store's own ingest path and times ``GET /v1/report`` over HTTP. ``ceiling``
+is ``ingest`` with a collector that stores nothing (``bench/nostore_serve.py``): the rate
+of HTTP, authentication and decoding alone, which no store can exceed.
 """
 
 from __future__ import annotations
@@ -92,10 +95,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_collector(db: Path, port: int) -> subprocess.Popen[bytes]:
+def start_collector(db: Path, port: int, store: bool = True) -> subprocess.Popen[bytes]:
     env = dict(os.environ, NPS_ADMIN_TOKEN=ADMIN, NPS_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    serve = ["-m", "collector.cli"] if store else [str(ROOT / "bench" / "nostore_serve.py")]
     return subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "serve", "--db", f"sqlite:///{db}", "--port", str(port),
+        [sys.executable, *serve, "serve", "--db", f"sqlite:///{db}", "--port", str(port),
          # A benchmark of throughput: the per-box rate limit is not what it measures.
          "--box-rate", "1000000", "--box-burst", "1000000"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -172,9 +176,10 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_ingest(n: int, recent: bool = False, rounds: int = 3) -> dict[str, Any]:
+def bench_ingest(n: int, recent: bool = False, rounds: int = 3, store: bool = True) -> dict[str, Any]:
     """``rounds`` times: the HTTP run on a fresh collector, then the raw run on a fresh
-    file, one after the other so that both see the same machine; medians of each."""
+    file, one after the other so that both see the same machine; medians of each.
+    Without ``store``, the collector keeps nothing (``ceiling``)."""
     records = make_records(n, recent=recent)
     per = n // (UPLOADERS * BATCH)
     n = per * UPLOADERS * BATCH
@@ -196,7 +201,7 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3) -> dict[str, Any
         with tempfile.TemporaryDirectory() as tmp:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            proc = start_collector(Path(tmp) / "http.db", port)
+            proc = start_collector(Path(tmp) / "http.db", port, store)
             try:
                 asyncio.run(wait_ready(url))
                 tokens = asyncio.run(enrol(url, UPLOADERS))
@@ -210,7 +215,7 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3) -> dict[str, Any
         http_rates.append(n / http_s)
         raw_rates.append(n / raw_s)
         ratios.append(http_rates[-1] / raw_rates[-1])
-    return {"records": n, "recent": recent, "rounds": rounds,
+    return {"records": n, "recent": recent, "rounds": rounds, "stored": store,
             "http_rec_per_s": round(statistics.median(http_rates)),
             "raw_rec_per_s": round(statistics.median(raw_rates)),
             "ratio": round(statistics.median(ratios), 3),
@@ -273,14 +278,15 @@ def bench_report(n: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ingest", "report"])
+    ap.add_argument("what", choices=["ingest", "ceiling", "report"])
     ap.add_argument("--records", type=int, default=0)
     ap.add_argument("--recent", action="store_true",
                     help="ingest: sessions that ended within the last hour, not over 30 days")
     ap.add_argument("--rounds", type=int, default=3, help="ingest: HTTP then raw, this many times")
     args = ap.parse_args()
-    if args.what == "ingest":
-        result = bench_ingest(args.records or 192_000, args.recent, args.rounds)
+    if args.what in ("ingest", "ceiling"):
+        result = bench_ingest(args.records or 192_000, args.recent, args.rounds,
+                              store=args.what == "ingest")
     else:
         result = bench_report(args.records or 1_000_000)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
