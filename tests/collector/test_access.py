@@ -59,6 +59,32 @@ async def test_revocation_is_immediate_and_later_tokens_work(api: Api) -> None:
     assert (await api.upload(t3, batch("stb-1", [session_record()])))[0] == 200
 
 
+async def test_a_token_revoked_after_use_comes_before_every_other_fault(api: Api) -> None:
+    """A token that has uploaded, then is revoked behind the app's back (as by
+    ``box-revoke`` in another process): its next uploads store nothing, and the auth fault
+    comes before the body's; a deleted box's token is unknown at once."""
+    token = await api.enrol("stb-1")
+    keep = await api.enrol("stb-2")
+    assert (await api.upload(token, batch("stb-1", [session_record()])))[0] == 200
+    app = api.client.app
+    assert app is not None
+    assert await app[STORE].revoke_box("stb-1") == 1
+    # Revoked + a malformed body: 403, not 400; revoked + another box's id: 403 "revoked".
+    status, body = await api.upload(token, None, raw=b"{not json")
+    assert (status, body["error"], body["detail"]) == (
+        403, "forbidden", "Authorization: this token was revoked")
+    assert (await api.upload(token, batch("stb-1", [session_record()])))[0] == 403
+    status, body = await api.upload(token, batch("stb-2", [session_record()]))
+    assert (status, body["detail"]) == (403, "Authorization: this token was revoked")
+    # A box whose data and tokens were deleted: its token is unknown at once.
+    assert (await api.upload(keep, batch("stb-2", [session_record()])))[0] == 200
+    await app[STORE].delete_box("stb-2")
+    status, body = await api.upload(keep, batch("stb-2", [session_record()]))
+    assert (status, body["error"]) == (401, "unauthorized")
+    report = await api.report()
+    assert report["sessions"]["count"] == 1  # stb-1's first upload; stb-2's went with the box
+
+
 async def test_tokens_are_not_stored_in_plain_text(api: Api, db_url: str) -> None:
     token = await api.enrol("stb-1")
     await api.upload(token, batch("stb-1", [session_record()]))
