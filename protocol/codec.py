@@ -1,7 +1,7 @@
 """Reading and writing v1 batches: orjson, gzip and the size limits.
 
 The collector calls :func:`inflate` then :func:`decode_batch`; the box calls
-:func:`encode_batch` then :func:`gzip_body`. Every error is a
+:func:`encode_batch_bodies` (or :func:`encode_batch`) then :func:`gzip_body`. Every error is a
 :class:`~protocol.errors.ProtocolError` naming what is wrong.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -25,7 +27,7 @@ from .errors import (
 from .limits import MAX_BODY_BYTES, MAX_INFLATED_BYTES, MAX_RECORDS, PROTOCOL_VERSION
 from .spec import UUID_PATTERN, decode_object, encode_object, wire_fields
 from .timefmt import format_rfc3339
-from .types import RECORD_TYPES, Batch, Envelope, Record
+from .types import RECORD_TYPES, Batch, BoxInfo, Envelope, Record
 
 _CHUNK = 64 * 1024
 
@@ -191,6 +193,31 @@ def encode_batch(batch: Batch) -> bytes:
         doc["box"] = encode_object(batch.box)
     doc["records"] = [encode_object(r) for r in batch.records]
     return orjson.dumps(doc)
+
+
+def encode_batch_bodies(box_id: str, sent_at: datetime, box: BoxInfo | None,
+                        bodies: Sequence[bytes]) -> bytes:
+    """The v1 JSON body of a batch whose records are already JSON (not compressed).
+
+    ``bodies`` are records as :func:`record_to_json` and ``orjson.dumps`` wrote them; they
+    are spliced in as they are, not parsed. For such bodies the result is byte for byte
+    what :func:`encode_batch` writes for the same records (protocol
+    :data:`~protocol.limits.PROTOCOL_VERSION`). The caller vouches that each body is one
+    JSON object: anything else spliced in makes the batch malformed or changes its
+    record count.
+    """
+    doc: dict[str, Any] = {
+        "protocol": PROTOCOL_VERSION,
+        "box_id": box_id,
+        "sent_at": format_rfc3339(sent_at),
+    }
+    if box is not None:
+        doc["box"] = encode_object(box)
+    doc["records"] = []
+    head = orjson.dumps(doc)
+    # The envelope as encode_batch writes it, up to the records array's "[" (orjson
+    # writes compact JSON and keeps key order: the last two bytes are "]}").
+    return b"".join((head[:-2], b",".join(bodies), b"]}"))
 
 
 def gzip_body(body: bytes) -> bytes:

@@ -61,6 +61,10 @@ class TrackedStore:
         """When the oldest uploadable record became uploadable."""
         return self.inner.oldest_ready_wall_us()
 
+    def wake_when(self, count: int, nbytes: int) -> None:
+        """When a new uploadable record sets ``changed`` (the inner store's)."""
+        self.inner.wake_when(count, nbytes)
+
     def cooldowns(self) -> Cooldowns:
         """The cooldown marks."""
         return self.inner.cooldowns()

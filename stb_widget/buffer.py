@@ -63,9 +63,18 @@ class Cooldowns:
 class RecordStore(Protocol):
     """What the agent and the uploader need of a buffer (also a ``SurveySink``)."""
 
-    #: Set whenever a record becomes uploadable.
+    #: Set when a record becomes uploadable, if the uploadable records then reach what
+    #: :meth:`wake_when` last asked (by default on every such record).
     changed: asyncio.Event
     evictions: Counter[str]
+
+    def wake_when(self, count: int, nbytes: int) -> None:
+        """From now on set ``changed`` on a record becoming uploadable only where
+        ``ready_count >= count`` or ``ready_bytes >= nbytes`` after it (1, 1: always).
+
+        The uploader waits on ``changed``. With records waiting for a batch to fill, a
+        new one matters only if it fills the batch; this spares a wake-up per record.
+        """
 
     @property
     def ready_count(self) -> int:
@@ -134,6 +143,8 @@ class SqliteBuffer:
         self._lock = asyncio.Lock()
         self.changed = asyncio.Event()
         self.evictions: Counter[str] = Counter()
+        self._wake_count = 1
+        self._wake_bytes = 1
         self._ready_count = 0
         self._ready_bytes = 0
         self._oldest_ready_us: int | None = None
@@ -220,6 +231,11 @@ class SqliteBuffer:
         """When the oldest uploadable record became uploadable (wall, µs), or None."""
         return self._oldest_ready_us
 
+    def wake_when(self, count: int, nbytes: int) -> None:
+        """Set ``changed`` only where a new uploadable record brings the uploadable
+        records to ``count`` or ``nbytes`` (see :class:`RecordStore`)."""
+        self._wake_count, self._wake_bytes = count, nbytes
+
     def cooldowns(self) -> Cooldowns:
         """The cooldown marks, as stored."""
         return self._cooldowns
@@ -269,7 +285,8 @@ class SqliteBuffer:
             except sqlite3.Error as exc:
                 await self._rollback()
                 raise BufferError(f"cannot store record {record.id}: {exc}") from exc
-        if ready:
+        if ready and (self._ready_count >= self._wake_count
+                      or self._ready_bytes >= self._wake_bytes):
             self.changed.set()
 
     async def _rollback(self) -> None:
@@ -387,8 +404,9 @@ class SqliteBuffer:
 class MemoryBuffer:
     """The buffer's behaviour in memory: same bounds and eviction order, no durability.
 
-    Counts and sizes are kept as running totals, not summed per call: the uploader asks
-    for them after every record, and a simulator runs thousands of these.
+    Counts and sizes are kept as running totals, not summed per call: every store of a
+    record checks them against the uploader's wake-up thresholds, and a simulator runs
+    thousands of these.
     """
 
     def __init__(self, limits: BufferSection, clock: Clock) -> None:
@@ -397,6 +415,8 @@ class MemoryBuffer:
         self._clock = clock
         self.changed = asyncio.Event()
         self.evictions: Counter[str] = Counter()
+        self._wake_count = 1
+        self._wake_bytes = 1
         # id -> [seq, kind, ready, created_us, ready_us, body]; dict order is insertion order.
         self._rows: dict[str, list[Any]] = {}
         self._seq = 0
@@ -429,6 +449,11 @@ class MemoryBuffer:
             return None
         oldest: int = min(r[4] for r in self._rows.values() if r[2])
         return oldest
+
+    def wake_when(self, count: int, nbytes: int) -> None:
+        """Set ``changed`` only where a new uploadable record brings the uploadable
+        records to ``count`` or ``nbytes`` (see :class:`RecordStore`)."""
+        self._wake_count, self._wake_bytes = count, nbytes
 
     def cooldowns(self) -> Cooldowns:
         """The cooldown marks."""
@@ -468,7 +493,8 @@ class MemoryBuffer:
             elif c.dismissed_shown is None or record.shown_at > c.dismissed_shown:
                 self._cooldowns = Cooldowns(c.answered_shown, record.shown_at)
         self._evict(now)
-        if ready:
+        if ready and (self._ready_count >= self._wake_count
+                      or self._ready_bytes >= self._wake_bytes):
             self.changed.set()
 
     def _count(self, row: list[Any]) -> None:

@@ -7,7 +7,18 @@ from typing import Any
 import orjson
 import pytest
 
-from protocol import Accepted, BatchError, Rejected, batch_schema, decode_batch
+from protocol import (
+    Accepted,
+    Batch,
+    BatchError,
+    BoxInfo,
+    Rejected,
+    batch_schema,
+    decode_batch,
+    encode_batch,
+    encode_batch_bodies,
+    record_to_json,
+)
 from tests.golden import vectors
 
 
@@ -73,3 +84,21 @@ def test_schema_accepts_valid_vectors_and_rejects_typed_faults() -> None:
             continue
         doc = dict(v["batch"], records=[v["batch"]["records"][0]])
         assert list(validator.iter_errors(doc)), f"schema accepts invalid vector {name}"
+
+
+@pytest.mark.parametrize(("name", "vector"), vectors("valid"))
+def test_spliced_bodies_are_byte_identical_to_encode_batch(name: str, vector: dict[str, Any]) -> None:
+    """The box splices its stored record JSON into the envelope (encode_batch_bodies):
+    for every golden batch that is byte for byte what encode_batch writes."""
+    decoded = decode_batch(orjson.dumps(vector["batch"]))
+    records = tuple(a.record for a in decoded.accepted)
+    env = decoded.envelope
+    # As the box's buffer stores each record.
+    bodies = [orjson.dumps(record_to_json(r)) for r in records]
+    for box in (env.box, None, BoxInfo(model="X-200", firmware=None, region="NL-NH")):
+        batch = Batch(box_id=env.box_id, sent_at=env.sent_at, records=records, box=box)
+        spliced = encode_batch_bodies(env.box_id, env.sent_at, box, bodies)
+        assert spliced == encode_batch(batch)
+        again = decode_batch(spliced)
+        assert tuple(a.record for a in again.accepted) == records
+        assert again.envelope.box == box

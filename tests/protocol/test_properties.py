@@ -17,12 +17,16 @@ from protocol import (
     OUTCOMES,
     REASONS,
     Accepted,
+    Batch,
     BatchError,
+    BoxInfo,
     Rejected,
     SessionRecord,
     SurveyRecord,
     batch_schema,
     decode_batch,
+    encode_batch,
+    encode_batch_bodies,
     format_rfc3339,
     inflate,
     record_to_json,
@@ -122,6 +126,23 @@ def test_valid_records_are_always_accepted_and_round_trip(records: list[dict[str
     for acc in decoded.accepted:
         again = decode_batch(envelope([record_to_json(acc.record)])).accepted[0].record
         assert again == acc.record
+
+
+BOXES = st.none() | st.builds(
+    BoxInfo, model=st.none() | st.text(max_size=30), firmware=st.none() | st.text(max_size=30),
+    region=st.none() | st.text(max_size=30))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_session() | valid_survey(), max_size=20), TIMES, BOXES,
+       st.from_regex(r"[A-Za-z0-9._:\-]{1,64}", fullmatch=True))
+def test_spliced_batch_is_byte_identical_to_encode_batch(
+    records: list[dict[str, Any]], sent_at: datetime, box: BoxInfo | None, box_id: str
+) -> None:
+    decoded = tuple(a.record for a in decode_batch(envelope(records or [{}])).accepted)
+    bodies = [orjson.dumps(record_to_json(r)) for r in decoded]  # as the box stores them
+    batch = Batch(box_id=box_id, sent_at=sent_at, records=decoded, box=box)
+    assert encode_batch_bodies(box_id, sent_at, box, bodies) == encode_batch(batch)
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])

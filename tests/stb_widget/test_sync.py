@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from protocol import parse_rfc3339
-from stb_widget.buffer import MemoryBuffer
+from protocol import (
+    SessionRecord,
+    decode_batch,
+    format_rfc3339,
+    inflate,
+    parse_rfc3339,
+    record_to_json,
+)
+from stb_widget.buffer import MemoryBuffer, SqliteBuffer
 from stb_widget.config import BufferSection, Config
-from stb_widget.http_client import HttpClient
-from stb_widget.sync import Uploader, is_ack, parse_retry_after
+from stb_widget.http_client import HttpClient, Response
+from stb_widget.sync import MAX_BATCH_BYTES, Uploader, is_ack, parse_retry_after
 
 from .conftest import BASE_WALL, FakeClock, make_config
 from .fake_collector import FakeCollector
@@ -219,3 +229,185 @@ def test_ack_and_retry_after_parsing() -> None:
     assert parse_retry_after("12", 0) == 12
     assert parse_retry_after(None, 0) == 0 and parse_retry_after("soon", 0) == 0
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", 40.0) == 60.0
+
+
+class AckPoster:
+    """An in-process collector: decodes each batch with the real decoder and answers the
+    contract's 200 (valid records accepted, the others rejected)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.bodies: list[bytes] = []
+
+    async def post(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> Response:
+        raw = inflate(body, gzipped=True)
+        self.bodies.append(raw)
+        batch = decode_batch(raw)
+        self.batches.append([a.record.id for a in batch.accepted])
+        answer = {"accepted": len(batch.accepted), "duplicates": 0,
+                  "rejected": [{"index": r.index, "id": r.id, "error": r.error}
+                               for r in batch.rejected]}
+        return Response(200, {}, orjson.dumps(answer))
+
+
+class _Timer:
+    def __init__(self, due: float, callback: Callable[[], object]) -> None:
+        self.due, self.callback, self.cancelled = due, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock(FakeClock):
+    """Time moves only by ``advance``; sleeps and timers (``call_later``, so it is a
+    TimerClock, like the box's and the simulator's clocks) wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timers: list[_Timer] = []
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> _Timer:
+        timer = _Timer(self.monotonic() + max(0.0, seconds), callback)
+        self.timers.append(timer)
+        return timer
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self.call_later(seconds, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        due = [t for t in self.timers if t.due <= self.monotonic() and not t.cancelled]
+        self.timers = [t for t in self.timers if t.due > self.monotonic() and not t.cancelled]
+        for t in sorted(due, key=lambda t: t.due):
+            t.callback()
+
+
+class CountingBuffer(MemoryBuffer):
+    """Counts the uploader's plans: each looks up the oldest record's due time once."""
+
+    plans = 0
+
+    def oldest_ready_wall_us(self) -> int | None:
+        self.plans += 1
+        return super().oldest_ready_wall_us()
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_uploader_does_not_wake_per_record_until_due_or_full(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = CountingBuffer(BufferSection(), clock)
+    poster = AckPoster()
+    up = Uploader(config(tmp_path, "http://127.0.0.1:9", upload_delay_s=3600), store, poster,
+                  clock, random.Random(1))
+    task = asyncio.create_task(up.run())
+    try:
+        await settle()
+        assert store.plans == 0  # nothing stored: waits for the first record
+        first = clock.wall()
+        for _ in range(100):
+            await store.add_session(sess(clock))
+            await settle()
+            clock.advance(30)
+        await settle()
+        # 100 records over 3,000 s: one plan (at the first record), one timer, no upload.
+        assert poster.batches == [] and store.plans == 1
+        clock.advance(599)
+        await settle()
+        assert poster.batches == []
+        clock.advance(1)  # the first record is upload_delay_s old: the batch goes
+        await settle()
+        assert [len(b) for b in poster.batches] == [100] and store.ready_count == 0
+        assert store.plans == 2  # the timer's
+        assert orjson.loads(poster.bodies[0])["sent_at"] == format_rfc3339(
+            first + timedelta(seconds=3600))
+        # A full batch by count goes the moment its 500th record is stored.
+        for _ in range(499):
+            await store.add_session(sess(clock))
+            await settle()
+        assert len(poster.batches) == 1 and store.plans == 3
+        await store.add_session(sess(clock))
+        await settle()
+        assert [len(b) for b in poster.batches] == [100, 500] and store.plans == 3
+        # ... and by bytes (256 KiB of record JSON) the moment it is reached.
+        wide = [SessionRecord(**{**{f: getattr(s, f) for f in s.__slots__},
+                                 "channel": "C" * 1000}) for s in (sess(clock) for _ in range(300))]
+        total = 0
+        for r in wide:
+            total += len(record_body(r))
+            await store.add_session(r)
+            await settle()
+            if total >= MAX_BATCH_BYTES:
+                break
+            assert len(poster.batches) == 2
+        assert len(poster.batches) == 3
+        assert sum(len(record_body(r)) for r in wide[:len(poster.batches[2])]) <= MAX_BATCH_BYTES
+        # One plan for the wide records; one more for a record the full batch left over.
+        assert store.plans == 4 + (store.ready_count > 0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def record_body(record: SessionRecord) -> bytes:
+    return orjson.dumps(record_to_json(record))
+
+
+async def test_unreadable_stored_rows_are_dropped_and_the_rest_uploads(
+    tmp_path: Path, collector: tuple[FakeCollector, str], http: HttpClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake, url = collector
+    clock = FakeClock()
+    store = await SqliteBuffer.open(tmp_path / "b.sqlite3", BufferSection(), clock)
+    try:
+        made = [sess(clock) for _ in range(6)]
+        for r in made:
+            await store.add_session(r)
+        damaged = {made[0].id: b'{"id": "trunc', made[2].id: b"[1, 2]",
+                   made[3].id: b'{"kind": "session"}', made[5].id: b"\xff\xfe\x00"}
+        for rid, body in damaged.items():
+            await store._db.execute("UPDATE records SET body = ? WHERE id = ?", (body, rid))
+        up = Uploader(config(tmp_path, url), store, http, clock, random.Random(1))
+        with caplog.at_level(logging.ERROR):
+            result = await up.upload_once()
+        assert result is not None and result.verdict == "ok"
+        assert fake.seen[0].ids == [made[1].id, made[4].id]
+        assert up.stats["dropped_unreadable"] == 4 and up.stats["records_accepted"] == 2
+        assert "dropping 4 unreadable record(s)" in caplog.text
+        assert store.ready_count == 0 and await store.fetch(10, 10**9) == []
+        # The queue moves on.
+        later = sess(clock)
+        await store.add_session(later)
+        await up.upload_once()
+        assert fake.seen[1].ids == [later.id] and store.ready_count == 0
+    finally:
+        await store.close()
+
+
+async def test_a_stored_record_the_collector_rejects_is_deleted_with_its_batch(
+    tmp_path: Path,
+) -> None:
+    """Stored bodies are not validated again per upload: one the agent got wrong would be
+    the collector's to reject, alone, on a 200; it is deleted and does not block."""
+    clock = FakeClock()
+    store = MemoryBuffer(BufferSection(), clock)
+    good, bad = sess(clock), sess(clock)
+    await store.add_session(good)
+    await store.add_session(SessionRecord(**{**{f: getattr(bad, f) for f in bad.__slots__},
+                                             "qos": replace(bad.qos, watch_s=-1.0)}))
+    poster = AckPoster()
+    up = Uploader(config(tmp_path, "http://127.0.0.1:9"), store, poster, clock)
+    result = await up.upload_once()
+    assert result is not None and result.verdict == "ok"
+    assert poster.batches == [[good.id]]
+    assert up.stats["records_rejected"] == 1 and up.stats["dropped_unreadable"] == 0
+    assert store.ready_count == 0
