@@ -23,16 +23,16 @@ from protocol import (
 from protocol.limits import BOX_ID_PATTERN, MAX_BODY_BYTES
 from protocol.timefmt import to_micros
 
-from .errors import BadQueryError, CollectorError, OverloadedError, StorageError
+from .errors import BadQueryError, CollectorError, OverloadedError, StorageError, TokenRefusedError
 from .export import export_chunks
 from .ingest import rows_from_batch
-from .model import Row
+from .model import Row, UploadAuth
 from .query import parse_filters
 from .ratelimit import BoxRateLimiter
 from .report import build_report
 from .settings import Settings
 from .storage import Storage, make_storage
-from .tokens import bearer, new_admin_token, new_box_token, same_token, token_hash
+from .tokens import TokenOwners, bearer, new_admin_token, new_box_token, same_token, token_hash
 
 log = logging.getLogger("collector")
 access = logging.getLogger("collector.access")
@@ -41,6 +41,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Storage)
 ADMIN_HASH = web.AppKey("admin_hash", bytes)
 RATE_LIMITER = web.AppKey("rate_limiter", BoxRateLimiter)
+TOKEN_OWNERS = web.AppKey("token_owners", TokenOwners)
 LOG_BOX_ID = web.RequestKey("log_box_id", str)
 LOG_COUNTS = web.RequestKey("log_counts", dict[str, int])
 #: Called with the stored rows and, per row, whether it was new, after each upload is
@@ -133,17 +134,54 @@ async def issue_box_token(store: Storage, box_id: str) -> str:
     return token
 
 
-async def post_batches(request: web.Request) -> web.Response:
-    """Ingest a batch: the contract's section 3, every check in its order."""
-    kind, token_box = await _principal(request)
+def _upload_refused(kind: str) -> ApiError:
+    """The answer to an upload whose token is not a valid box token."""
     if kind in ("none", "unknown"):
-        raise ApiError(401, "unauthorized", "Authorization: a valid box bearer token is required")
+        return ApiError(401, "unauthorized", "Authorization: a valid box bearer token is required")
     if kind == "revoked":
-        raise ApiError(403, "forbidden", "Authorization: this token was revoked")
-    if kind == "admin":
-        raise ApiError(403, "forbidden", "Authorization: the admin token cannot upload")
-    assert token_box is not None
+        return ApiError(403, "forbidden", "Authorization: this token was revoked")
+    return ApiError(403, "forbidden", "Authorization: the admin token cannot upload")
+
+
+async def post_batches(request: web.Request) -> web.Response:
+    """Ingest a batch: the contract's section 3, every check in its order.
+
+    A token seen valid lately (:class:`TokenOwners`) is not looked up before the body is
+    read: the store checks it in the transaction that keeps the records. Should another
+    answer be due, the token is looked up first, so that an auth fault still comes before
+    every other, as the contract orders them.
+    """
+    owners = request.app[TOKEN_OWNERS]
+    token = bearer(request.headers.get("Authorization"))
+    hashed = token_hash(token) if token is not None else None
+    token_box = owners.get(hashed) if hashed is not None else None
+    hinted = token_box is not None
+    if not hinted:
+        kind, token_box = await _principal(request)
+        if kind != "box":
+            raise _upload_refused(kind)
+    assert token_box is not None and hashed is not None
+    owners.remember(hashed, token_box)
     request[LOG_BOX_ID] = token_box
+    try:
+        return await _ingest(request, token_box, hashed)
+    except TokenRefusedError:
+        # Revoked or deleted since it was seen (nothing was stored): say which.
+        owners.forget(hashed)
+        kind, _ = await _principal(request)
+        raise _upload_refused(kind if kind != "box" else "revoked") from None
+    except ApiError:
+        if hinted:
+            # Answered on the hint: an auth fault must still come before this one.
+            kind, _ = await _principal(request)
+            if kind != "box":
+                owners.forget(hashed)
+                raise _upload_refused(kind) from None
+        raise
+
+
+async def _ingest(request: web.Request, token_box: str, hashed: bytes) -> web.Response:
+    """The rest of an upload, its token's box known: body, checks, load, store."""
     try:
         gzipped = check_media_type(
             request.headers.get("Content-Type"), request.headers.get("Content-Encoding")
@@ -172,7 +210,8 @@ async def post_batches(request: web.Request) -> web.Response:
     received_at = utcnow()
     indexed = rows_from_batch(batch, received_at)
     try:
-        fresh = await request.app[STORE].ingest([row for _, row in indexed])
+        fresh = await request.app[STORE].ingest([row for _, row in indexed],
+                                                UploadAuth(hashed, token_box))
     except OverloadedError as exc:
         raise ApiError(503, "overloaded", "the collector is shedding load; retry later",
                        headers={"Retry-After": str(exc.retry_after_s)}) from None
@@ -335,6 +374,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[RATE_LIMITER] = BoxRateLimiter(settings.box_rate_per_min, settings.box_burst)
+    app[TOKEN_OWNERS] = TokenOwners()
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_post("/v1/boxes", post_boxes)
     app.router.add_post("/v1/batches", post_batches)

@@ -27,5 +27,14 @@ class OverloadedError(CollectorError):
         super().__init__(f"write queue full; retry after {retry_after_s} s")
 
 
+class TokenRefusedError(CollectorError):
+    """An upload's token, checked in the transaction that would store it, is unknown
+    (``kind`` "unknown"), revoked ("revoked") or another box's ("other_box")."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"upload token refused: {kind}")
+
+
 class BadQueryError(CollectorError):
     """A report or export parameter is wrong; the message names it."""

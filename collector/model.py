@@ -108,3 +108,21 @@ class TokenInfo:
 
     box_id: str
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UploadAuth:
+    """The token an upload came with, for the store to check in its write transaction."""
+
+    token_hash: bytes
+    box_id: str
+
+    def refusal(self, info: TokenInfo | None) -> str | None:
+        """Why the stored token ``info`` does not allow this upload, or None if it does."""
+        if info is None:
+            return "unknown"
+        if info.revoked:
+            return "revoked"
+        if info.box_id != self.box_id:
+            return "other_box"
+        return None

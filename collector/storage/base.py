@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo
+from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
 from .aggregates import ReportData
 
 
@@ -76,11 +76,14 @@ class Storage(abc.ABC):
 
     # -- records -----------------------------------------------------------------
     @abc.abstractmethod
-    async def ingest(self, rows: Sequence[Row]) -> list[bool]:
+    async def ingest(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
         """Store rows durably; answer, per row, True if new and False if its id was held.
 
-        Raises :class:`~collector.errors.OverloadedError` when the write queue is full.
-        Returns only after the commit is on disk.
+        With ``auth``, the rows are stored only if, in the very transaction that stores
+        them, that token is known, not revoked and ``auth.box_id``'s; otherwise nothing is
+        stored and :class:`~collector.errors.TokenRefusedError` says why. Raises
+        :class:`~collector.errors.OverloadedError` when the write queue is full. Returns
+        only after the commit is on disk.
         """
 
     @abc.abstractmethod

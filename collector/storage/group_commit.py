@@ -6,19 +6,26 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from ..errors import OverloadedError, StorageError
-from ..model import Row
+from ..errors import OverloadedError, StorageError, TokenRefusedError
+from ..model import Row, UploadAuth
 
 log = logging.getLogger("collector.storage")
 
-WriteGroup = Callable[[list[Sequence[Row]]], Awaitable[list[list[bool]]]]
+#: One upload in a group: its rows and the token to check before storing them (if any).
+Upload = tuple[Sequence[Row], UploadAuth | None]
+#: Per upload, True/False per row (new or held), or why its token was refused (then
+#: nothing of it was stored).
+WriteResult = list[bool] | TokenRefusedError
+WriteGroup = Callable[[list[Upload]], Awaitable[list[WriteResult]]]
 
 
 class _Pending:
-    __slots__ = ("future", "rows")
+    __slots__ = ("auth", "future", "rows")
 
-    def __init__(self, rows: Sequence[Row], future: asyncio.Future[list[bool]]) -> None:
+    def __init__(self, rows: Sequence[Row], auth: UploadAuth | None,
+                 future: asyncio.Future[list[bool]]) -> None:
         self.rows = rows
+        self.auth = auth
         self.future = future
 
 
@@ -56,13 +63,14 @@ class GroupCommitQueue:
             await self._task
             self._task = None
 
-    async def submit(self, rows: Sequence[Row]) -> list[bool]:
-        """Queue rows; answer per row whether it was new, once committed."""
+    async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
+        """Queue rows; answer per row whether it was new, once committed (raises
+        :class:`TokenRefusedError` if ``auth`` was refused in the write transaction)."""
         if self._waiting >= self._max_batches:
             raise OverloadedError(self._retry_after_s)
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._waiting += 1
-        self._queue.put_nowait(_Pending(rows, future))
+        self._queue.put_nowait(_Pending(rows, auth, future))
         return await future
 
     async def _run(self) -> None:
@@ -83,7 +91,7 @@ class GroupCommitQueue:
                 size += len(nxt.rows)
             self._waiting -= len(group)
             try:
-                results = await self._write_group([p.rows for p in group])
+                results = await self._write_group([(p.rows, p.auth) for p in group])
             except Exception as exc:
                 log.error("group commit of %d batches failed: %s", len(group), exc)
                 err = StorageError(f"write failed: {exc}")
@@ -92,5 +100,9 @@ class GroupCommitQueue:
                         p.future.set_exception(err)
                 continue
             for p, res in zip(group, results, strict=True):
-                if not p.future.done():
+                if p.future.done():
+                    continue
+                if isinstance(res, TokenRefusedError):
+                    p.future.set_exception(res)
+                else:
                     p.future.set_result(res)

@@ -38,8 +38,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import ConfigError, StorageError, StoreClosedError
-from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRow, TokenInfo
+from ..errors import ConfigError, StorageError, StoreClosedError, TokenRefusedError
+from ..model import (
+    Filters,
+    Row,
+    SessionGroup,
+    SessionRow,
+    SurveyFact,
+    SurveyRow,
+    TokenInfo,
+    UploadAuth,
+)
 from ..settings import Settings
 from .aggregates import (
     BIN_KEY,
@@ -63,7 +72,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .group_commit import GroupCommitQueue
+from .group_commit import GroupCommitQueue, Upload, WriteResult
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -347,21 +356,21 @@ class PostgresStorage(Storage):
         """Batches waiting for the writer."""
         return self._writes.depth
 
-    async def ingest(self, rows: Sequence[Row]) -> list[bool]:
+    async def ingest(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
         self._check_open()
         if not rows:
             return []
-        return await self._writes.submit(rows)
+        return await self._writes.submit(rows, auth)
 
-    async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
-        first: dict[str, Row] = {}
-        for rows in batches:
+    async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
+        every: dict[str, Row] = {}
+        for rows, _ in uploads:
             for r in rows:
-                first.setdefault(r.id, r)
-        await self._write_group_partitions(first)
+                every.setdefault(r.id, r)
+        await self._write_group_partitions(every)
         for attempt in range(5):
             try:
-                new = await self._write_transaction(first)
+                refused, new = await self._write_transaction(uploads)
                 break
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 # Cannot happen with keys taken in order; should it, the database chose a
@@ -370,12 +379,15 @@ class PostgresStorage(Storage):
                 await asyncio.sleep(0.05 * (attempt + 1))
             except _Retry:
                 self._partitions.clear()
-                await self._write_group_partitions(first)
+                await self._write_group_partitions(every)
         else:
-            new = await self._write_transaction(first)
-        results: list[list[bool]] = []
+            refused, new = await self._write_transaction(uploads)
+        results: list[WriteResult] = []
         seen: set[str] = set()
-        for rows in batches:
+        for i, (rows, _) in enumerate(uploads):
+            if i in refused:
+                results.append(refused[i])
+                continue
             res = []
             for r in rows:
                 res.append(r.id in new and r.id not in seen)
@@ -383,25 +395,50 @@ class PostgresStorage(Storage):
             results.append(res)
         return results
 
+    @staticmethod
+    async def _refusals(conn: asyncpg.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
+        """The uploads whose token does not allow them, read in the write transaction
+        (``FOR SHARE``: a ``box-revoke`` waits for this commit, and the next upload sees it)."""
+        hashes = list({auth.token_hash for _, auth in uploads if auth is not None})
+        if not hashes:
+            return {}
+        found = {bytes(r[0]): TokenInfo(r[1], r[2]) for r in await conn.fetch(
+            "SELECT token_hash, box_id, revoked FROM box_tokens WHERE token_hash = ANY($1::bytea[]) "
+            "FOR SHARE", hashes)}
+        out: dict[int, TokenRefusedError] = {}
+        for i, (_, auth) in enumerate(uploads):
+            why = auth.refusal(found.get(auth.token_hash)) if auth is not None else None
+            if why is not None:
+                out[i] = TokenRefusedError(why)
+        return out
+
     async def _write_group_partitions(self, first: dict[str, Row]) -> None:
         await self._ensure_partitions(
             [r.started_us for r in first.values() if isinstance(r, SessionRow)], surveys=False)
         await self._ensure_partitions(
             [r.shown_us for r in first.values() if isinstance(r, SurveyRow)], sessions=False)
 
-    async def _write_transaction(self, first: dict[str, Row]) -> set[str]:
+    async def _write_transaction(
+        self, uploads: list[Upload]
+    ) -> tuple[dict[int, TokenRefusedError], set[str]]:
         pool = self._pool
         assert pool is not None
-        locks = sorted({_lock_key(r.id) for r in first.values() if isinstance(r, SessionRow)}
-                       | {_lock_key(r.session_id) for r in first.values()
-                          if isinstance(r, SurveyRow) and r.session_id is not None})
-        ids = sorted(first)
-        times = [_time_of(first[i]) for i in ids]
         async with pool.acquire() as conn, conn.transaction():
             # An upload is answered only once its records are on disk, whatever the
             # server's or the role's default (SET LOCAL: fine behind pgbouncer too).
             await conn.execute("SET LOCAL synchronous_commit TO on; "
                                f"SELECT pg_advisory_xact_lock_shared({_LOCK_CLASS}, {_LOCK_REBUILD})")
+            refused = await self._refusals(conn, uploads)
+            first: dict[str, Row] = {}
+            for i, (rows, _) in enumerate(uploads):
+                if i not in refused:
+                    for r in rows:
+                        first.setdefault(r.id, r)
+            locks = sorted({_lock_key(r.id) for r in first.values() if isinstance(r, SessionRow)}
+                           | {_lock_key(r.session_id) for r in first.values()
+                              if isinstance(r, SurveyRow) and r.session_id is not None})
+            ids = sorted(first)
+            times = [_time_of(first[i]) for i in ids]
             # In key order, in one statement: no two writers wait for each other in a cycle.
             await conn.execute(
                 "SELECT count(pg_advisory_xact_lock(k)) FROM "
@@ -419,7 +456,7 @@ class PostgresStorage(Storage):
                         str(getattr(exc, "constraint_name", "")).endswith("_default_outside"):
                     raise _Retry() from exc
                 raise
-        return new
+        return refused, new
 
     async def _store_new(
         self, conn: asyncpg.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]

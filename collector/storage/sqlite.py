@@ -8,12 +8,21 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..errors import StorageError, StoreClosedError
-from ..model import Filters, Row, SessionGroup, SessionRow, SurveyFact, SurveyRow, TokenInfo
+from ..errors import StorageError, StoreClosedError, TokenRefusedError
+from ..model import (
+    Filters,
+    Row,
+    SessionGroup,
+    SessionRow,
+    SurveyFact,
+    SurveyRow,
+    TokenInfo,
+    UploadAuth,
+)
 from .aggregates import (
     BIN_KEY,
     BIN_VEC,
@@ -35,7 +44,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .group_commit import GroupCommitQueue
+from .group_commit import GroupCommitQueue, Upload, WriteResult
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -128,13 +137,14 @@ CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id);
 
 #: SQLite's limit on bound parameters is 32766 in current builds; stay well under.
 _ID_CHUNK = 900
+_T = TypeVar("_T")
 
 
 #: Columns derived at ingest that a store made by an older version lacks.
 _DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 
-def _chunks(ids: Sequence[str]) -> list[list[str]]:
+def _chunks(ids: Sequence[_T]) -> list[list[_T]]:
     return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
 
 
@@ -204,11 +214,11 @@ class SQLiteStorage(Storage):
         """Batches waiting for the writer."""
         return self._writes.depth
 
-    async def ingest(self, rows: Sequence[Row]) -> list[bool]:
+    async def ingest(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
         self._check_open()
         if not rows:
             return []
-        return await self._writes.submit(rows)
+        return await self._writes.submit(rows, auth)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
@@ -265,11 +275,30 @@ class SQLiteStorage(Storage):
         self._check_open()
         await self._writer.run(lambda db: transaction(db, self._rebuild_all))
 
-    async def _write_group(self, batches: list[Sequence[Row]]) -> list[list[bool]]:
+    async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
         # The whole group, statements and aggregate deltas alike, in one hop to the writer.
-        return await self._writer.run(lambda db: self._write_group_sync(db, batches))
+        return await self._writer.run(
+            lambda db: transaction(db, lambda db: self._write_uploads(db, uploads)))
 
-    def _write_group_sync(self, db: sqlite3.Connection, batches: list[Sequence[Row]]) -> list[list[bool]]:
+    def _refusals(self, db: sqlite3.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
+        """The uploads whose token does not allow them, read in the write transaction: a
+        token revoked by ``box-revoke`` (another process) stops working at once."""
+        hashes = list({auth.token_hash for _, auth in uploads if auth is not None})
+        if not hashes:
+            return {}
+        found = {bytes(r[0]): TokenInfo(r[1], bool(r[2])) for r in self._select_in(
+            db, "SELECT token_hash, box_id, revoked FROM box_tokens WHERE token_hash IN ({ids})",
+            hashes)}
+        out: dict[int, TokenRefusedError] = {}
+        for i, (_, auth) in enumerate(uploads):
+            why = auth.refusal(found.get(auth.token_hash)) if auth is not None else None
+            if why is not None:
+                out[i] = TokenRefusedError(why)
+        return out
+
+    def _write_uploads(self, db: sqlite3.Connection, uploads: list[Upload]) -> list[WriteResult]:
+        refused = self._refusals(db, uploads)
+        batches = [rows for i, (rows, _) in enumerate(uploads) if i not in refused]
         all_ids = list({r.id for rows in batches for r in rows})
         held: set[str] = set()
         for chunk in _chunks(all_ids):
@@ -278,10 +307,13 @@ class SQLiteStorage(Storage):
                 f"SELECT id FROM sessions WHERE id IN ({marks}) "
                 f"UNION ALL SELECT id FROM surveys WHERE id IN ({marks})", chunk + chunk,
             ))
-        results: list[list[bool]] = []
+        results: list[WriteResult] = []
         sessions: list[SessionRow] = []
         surveys: list[SurveyRow] = []
-        for rows in batches:
+        for i, (rows, _) in enumerate(uploads):
+            if i in refused:
+                results.append(refused[i])
+                continue
             res = []
             for r in rows:
                 if r.id in held:
@@ -296,11 +328,11 @@ class SQLiteStorage(Storage):
                     surveys.append(r)
             results.append(res)
         if sessions or surveys:
-            transaction(db, lambda db: self._store_new(db, sessions, surveys))
+            self._store_new(db, sessions, surveys)
         return results
 
     @staticmethod
-    def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[str]) -> list[Any]:
+    def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> list[Any]:
         """``sql`` with ``{ids}`` replaced by placeholders, run over ``ids`` in chunks."""
         out: list[Any] = []
         for chunk in _chunks(ids):

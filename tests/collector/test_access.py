@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from collector.app import STORE
+from collector.errors import TokenRefusedError
+from collector.model import UploadAuth
+from collector.settings import Settings
+from collector.storage import make_storage
+from collector.tokens import token_hash
 from tests.collector.conftest import ADMIN, Api, batch, session_record
+from tests.collector.test_scale import session_row
 
 
 async def test_enrolment_over_http(api: Api) -> None:
@@ -83,6 +92,35 @@ async def test_a_token_revoked_after_use_comes_before_every_other_fault(api: Api
     assert (status, body["error"]) == (401, "unauthorized")
     report = await api.report()
     assert report["sessions"]["count"] == 1  # stb-1's first upload; stb-2's went with the box
+
+
+async def test_the_store_refuses_an_upload_whose_token_it_does_not_hold(
+        settings_factory: Callable[..., Settings]) -> None:
+    """In one group commit: uploads with a good, an unknown, a revoked and another box's
+    token; only the good one is stored."""
+    store = make_storage(settings_factory())
+    await store.open()
+    try:
+        good, revoked = token_hash("nbx_good"), token_hash("nbx_revoked")
+        await store.add_box_token("stb-1", good, 1)
+        await store.add_box_token("stb-1", revoked, 1)
+        await store.revoke_box("stb-1")
+        await store.add_box_token("stb-1", good := token_hash("nbx_good2"), 2)
+        rng = random.Random(3)
+        now_us = int(time.time() * 1e6)
+        rows = [[session_row(rng, started_us=now_us - 3_600_000_000)] for _ in range(4)]
+        auths = [UploadAuth(good, "stb-1"), UploadAuth(token_hash("nbx_unknown"), "stb-1"),
+                 UploadAuth(revoked, "stb-1"), UploadAuth(good, "stb-9")]
+        answers = await asyncio.gather(*(store.ingest(r, a) for r, a in zip(rows, auths, strict=True)),
+                                       return_exceptions=True)
+        assert answers[0] == [True]
+        assert [getattr(a, "kind", a) for a in answers[1:]] == ["unknown", "revoked", "other_box"]
+        assert all(isinstance(a, TokenRefusedError) for a in answers[1:])
+        assert (await store.counts())["sessions"] == 1
+        # Refused rows were not stored: the same ids, under a good token, are new.
+        assert await store.ingest(rows[1], UploadAuth(good, "stb-1")) == [True]
+    finally:
+        await store.close()
 
 
 async def test_tokens_are_not_stored_in_plain_text(api: Api, db_url: str) -> None:
