@@ -13,11 +13,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.cli import main
-from collector.model import Row
+from collector.model import Row, UploadAuth
 from collector.storage.sqlite import SQLiteStorage
 
 
-async def _accept_all(self: SQLiteStorage, rows: Sequence[Row]) -> list[bool]:
+async def _accept_all(self: SQLiteStorage, rows: Sequence[Row],
+                      auth: UploadAuth | None = None) -> list[bool]:
     return [True] * len(rows)
 
 
