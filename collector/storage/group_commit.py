@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ..errors import OverloadedError, StorageError, TokenRefusedError
-from ..model import Row, UploadAuth
+from ..model import Row, TokenInfo, UploadAuth
 
 log = logging.getLogger("collector.storage")
 
@@ -17,6 +17,21 @@ Upload = tuple[Sequence[Row], UploadAuth | None]
 #: nothing of it was stored).
 WriteResult = list[bool] | TokenRefusedError
 WriteGroup = Callable[[list[Upload]], Awaitable[list[WriteResult]]]
+
+
+def upload_token_hashes(uploads: list[Upload]) -> list[bytes]:
+    """The distinct token hashes a group's uploads came with."""
+    return list({auth.token_hash for _, auth in uploads if auth is not None})
+
+
+def refusals(uploads: list[Upload], found: Mapping[bytes, TokenInfo]) -> dict[int, TokenRefusedError]:
+    """By upload index, why its token (looked up in ``found``) does not allow it."""
+    out: dict[int, TokenRefusedError] = {}
+    for i, (_, auth) in enumerate(uploads):
+        why = auth.refusal(found.get(auth.token_hash)) if auth is not None else None
+        if why is not None:
+            out[i] = TokenRefusedError(why)
+    return out
 
 
 class _Pending:

@@ -72,7 +72,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .group_commit import GroupCommitQueue, Upload, WriteResult
+from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -399,18 +399,12 @@ class PostgresStorage(Storage):
     async def _refusals(conn: asyncpg.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
         """The uploads whose token does not allow them, read in the write transaction
         (``FOR SHARE``: a ``box-revoke`` waits for this commit, and the next upload sees it)."""
-        hashes = list({auth.token_hash for _, auth in uploads if auth is not None})
+        hashes = upload_token_hashes(uploads)
         if not hashes:
             return {}
-        found = {bytes(r[0]): TokenInfo(r[1], r[2]) for r in await conn.fetch(
+        return refusals(uploads, {bytes(r[0]): TokenInfo(r[1], r[2]) for r in await conn.fetch(
             "SELECT token_hash, box_id, revoked FROM box_tokens WHERE token_hash = ANY($1::bytea[]) "
-            "FOR SHARE", hashes)}
-        out: dict[int, TokenRefusedError] = {}
-        for i, (_, auth) in enumerate(uploads):
-            why = auth.refusal(found.get(auth.token_hash)) if auth is not None else None
-            if why is not None:
-                out[i] = TokenRefusedError(why)
-        return out
+            "FOR SHARE", hashes)})
 
     async def _write_group_partitions(self, first: dict[str, Row]) -> None:
         await self._ensure_partitions(

@@ -44,7 +44,7 @@ from .aggregates import (
     upsert_sql,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .group_commit import GroupCommitQueue, Upload, WriteResult
+from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -283,18 +283,12 @@ class SQLiteStorage(Storage):
     def _refusals(self, db: sqlite3.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
         """The uploads whose token does not allow them, read in the write transaction: a
         token revoked by ``box-revoke`` (another process) stops working at once."""
-        hashes = list({auth.token_hash for _, auth in uploads if auth is not None})
+        hashes = upload_token_hashes(uploads)
         if not hashes:
             return {}
-        found = {bytes(r[0]): TokenInfo(r[1], bool(r[2])) for r in self._select_in(
+        return refusals(uploads, {bytes(r[0]): TokenInfo(r[1], bool(r[2])) for r in self._select_in(
             db, "SELECT token_hash, box_id, revoked FROM box_tokens WHERE token_hash IN ({ids})",
-            hashes)}
-        out: dict[int, TokenRefusedError] = {}
-        for i, (_, auth) in enumerate(uploads):
-            why = auth.refusal(found.get(auth.token_hash)) if auth is not None else None
-            if why is not None:
-                out[i] = TokenRefusedError(why)
-        return out
+            hashes)})
 
     def _write_uploads(self, db: sqlite3.Connection, uploads: list[Upload]) -> list[WriteResult]:
         refused = self._refusals(db, uploads)
