@@ -19,7 +19,6 @@ import logging
 import os
 import pstats
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,29 +33,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.collector_process import free_port, wait_ready  # noqa: E402
 from simulators.faults import Faults, parse_outage  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402
 
 ADMIN = "bench-admin-token-" + uuid.uuid4().hex
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("collector did not start")
 
 
 async def report(url: str) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.collector_process import free_port, wait_ready  # noqa: E402
 from collector.ingest import rows_from_batch  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import make_storage  # noqa: E402
@@ -89,12 +89,6 @@ def make_records(n: int, seed: int = 1, surveys_every: int = 0,
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_collector(db: Path, port: int, store: bool = True) -> subprocess.Popen[bytes]:
     env = dict(os.environ, NPS_ADMIN_TOKEN=ADMIN, NPS_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
     serve = ["-m", "collector.cli"] if store else [str(ROOT / "bench" / "nostore_serve.py")]
@@ -104,19 +98,6 @@ def start_collector(db: Path, port: int, store: bool = True) -> subprocess.Popen
          "--box-rate", "1000000", "--box-burst", "1000000"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-
-
-async def wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"{url}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("collector did not start")
 
 
 async def uploaders(url: str, bodies: list[list[bytes]], tokens: list[str]) -> float:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.collector_process import free_port, wait_ready  # noqa: E402
 from protocol import Qos, SessionRecord, SurveyRecord  # noqa: E402
 from simulators.transport import SessionPoster  # noqa: E402
 from stb_widget.buffer import MemoryBuffer  # noqa: E402
@@ -62,31 +62,12 @@ class PastClock(SystemClock):
         return super().wall() - timedelta(seconds=self.shift_s)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_collector(db: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, NPS_ADMIN_TOKEN=ADMIN, NPS_LOG_LEVEL="INFO", PYTHONPATH=str(ROOT))
     with open(log, "wb") as fh:
         return subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "serve", "--db", f"sqlite:///{db}",
              "--port", str(port), *extra], cwd=ROOT, env=env, stdout=fh, stderr=fh)
-
-
-async def wait_ready(http: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(600):
-        try:
-            async with http.get(url + "/readyz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise RuntimeError("collector not ready")
 
 
 async def enrol_all(http: aiohttp.ClientSession, url: str, n: int) -> list[str]:
@@ -171,7 +152,7 @@ async def herd(boxes: int, records_per_box: int, *, concurrency: int, write_queu
         connector = aiohttp.TCPConnector(limit=concurrency)
         try:
             async with aiohttp.ClientSession(connector=connector) as http:
-                await wait_ready(http, url)
+                await wait_ready(url)
                 tokens = await enrol_all(http, url, boxes)
                 clock = PastClock()
                 clock.shift_s = 3600.0  # the hour of the outage

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts run by hand, their figures in bench/README.md."""

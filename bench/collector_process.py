@@ -1,0 +1,32 @@
+"""What every benchmark needs to run a collector as its own process: a free port, and
+waiting until it answers ``/readyz``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(url: str, timeout_s: float = 30.0) -> None:
+    """Return once the collector at ``url`` answers ``/readyz`` with 200."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while loop.time() < deadline:
+            try:
+                async with http.get(f"{url}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"the collector at {url} was not ready within {timeout_s:g} s")
