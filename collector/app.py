@@ -160,8 +160,9 @@ async def post_batches(request: web.Request) -> web.Response:
         kind, token_box = await _principal(request)
         if kind != "box":
             raise _upload_refused(kind)
+        assert token_box is not None and hashed is not None
+        owners.remember(hashed, token_box)
     assert token_box is not None and hashed is not None
-    owners.remember(hashed, token_box)
     request[LOG_BOX_ID] = token_box
     try:
         return await _ingest(request, token_box, hashed)
