@@ -17,7 +17,7 @@ from collector.errors import TokenRefusedError
 from collector.model import UploadAuth
 from collector.settings import Settings
 from collector.storage import make_storage
-from collector.tokens import token_hash
+from collector.tokens import TokenOwners, token_hash
 from tests.collector.conftest import ADMIN, Api, batch, session_record
 from tests.collector.test_scale import session_row
 
@@ -258,3 +258,16 @@ async def test_rebuild_aggregates_command_gives_the_same_report(tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     async with serve(settings) as client:
         assert await Api(client).report() == before
+
+
+def test_token_owners_stay_bounded() -> None:
+    """The hint never grows past its bound; a forgotten or dropped token is a miss (and
+    costs one look-up), never a wrong owner."""
+    owners = TokenOwners(max_entries=3)
+    for i in range(3):
+        owners.remember(bytes([i]), f"stb-{i}")
+    assert [owners.get(bytes([i])) for i in range(3)] == ["stb-0", "stb-1", "stb-2"]
+    owners.remember(b"\x09", "stb-9")  # full: starts again
+    assert owners.get(b"\x00") is None and owners.get(b"\x09") == "stb-9"
+    owners.forget(b"\x09")
+    assert owners.get(b"\x09") is None
