@@ -58,7 +58,7 @@ from collector.settings import Settings  # noqa: E402
 from collector.storage import Storage, make_storage  # noqa: E402
 from collector.storage.aggregates import DAY_US, FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
 from collector.storage.postgres import month_bounds  # noqa: E402
-from collector.storage.sql import SESSION_COLUMNS, SURVEY_COLUMNS  # noqa: E402
+from collector.storage.sql import SESSION_COLUMNS, SURVEY_COLUMNS, session_values  # noqa: E402
 
 DAYS = 30
 REGIONS = ["NL-NH", "NL-ZH", "NL-UT", "NL-GE"]
@@ -453,9 +453,7 @@ async def _upload_spread(lead: Any, urls: list[str], bodies: list[list[bytes]], 
 
 
 def _session_pg_row(r: SessionRow) -> tuple[Any, ...]:
-    from collector.storage.postgres import _session_pg
-
-    return _session_pg(r, False)
+    return session_values(r, False)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from protocol.limits import CLOCK_SKEW_TOLERANCE_S
 
 from .buckets import bucket_index
 from .model import Row, SessionRow, SurveyRow
+from .storage.aggregates import fine_of
 
 
 def clock_shift_us(sent_at: datetime, received_at: datetime) -> int:
@@ -46,6 +47,8 @@ def _row(
     if isinstance(rec, SessionRecord):
         q = rec.qos
         ratio = q.rebuffer_ratio
+        rb_fine, br_fine, su_fine, rb_pos, br_pos, su_pos = fine_of(
+            ratio, q.avg_bitrate_kbps, q.startup_ms)
         return SessionRow(
             id=rec.id, box_id=box_id, received_us=received_us,
             started_us=to_micros(rec.started_at) + shift, ended_us=to_micros(rec.ended_at) + shift,
@@ -57,6 +60,8 @@ def _row(
             br_bucket=bucket_index("avg_bitrate_kbps", q.avg_bitrate_kbps),
             su_bucket=bucket_index("startup_ms", q.startup_ms),
             model=model, firmware=firmware, region=region, clock_shift_s=shift_s, raw=raw,
+            rb_fine=rb_fine, br_fine=br_fine, su_fine=su_fine,
+            rb_pos=rb_pos, br_pos=br_pos, su_pos=su_pos,
         )
     assert isinstance(rec, SurveyRecord)
     return SurveyRow(

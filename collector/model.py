@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(slots=True)  # not frozen: built for every record ingested, and frozen init costs
-class SessionRow:
-    """A session record ready to store; times in µs since the epoch, clock-corrected."""
+class SessionRow(NamedTuple):
+    """A session record ready to store; times in µs since the epoch, clock-corrected.
+
+    A tuple in the column order of the ``sessions`` table (less ``surveyed``, which the
+    store sets): it is built once, on the event loop, and either store binds it as it is,
+    so that the single writer does no per-record work that needs no database."""
 
     id: str
     box_id: str
@@ -33,11 +37,19 @@ class SessionRow:
     clock_shift_s: float
     #: The record's named fields as received, JSON.
     raw: bytes
+    #: Fine bins of the three metrics, then the value's position inside each (see
+    #: ``collector.storage.aggregates``).
+    rb_fine: int | None
+    br_fine: int | None
+    su_fine: int | None
+    rb_pos: int | None
+    br_pos: int | None
+    su_pos: int | None
 
 
-@dataclass(slots=True)  # not frozen: see SessionRow
-class SurveyRow:
-    """A survey record ready to store; times in µs since the epoch, clock-corrected."""
+class SurveyRow(NamedTuple):
+    """A survey record ready to store, in the column order of the ``surveys`` table; times
+    in µs since the epoch, clock-corrected."""
 
     id: str
     box_id: str

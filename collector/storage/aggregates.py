@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any, Final
 
 from protocol import REASONS
 
 from ..buckets import BUCKETS, METRICS, bucket_index
-from ..model import Filters
+from ..model import Filters, SessionRow
 
 DAY_US: Final = 86_400_000_000
 HOUR_US: Final = 3_600_000_000
@@ -148,6 +149,19 @@ def fine_bin_pos(metric: str, value: float | None) -> tuple[int | None, int | No
         return fine, 0
     lo, hi = edges[fine - 1], edges[fine]
     return fine, min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
+
+
+#: A session's fine bins, then its positions inside them: columns ``rb_fine`` to ``su_pos``.
+Fine = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
+
+
+def fine_of(rebuffer_ratio: float, avg_bitrate_kbps: float | None,
+            startup_ms: float | None) -> Fine:
+    """A session's fine bins and positions (rebuffer ratio, bitrate, start-up)."""
+    rb, rbp = fine_bin_pos("rebuffer_ratio", rebuffer_ratio)
+    br, brp = fine_bin_pos("avg_bitrate_kbps", avg_bitrate_kbps)
+    su, sup = fine_bin_pos("startup_ms", startup_ms)
+    return rb, br, su, rbp, brp, sup
 
 
 def fine_pos(metric: str, value: float | None) -> int | None:
@@ -265,6 +279,9 @@ def _keys(t_us: int, seg: tuple[str, ...]) -> list[Key]:
 
 
 assert len(SEGMENT) == 5  # _keys writes the levels out
+#: What a session is counted by, less its hour and surveyed flag (as in ``Deltas.session``).
+_SESSION_COUNTED: Final = attrgetter("region", "model", "firmware", "channel", "content_type",
+                                     "rb_bucket", "br_bucket", "su_bucket", "failed")
 _H1, _H2, _H3, _H4, _H5, _H6 = (HOURLY + i for i in range(1, 7))
 
 
@@ -275,9 +292,10 @@ class Deltas:
     sessions: dict[Key, list[int]] = field(default_factory=dict)
     surveys: dict[Key, list[int]] = field(default_factory=dict)
     bins: dict[Key, list[int]] = field(default_factory=dict)
-    #: Sessions counted by (hour, segment, counted columns) before they are spread over
-    #: their 13 keys: sessions of one hour and segment are alike far more often than not.
-    _pending: dict[tuple[int, tuple[str, ...], tuple[int, ...]], int] = field(default_factory=dict)
+    #: Sessions counted by hour and what they are counted by (segment, buckets, failed,
+    #: surveyed) before they are spread over their 13 keys: sessions of one hour and
+    #: segment are alike far more often than not, and this runs for every session stored.
+    _pending: dict[tuple[int, tuple[Any, ...]], int] = field(default_factory=dict)
 
     @staticmethod
     def _add(table: dict[Key, list[int]], key: Key, width: int, idx: Iterable[int], sign: int,
@@ -292,21 +310,17 @@ class Deltas:
 
     def session(self, s: SessionFacts, surveyed: bool, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a session."""
-        idx = [0]
-        if surveyed:
-            idx.append(1)
-        if s.failed:
-            idx.append(2)
-        if s.rb_bucket is not None:
-            idx.append(_RB_POS[s.rb_bucket])
-        if s.br_bucket is not None:
-            idx.append(_BR_POS[s.br_bucket])
-        if s.su_bucket is not None:
-            idx.append(_SU_POS[s.su_bucket])
-        seg = (s.region or "", s.model or "", s.firmware or "", s.channel or "", s.content_type or "")
-        k = (s.started_us // HOUR_US, seg, tuple(idx))
+        k = (s.started_us // HOUR_US, (s.region, s.model, s.firmware, s.channel, s.content_type,
+                                       s.rb_bucket, s.br_bucket, s.su_bucket, s.failed, surveyed))
         pending = self._pending
         pending[k] = pending.get(k, 0) + sign
+
+    def new_sessions(self, rows: Iterable[SessionRow], surveyed: Container[str]) -> None:
+        """Count sessions just stored (:meth:`session` for each, without its per-row cost)."""
+        pending = self._pending
+        for r in rows:
+            k = (r.started_us // HOUR_US, (*_SESSION_COUNTED(r), r.id in surveyed))
+            pending[k] = pending.get(k, 0) + 1
 
     def spread_sessions(self) -> None:
         """Spread the sessions counted so far over their keys now (they are spread anyway
@@ -314,17 +328,31 @@ class Deltas:
         self._spread()
 
     def _spread(self) -> None:
+        # First by hour and segment, the counts by column; then each of those over its keys.
+        by_seg: dict[tuple[int, tuple[str, ...]], dict[int, int]] = {}
+        for (hour, (r, m, f, c, t, rb, br, su, failed, surveyed)), count in self._pending.items():
+            if not count:
+                continue
+            seg: tuple[str, ...] = (r or "", m or "", f or "", c or "", t or "")
+            counts = by_seg.get((hour, seg))
+            if counts is None:
+                counts = by_seg[(hour, seg)] = {}
+            for i in (0, 1 if surveyed else -1, 2 if failed else -1,
+                      -1 if rb is None else _RB_POS[rb], -1 if br is None else _BR_POS[br],
+                      -1 if su is None else _SU_POS[su]):
+                if i >= 0:
+                    counts[i] = counts.get(i, 0) + count
+        self._pending.clear()
         sessions = self.sessions
         width = len(SESSION_VEC)
-        for (hour, seg, idx), count in self._pending.items():
-            if count:
-                for key in _keys(hour * HOUR_US, seg):
-                    vec = sessions.get(key)
-                    if vec is None:
-                        vec = sessions[key] = [0] * width
-                    for i in idx:
-                        vec[i] += count
-        self._pending.clear()
+        for (hour, seg), counts in by_seg.items():
+            items = [(i, n) for i, n in counts.items() if n]
+            for key in _keys(hour * HOUR_US, seg):
+                vec = sessions.get(key)
+                if vec is None:
+                    vec = sessions[key] = [0] * width
+                for i, n in items:
+                    vec[i] += n
 
     def survey(self, v: SurveyFacts, joined: Joined | None, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a survey, joined to its session or not."""
@@ -397,9 +425,9 @@ _RB_POS, _BR_POS, _SU_POS = (
 _SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
 
 
-def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str, dialect: str) -> str:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` adding the counts; ``values`` is the
-    VALUES clause or SELECT that provides the rows (dialect-specific)."""
+def upsert_parts(table: str, key: Sequence[str], vec: Sequence[str], dialect: str) -> tuple[str, str]:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` adding the counts, as the text before and
+    the text after the rows (a VALUES clause or a SELECT, dialect-specific)."""
     cols = ", ".join((*key, *vec))
 
     def combine(c: str) -> str:
@@ -410,7 +438,13 @@ def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str, 
         return f"{c} = {fn}({table}.{c}, excluded.{c})"
 
     adds = ", ".join(combine(c) for c in vec)
-    return f"INSERT INTO {table} ({cols}) {values} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {adds}"
+    return f"INSERT INTO {table} ({cols})", f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {adds}"
+
+
+def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str, dialect: str) -> str:
+    """:func:`upsert_parts` around ``values``."""
+    head, tail = upsert_parts(table, key, vec, dialect)
+    return f"{head} {values} {tail}"
 
 
 # -- schema -------------------------------------------------------------------------------------

@@ -80,12 +80,10 @@ from .sql import (
     SESSION_FACT_COLUMNS,
     SURVEY_COLUMNS,
     SURVEY_FACT_COLUMNS,
-    Derived,
-    derived,
     joined_row,
-    session_facts,
     session_facts_row,
     session_joined,
+    session_values,
     survey_facts_of,
     survey_facts_row,
     where_sessions,
@@ -206,23 +204,6 @@ def _lock_key(uuid_text: str) -> int:
 
 class _Retry(Exception):
     """The group meets a partition that was dropped meanwhile: make it and write again."""
-
-
-def _session_pg(r: SessionRow, surveyed: bool, d: Derived | None = None) -> tuple[Any, ...]:
-    return (
-        r.id, r.box_id, r.received_us, r.started_us, r.ended_us, r.channel, r.content_type,
-        r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
-        r.bitrate_switches, r.failed, r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
-        r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
-        *(d or derived(r)), surveyed,
-    )
-
-
-def _survey_pg(r: SurveyRow) -> tuple[Any, ...]:
-    return (
-        r.id, r.box_id, r.received_us, r.session_id, r.shown_us, r.answered_us, r.outcome,
-        r.score, r.reason, r.locale, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
-    )
 
 
 def _upsert_unnest(table: str, key: Sequence[str], vec: Sequence[str]) -> str:
@@ -459,10 +440,9 @@ class PostgresStorage(Storage):
         deltas = Deltas()
         new_session_ids = [s.id for s in sessions]
         new_survey_ids = {v.id for v in surveys}
-        extra = {s.id: derived(s) for s in sessions}  # fine bins and positions, once
         if surveys:
             await conn.copy_records_to_table(
-                "surveys", records=[_survey_pg(v) for v in surveys], columns=SURVEY_COLUMNS)
+                "surveys", records=surveys, columns=SURVEY_COLUMNS)
         surveyed: set[str] = set()
         their_surveys: list[Any] = []
         if new_session_ids:
@@ -472,14 +452,13 @@ class PostgresStorage(Storage):
                 "WHERE session_id = ANY($1::uuid[])", new_session_ids)
             surveyed = {str(r[1]) for r in their_surveys}
             await conn.copy_records_to_table(
-                "sessions", records=[_session_pg(s, s.id in surveyed, extra[s.id]) for s in sessions],
+                "sessions", records=[session_values(s, s.id in surveyed) for s in sessions],
                 columns=SESSION_COLUMNS)
-        for s in sessions:
-            deltas.session(session_facts(s), s.id in surveyed)
+        deltas.new_sessions(sessions, surveyed)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
                        if v.session_id is not None and v.session_id not in new_sessions})
-        joined: dict[str, Joined] = {s.id: session_joined(s, extra[s.id]) for s in sessions}
+        joined: dict[str, Joined] = {s.id: session_joined(s) for s in sessions}
         if linked:
             for r in await conn.fetch(
                 f"UPDATE sessions SET surveyed = true WHERE id = ANY($1::uuid[]) AND NOT surveyed "

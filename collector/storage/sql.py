@@ -6,53 +6,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model import Filters, SessionRow, SurveyRow
-from .aggregates import Joined, SessionFacts, SurveyFacts, fine_bin_pos
+from .aggregates import Joined, SessionFacts, SurveyFacts
 
-SESSION_COLUMNS = (
-    "id", "box_id", "received_us", "started_us", "ended_us", "channel", "content_type",
-    "startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
-    "bitrate_switches", "failed", "rebuffer_ratio", "rb_bucket", "br_bucket", "su_bucket",
-    "model", "firmware", "region", "clock_shift_s", "raw", "rb_fine", "br_fine", "su_fine",
-    "rb_pos", "br_pos", "su_pos", "surveyed",
-)
-SURVEY_COLUMNS = (
-    "id", "box_id", "received_us", "session_id", "shown_us", "answered_us", "outcome",
-    "score", "reason", "locale", "model", "firmware", "region", "clock_shift_s", "raw",
-)
+#: The ``sessions`` table's columns: a :class:`SessionRow`'s fields, then ``surveyed``.
+SESSION_COLUMNS = (*SessionRow._fields, "surveyed")
+#: The ``surveys`` table's columns: a :class:`SurveyRow`'s fields.
+SURVEY_COLUMNS = SurveyRow._fields
 
 
-Derived = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
+def session_values(r: SessionRow, surveyed: bool = False) -> tuple[Any, ...]:
+    """A session row's values in :data:`SESSION_COLUMNS` order (for either store)."""
+    return (*r, surveyed)
 
 
-def derived(r: SessionRow) -> Derived:
-    """The session's fine bins then positions (rebuffer ratio, bitrate, start-up): the
-    columns ``rb_fine`` to ``su_pos``, computed once per row and passed along."""
-    rb, rbp = fine_bin_pos("rebuffer_ratio", r.rebuffer_ratio)
-    br, brp = fine_bin_pos("avg_bitrate_kbps", r.avg_bitrate_kbps)
-    su, sup = fine_bin_pos("startup_ms", r.startup_ms)
-    return rb, br, su, rbp, brp, sup
-
-
-def session_values(r: SessionRow, surveyed: bool = False, d: Derived | None = None) -> tuple[Any, ...]:
-    """A session row's values in :data:`SESSION_COLUMNS` order (SQLite types)."""
-    return (
-        r.id, r.box_id, r.received_us, r.started_us, r.ended_us, r.channel, r.content_type,
-        r.startup_ms, r.watch_s, r.rebuffer_count, r.rebuffer_s, r.avg_bitrate_kbps,
-        r.bitrate_switches, int(r.failed), r.rebuffer_ratio, r.rb_bucket, r.br_bucket,
-        r.su_bucket, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
-        *(d or derived(r)), int(surveyed),
-    )
-
-
-def session_facts(r: SessionRow) -> SessionFacts:
-    """What the aggregates need of a session row."""
-    return SessionFacts(r.started_us, r.region, r.model, r.firmware, r.channel, r.content_type,
-                        r.rb_bucket, r.br_bucket, r.su_bucket, r.failed)
-
-
-def session_joined(r: SessionRow, d: Derived | None = None) -> Joined:
+def session_joined(r: SessionRow) -> Joined:
     """What a survey's aggregates need of its session row."""
-    return Joined(r.channel, r.content_type, *(d or derived(r)))
+    return Joined(r.channel, r.content_type, r.rb_fine, r.br_fine, r.su_fine,
+                  r.rb_pos, r.br_pos, r.su_pos)
 
 
 def survey_facts_of(r: SurveyRow) -> SurveyFacts:
@@ -69,14 +39,6 @@ JOINED_COLUMNS = ("channel", "content_type", "rb_fine", "br_fine", "su_fine", "r
 #: Columns that give :class:`SurveyFacts` (after the session id), for surveys whose session
 #: arrives later.
 SURVEY_FACT_COLUMNS = ("shown_us", "region", "model", "firmware", "outcome", "score", "reason")
-
-
-def survey_values(r: SurveyRow) -> tuple[Any, ...]:
-    """A survey row's values in :data:`SURVEY_COLUMNS` order."""
-    return (
-        r.id, r.box_id, r.received_us, r.session_id, r.shown_us, r.answered_us, r.outcome,
-        r.score, r.reason, r.locale, r.model, r.firmware, r.region, r.clock_shift_s, r.raw,
-    )
 
 
 class _Params:

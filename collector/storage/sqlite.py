@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import orjson
 
 from ..errors import StorageError, StoreClosedError, TokenRefusedError
 from ..model import (
@@ -41,7 +42,7 @@ from .aggregates import (
     read_report_data,
     rebuild_params,
     rebuild_sql,
-    upsert_sql,
+    upsert_parts,
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
@@ -52,20 +53,16 @@ from .sql import (
     SESSION_FACT_COLUMNS,
     SURVEY_COLUMNS,
     SURVEY_FACT_COLUMNS,
-    Derived,
-    derived,
     joined_row,
-    session_facts,
     session_facts_row,
     session_joined,
     session_values,
     survey_facts_of,
     survey_facts_row,
-    survey_values,
     where_sessions,
     where_surveys,
 )
-from .sqlite_writer import WriterThread, connect, transaction
+from .sqlite_writer import WriterThread, connect, insert_rows, transaction
 
 log = logging.getLogger("collector.storage")
 
@@ -286,21 +283,52 @@ class SQLiteStorage(Storage):
         hashes = upload_token_hashes(uploads)
         if not hashes:
             return {}
-        return refusals(uploads, {bytes(r[0]): TokenInfo(r[1], bool(r[2])) for r in self._select_in(
-            db, "SELECT token_hash, box_id, revoked FROM box_tokens WHERE token_hash IN ({ids})",
-            hashes)})
+        # One row for all the tokens: every row stepped is a release of the GIL, and taking
+        # it back waits while the event loop decodes (see ``insert_rows``).
+        found: dict[bytes, TokenInfo] = {}
+        for (doc,) in self._select_in(
+                db, "SELECT json_group_array(json_array(hex(token_hash), box_id, revoked)) "
+                "FROM box_tokens WHERE token_hash IN ({ids})", hashes):
+            for token_hex, box_id, revoked in orjson.loads(doc):
+                found[bytes.fromhex(token_hex)] = TokenInfo(box_id, bool(revoked))
+        return refusals(uploads, found)
 
     def _write_uploads(self, db: sqlite3.Connection, uploads: list[Upload]) -> list[WriteResult]:
         refused = self._refusals(db, uploads)
-        batches = [rows for i, (rows, _) in enumerate(uploads) if i not in refused]
-        all_ids = list({r.id for rows in batches for r in rows})
+        # Nearly every group holds no record the store already has. It is stored straight
+        # away, and the primary keys catch the exception: asking first would look every id
+        # up once more. Only an id held as the other kind needs asking (a session's id
+        # among the surveys), and that table is the small one for sessions.
+        db.execute("SAVEPOINT fresh")
+        try:
+            results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, True))
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO fresh")
+            results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, False))
+        db.execute("RELEASE fresh")
+        return results
+
+    def _held(self, db: sqlite3.Connection, uploads: list[Upload],
+              refused: dict[int, TokenRefusedError], other_kind_only: bool) -> set[str]:
+        """The ids of the group's records that the store holds: as the other kind of record
+        only, or as either."""
+        sessions: set[str] = set()
+        surveys: set[str] = set()
+        for i, (rows, _) in enumerate(uploads):
+            if i not in refused:
+                for r in rows:
+                    (sessions if isinstance(r, SessionRow) else surveys).add(r.id)
         held: set[str] = set()
-        for chunk in _chunks(all_ids):
-            marks = ",".join("?" * len(chunk))
-            held.update(r[0] for r in db.execute(
-                f"SELECT id FROM sessions WHERE id IN ({marks}) "
-                f"UNION ALL SELECT id FROM surveys WHERE id IN ({marks})", chunk + chunk,
-            ))
+        for table, ids in (("surveys", sessions), ("sessions", surveys)) if other_kind_only else (
+                ("sessions", sessions | surveys), ("surveys", sessions | surveys)):
+            held.update(r[0] for r in self._select_in(
+                db, f"SELECT id FROM {table} WHERE id IN ({{ids}})", list(ids)))
+        return held
+
+    def _store_group(self, db: sqlite3.Connection, uploads: list[Upload],
+                     refused: dict[int, TokenRefusedError], held: set[str]) -> list[WriteResult]:
+        """Store the records of the group that are not ``held`` (nor earlier in the group)."""
+        held = set(held)
         results: list[WriteResult] = []
         sessions: list[SessionRow] = []
         surveys: list[SurveyRow] = []
@@ -341,12 +369,8 @@ class SQLiteStorage(Storage):
         new_session_ids = [s.id for s in sessions]
         new_survey_ids = {v.id for v in surveys}
         if surveys:
-            db.executemany(
-                f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(SURVEY_COLUMNS))})",
-                [survey_values(v) for v in surveys],
-            )
-        extra: dict[str, Derived] = {s.id: derived(s) for s in sessions}
+            insert_rows(db, f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)})",
+                        surveys)
         # A survey and its session join in whatever order they arrive: the new sessions'
         # surveys, new or stored earlier, in one look-up.
         their_surveys = self._select_in(
@@ -354,13 +378,9 @@ class SQLiteStorage(Storage):
             "WHERE session_id IN ({ids})", new_session_ids)
         surveyed = {r[1] for r in their_surveys}
         if sessions:
-            db.executemany(
-                f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})",
-                [session_values(s, s.id in surveyed, extra[s.id]) for s in sessions],
-            )
-            for s in sessions:
-                deltas.session(session_facts(s), s.id in surveyed)
+            insert_rows(db, f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)})",
+                        [session_values(s, s.id in surveyed) for s in sessions])
+            deltas.new_sessions(sessions, surveyed)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
                        if v.session_id is not None and v.session_id not in new_sessions})
@@ -371,7 +391,10 @@ class SQLiteStorage(Storage):
             facts = session_facts_row(r)
             deltas.session(facts, False, -1)
             deltas.session(facts, True, 1)
-        joined: dict[str, Joined] = {s.id: session_joined(s, extra[s.id]) for s in sessions}
+        # Only the sessions a survey needs (most sessions have none).
+        joined: dict[str, Joined] = {
+            sid: session_joined(new_sessions[sid]) for sid in
+            {v.session_id for v in surveys} | {r[1] for r in their_surveys} if sid in new_sessions}
         for r in self._select_in(
             db, f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id IN ({{ids}})", linked):
             joined[r[0]] = joined_row(r[1:])
@@ -394,8 +417,8 @@ class SQLiteStorage(Storage):
             ("agg_bins", BIN_KEY, BIN_VEC, deltas.bin_rows()),
         ):
             if rows:
-                values = f"VALUES ({', '.join('?' * (len(key) + len(vec)))})"
-                db.executemany(upsert_sql(table, key, vec, values, "sqlite"), rows)
+                head, tail = upsert_parts(table, key, vec, "sqlite")
+                insert_rows(db, head, rows, tail)
 
     def _delete_records(
         self, db: sqlite3.Connection, session_cond: str, survey_cond: str, param: Any

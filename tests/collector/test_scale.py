@@ -7,7 +7,6 @@ import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
 from collector.report import build_report, compute_report
 from collector.settings import Settings
 from collector.storage import Storage, make_storage
-from collector.storage.aggregates import DAY_US, FINE_EDGES, coarse_of_fine, fine_bin, plan
+from collector.storage.aggregates import DAY_US, FINE_EDGES, coarse_of_fine, fine_bin, fine_of, plan
 from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
 
 T0 = 1_790_000_000_000_000  # 2026-09-21T...: µs, deliberately not on a day boundary
@@ -42,8 +41,13 @@ def session_row(rng: random.Random, *, started_us: int, box: str = "stb-1") -> S
         br_bucket=bucket_index("avg_bitrate_kbps", bitrate),
         su_bucket=bucket_index("startup_ms", startup),
         model=rng.choice(["X-200", None]), firmware="4.2.1", region=rng.choice(REGIONS),
-        clock_shift_s=0.0, raw=b"{}",
+        clock_shift_s=0.0, raw=b"{}", **fine_columns(ratio, bitrate, startup),
     )
+
+
+def fine_columns(ratio: float, bitrate: float | None, startup: int | None) -> dict[str, int | None]:
+    return dict(zip(("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"),
+                    fine_of(ratio, bitrate, startup), strict=True))
 
 
 def survey_row(rng: random.Random, s: SessionRow | None, *, shown_us: int) -> SurveyRow:
@@ -138,8 +142,10 @@ async def test_incremental_aggregates_equal_rebuilt_and_report_equals_raw(store:
 
 async def test_late_session_moves_its_surveys(store: Storage) -> None:
     rng = random.Random(5)
-    s = replace(session_row(rng, started_us=T0), channel="RTL4", rebuffer_ratio=0.0, rb_bucket=0)
-    v = replace(survey_row(rng, s, shown_us=T0 + DAY_US), outcome="answered", score=3)
+    s = session_row(rng, started_us=T0)
+    s = s._replace(channel="RTL4", rebuffer_ratio=0.0, rb_bucket=0,
+                   **fine_columns(0.0, s.avg_bitrate_kbps, s.startup_ms))
+    v = survey_row(rng, s, shown_us=T0 + DAY_US)._replace(outcome="answered", score=3)
     assert await store.ingest([v]) == [True]
     f = Filters(channel="RTL4")
     before = await build_report(store, f)
@@ -153,10 +159,30 @@ async def test_late_session_moves_its_surveys(store: Storage) -> None:
     assert after == await raw_report(store, f)
 
 
+async def test_an_id_held_as_either_kind_is_a_duplicate_in_later_groups(store: Storage) -> None:
+    # Groups are stored first and checked by the primary keys; ids held as the other kind
+    # of record, and groups mixing held and new ids, take the careful way.
+    rng = random.Random(9)
+    s = session_row(rng, started_us=T0)
+    v = survey_row(rng, s, shown_us=T0 + 10**9)
+    assert await store.ingest([s, v]) == [True, True]
+    fresh = [session_row(rng, started_us=T0 + i * 10**9) for i in range(1, 4)]
+    same_id_session = fresh[0]._replace(id=v.id)
+    same_id_survey = survey_row(rng, fresh[1], shown_us=T0)._replace(id=s.id)
+    assert await store.ingest([same_id_session, same_id_survey]) == [False, False]
+    assert await store.ingest([fresh[1], s, fresh[2], v, fresh[1]]) == [True, False, True, False, False]
+    assert await store.counts() == {"sessions": 3, "surveys": 1}
+    for f in FILTERS:
+        assert await build_report(store, f) == await raw_report(store, f), f
+    kept = await agg_tables(store)
+    await store.rebuild_aggregates()
+    assert await agg_tables(store) == kept
+
+
 async def test_delete_and_purge_keep_aggregates(store: Storage) -> None:
     rows = dataset(3, 300)
     await ingest_shuffled(store, rows, 4)
-    other = [replace(r, box_id="stb-2") if i % 3 == 0 else r for i, r in enumerate(dataset(6, 200))]
+    other = [r._replace(box_id="stb-2") if i % 3 == 0 else r for i, r in enumerate(dataset(6, 200))]
     await ingest_shuffled(store, other, 7)
     n = await store.delete_box("stb-2")
     assert n == sum(1 for r in other if r.box_id == "stb-2")
@@ -312,7 +338,7 @@ async def test_far_past_and_future_times_are_stored(store: Storage) -> None:
     rows: list[Row] = []
     for started in (-200 * year_us, -69 * year_us, 330 * year_us, T0):
         s = session_row(rng, started_us=started)
-        rows += [s, replace(survey_row(rng, s, shown_us=started + 10**9), outcome="answered", score=2)]
+        rows += [s, survey_row(rng, s, shown_us=started + 10**9)._replace(outcome="answered", score=2)]
     assert await store.ingest(rows) == [True] * len(rows)
     assert await store.ingest(rows) == [False] * len(rows)
     rep = await build_report(store, Filters())
