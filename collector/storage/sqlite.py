@@ -295,10 +295,11 @@ class SQLiteStorage(Storage):
 
     def _write_uploads(self, db: sqlite3.Connection, uploads: list[Upload]) -> list[WriteResult]:
         refused = self._refusals(db, uploads)
-        # Nearly every group holds no record the store already has. It is stored straight
-        # away, and the primary keys catch the exception: asking first would look every id
-        # up once more. Only an id held as the other kind needs asking (a session's id
-        # among the surveys), and that table is the small one for sessions.
+        # Nearly every group holds no record the store already has, so it is stored
+        # straight away: a record held shows as a primary-key conflict, which rolls the
+        # group back to be stored after asking. Asking first would look every id up twice
+        # (the insert looks it up again). Only ids held as the other kind of record must be
+        # asked for first, as no key catches them (a session's id among the surveys).
         db.execute("SAVEPOINT fresh")
         try:
             results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, True))
