@@ -311,8 +311,10 @@ class PostgresStorage(Storage):
         """Make the monthly partitions holding ``times_us`` where missing."""
         assert self._pool is not None
         wanted: dict[str, tuple[str, int, int]] = {}
-        for us in times_us:
-            bounds = month_bounds(us)
+        # By day: a day lies in one month (and the bounds are whole years), and a group's
+        # thousands of times fall on a few days.
+        for day in {us // DAY_US for us in times_us}:
+            bounds = month_bounds(day * DAY_US)
             if bounds is None:
                 continue
             suffix, lo, hi = bounds
@@ -458,7 +460,10 @@ class PostgresStorage(Storage):
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
                        if v.session_id is not None and v.session_id not in new_sessions})
-        joined: dict[str, Joined] = {s.id: session_joined(s) for s in sessions}
+        # Only the sessions a survey needs (most sessions have none).
+        joined: dict[str, Joined] = {
+            sid: session_joined(new_sessions[sid]) for sid in
+            {v.session_id for v in surveys} | surveyed if sid in new_sessions}
         if linked:
             for r in await conn.fetch(
                 f"UPDATE sessions SET surveyed = true WHERE id = ANY($1::uuid[]) AND NOT surveyed "
