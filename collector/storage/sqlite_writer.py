@@ -39,10 +39,8 @@ def connect(path: Path, *, query_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-#: The most rows :func:`insert_rows` puts in one statement, and the fewest bound values it
-#: may need (SQLite allows 32,766 since 3.32).
+#: The most rows :func:`insert_rows` puts in one statement.
 _MAX_ROWS: Final = 1024
-_MAX_PARAMS: Final = 32_000
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]],
@@ -59,7 +57,8 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
         return
     width = len(rows[0])
     one = "(" + ",".join("?" * width) + ")"
-    most = max(1, min(_MAX_ROWS, _MAX_PARAMS // width))
+    # The build's limit on bound values (32,766 since SQLite 3.32, 999 before).
+    most = max(1, min(_MAX_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
     i, n = 0, len(rows)
     while i < n:
         size = most

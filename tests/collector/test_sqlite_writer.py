@@ -22,6 +22,16 @@ def test_insert_rows_stores_every_row_in_order(tmp_path: Path, n: int, width: in
     conn.close()
 
 
+def test_insert_rows_keeps_under_the_builds_limit_on_bound_values(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "w.db")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # older SQLite builds
+    conn.execute("CREATE TABLE t (a, b, c, d, e, f, g, h, i, j)")
+    rows = [tuple(range(k, k + 10)) for k in range(2500)]
+    transaction(conn, lambda db: insert_rows(db, "INSERT INTO t", rows))
+    assert conn.execute("SELECT * FROM t ORDER BY rowid").fetchall() == rows
+    conn.close()
+
+
 def test_insert_rows_with_an_upsert_tail_adds_up_repeated_keys(tmp_path: Path) -> None:
     conn = connect(tmp_path / "w.db")
     conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)")
