@@ -453,9 +453,16 @@ class PostgresStorage(Storage):
                 f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
                 "WHERE session_id = ANY($1::uuid[])", new_session_ids)
             surveyed = {str(r[1]) for r in their_surveys}
-            await conn.copy_records_to_table(
-                "sessions", records=[session_values(s, s.id in surveyed) for s in sessions],
-                columns=SESSION_COLUMNS)
+            # Copied as they are, ``surveyed`` left to its default; the few sessions whose
+            # survey is here already get their own copy.
+            plain = [s for s in sessions if s.id not in surveyed] if surveyed else sessions
+            if plain:
+                await conn.copy_records_to_table(
+                    "sessions", records=plain, columns=SessionRow._fields)
+            if surveyed:
+                await conn.copy_records_to_table(
+                    "sessions", records=[session_values(s, True) for s in sessions if s.id in surveyed],
+                    columns=SESSION_COLUMNS)
         deltas.new_sessions(sessions, surveyed)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys

@@ -379,8 +379,13 @@ class SQLiteStorage(Storage):
             "WHERE session_id IN ({ids})", new_session_ids)
         surveyed = {r[1] for r in their_surveys}
         if sessions:
-            insert_rows(db, f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)})",
-                        [session_values(s, s.id in surveyed) for s in sessions])
+            # Bound as they are, ``surveyed`` left to its default; the few sessions whose
+            # survey is here already get their own statement.
+            plain = [s for s in sessions if s.id not in surveyed] if surveyed else sessions
+            insert_rows(db, f"INSERT INTO sessions ({', '.join(SessionRow._fields)})", plain)
+            if surveyed:
+                insert_rows(db, f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)})",
+                            [session_values(s, True) for s in sessions if s.id in surveyed])
             deltas.new_sessions(sessions, surveyed)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
