@@ -45,6 +45,7 @@ from collector.storage import make_storage  # noqa: E402
 from collector.storage.sql import SESSION_COLUMNS, session_values  # noqa: E402
 from collector.storage.sqlite import SCHEMA  # noqa: E402
 from protocol import decode_batch, utcnow  # noqa: E402
+from stb_widget.ids import uuid7  # noqa: E402
 
 ADMIN = "bench-admin-token-" + uuid.uuid4().hex
 UPLOADERS = 32
@@ -55,8 +56,9 @@ def make_records(n: int, seed: int = 1, surveys_every: int = 0,
                  recent: bool = False) -> list[dict[str, Any]]:
     """Session records (and one survey per ``surveys_every``), started at random times
     over the last 30 days (a backlog: every record in its own hour of a month, the worst
-    case for the hourly aggregates) or, ``recent``, ended within the last hour (what a
-    fleet uploading as it watches sends)."""
+    case for the hourly aggregates) or, ``recent``, ended within the last hour and in the
+    order they ended (what a fleet uploading as it watches sends). Ids are made as the
+    box agent makes them: UUIDv7 of the session's start or the survey's showing."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     t0 = now - timedelta(days=30)
@@ -67,7 +69,7 @@ def make_records(n: int, seed: int = 1, surveys_every: int = 0,
         if recent:
             start = now - timedelta(seconds=rng.uniform(0, 3600) + watch)
         ratio = rng.choice([0.0, 0.0, 0.0, 0.003, 0.01, 0.04, 0.1]) * rng.random()
-        sid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        sid = uuid7(int(start.timestamp() * 1000))
         out.append({
             "id": sid, "kind": "session",
             "started_at": start.isoformat().replace("+00:00", "Z"),
@@ -82,10 +84,14 @@ def make_records(n: int, seed: int = 1, surveys_every: int = 0,
         if surveys_every and len(out) % surveys_every == 0:
             score = max(0, min(10, round(rng.gauss(8.3 - 40 * ratio, 1.6))))
             out.append({
-                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "kind": "survey",
+                "id": uuid7(int((start + timedelta(seconds=watch)).timestamp() * 1000)),
+                "kind": "survey",
                 "session_id": sid, "shown_at": out[-1]["ended_at"], "answered_at": out[-1]["ended_at"],
                 "outcome": "answered", "score": score, "reason": rng.choice([None, "buffering", "content"]),
             })
+    if recent:
+        # Stable: a survey keeps its place after its session (it was shown as it ended).
+        out.sort(key=lambda r: r.get("ended_at") or r["shown_at"])
     return out
 
 
