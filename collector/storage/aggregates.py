@@ -285,6 +285,26 @@ _SESSION_COUNTED: Final = attrgetter("region", "model", "firmware", "channel", "
 _H1, _H2, _H3, _H4, _H5, _H6 = (HOURLY + i for i in range(1, 7))
 
 
+#: Sessions by (hour, segment), then by position in :data:`SESSION_VEC`: their counts.
+SessionCounts = dict[tuple[int, tuple[str, ...]], dict[int, int]]
+
+
+def _fold(pending: dict[tuple[int, tuple[Any, ...]], int], into: SessionCounts) -> None:
+    """Add sessions counted by hour and counted columns to ``into``, by hour and segment."""
+    for (hour, (r, m, f, c, t, rb, br, su, failed, surveyed)), count in pending.items():
+        if not count:
+            continue
+        seg: tuple[str, ...] = (r or "", m or "", f or "", c or "", t or "")
+        counts = into.get((hour, seg))
+        if counts is None:
+            counts = into[(hour, seg)] = {}
+        for i in (0, 1 if surveyed else -1, 2 if failed else -1,
+                  -1 if rb is None else _RB_POS[rb], -1 if br is None else _BR_POS[br],
+                  -1 if su is None else _SU_POS[su]):
+            if i >= 0:
+                counts[i] = counts.get(i, 0) + count
+
+
 @dataclass
 class Deltas:
     """Changes to the three aggregate tables, summed by key; applied in one transaction."""
@@ -296,6 +316,8 @@ class Deltas:
     #: surveyed) before they are spread over their 13 keys: sessions of one hour and
     #: segment are alike far more often than not, and this runs for every session stored.
     _pending: dict[tuple[int, tuple[Any, ...]], int] = field(default_factory=dict)
+    #: Sessions counted by hour and segment, then by column (see :data:`SessionCounts`).
+    _counts: SessionCounts = field(default_factory=dict)
 
     @staticmethod
     def _add(table: dict[Key, list[int]], key: Key, width: int, idx: Iterable[int], sign: int,
@@ -322,6 +344,36 @@ class Deltas:
             k = (r.started_us // HOUR_US, (*_SESSION_COUNTED(r), r.id in surveyed))
             pending[k] = pending.get(k, 0) + 1
 
+    def surveyed_now(self, rows: Iterable[SessionRow]) -> None:
+        """Move sessions counted as not surveyed (by :meth:`add_counts`) to surveyed."""
+        pending = self._pending
+        for r in rows:
+            counted = _SESSION_COUNTED(r)
+            hour = r.started_us // HOUR_US
+            for k, sign in (((hour, (*counted, False)), -1), ((hour, (*counted, True)), 1)):
+                pending[k] = pending.get(k, 0) + sign
+
+    @staticmethod
+    def count_sessions(rows: Iterable[SessionRow]) -> SessionCounts:
+        """Sessions counted as not surveyed, ready for :meth:`add_counts`: the per-session
+        part of the work, which needs no database (the SQLite store does it for each
+        upload on the event loop, not on its one writer)."""
+        deltas = Deltas()
+        deltas.new_sessions(rows, ())
+        _fold(deltas._pending, deltas._counts)
+        return deltas._counts
+
+    def add_counts(self, counts: SessionCounts) -> None:
+        """Add sessions counted by :meth:`count_sessions`."""
+        mine = self._counts
+        for key, by_column in counts.items():
+            into = mine.get(key)
+            if into is None:
+                mine[key] = dict(by_column)
+                continue
+            for i, n in by_column.items():
+                into[i] = into.get(i, 0) + n
+
     def spread_sessions(self) -> None:
         """Spread the sessions counted so far over their keys now (they are spread anyway
         by :meth:`session_rows`; earlier, the work can overlap a database round trip)."""
@@ -329,23 +381,11 @@ class Deltas:
 
     def _spread(self) -> None:
         # First by hour and segment, the counts by column; then each of those over its keys.
-        by_seg: dict[tuple[int, tuple[str, ...]], dict[int, int]] = {}
-        for (hour, (r, m, f, c, t, rb, br, su, failed, surveyed)), count in self._pending.items():
-            if not count:
-                continue
-            seg: tuple[str, ...] = (r or "", m or "", f or "", c or "", t or "")
-            counts = by_seg.get((hour, seg))
-            if counts is None:
-                counts = by_seg[(hour, seg)] = {}
-            for i in (0, 1 if surveyed else -1, 2 if failed else -1,
-                      -1 if rb is None else _RB_POS[rb], -1 if br is None else _BR_POS[br],
-                      -1 if su is None else _SU_POS[su]):
-                if i >= 0:
-                    counts[i] = counts.get(i, 0) + count
+        _fold(self._pending, self._counts)
         self._pending.clear()
         sessions = self.sessions
         width = len(SESSION_VEC)
-        for (hour, seg), counts in by_seg.items():
+        for (hour, seg), counts in self._counts.items():
             items = [(i, n) for i, n in counts.items() if n]
             for key in _keys(hour * HOUR_US, seg):
                 vec = sessions.get(key)
@@ -353,6 +393,7 @@ class Deltas:
                     vec = sessions[key] = [0] * width
                 for i, n in items:
                     vec[i] += n
+        self._counts.clear()
 
     def survey(self, v: SurveyFacts, joined: Joined | None, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a survey, joined to its session or not."""

@@ -33,6 +33,7 @@ from .aggregates import (
     Deltas,
     Joined,
     ReportData,
+    SessionCounts,
     aggregate_ddl,
     day_of,
     day_ranges,
@@ -141,6 +142,13 @@ _T = TypeVar("_T")
 _DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 
+class _CountedRows(list[Row]):
+    """An upload's rows and their sessions' aggregate counts (``Deltas.count_sessions``)."""
+
+    __slots__ = ("counts",)
+    counts: SessionCounts
+
+
 def _chunks(ids: Sequence[_T]) -> list[list[_T]]:
     return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
 
@@ -215,7 +223,11 @@ class SQLiteStorage(Storage):
         self._check_open()
         if not rows:
             return []
-        return await self._writes.submit(rows, auth)
+        # The sessions' aggregate counts need no database: counted here, on the event
+        # loop, not on the one writer, which adds them up if it stores every row.
+        counted = _CountedRows(rows)
+        counted.counts = Deltas.count_sessions(r for r in rows if isinstance(r, SessionRow))
+        return await self._writes.submit(counted, auth)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
@@ -333,14 +345,21 @@ class SQLiteStorage(Storage):
         results: list[WriteResult] = []
         sessions: list[SessionRow] = []
         surveys: list[SurveyRow] = []
+        counts: list[SessionCounts] | None = []
         for i, (rows, _) in enumerate(uploads):
             if i in refused:
                 results.append(refused[i])
                 continue
+            if counts is not None:
+                if isinstance(rows, _CountedRows):
+                    counts.append(rows.counts)
+                else:
+                    counts = None
             res = []
             for r in rows:
                 if r.id in held:
                     res.append(False)
+                    counts = None  # not every row is stored: count the stored ones
                     continue
                 held.add(r.id)
                 res.append(True)
@@ -351,7 +370,7 @@ class SQLiteStorage(Storage):
                     surveys.append(r)
             results.append(res)
         if sessions or surveys:
-            self._store_new(db, sessions, surveys)
+            self._store_new(db, sessions, surveys, counts)
         return results
 
     @staticmethod
@@ -363,9 +382,11 @@ class SQLiteStorage(Storage):
         return out
 
     def _store_new(
-        self, db: sqlite3.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
+        self, db: sqlite3.Connection, sessions: list[SessionRow], surveys: list[SurveyRow],
+        counts: Sequence[SessionCounts] | None = None,
     ) -> None:
-        """Insert new rows and keep the aggregates; the same steps as the PostgreSQL store."""
+        """Insert new rows and keep the aggregates; the same steps as the PostgreSQL store.
+        ``counts``, if given, counts ``sessions`` as not surveyed (:meth:`ingest`)."""
         deltas = Deltas()
         new_session_ids = [s.id for s in sessions]
         new_survey_ids = {v.id for v in surveys}
@@ -386,7 +407,13 @@ class SQLiteStorage(Storage):
             if surveyed:
                 insert_rows(db, f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)})",
                             [session_values(s, True) for s in sessions if s.id in surveyed])
-            deltas.new_sessions(sessions, surveyed)
+            if counts is None:
+                deltas.new_sessions(sessions, surveyed)
+            else:
+                for c in counts:
+                    deltas.add_counts(c)
+                if surveyed:
+                    deltas.surveyed_now(s for s in sessions if s.id in surveyed)
         new_sessions = {s.id: s for s in sessions}
         linked = list({v.session_id for v in surveys
                        if v.session_id is not None and v.session_id not in new_sessions})
