@@ -289,6 +289,14 @@ _H1, _H2, _H3, _H4, _H5, _H6 = (HOURLY + i for i in range(1, 7))
 SessionCounts = dict[tuple[int, tuple[str, ...]], dict[int, int]]
 
 
+def _count_rows(rows: Iterable[SessionRow], surveyed: Container[str],
+                pending: dict[tuple[int, tuple[Any, ...]], int]) -> None:
+    """Count sessions by hour and counted columns (the key of ``Deltas.session``)."""
+    for r in rows:
+        k = (r.started_us // HOUR_US, (*_SESSION_COUNTED(r), r.id in surveyed))
+        pending[k] = pending.get(k, 0) + 1
+
+
 def _fold(pending: dict[tuple[int, tuple[Any, ...]], int], into: SessionCounts) -> None:
     """Add sessions counted by hour and counted columns to ``into``, by hour and segment."""
     for (hour, (r, m, f, c, t, rb, br, su, failed, surveyed)), count in pending.items():
@@ -339,10 +347,7 @@ class Deltas:
 
     def new_sessions(self, rows: Iterable[SessionRow], surveyed: Container[str]) -> None:
         """Count sessions just stored (:meth:`session` for each, without its per-row cost)."""
-        pending = self._pending
-        for r in rows:
-            k = (r.started_us // HOUR_US, (*_SESSION_COUNTED(r), r.id in surveyed))
-            pending[k] = pending.get(k, 0) + 1
+        _count_rows(rows, surveyed, self._pending)
 
     def surveyed_now(self, rows: Iterable[SessionRow]) -> None:
         """Move sessions counted as not surveyed (by :meth:`add_counts`) to surveyed."""
@@ -358,10 +363,11 @@ class Deltas:
         """Sessions counted as not surveyed, ready for :meth:`add_counts`: the per-session
         part of the work, which needs no database (the SQLite store does it for each
         upload on the event loop, not on its one writer)."""
-        deltas = Deltas()
-        deltas.new_sessions(rows, ())
-        _fold(deltas._pending, deltas._counts)
-        return deltas._counts
+        pending: dict[tuple[int, tuple[Any, ...]], int] = {}
+        _count_rows(rows, (), pending)
+        counts: SessionCounts = {}
+        _fold(pending, counts)
+        return counts
 
     def add_counts(self, counts: SessionCounts) -> None:
         """Add sessions counted by :meth:`count_sessions`."""
