@@ -279,7 +279,8 @@ def _keys(t_us: int, seg: tuple[str, ...]) -> list[Key]:
 
 
 assert len(SEGMENT) == 5  # _keys writes the levels out
-#: What a session is counted by, less its hour and surveyed flag (as in ``Deltas.session``).
+#: What a session is counted by, less its hour and surveyed flag: attributes that a
+#: ``SessionRow`` and a ``SessionFacts`` share.
 _SESSION_COUNTED: Final = attrgetter("region", "model", "firmware", "channel", "content_type",
                                      "rb_bucket", "br_bucket", "su_bucket", "failed")
 _H1, _H2, _H3, _H4, _H5, _H6 = (HOURLY + i for i in range(1, 7))
@@ -340,8 +341,7 @@ class Deltas:
 
     def session(self, s: SessionFacts, surveyed: bool, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a session."""
-        k = (s.started_us // HOUR_US, (s.region, s.model, s.firmware, s.channel, s.content_type,
-                                       s.rb_bucket, s.br_bucket, s.su_bucket, s.failed, surveyed))
+        k = (s.started_us // HOUR_US, (*_SESSION_COUNTED(s), surveyed))
         pending = self._pending
         pending[k] = pending.get(k, 0) + sign
 

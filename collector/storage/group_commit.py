@@ -5,14 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from ..errors import OverloadedError, StorageError, TokenRefusedError
 from ..model import Row, TokenInfo, UploadAuth
+from .aggregates import SessionCounts
 
 log = logging.getLogger("collector.storage")
 
-#: One upload in a group: its rows and the token to check before storing them (if any).
-Upload = tuple[Sequence[Row], UploadAuth | None]
+
+class Upload(NamedTuple):
+    """One upload in a group."""
+
+    rows: Sequence[Row]
+    #: The token to check before storing the rows (if any).
+    auth: UploadAuth | None
+    #: Its sessions counted for the aggregates ahead of the writer, as if none were
+    #: surveyed (``Deltas.count_sessions``), if the store did so.
+    counts: SessionCounts | None = None
 #: Per upload, True/False per row (new or held), or why its token was refused (then
 #: nothing of it was stored).
 WriteResult = list[bool] | TokenRefusedError
@@ -21,26 +31,24 @@ WriteGroup = Callable[[list[Upload]], Awaitable[list[WriteResult]]]
 
 def upload_token_hashes(uploads: list[Upload]) -> list[bytes]:
     """The distinct token hashes a group's uploads came with."""
-    return list({auth.token_hash for _, auth in uploads if auth is not None})
+    return list({u.auth.token_hash for u in uploads if u.auth is not None})
 
 
 def refusals(uploads: list[Upload], found: Mapping[bytes, TokenInfo]) -> dict[int, TokenRefusedError]:
     """By upload index, why its token (looked up in ``found``) does not allow it."""
     out: dict[int, TokenRefusedError] = {}
-    for i, (_, auth) in enumerate(uploads):
-        why = auth.refusal(found.get(auth.token_hash)) if auth is not None else None
+    for i, u in enumerate(uploads):
+        why = u.auth.refusal(found.get(u.auth.token_hash)) if u.auth is not None else None
         if why is not None:
             out[i] = TokenRefusedError(why)
     return out
 
 
 class _Pending:
-    __slots__ = ("auth", "future", "rows")
+    __slots__ = ("future", "upload")
 
-    def __init__(self, rows: Sequence[Row], auth: UploadAuth | None,
-                 future: asyncio.Future[list[bool]]) -> None:
-        self.rows = rows
-        self.auth = auth
+    def __init__(self, upload: Upload, future: asyncio.Future[list[bool]]) -> None:
+        self.upload = upload
         self.future = future
 
 
@@ -78,14 +86,16 @@ class GroupCommitQueue:
             await self._task
             self._task = None
 
-    async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
+    async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None,
+                     counts: SessionCounts | None = None) -> list[bool]:
         """Queue rows; answer per row whether it was new, once committed (raises
-        :class:`TokenRefusedError` if ``auth`` was refused in the write transaction)."""
+        :class:`TokenRefusedError` if ``auth`` was refused in the write transaction).
+        ``counts``: see :attr:`Upload.counts`."""
         if self._waiting >= self._max_batches:
             raise OverloadedError(self._retry_after_s)
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._waiting += 1
-        self._queue.put_nowait(_Pending(rows, auth, future))
+        self._queue.put_nowait(_Pending(Upload(rows, auth, counts), future))
         return await future
 
     async def _run(self) -> None:
@@ -95,7 +105,7 @@ class GroupCommitQueue:
             if first is None:
                 break
             group = [first]
-            size = len(first.rows)
+            size = len(first.upload.rows)
             # Everything already queued joins this commit: one fsync for many uploads.
             while size < self._max_records and not self._queue.empty():
                 nxt = self._queue.get_nowait()
@@ -103,10 +113,10 @@ class GroupCommitQueue:
                     stop = True
                     break
                 group.append(nxt)
-                size += len(nxt.rows)
+                size += len(nxt.upload.rows)
             self._waiting -= len(group)
             try:
-                results = await self._write_group([(p.rows, p.auth) for p in group])
+                results = await self._write_group([p.upload for p in group])
             except Exception as exc:
                 log.error("group commit of %d batches failed: %s", len(group), exc)
                 err = StorageError(f"write failed: {exc}")

@@ -347,8 +347,8 @@ class PostgresStorage(Storage):
 
     async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
         every: dict[str, Row] = {}
-        for rows, _ in uploads:
-            for r in rows:
+        for u in uploads:
+            for r in u.rows:
                 every.setdefault(r.id, r)
         await self._write_group_partitions(every)
         for attempt in range(5):
@@ -367,12 +367,12 @@ class PostgresStorage(Storage):
             refused, new = await self._write_transaction(uploads)
         results: list[WriteResult] = []
         seen: set[str] = set()
-        for i, (rows, _) in enumerate(uploads):
+        for i, u in enumerate(uploads):
             if i in refused:
                 results.append(refused[i])
                 continue
             res = []
-            for r in rows:
+            for r in u.rows:
                 res.append(r.id in new and r.id not in seen)
                 seen.add(r.id)
             results.append(res)
@@ -407,9 +407,9 @@ class PostgresStorage(Storage):
                                f"SELECT pg_advisory_xact_lock_shared({_LOCK_CLASS}, {_LOCK_REBUILD})")
             refused = await self._refusals(conn, uploads)
             first: dict[str, Row] = {}
-            for i, (rows, _) in enumerate(uploads):
+            for i, u in enumerate(uploads):
                 if i not in refused:
-                    for r in rows:
+                    for r in u.rows:
                         first.setdefault(r.id, r)
             locks = sorted({_lock_key(r.id) for r in first.values() if isinstance(r, SessionRow)}
                            | {_lock_key(r.session_id) for r in first.values()

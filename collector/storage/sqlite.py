@@ -142,13 +142,6 @@ _T = TypeVar("_T")
 _DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 
-class _CountedRows(list[Row]):
-    """An upload's rows and their sessions' aggregate counts (``Deltas.count_sessions``)."""
-
-    __slots__ = ("counts",)
-    counts: SessionCounts
-
-
 def _chunks(ids: Sequence[_T]) -> list[list[_T]]:
     return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
 
@@ -225,9 +218,8 @@ class SQLiteStorage(Storage):
             return []
         # The sessions' aggregate counts need no database: counted here, on the event
         # loop, not on the one writer, which adds them up if it stores every row.
-        counted = _CountedRows(rows)
-        counted.counts = Deltas.count_sessions(r for r in rows if isinstance(r, SessionRow))
-        return await self._writes.submit(counted, auth)
+        counts = Deltas.count_sessions(r for r in rows if isinstance(r, SessionRow))
+        return await self._writes.submit(rows, auth, counts)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
@@ -327,9 +319,9 @@ class SQLiteStorage(Storage):
         only, or as either."""
         sessions: set[str] = set()
         surveys: set[str] = set()
-        for i, (rows, _) in enumerate(uploads):
+        for i, u in enumerate(uploads):
             if i not in refused:
-                for r in rows:
+                for r in u.rows:
                     (sessions if isinstance(r, SessionRow) else surveys).add(r.id)
         held: set[str] = set()
         for table, ids in (("surveys", sessions), ("sessions", surveys)) if other_kind_only else (
@@ -346,17 +338,17 @@ class SQLiteStorage(Storage):
         sessions: list[SessionRow] = []
         surveys: list[SurveyRow] = []
         counts: list[SessionCounts] | None = []
-        for i, (rows, _) in enumerate(uploads):
+        for i, u in enumerate(uploads):
             if i in refused:
                 results.append(refused[i])
                 continue
             if counts is not None:
-                if isinstance(rows, _CountedRows):
-                    counts.append(rows.counts)
+                if u.counts is not None:
+                    counts.append(u.counts)
                 else:
                     counts = None
             res = []
-            for r in rows:
+            for r in u.rows:
                 if r.id in held:
                     res.append(False)
                     counts = None  # not every row is stored: count the stored ones
