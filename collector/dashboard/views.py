@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
-import io
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -18,6 +16,7 @@ from protocol import CONTENT_TYPES, REASONS
 from ..app import ADMIN_HASH, STORE, ApiError, json_response, require_admin
 from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
+from ..export import csv_line
 from ..model import Filters
 from ..query import parse_filters
 from ..report import build_report
@@ -311,19 +310,6 @@ CSV_COLUMNS = ("shown_at", "box_id", "score", "reason", "region", "model", "firm
                "rebuffer_count", "rebuffer_ratio", "avg_bitrate_kbps", "failed")
 
 
-def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with ``= + - @`` (or a
-    tab or CR) is prefixed with ``'`` (OWASP's advice against formula injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
 async def get_detractors_csv(request: web.Request) -> web.Response:
     """``GET /dashboard/detractors.csv``: the call-back list for the report's filters."""
     await require_session(request)
@@ -331,16 +317,14 @@ async def get_detractors_csv(request: web.Request) -> web.Response:
     rows = await _detractors(request, filters, CSV_DETRACTORS)
     if rows is None:
         raise ApiError(501, "not_implemented", "this data store cannot list detractors yet")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
-    for r in rows:
-        w.writerow([csv_cell(v) for v in (
-            iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
-            r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
-            r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)])
+    # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
+    lines = [csv_line(CSV_COLUMNS)]
+    lines.extend(csv_line((
+        iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
+        r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
+        r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)) for r in rows)
     return web.Response(
-        text=buf.getvalue(), content_type="text/csv", charset="utf-8",
+        text="".join(lines), content_type="text/csv", charset="utf-8",
         headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="detractors.csv"'},
     )
 
