@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -277,12 +278,15 @@ async def get_export(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="{kind}s.{fmt}"',
     })
     chunks = export_chunks(kind, fmt, request.app[STORE].export_rows(kind, filters))
-    first = await anext(chunks, b"")  # fail before the 200 is sent, where the store fails
-    await resp.prepare(request)
-    if first:
-        await resp.write(first)
-    async for chunk in chunks:
-        await resp.write(chunk)
+    # Closed here whatever happens (a client gone mid-export included), not left to the
+    # garbage collector.
+    async with contextlib.aclosing(chunks):
+        first = await anext(chunks, b"")  # fail before the 200 is sent, where the store fails
+        await resp.prepare(request)
+        if first:
+            await resp.write(first)
+        async for chunk in chunks:
+            await resp.write(chunk)
     await resp.write_eof()
     return resp
 
@@ -325,6 +329,13 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     except StorageError as exc:
         log.error("store failed", extra={"path": request.path, "error": str(exc)})
         err = ApiError(503, "unavailable", "the data store failed; retry later", headers={"Retry-After": "5"})
+    except asyncio.CancelledError:
+        # A server made with handler_cancellation (aiohttp's test server) cancels the
+        # handler of a client that went away: the same client abort, then cancelled.
+        if client_gone(request):
+            log.info("client aborted", extra={"path": request.path, "error": "CancelledError"})
+            _log_request(request, CLIENT_ABORT_STATUS, start)
+        raise
     except Exception as exc:
         if _client_aborted(request, exc):
             # An ordinary event (a box losing its network mid-upload, an operator closing
@@ -341,13 +352,18 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     return err.response()
 
 
+def client_gone(request: web.Request) -> bool:
+    """Whether the request's connection is closed (or closing): its client went away."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _client_aborted(request: web.Request, exc: Exception) -> bool:
     """Whether ``exc`` is the client going away: a connection error, or a body cut short,
     with the connection closed. Checking the transport keeps a connection error of the
     store (a database refusing connections) from passing for one."""
-    transport = request.transport
-    gone = transport is None or transport.is_closing()
-    return gone and isinstance(exc, (ConnectionError, ClientPayloadError, PayloadEncodingError))
+    return client_gone(request) and isinstance(
+        exc, (ConnectionError, ClientPayloadError, PayloadEncodingError))
 
 
 def _log_request(request: web.Request, status: int, start: float) -> None:

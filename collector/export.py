@@ -92,19 +92,28 @@ def csv_row(kind: str, doc: dict[str, Any]) -> list[Any]:
 
 
 async def export_chunks(kind: str, fmt: str, rows: AsyncIterator[ExportRow]) -> AsyncIterator[bytes]:
-    """The export body in chunks of about 64 KiB, so memory stays flat."""
+    """The export body in chunks of about 64 KiB, so memory stays flat.
+
+    Closing this generator early (the client went away) closes ``rows`` at once, so the
+    store's cursor and connection are released here rather than by the garbage
+    collector, later, on a connection that may be closed by then."""
     out = bytearray()
     if fmt == "csv":
         out += csv_line(CSV_COLUMNS[kind]).encode()
-    async for row in rows:
-        doc = export_doc(row)
-        if fmt == "csv":
-            out += csv_line(csv_row(kind, doc)).encode()
-        else:
-            out += orjson.dumps(doc)
-            out += b"\n"
-        if len(out) > 65536:
-            yield bytes(out)
-            out.clear()
+    try:
+        async for row in rows:
+            doc = export_doc(row)
+            if fmt == "csv":
+                out += csv_line(csv_row(kind, doc)).encode()
+            else:
+                out += orjson.dumps(doc)
+                out += b"\n"
+            if len(out) > 65536:
+                yield bytes(out)
+                out.clear()
+    finally:
+        aclose = getattr(rows, "aclose", None)
+        if aclose is not None:
+            await aclose()
     if out:
         yield bytes(out)

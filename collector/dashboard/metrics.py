@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import orjson
 from aiohttp import web
 
-from ..app import CLIENT_ABORT_STATUS
+from ..app import CLIENT_ABORT_STATUS, client_gone
 
 #: Request latency buckets, seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -164,7 +164,9 @@ def metrics_middleware(metrics_of: Callable[[web.Request], Metrics]) -> Callable
             _record(request, exc.status, None, start)
             raise
         except BaseException:
-            _record(request, 500, None, start)
+            # Cancelled because the client went away (a server with handler
+            # cancellation): an abort, not a server error.
+            _record(request, CLIENT_ABORT_STATUS if client_gone(request) else 500, None, start)
             raise
         _record(request, resp.status, resp, start)
         return resp
