@@ -293,15 +293,15 @@ async def test_the_worker_answers_as_the_event_loop_would(api: Api) -> None:
                                     headers={"Content-Encoding": "gzip"})
     assert (status, body["error"]) == (400, "malformed") and body["detail"].startswith("body:")
     # A large good batch, plain and gzipped: stored, answered as usual.
-    records = [session_record(channel="c" * 500) for _ in range(200)]
+    records = [session_record(channel="c" * 1000) for _ in range(300)]
     doc = batch("stb-w", records)
     assert len(orjson.dumps(doc)) > INLINE_MAX_BYTES
     status, body = await api.upload(token, doc)
-    assert (status, body["accepted"], body["rejected"]) == (200, 200, [])
+    assert (status, body["accepted"], body["rejected"]) == (200, 300, [])
     status, body = await api.upload(token, doc, gz=True)
-    assert (status, body["duplicates"]) == (200, 200)
+    assert (status, body["duplicates"]) == (200, 300)
     report = await api.report()
-    assert report["sessions"]["count"] == 200
+    assert report["sessions"]["count"] == 300
 
 
 async def test_too_many_bodies_waiting_for_the_worker_are_shed() -> None:
