@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import orjson
@@ -91,7 +91,7 @@ def csv_row(kind: str, doc: dict[str, Any]) -> list[Any]:
     return [flat.get(col) for col in CSV_COLUMNS[kind]]
 
 
-async def export_chunks(kind: str, fmt: str, rows: AsyncIterator[ExportRow]) -> AsyncIterator[bytes]:
+async def export_chunks(kind: str, fmt: str, rows: AsyncIterator[ExportRow]) -> AsyncGenerator[bytes, None]:
     """The export body in chunks of about 64 KiB, so memory stays flat.
 
     Closing this generator early (the client went away) closes ``rows`` at once, so the
