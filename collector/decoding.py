@@ -19,6 +19,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 from protocol import BatchError, DecodedBatch, TooLargeError, decode_batch, inflate
@@ -55,9 +57,18 @@ def _decode_in_worker(body: bytes, gzipped: bool) -> _Outcome:
 WORKER_NICENESS = 10
 
 
-def _lower_priority() -> None:
+def _worker_init(parent: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A collector killed outright (SIGKILL, out of memory) cannot stop its workers, and a
+    # worker never sees its queue close (it holds both ends): it leaves by itself.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 class BodyDecoder:
@@ -76,7 +87,7 @@ class BodyDecoder:
         # forked child could inherit a lock held by one of them.
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_lower_priority)
+            initializer=_worker_init, initargs=(os.getpid(),))
 
     async def close(self) -> None:
         """Stop the workers (a large body after this starts them again)."""
