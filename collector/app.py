@@ -208,6 +208,10 @@ async def _ingest(request: web.Request, token_box: str, hashed: bytes) -> web.Re
                 body = await _read_limited(request)
         except TimeoutError:
             raise ApiError(408, "timeout", "body: not received in time") from None
+        except (ClientPayloadError, PayloadEncodingError) as exc:
+            if client_gone(request):
+                raise  # the client went away mid-body: a client abort, not an answer
+            raise ApiError(400, "malformed", f"body: could not be read ({exc})") from None
         batch = await request.app[BODY_DECODER].decode(body, gzipped=gzipped)
     except BatchError as exc:
         raise ApiError(exc.status, exc.code, exc.detail) from None

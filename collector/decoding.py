@@ -79,7 +79,7 @@ class BodyDecoder:
         self._max_pending = max_pending
         self._pending = 0
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        #: Bodies decoded in a worker so far (for tests and /metrics).
+        #: Bodies decoded in a worker so far (the tests read it).
         self.offloaded = 0
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -114,14 +114,18 @@ class BodyDecoder:
             self._pool = self._new_pool()
         if self._pending >= self._max_pending:
             raise OverloadedError(RETRY_AFTER_S)
+        pool = self._pool
         self._pending += 1
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _decode_in_worker, body, gzipped)
+                pool, _decode_in_worker, body, gzipped)
         except BrokenProcessPool:
-            # A worker died (killed, out of memory): the next upload gets a fresh pool.
-            log.error("body decoder worker died; starting a new one")
-            self._pool = self._new_pool()
+            # A worker died (killed, out of memory): the next upload gets a fresh pool,
+            # made once however many uploads the broken one held.
+            if self._pool is pool:
+                log.error("body decoder worker died; starting a new one")
+                self._pool = self._new_pool()
+                pool.shutdown(wait=False, cancel_futures=True)
             raise OverloadedError(RETRY_AFTER_S) from None
         finally:
             self._pending -= 1

@@ -11,7 +11,10 @@ import csv
 import gzip
 import io
 import logging
+import multiprocessing
+import os
 import re
+import signal
 import socket
 import sqlite3
 import struct
@@ -313,6 +316,23 @@ async def test_too_many_bodies_waiting_for_the_worker_are_shed() -> None:
         with pytest.raises(OverloadedError):
             await decoder.decode(bomb, gzipped=True)
         assert len((await first).accepted) == 1
+    finally:
+        await decoder.close()
+
+
+async def test_a_dead_worker_is_replaced() -> None:
+    decoder = BodyDecoder()
+    bomb = empty_objects_bomb("stb-y", 1_000_000)
+    try:
+        assert len((await decoder.decode(bomb, gzipped=True)).accepted) == 1
+        workers = multiprocessing.active_children()
+        assert workers
+        for proc in workers:  # the decoder's own worker, started just above
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join(5)
+        with pytest.raises(OverloadedError):  # 503 with Retry-After for what it held
+            await decoder.decode(bomb, gzipped=True)
+        assert len((await decoder.decode(bomb, gzipped=True)).accepted) == 1
     finally:
         await decoder.close()
 
