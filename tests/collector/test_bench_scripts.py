@@ -31,3 +31,13 @@ def test_report_benchmark_runs() -> None:
     out = run_bench("report", "--records", "2000")
     assert out["records"] == 2000
     assert isinstance(out["report_median_s"], float) and out["report_median_s"] > 0
+
+
+def test_bomb_latency_benchmark_runs() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bomb_latency.py"), "--runs", "1",
+                           "--seconds", "1", "--attackers", "2", "--json"],
+                          capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    (run,) = orjson.loads(done.stdout)
+    assert run["idle"]["n"] > 0 and run["attack"]["n"] > 0
+    assert run["ratio_median"] > 0 and run["bomb_answers"].get("200", 0) > 0
