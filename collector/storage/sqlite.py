@@ -47,6 +47,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
+from .outbox import PENDING_SQL, SQLITE_DDL, OutboxAlert, pending_rows, write_sqlite
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -235,7 +236,7 @@ class SQLiteStorage(Storage):
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
-            for stmt in aggregate_ddl("INTEGER"):
+            for stmt in (*aggregate_ddl("INTEGER"), *SQLITE_DDL):
                 db.execute(stmt)
             if migrating:
                 self._backfill(db)
@@ -278,8 +279,15 @@ class SQLiteStorage(Storage):
 
     async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
         # The whole group, statements and aggregate deltas alike, in one hop to the writer.
-        return await self._writer.run(
-            lambda db: transaction(db, lambda db: self._write_uploads(db, uploads)))
+        def write(db: sqlite3.Connection) -> tuple[list[WriteResult], int]:
+            results = self._write_uploads(db, uploads)
+            # The alerts in the same transaction as the records that raise them.
+            return results, write_sqlite(db, self.outbox, uploads, results)
+
+        results, dropped = await self._writer.run(lambda db: transaction(db, write))
+        if dropped and self.outbox is not None:
+            self.outbox.dropped(dropped)
+        return results
 
     def _refusals(self, db: sqlite3.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
         """The uploads whose token does not allow them, read in the write transaction: a
@@ -586,9 +594,17 @@ class SQLiteStorage(Storage):
         def delete(db: sqlite3.Connection) -> int:
             n = self._delete_records(db, "{p}box_id = ?", "{p}box_id = ?", box_id)
             db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
+            db.execute("DELETE FROM alert_outbox WHERE box_id = ?", (box_id,))
             return n
 
         return await self._writer.run(lambda db: transaction(db, delete))
+
+    # -- alert outbox --------------------------------------------------------------------
+    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
+        return pending_rows(await self._fetch(PENDING_SQL.format(p="?"), (limit,)))
+
+    async def outbox_delete(self, alert_id: str) -> None:
+        await self._write("DELETE FROM alert_outbox WHERE id = ?", (alert_id,))
 
     # -- dashboard and retention ---------------------------------------------------------
     async def bad_detractors(
