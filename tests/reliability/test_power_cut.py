@@ -25,11 +25,13 @@ import asyncio
 import contextlib
 import os
 import random
+import select
 import shutil
 import signal
 import sqlite3
 import subprocess
-import threading
+import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -76,8 +78,6 @@ def _lazyfs_binary() -> Path:
                                   text=True, timeout=1800)
             if done.returncode == 0 or "dpkg" not in done.stderr + done.stdout:
                 break
-            import time
-
             time.sleep(30)
         assert done.returncode == 0, f"LazyFS build failed:\n{done.stdout}\n{done.stderr}"
     require(shutil.which("fusermount3") is not None, "fusermount3 (Debian package fuse3)")
@@ -94,18 +94,23 @@ class LazyFS:
         self.config = run / "lazyfs.toml"
         self.binary = binary
         self.proc: subprocess.Popen[bytes] | None = None
+        self._done: int | None = None
 
     def start(self) -> None:
         for d in (self.mount, self.backing):
             d.mkdir(parents=True, exist_ok=True)
         self.config.write_text(CONFIG.format(run=self.run))
+        # LazyFS opens both FIFOs, and holds the "done" one open for writing from its
+        # start: we keep a reader on it all along (a write with no reader would kill it
+        # with SIGPIPE).
+        os.mkfifo(self.run / "faults.fifo")
+        os.mkfifo(self.run / "done.fifo")
+        self._done = os.open(self.run / "done.fifo", os.O_RDONLY | os.O_NONBLOCK)
         with (self.run / "lazyfs.out").open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(self.binary), str(self.mount), "--config-path", str(self.config),
                  "-o", "allow_other", "-o", "modules=subdir", "-o", f"subdir={self.backing}", "-f"],
                 stdout=out, stderr=subprocess.STDOUT)
-        import time
-
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mount):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -115,18 +120,17 @@ class LazyFS:
 
     def clear_cache(self, timeout_s: float = 30) -> None:
         """The power cut: drop every write not yet synced; returns once LazyFS has."""
-        done: list[bytes] = []
-
-        def wait_done() -> None:
-            with open(self.run / "done.fifo", "rb") as f:
-                done.append(f.read())
-
-        waiter = threading.Thread(target=wait_done, daemon=True)
-        waiter.start()
+        assert self._done is not None
         with open(self.run / "faults.fifo", "w") as f:
             f.write("lazyfs::clear-cache\n")
-        waiter.join(timeout_s)
-        assert done, "LazyFS did not confirm the clear-cache"
+        got = b""
+        deadline = time.monotonic() + timeout_s
+        while b"finished::clear-cache" not in got:
+            left = deadline - time.monotonic()
+            assert left > 0, f"LazyFS did not confirm the clear-cache (got {got!r})"
+            ready, _, _ = select.select([self._done], [], [], left)
+            if ready:
+                got += os.read(self._done, 4096)
 
     def stop(self) -> None:
         subprocess.run(["fusermount3", "-u", str(self.mount)], capture_output=True, check=False)
@@ -136,16 +140,24 @@ class LazyFS:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._done is not None:
+            os.close(self._done)
+            self._done = None
 
 
 @pytest.fixture
-def lazyfs(tmp_path: Path) -> Any:
-    fs = LazyFS(_lazyfs_binary(), tmp_path)
+def lazyfs() -> Any:
+    binary = _lazyfs_binary()
+    # Not under pytest's tmp_path: LazyFS takes a --config-path containing "-o" (as
+    # "pytest-of-root" does) for a mount option and falls back to its default config.
+    run = Path(tempfile.mkdtemp(prefix="npslazyfs"))
+    fs = LazyFS(binary, run)
     fs.start()
     try:
         yield fs
     finally:
         fs.stop()
+        shutil.rmtree(run, ignore_errors=True)
 
 
 async def _power_cut(proc: CollectorProcess, fs: LazyFS) -> None:
@@ -195,6 +207,15 @@ class Enroller:
 async def test_power_cuts_lose_no_acknowledged_record_or_token(lazyfs: LazyFS) -> None:
     cuts = scale(4, 25)
     rng = random.Random(16)
+    # The cut is real: a write not synced is gone after it, a synced one is not.
+    for name, sync in (("unsynced", False), ("synced", True)):
+        with open(lazyfs.mount / name, "wb") as f:
+            f.write(b"x" * 65536)
+            if sync:
+                os.fsync(f.fileno())
+    lazyfs.clear_cache()
+    assert (lazyfs.mount / "synced").read_bytes() == b"x" * 65536
+    assert (lazyfs.mount / "unsynced").read_bytes() != b"x" * 65536
     db = lazyfs.mount / "c.db"
     proc = CollectorProcess(db, lazyfs.run / "collector.log", None,
                             "--box-rate", "100000", "--box-burst", "100000")
