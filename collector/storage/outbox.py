@@ -18,6 +18,7 @@ and call :func:`write_sqlite` / :func:`write_postgres` inside their write transa
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     import asyncpg
 
     from .group_commit import Upload
+
+log = logging.getLogger("collector.webhook")
 
 
 class OutboxAlert(NamedTuple):
@@ -80,7 +83,13 @@ def raised(policy: OutboxPolicy | None, uploads: Sequence[Upload],
     out: list[OutboxAlert] = []
     for u, res in zip(uploads, results, strict=True):
         if not isinstance(res, TokenRefusedError) and any(res):
-            out.extend(policy.rule(u.rows, res))
+            try:
+                out.extend(policy.rule(u.rows, res))
+            except Exception:
+                # Never fail the group commit over an alert: the records of every upload
+                # in it matter more than one upload's alerts, which are lost (and logged).
+                log.exception("alert rule failed; this upload's alerts are not raised",
+                              extra={"box_id": u.auth.box_id if u.auth else None})
     return out
 
 

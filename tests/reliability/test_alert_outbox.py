@@ -160,3 +160,32 @@ async def test_one_box_cannot_fill_the_outbox(
     assert len(got) == 7 and len(set(got)) == 7
     assert _metric(text, "dropped") == 35
     assert _metric(text, "delivered") == 7
+
+
+async def test_an_alert_that_cannot_be_made_never_fails_the_upload(
+        tmp_path: Path, receiver: Receiver, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alert rule runs in the write transaction: should it fail on a record (a time
+    at the very end of year 9999, say), the uploads are stored all the same."""
+    import collector.dashboard.webhook as webhook
+
+    settings = Settings(db=db_url, admin_token=API_ADMIN, webhook_url=receiver.url,
+                        webhook_secret=SECRET)
+    box = f"rule-{secrets.token_hex(4)}"
+    real = webhook.Alerter._detractor_message
+
+    def broken(r: Any, session: Any) -> Any:
+        if r.score == 0:
+            raise ValueError("cannot format this time")
+        return real(r, session)
+
+    monkeypatch.setattr(webhook.Alerter, "_detractor_message", staticmethod(broken))
+    async with serve(settings) as client:
+        api = Api(client)
+        token = await api.enrol(box)
+        status, answer = await api.upload(token, batch(box, [survey_record(score=0)]))
+        assert status == 200 and answer["accepted"] == 1
+        receiver.accept = True
+        status, answer = await api.upload(token, batch(box, [survey_record(score=1)]))
+        assert status == 200 and answer["accepted"] == 1
+        await _until(lambda: receiver.delivered, 20, "the second alert")
+    assert [d["data"]["score"] for d in receiver.delivered] == [1]
