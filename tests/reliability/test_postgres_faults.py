@@ -190,9 +190,13 @@ async def test_server_down_at_start_is_retried_with_backoff(
     # Started before its database: it waits, retrying with growing delays, then serves.
     proc = CollectorProcess(tmp_path / "unused.db", tmp_path / "collector.log", None,
                             url=own_postgres.url + "?connect_timeout=1")
-    starting = asyncio.create_task(proc.start(wait_s=90))
+    starting = asyncio.create_task(proc.start(wait_s=120))
     try:
-        await asyncio.sleep(4.5)
+        # Three failed attempts logged (1 + 2 + 4 s of backoff), then the server starts.
+        for _ in range(600):
+            if proc.log.exists() and proc.log.read_text().count("retrying in") >= 3:
+                break
+            await asyncio.sleep(0.1)
         assert not starting.done()
         await asyncio.to_thread(own_postgres.start)
         await starting
