@@ -84,10 +84,10 @@ class Alerter:
         self.max_attempts = 8
         # Only the scheme, host and path: a URL may carry a token in its query.
         self._log_url = str(URL(url).with_query(None).with_user(None).with_fragment(None))
-        #: Detractor alerts go through the store's outbox (see ``collector.storage.outbox``):
-        #: the store writes them with the upload; this process delivers and deletes them.
-        self._outbox = mode == "detractor"
-        if self._outbox:
+        #: Every alert goes through the store's outbox (see ``collector.storage.outbox``):
+        #: detractor alerts written by the store with the upload, threshold alerts with
+        #: the hour's mark; this process delivers and deletes them.
+        if mode == "detractor":
             store.outbox = OutboxPolicy(self._detractor_alerts, per_box_pending,
                                         self._count_dropped)
         self._wake = asyncio.Event()
@@ -107,8 +107,7 @@ class Alerter:
         an earlier run left pending)."""
         for i in range(self._n_workers):
             self._spawn(self._worker(), f"webhook-{i}")
-        if self._outbox:
-            self._spawn(self._read_outbox(), "webhook-outbox")
+        self._spawn(self._read_outbox(), "webhook-outbox")
 
     async def stop(self) -> None:
         """Stop delivering; outbox alerts stay in the store for the next start, other
@@ -148,7 +147,7 @@ class Alerter:
         ]
         if not detractors:
             return
-        if self._outbox:
+        if self._mode == "detractor":
             self._wake.set()  # the store holds them already: go and read them
         else:
             # One checker at a time: a burst of uploads adds hours to its set rather
@@ -202,13 +201,6 @@ class Alerter:
             self._inflight.add(alert.id)
             self._queue.put_nowait(Message(alert.id, alert.body, outbox=True))
 
-    def _enqueue(self, msg: Message) -> None:
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self._metrics.alerts["dropped"] += 1
-            log.error("webhook queue full; alert dropped", extra={"webhook_id": msg.id})
-
     @staticmethod
     def _detractor_message(r: SurveyRow, session: SessionRow | None) -> Message:
         body: dict[str, Any] = {
@@ -250,18 +242,18 @@ class Alerter:
             if count < self._threshold:
                 continue
             msg_id = f"msg_threshold_{hour // 1_000_000}"
-            # Once per hour across every instance on this store: the first to record
-            # the hour in nps_meta sends; the others see its mark and stay quiet.
-            mark = f"{msg_id}:{random.getrandbits(64):016x}"
-            if await self._store.set_meta_once(f"webhook_threshold:{hour}", mark) != mark:
-                continue
             body = {
                 "type": "nps.detractor_threshold",
                 "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                 "data": {"hour_from": iso_us(hour), "hour_to": iso_us(hour + HOUR_US),
                          "detractors": count, "threshold": self._threshold},
             }
-            self._enqueue(Message(msg_id, orjson.dumps(body)))
+            # Once per hour across every instance on this store: the hour's mark in
+            # nps_meta and the alert in the outbox are written in one transaction, by
+            # the first instance to get there; the others see the mark and stay quiet.
+            if await self._store.outbox_put_once(
+                    f"webhook_threshold:{hour}", OutboxAlert(msg_id, "", orjson.dumps(body))):
+                self._wake.set()
 
     # -- delivery -------------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -331,8 +323,6 @@ class Alerter:
         given up for now (for tests)."""
         while True:
             await self._queue.join()
-            if not self._outbox:
-                return
             pending = await self._store.outbox_pending(self._queue.maxsize)
             if self._queue.empty() and all(a.id in self._parked for a in pending):
                 return

@@ -167,6 +167,11 @@ class Storage(abc.ABC):
         """The oldest ``limit`` alerts waiting for delivery."""
         raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
 
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        """Keep ``alert`` in the outbox and ``mark_key`` in ``nps_meta``, in one
+        transaction, unless the mark is there already; answer whether it was kept."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+
     async def outbox_delete(self, alert_id: str) -> None:
         """Forget a delivered alert."""
         raise NotImplementedError(f"{type(self).__name__} has no alert outbox")

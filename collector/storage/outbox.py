@@ -9,7 +9,9 @@ raised), a crash after it keeps both (the alert is sent after the restart). The
 dashboard's alerter reads the outbox, delivers, and deletes an alert only after a 2xx:
 at least once (receivers deduplicate on ``webhook-id``, which is the alert's id).
 
-One box cannot fill the outbox: at most ``OutboxPolicy.per_box`` of its alerts wait at
+Threshold alerts (one per hour) go in with the hour's mark in ``nps_meta``, in one
+transaction (:meth:`~collector.storage.base.Storage.outbox_put_once`). One box cannot
+fill the outbox: at most ``OutboxPolicy.per_box`` of its alerts wait at
 once; the rest are dropped and counted (``nps_webhook_deliveries_total{result="dropped"}``).
 
 Both stores create the table with their schema (:data:`SQLITE_DDL`, :data:`POSTGRES_DDL`)
@@ -73,6 +75,9 @@ POSTGRES_DDL = (
 )
 #: The oldest pending alerts first (placeholders differ: ``?`` or ``$1``).
 PENDING_SQL = "SELECT id, box_id, body FROM alert_outbox ORDER BY created_us, id LIMIT {p}"
+#: One alert in; ``{conflict}``/``{tail}``: each database's way to keep an id held.
+OUTBOX_INSERT = ("INSERT {conflict} INTO alert_outbox (id, box_id, created_us, body) "
+                 "VALUES ({p}){tail}")
 
 
 def raised(policy: OutboxPolicy | None, uploads: Sequence[Upload],
@@ -127,8 +132,7 @@ def write_sqlite(db: sqlite3.Connection, policy: OutboxPolicy | None, uploads: S
             "SELECT box_id, count(*) FROM alert_outbox WHERE box_id IN "
             f"({','.join('?' * len(chunk))}) GROUP BY box_id", chunk).fetchall())
     rows, dropped = _capped(policy, alerts, pending)
-    db.executemany("INSERT OR IGNORE INTO alert_outbox (id, box_id, created_us, body) "
-                   "VALUES (?, ?, ?, ?)", rows)
+    db.executemany(OUTBOX_INSERT.format(p="?, ?, ?, ?", conflict="OR IGNORE", tail=""), rows)
     return dropped
 
 
@@ -146,9 +150,8 @@ async def write_postgres(conn: asyncpg.Connection, policy: OutboxPolicy | None,
         boxes)}
     rows, dropped = _capped(policy, alerts, pending)
     if rows:
-        await conn.executemany(
-            "INSERT INTO alert_outbox (id, box_id, created_us, body) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (id) DO NOTHING", rows)
+        await conn.executemany(OUTBOX_INSERT.format(
+            p="$1, $2, $3, $4", conflict="", tail=" ON CONFLICT (id) DO NOTHING"), rows)
     return dropped
 
 

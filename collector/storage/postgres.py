@@ -82,7 +82,14 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .outbox import PENDING_SQL, POSTGRES_DDL, OutboxAlert, pending_rows, write_postgres
+from .outbox import (
+    OUTBOX_INSERT,
+    PENDING_SQL,
+    POSTGRES_DDL,
+    OutboxAlert,
+    pending_rows,
+    write_postgres,
+)
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -666,6 +673,23 @@ class PostgresStorage(Storage):
 
     async def outbox_delete(self, alert_id: str) -> None:
         await self._execute("DELETE FROM alert_outbox WHERE id = $1", alert_id)
+
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        pool = self._check_open()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    "INSERT INTO nps_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
+                    "DO NOTHING", mark_key, alert.id)
+                if status.endswith(" 0"):
+                    return False
+                await conn.execute(
+                    OUTBOX_INSERT.format(p="$1, $2, $3, $4", conflict="",
+                                         tail=" ON CONFLICT (id) DO NOTHING"),
+                    alert.id, alert.box_id, _us(datetime.now(UTC)), alert.body)
+                return True
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StorageError(f"write failed: {exc}") from exc
 
     # -- deletion and retention ------------------------------------------------------------------
     async def delete_box(self, box_id: str) -> int:

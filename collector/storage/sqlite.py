@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -47,7 +48,14 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .outbox import PENDING_SQL, SQLITE_DDL, OutboxAlert, pending_rows, write_sqlite
+from .outbox import (
+    OUTBOX_INSERT,
+    PENDING_SQL,
+    SQLITE_DDL,
+    OutboxAlert,
+    pending_rows,
+    write_sqlite,
+)
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -605,6 +613,22 @@ class SQLiteStorage(Storage):
 
     async def outbox_delete(self, alert_id: str) -> None:
         await self._write("DELETE FROM alert_outbox WHERE id = ?", (alert_id,))
+
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        self._check_open()
+
+        def put(db: sqlite3.Connection) -> bool:
+            if db.execute("INSERT OR IGNORE INTO nps_meta (key, value) VALUES (?, ?)",
+                          (mark_key, alert.id)).rowcount == 0:
+                return False
+            db.execute(OUTBOX_INSERT.format(p="?, ?, ?, ?", conflict="OR IGNORE", tail=""),
+                       (alert.id, alert.box_id, time.time_ns() // 1000, alert.body))
+            return True
+
+        try:
+            return await self._writer.run(lambda db: transaction(db, put))
+        except sqlite3.Error as exc:
+            raise StorageError(f"write failed: {exc}") from exc
 
     # -- dashboard and retention ---------------------------------------------------------
     async def bad_detractors(

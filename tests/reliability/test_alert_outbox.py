@@ -189,3 +189,41 @@ async def test_an_alert_that_cannot_be_made_never_fails_the_upload(
         assert status == 200 and answer["accepted"] == 1
         await _until(lambda: receiver.delivered, 20, "the second alert")
     assert [d["data"]["score"] for d in receiver.delivered] == [1]
+
+
+async def test_a_threshold_alert_survives_a_sigkill_before_delivery(
+        tmp_path: Path, receiver: Receiver, db_url: str) -> None:
+    """A threshold alert is kept in the outbox with its hour's mark: raised once, and sent
+    after a SIGKILL that came before its delivery."""
+    env = {"NPS_WEBHOOK_URL": receiver.url, "NPS_WEBHOOK_SECRET": SECRET}
+    proc = CollectorProcess(tmp_path / "c.db", tmp_path / "collector.log", None,
+                            "--webhook-mode", "threshold", "--webhook-threshold", "2",
+                            env=env, url=db_url)
+    await proc.start()
+    box = f"hour-{secrets.token_hex(4)}"
+    # An hour of its own in the past, so that no other test's surveys count in it.
+    from datetime import UTC, datetime, timedelta
+
+    hour = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(hours=secrets.randbelow(100_000))
+    doc = batch(box, [survey_record(score=1, shown=hour + timedelta(minutes=m)) for m in (1, 2)])
+    try:
+        async with aiohttp.ClientSession() as http:
+            token = await enrol(http, proc.url, box)
+            assert (await _upload(http, proc.url, token, doc))["accepted"] == 2
+            await _until(lambda: receiver.attempts >= 1, 20, "a first delivery attempt")
+            await proc.kill9()
+            receiver.accept = True
+            await proc.start()
+            await _until(lambda: receiver.delivered, 20, "the alert after the restart")
+            # More detractors in the same hour raise nothing more.
+            more = batch(box, [survey_record(score=0, shown=hour + timedelta(minutes=3))])
+            assert (await _upload(http, proc.url, token, more))["accepted"] == 1
+            await asyncio.sleep(1.0)
+        assert await proc.stop() == 0
+    finally:
+        if proc.proc is not None and proc.proc.returncode is None:
+            await proc.kill9()
+    assert len(receiver.delivered) == 1
+    msg = receiver.delivered[0]
+    assert msg["type"] == "nps.detractor_threshold" and msg["data"]["detractors"] == 2
+    assert msg["webhook_id"] == f"msg_threshold_{int(hour.timestamp())}"
