@@ -1,6 +1,7 @@
 """Real power cuts under the collector: its SQLite store on LazyFS.
 
-LazyFS (a FUSE file system, ``../shared/tools/lazyfs``) keeps every write in its own cache
+LazyFS (a FUSE file system; sources and build script in ``shared/tools/lazyfs`` beside
+the clone) keeps every write in its own cache
 until the program syncs it; ``lazyfs::clear-cache`` drops whatever is unsynced, as a power
 cut does. While 12 boxes upload (each batch retried with the same ids until acknowledged)
 and an operator enrols new boxes, the power is cut several times: the collector is frozen
