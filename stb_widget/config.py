@@ -65,6 +65,14 @@ def _url(v: Any) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", v) else "must be an http:// or https:// URL"
 
 
+def _regex(v: Any) -> str | None:
+    try:
+        re.compile(v)
+    except re.error as exc:
+        return f"not a valid regular expression ({exc})"
+    return None
+
+
 _HHMM = r"([01]\d|2[0-3]):([0-5]\d)"
 
 
@@ -129,6 +137,26 @@ class PlayerSection:
     reconnect_max_s: float = setting(
         5.0, "With source = \"mpv\": longest wait between reconnect attempts.", _at_least(0.05)
     )
+    channel_from: str = setting(
+        "media-title", "With source = \"mpv\": the mpv property that names the channel "
+        "(\"media-title\", \"path\", \"filename\", \"metadata/by-key/<KEY>\", ...; \"\" = none). "
+        "A media-title that is only the file name does not count.",
+    )
+    channel_pattern: str = setting(
+        "", "With source = \"mpv\": a regular expression searched in that property; its group "
+        "\"channel\" (else the whole match) is the channel; no match = null; \"\" = all of it.",
+        _regex,
+    )
+    content_type_live: str = setting(
+        "", "With source = \"mpv\": a regular expression; where it is found in mpv's path, the "
+        "content type is \"live\" (\"\" = never).", _regex,
+    )
+    content_type_vod: str = setting(
+        "", "Likewise for \"vod\" (tried after live).", _regex,
+    )
+    content_type_catchup: str = setting(
+        "", "Likewise for \"catchup\" (tried after vod).", _regex,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +168,10 @@ class SurveySection:
         0.05, "Share of eligible sessions that are asked.", _between(0, 1)
     )
     min_watch_s: float = setting(600.0, "Shorter sessions are never surveyed.", _at_least(0))
+    settle_s: float = setting(
+        3.0, "The player must stay idle this long after a session ends before the question "
+        "comes; a play in that time makes the session a zap (reason zapped).", _between(0, 3600),
+    )
     cooldown_answered_days: float = setting(
         90.0, "No question for this long after an answered one (from when it was shown).",
         _at_least(0),

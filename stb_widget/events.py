@@ -13,8 +13,10 @@ from .errors import EventError
 
 EventKind = Literal[
     "play", "first_frame", "bitrate", "stall_start", "stall_end",
-    "pause", "resume", "seek", "error", "stop",
+    "pause", "resume", "seek", "error", "stop", "describe",
 ]
+#: The kinds a JSON line may carry (``describe`` is internal: a source that learns the
+#: open session's channel or content type after its ``play``, as mpv does).
 KINDS: Final[frozenset[str]] = frozenset(
     ("play", "first_frame", "bitrate", "stall_start", "stall_end",
      "pause", "resume", "seek", "error", "stop")
@@ -28,6 +30,7 @@ class PlayerEvent:
     """One fact about the player.
 
     ``at`` is seconds on any monotonic clock of the sender (None: the agent's own clock).
+    ``describe`` sets the open session's ``channel`` and ``content_type`` where not None.
     ``kbps`` is None on a ``bitrate`` event whose value is unknown. ``nominal`` is False
     for a measured bitrate (it moves every second), which weighs in the average but is
     never counted as a switch.

@@ -104,6 +104,41 @@ async def test_play_with_bad_channel_still_opens_a_session(
     assert got[0]["qos"]["failed"] is True  # type: ignore[index]
 
 
+async def test_a_zap_on_the_event_feed_is_not_asked(tmp_path: Path) -> None:
+    """stop then play at once (a channel change) over the real socket: no question; a
+    stop followed by silence: the question, once settle_s passed."""
+    from stb_widget.clock import SystemClock
+
+    from .test_mpv import RecordingPresenter
+
+    clock = SystemClock()
+    cfg = make_config(tmp_path, survey={"min_watch_s": 5, "sample_rate": 1.0, "settle_s": 0.5})
+    presenter = RecordingPresenter()
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock),
+                  presenters=lambda: presenter, upload=False)
+    await agent.start()
+    source = EventsSocketSource(cfg.player.events_socket, agent.feed)
+    await source.start()
+    task = asyncio.create_task(source.run())
+    try:
+        path = Path(cfg.player.events_socket)
+        await send(path, {"event": "play", "channel": "NPO1", "at": 0.0},
+                   {"event": "first_frame", "at": 1.0}, {"event": "stop", "at": 600.0},
+                   {"event": "play", "channel": "RTL4", "at": 600.2})
+        await sessions(agent, 1)
+        await asyncio.sleep(1.0)
+        assert presenter.requests == [] and agent.policy.reasons == {"zapped": 1}
+        await send(path, {"event": "first_frame", "at": 601.0}, {"event": "stop", "at": 1200.0})
+        got = await sessions(agent, 2)
+        assert presenter.requests == []  # the player must stay idle settle_s first
+        await asyncio.sleep(1.0)
+        assert presenter.requests == [got[1]["id"]]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent.stop()
+
+
 async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "s.sock"
     first = EventsSocketSource(path, _ignore)
