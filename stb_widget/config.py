@@ -57,6 +57,21 @@ def _nonempty(v: Any) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+#: What an example configuration's token looks like (never a real one: tokens are random).
+_PLACEHOLDER = re.compile(r"replace|changeme|change-me|placeholder|your[-_ ]?token|^\.+$|<[^>]*>",
+                          re.IGNORECASE)
+
+
+def _token(v: Any) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    if _PLACEHOLDER.search(v):
+        # The value itself is not repeated: whatever it is, it sits in the token's place.
+        return ("is still the example's placeholder; set this box's upload token, the "
+                "output of `nps-collector box-token <box_id>`")
+    return None
+
+
 def _box_id(v: Any) -> str | None:
     return None if re.match(BOX_ID_PATTERN, v) else "must be 1 to 64 of A-Z a-z 0-9 . _ : -"
 
@@ -106,7 +121,8 @@ class CollectorSection:
 
     url: str = setting(help="The collector's base URL; batches go to <url>/v1/batches.", check=_url)
     token: str = setting(
-        help="This box's upload token (never logged).", check=_nonempty, secret=True
+        help="This box's upload token (never logged; a placeholder such as the example's is "
+        "refused).", check=_token, secret=True
     )
     upload_delay_s: float = setting(
         60.0, "A finished record waits at most this long for a batch to fill.", _at_least(0)
