@@ -158,7 +158,31 @@ def test_parser() -> None:
     ev = parse_event_line(b'{"event": "bitrate", "kbps": 5400, "at": 100.9}')
     assert ev.kind == "bitrate" and ev.kbps == 5400.0 and ev.at == 100.9
     assert parse_event_line(b'{"event": "pause"}').at is None
+    # Contract v1 lines this agent does not measure yet still parse (no warning per line).
+    assert parse_event_line(b'{"event": "dropped_frames", "count": 12}').kind == "dropped_frames"
+    assert parse_event_line(b'{"event": "bitrate", "kbps": 5400, "height": 1080}').kbps == 5400
     for bad in (b'{"event": "bitrate", "kbps": -1}', b'{"event": "stop", "at": true}',
-                b'{"at": 1}', b"\xff\xfe"):
+                b'{"at": 1}', b"\xff\xfe", b'{"event": "dropped_frames", "count": -1}',
+                b'{"event": "describe", "channel": "x"}'):
         with pytest.raises(EventError):
             parse_event_line(bad)
+
+
+async def test_the_event_feed_docs_example_gives_the_figures_it_states(
+    running: tuple[Agent, Path, EventsSocketSource]
+) -> None:
+    """docs/event-feed.md's example, line by line through the real socket."""
+    import re
+
+    agent, path, source = running
+    doc = (Path(__file__).parents[2] / "docs" / "event-feed.md").read_text("utf-8")
+    example = doc.split("## Example", 1)[1]
+    lines = [m.encode() for m in re.findall(r"^  '(\{.*\})' \\$", example, re.MULTILINE)]
+    assert len(lines) == 10
+    await send(path, *lines)
+    got = await sessions(agent, 1)
+    q = got[0]["qos"]
+    assert q == {"startup_ms": 900, "watch_s": 1740.0, "rebuffer_count": 1, "rebuffer_s": 3.5,
+                 "avg_bitrate_kbps": 5400.0, "bitrate_switches": 0, "failed": False}
+    assert source.bad_lines == 0
+    assert "`startup_ms` 900, `watch_s` 1740" in doc and "one stall of 3.5 s" in doc

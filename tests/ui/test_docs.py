@@ -31,3 +31,36 @@ def test_the_doc_shows_every_screenshot() -> None:
     doc = (ROOT / "docs" / "survey-ui.md").read_text("utf-8")
     shown = set(re.findall(r"\(screenshots/(survey-[^)]+\.svg)\)", doc))
     assert shown == set(SCREENSHOTS)
+
+
+def test_the_wire_format_doc_matches_the_protocol_types() -> None:
+    """docs/wire-format.md's tables are generated from protocol/types.py; a changed type
+    without a regenerated doc fails here."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "protocol.wiredoc", "--check",
+                          str(ROOT / "docs" / "wire-format.md")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    from protocol.spec import wire_fields
+    from protocol.types import Qos, SessionRecord, SurveyRecord
+
+    doc = (ROOT / "docs" / "wire-format.md").read_text("utf-8")
+    for cls in (Qos, SessionRecord, SurveyRecord):
+        for name, _ in wire_fields(cls):
+            assert f"| `{name}` |" in doc, name
+
+
+def test_no_doc_sends_readers_outside_the_repository() -> None:
+    """A clone has no ../shared/: every doc stands alone, and every relative link in
+    docs/ and the README resolves inside the repository."""
+    docs = [ROOT / "README.md", ROOT / "RELIABILITY.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for path in docs:
+        text = path.read_text("utf-8")
+        assert "../shared" not in text, f"{path.name} points at ../shared"
+        assert "CONTRACT.md" not in text, f"{path.name} names CONTRACT.md, absent from a clone"
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
