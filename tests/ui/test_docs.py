@@ -13,6 +13,7 @@ SCREENSHOTS = {
     "survey-question-en.svg": "test_screen[en-tv-question].svg",
     "survey-question-scored-en.svg": "test_screen[en-tv-question-scored].svg",
     "survey-picklist-nl.svg": "test_screen[nl-tv-picklist].svg",
+    "survey-picklist-opened-en.svg": "test_screen[en-tv-picklist-opened].svg",
     "survey-thanks-promoter-en.svg": "test_screen[en-tv-thanks-promoter].svg",
     "survey-thanks-detractor-en.svg": "test_screen[en-tv-thanks-detractor].svg",
     "survey-question-linux-ru.svg": "test_screen[ru-linux-question-scored].svg",
