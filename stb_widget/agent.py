@@ -163,8 +163,10 @@ class Agent:
             self._question = asyncio.create_task(self._settle_then_ask(done), name="question")
 
     async def _settle_then_ask(self, done: FinishedSession) -> None:
+        settle_s = self.config.survey.settle_s
         try:
-            zapped = await wait_event(self.clock, self._zap, self.config.survey.settle_s)
+            # settle_s = 0 turns the wait off: ask at once, whatever follows.
+            zapped = settle_s > 0 and await wait_event(self.clock, self._zap, settle_s)
         finally:
             self._settling = None
         if zapped:

@@ -186,7 +186,8 @@ class SurveySection:
     min_watch_s: float = setting(600.0, "Shorter sessions are never surveyed.", _at_least(0))
     settle_s: float = setting(
         3.0, "The player must stay idle this long after a session ends before the question "
-        "comes; a play in that time makes the session a zap (reason zapped).", _between(0, 3600),
+        "comes; a play in that time makes the session a zap (reason zapped); 0 = ask at once.",
+        _between(0, 3600),
     )
     cooldown_answered_days: float = setting(
         90.0, "No question for this long after an answered one (from when it was shown).",
