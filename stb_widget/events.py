@@ -73,7 +73,10 @@ def parse_event_line(line: bytes) -> PlayerEvent:
         ctype = doc.get("content_type")
         return PlayerEvent(
             "play", at_f,
-            channel=channel if isinstance(channel, str) and 0 < len(channel) <= 256 else None,
+            # A channel the collector would refuse (U+0000, contract section 3) is no channel:
+            # the session is still worth sending.
+            channel=channel if isinstance(channel, str) and 0 < len(channel) <= 256
+            and "\x00" not in channel else None,
             content_type=ctype if isinstance(ctype, str) and ctype in CONTENT_TYPES else None,
         )
     if kind == "bitrate":
