@@ -59,14 +59,14 @@ def _bounds(spec: Spec) -> str:
         parts.append("one of " + ", ".join(f"`{v}`" for v in spec.enum))
     if spec.kind in ("integer", "number"):
         high = spec.maximum if spec.maximum is not None else (
-            limits.MAX_INT if spec.kind == "integer" else limits.MAX_NUMBER)
+            limits.MAX_COUNT if spec.kind == "integer" else limits.MAX_NUMBER)
         low = "" if spec.minimum is None else f"{_num(spec.minimum)} ≤ "
         parts.append(f"{low}x ≤ {_num(high)}")
     if spec.kind == "string" and spec.pattern is not None:
         parts.append(f"matches `{spec.pattern}`")
     elif spec.kind == "string" and spec.const is None and spec.enum is None \
             and spec.max_length is not None:
-        parts.append(f"at most {spec.max_length} characters")
+        parts.append(f"at most {spec.max_length} characters, no U+0000")
     return "; ".join(parts) or "–"
 
 

@@ -104,7 +104,8 @@ class Naming:
                     named = m.groupdict().get("channel")
                     channel = named if named is not None else m.group(0)
         if channel is not None:
-            channel = channel.strip()[:_MAX_CHANNEL] or None
+            # U+0000 would make the collector refuse the whole record: no channel then.
+            channel = None if "\x00" in channel else (channel.strip()[:_MAX_CHANNEL] or None)
         content_type: str | None = None
         path = props.get("path")
         if path is not None:

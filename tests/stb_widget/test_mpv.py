@@ -376,3 +376,4 @@ def test_naming_rules() -> None:
         (None, None)
     assert title.describe({"media-title": " NPO 1 ", "filename": "x.ts"}) == ("NPO 1", None)
     assert Naming(channel_from="").describe({"media-title": "NPO1"}) == (None, None)
+    assert title.describe({"media-title": "NPO\x001", "filename": "x.ts"}) == (None, None)
