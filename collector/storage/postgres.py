@@ -219,6 +219,14 @@ def _time_of(r: Row) -> int:
     return r.started_us if isinstance(r, SessionRow) else r.shown_us
 
 
+def _may_be_one_upload(exc: BaseException) -> bool:
+    """Whether the server (or asyncpg, encoding an argument) refused a value that one
+    upload may hold: a bad value (class 22), a constraint (23), a size limit (54)."""
+    return isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                            asyncpg.ProgramLimitExceededError, ValueError, TypeError,
+                            OverflowError))
+
+
 def _lock_key(uuid_text: str) -> int:
     # The last 16 hex digits: the random part of a UUIDv7 (the first ones are its time).
     return int(uuid_text.replace("-", "")[-16:], 16) - (1 << 63)
@@ -287,6 +295,7 @@ class PostgresStorage(Storage):
         self._writes = GroupCommitQueue(
             self._write_group, name="postgres-writer", max_batches=settings.write_queue_batches,
             max_records=settings.group_commit_records, retry_after_s=settings.retry_after_s,
+            may_be_one_upload=_may_be_one_upload,
         )
         #: Partitions known to exist: only saves a round trip; the database decides.
         self._partitions: set[str] = set()

@@ -171,6 +171,7 @@ class SQLiteStorage(Storage):
         self._writes = GroupCommitQueue(
             self._write_group, name="sqlite-writer", max_batches=queue_batches,
             max_records=group_records, retry_after_s=retry_after_s,
+            may_be_one_upload=_may_be_one_upload,
         )
         self._state = "new"
 
@@ -673,3 +674,10 @@ class SQLiteStorage(Storage):
             return await self._writer.run(lambda db: transaction(db, purge))
         except sqlite3.Error as exc:
             raise StorageError(f"purge failed: {exc}") from exc
+
+
+def _may_be_one_upload(exc: BaseException) -> bool:
+    """Whether a failed group write may come from a value one upload holds (an integer
+    too large to bind, a constraint), rather than from the database file itself (I/O, a
+    full disk, a lock: ``OperationalError``), which writing in parts cannot mend."""
+    return not isinstance(exc, (sqlite3.OperationalError, OSError, StorageError))
