@@ -190,7 +190,33 @@ def threshold() -> dict[str, Any]:
         finally:
             await decoder.close()
 
-    return {"worst_json_on_loop_ms": worst,
+    async def stall_with_thread() -> tuple[float, float]:
+        """The event loop's longest stall while one bomb is decoded in a thread (why a
+        thread is not enough: orjson holds the GIL), and the decode's own time."""
+        big = bomb("b")
+        stalls: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                stalls.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        await asyncio.to_thread(lambda: decode_batch(inflate(big, gzipped=True)))
+        took = time.perf_counter() - start
+        done.set()
+        await tick
+        return round(max(stalls) * 1000, 1), round(took * 1000, 1)
+
+    stall_ms, decode_ms = asyncio.run(stall_with_thread())
+    return {"bomb_in_a_thread": {"decode_ms": decode_ms, "longest_loop_stall_ms": stall_ms},
+            "worst_json_on_loop_ms": worst,
             "normal_500_records": {"inflated_bytes": len(inflate(normal, gzipped=True)),
                                    "on_loop_ms": inline_ms,
                                    "worker_round_trip_ms": asyncio.run(offloaded())}}
