@@ -31,8 +31,9 @@ log = logging.getLogger("collector.decoding")
 
 #: Bodies that inflate to at most this many bytes are decoded on the event loop. A full
 #: normal batch (500 records, about 160 KB) stays below it, so normal uploads keep their
-#: path without a process hop; and below it the worst JSON per byte (empty objects)
-#: costs the loop less than such a normal batch does (figures: RELIABILITY.md).
+#: path without a process hop (4 to 6 times slower); and below it the worst JSON per byte
+#: (empty objects) costs the loop about what such a normal batch does (figures:
+#: RELIABILITY.md, "Hostile input, round two").
 INLINE_MAX_BYTES = 256 * 1024
 #: Uploads waiting for a worker beyond this many are answered 503 with Retry-After:
 #: a queue of bodies of up to 1 MiB each must not grow without bound.
