@@ -73,6 +73,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
+from .impact_sql import ImpactData, read_impact_data
 from .segments import read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
@@ -526,6 +527,9 @@ class PostgresStorage(Storage):
 
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "$")
+
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "$")
 
     async def session_groups(self, filters: Filters) -> list[SessionGroup]:
         where, params = where_sessions(filters, "$")
