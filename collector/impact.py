@@ -342,3 +342,37 @@ async def compute_impact(storage: Storage, query: Filters) -> dict[str, Any]:
     in a worker thread (numpy releases the GIL; the event loop keeps serving)."""
     data = await storage.impact_data(query)
     return await asyncio.to_thread(impact_from_data, data)
+
+
+def impact_schema() -> dict[str, Any]:
+    """The JSON Schema of the answer, for ``/openapi.json``."""
+    num = {"type": ["number", "null"]}
+    pair = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+    slope = {
+        "type": "object", "required": ["nps_points", "ci95", "p_value"],
+        "properties": {
+            "nps_points": {**num, "description": "NPS points per +1 unit of the regressor."},
+            "ci95": {**pair, "description": "coef ± t(0.975, G−1)·se (box-clustered CR1)."},
+            "p_value": {**num, "minimum": 0, "maximum": 1},
+        },
+    }
+    model = {"type": "object", "required": list(REGRESSORS),
+             "properties": dict.fromkeys(REGRESSORS, slope)}
+    gain = {"type": "object", "required": ["target", "nps_points", "ci95"],
+            "properties": {"target": {"type": "number"}, "nps_points": num, "ci95": pair}}
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "type": "object",
+        "required": ["answers", "boxes", "nps", "effects", "recoverable", "response_adjusted"],
+        "properties": {
+            "answers": count, "boxes": count, "nps": num,
+            "effects": {"type": "object", "required": ["unadjusted", "adjusted"],
+                        "properties": {"unadjusted": model, "adjusted": model}},
+            "recoverable": {"type": "object", "required": list(REGRESSORS),
+                            "properties": dict.fromkeys(REGRESSORS, gain)},
+            "response_adjusted": {
+                "type": "object", "required": ["nps", "ci95", "unrepresented_shown"],
+                "properties": {"nps": num, "ci95": pair, "unrepresented_shown": count},
+            },
+        },
+    }

@@ -12,10 +12,12 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import statsmodels.api as sm
 
+from collector.dashboard.openapi import openapi_document
 from collector.impact import impact_from_arrays
 from collector.storage.impact_sql import StratumCounts
 from tests.collector.conftest import Api, batch, iso, session_record, survey_record
@@ -450,6 +452,9 @@ async def test_endpoint_equal_to_the_reference(api: Api) -> None:
         close(got["response_adjusted"]["ci95"][1], ra["ci95"][1], "response_adjusted.hi")
         assert got["response_adjusted"]["unrepresented_shown"] == ra["unrepresented"]
     full = await impact()
+    doc = openapi_document()
+    jsonschema.Draft202012Validator({"$ref": "#/components/schemas/Impact",
+                                     "components": doc["components"]}).validate(full)
     assert full["effects"]["adjusted"]["rebuffer_pct"]["nps_points"] is not None
     late = T0 + timedelta(hours=200)
     small = await impact(**{"from": iso(late)})
@@ -474,3 +479,21 @@ async def test_endpoint_access_and_bad_query(api: Api) -> None:
         assert body["error"] == "bad_query" and body["detail"].startswith(field), body
     resp = await api.client.get("/healthz")
     assert resp.status == 200
+
+
+@pytest.mark.parametrize(("scale", "kept"), [(1e-7, True), (1e-11, False)])
+def test_rank_tolerance_is_1e_9_of_the_column_norm(scale: float, kept: bool) -> None:
+    # Bitrate is nearly twice the startup: the relative residual is about ``scale``,
+    # measured here by least squares, on either side of the contract's 1e-9.
+    rows = make_rows(14, 300, 40, no_frame=0.0)
+    noise = random.Random(1)
+    for r in rows:
+        r["bitrate"] = 2 * r["startup_ms"] + scale * 4000 * noise.gauss(0, 1)
+    names, x, _, frame = reference_columns(rows, False)
+    j = names.index("bitrate_mbps")
+    a = x[:, :j]
+    ratio = np.linalg.norm(x[:, j] - a @ np.linalg.lstsq(a, x[:, j], rcond=None)[0]) / np.linalg.norm(x[:, j])
+    assert scale / 10 < ratio < scale * 10
+    got = impact_from_arrays(**arrays(rows))
+    assert (got["effects"]["unadjusted"]["bitrate_mbps"]["nps_points"] is not None) == kept
+    assert reference_kept(names, x, frame)[j] == kept
