@@ -130,12 +130,19 @@ def build_design(score: npt.ArrayLike, rebuffer_ratio: npt.ArrayLike, startup_ms
     return Design(y, x, frame)
 
 
+def codes_of(values: Sequence[Any], index: dict[Any, int] | None = None) -> npt.NDArray[np.int64]:
+    """Each value's number in ``index`` (by default, in order of first appearance)."""
+    if index is None:
+        index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    # map() over the dict's own lookup: no Python frame per value.
+    return np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+
+
 def factor_indicators(values: Sequence[str | None]) -> FloatArray:
     """One 0/1 column per value of a factor, the first in sort order left out (null is a
     value of its own, sorted first)."""
     levels = sorted(set(values), key=lambda v: (v is not None, v or ""))
-    index = {v: i for i, v in enumerate(levels)}
-    codes = np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+    codes = codes_of(values, {v: i for i, v in enumerate(levels)})
     # codes[:, None] == [1, 2, ...]: one column per level but the first.
     out: FloatArray = (codes[:, None] == np.arange(1, len(levels))[None, :]).astype(np.float64)
     return out
@@ -161,28 +168,28 @@ def keep_columns(columns: FloatArray, frame_only: Sequence[bool], frame: npt.NDA
     over all rows, and over the rows with a frame.
     """
     n, k = columns.shape
-    basis = np.empty((n, 0))
-    basis_frame = np.empty((int(frame.sum()), 0))
+    # The bases, filled column by column: [:, :size] holds the basis so far.
+    bases = [np.empty((n, k)), np.empty((int(frame.sum()), k))]
+    sizes = [0, 0]
     kept: list[bool] = []
     for j in range(k):
-        c = columns[:, j]
-        v, b = (c[frame], basis_frame) if frame_only[j] else (c, basis)
-        r = _project_out(v, b)
+        c = np.ascontiguousarray(columns[:, j])
+        vectors = (c, c[frame])
+        which = 1 if frame_only[j] else 0
+        v = vectors[which]
+        r = _project_out(v, bases[which][:, :sizes[which]])
         keep = bool(np.linalg.norm(r) > RANK_TOL * np.linalg.norm(v))
         kept.append(keep)
         if not keep:
             continue
-        for which, vec in ((0, c), (1, c[frame])):
-            b = basis if which == 0 else basis_frame
-            r = _project_out(vec, b)
+        for w in (0, 1):
+            vec = vectors[w]
+            r = _project_out(vec, bases[w][:, :sizes[w]])
             norm = np.linalg.norm(r)
             # A kept column may still lie in the span over the rows with a frame.
             if norm > RANK_TOL * np.linalg.norm(vec):
-                q = (r / norm)[:, None]
-                if which == 0:
-                    basis = np.hstack([basis, q])
-                else:
-                    basis_frame = np.hstack([basis_frame, q])
+                bases[w][:, sizes[w]] = r / norm
+                sizes[w] += 1
     return kept
 
 
@@ -309,10 +316,8 @@ def impact_from_arrays(
     ``startup_ms`` and ``avg_bitrate_kbps`` NaN where null) and the shown strata."""
     design = build_design(score, rebuffer_ratio, startup_ms, avg_bitrate_kbps, failed)
     n = len(design.y)
-    box_index: dict[str, int] = {}
-    groups = np.fromiter((box_index.setdefault(b, len(box_index)) for b in box_id),
-                         dtype=np.int64, count=n)
-    n_groups = len(box_index)
+    groups = codes_of(box_id)
+    n_groups = int(groups.max()) + 1 if n else 0
     no_fixed = np.empty((n, 0))
     fixed = np.hstack([factor_indicators(list(v)) for v in (region, model, firmware, content_type)]
                       ) if n else no_fixed
@@ -334,14 +339,14 @@ def impact_from_arrays(
 def impact_from_data(data: ImpactData) -> dict[str, Any]:
     """:func:`impact_from_arrays` over what the store read."""
     rows = data.rows
-    nan = math.nan
+    # np.asarray(..., dtype=float64) turns a null (None) into NaN, as the arrays want it.
     return impact_from_arrays(
         box_id=rows.box_id, score=rows.score, region=rows.region, model=rows.model,
         firmware=rows.firmware, content_type=rows.content_type,
         rebuffer_ratio=rows.rebuffer_ratio,
-        startup_ms=[nan if v is None else v for v in rows.startup_ms],
-        avg_bitrate_kbps=[nan if v is None else v for v in rows.avg_bitrate_kbps],
-        failed=rows.failed, strata=data.strata,
+        startup_ms=np.asarray(rows.startup_ms, dtype=np.float64),
+        avg_bitrate_kbps=np.asarray(rows.avg_bitrate_kbps, dtype=np.float64),
+        failed=np.asarray(rows.failed, dtype=np.float64), strata=data.strata,
     )
 
 
