@@ -10,7 +10,9 @@ effect of rebuffering, start-up and bitrate on the score), loaded by its bulk pa
 impact reads raw rows only. ``--keep`` keeps (and reuses) the SQLite file or PostgreSQL
 database between runs.
 
-Timed, on a freshly opened store, median and max of 5 runs after one warm-up:
+Timed, on a freshly opened store, median, min and max of 5 runs after one warm-up, and
+the median CPU time of this process (every thread: the store's readers, the estimator's
+worker; with PostgreSQL the server's CPU is not in it):
 ``compute_impact`` (what the handler awaits; the JSON encoding of the small answer is
 left out), and its two parts: the store's read (``impact_data``) and the estimator
 (``impact_from_data``, in the caller's thread).
@@ -53,20 +55,24 @@ def cases() -> dict[str, Filters]:
     }
 
 
-async def _timed(fn: Any) -> tuple[list[float], Any]:
+async def _timed(fn: Any) -> tuple[tuple[list[float], list[float]], Any]:
+    """Wall-clock and this process's CPU time (all its threads) of each run."""
     await fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     out = None
     for _ in range(RUNS):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = await fn()
-        times.append(time.perf_counter() - t)
-    return times, out
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return (wall, cpu), out
 
 
-def _ms(times: list[float]) -> dict[str, float]:
-    return {"median_ms": round(statistics.median(times) * 1000, 1),
-            "max_ms": round(max(times) * 1000, 1), "min_ms": round(min(times) * 1000, 1)}
+def _ms(times: tuple[list[float], list[float]]) -> dict[str, float]:
+    wall, cpu = times
+    return {"median_ms": round(statistics.median(wall) * 1000, 1),
+            "max_ms": round(max(wall) * 1000, 1), "min_ms": round(min(wall) * 1000, 1),
+            "cpu_median_ms": round(statistics.median(cpu) * 1000, 1)}
 
 
 async def time_impact(url: str) -> dict[str, Any]:

@@ -404,7 +404,8 @@ async def test_endpoint_equal_to_the_reference(api: Api) -> None:
         data: dict[str, Any] = await resp.json()
         return data
 
-    def expect_rows(lo: datetime | None = None, region: str | None = None) -> list[dict[str, Any]]:
+    def expect_rows(lo: datetime | None = None, region: str | None = None,
+                    content_type: str | None = None) -> list[dict[str, Any]]:
         out = []
         for i, r in enumerate(rows):
             _, v, s, shown = shown_all[i]
@@ -412,16 +413,23 @@ async def test_endpoint_equal_to_the_reference(api: Api) -> None:
                 continue
             if region is not None and r["region"] != region:
                 continue
+            if content_type is not None and s["content_type"] != content_type:
+                continue
             out.append(r)
         return out
 
-    def expect_strata(lo: datetime | None = None, region: str | None = None) -> dict[str, Any]:
+    def expect_strata(lo: datetime | None = None, region: str | None = None,
+                      content_type: str | None = None) -> dict[str, Any]:
         strata: dict[Any, list[int]] = {}
         for i, (_, v, s, shown) in enumerate(shown_all):
             if lo is not None and shown < lo:
                 continue
             reg = rows[i]["region"] if i < len(rows) else ("NL-NH" if v["session_id"] else None)
             if region is not None and reg != region:
+                continue
+            # The content-type filter reaches a survey through its session: without one,
+            # the survey is left out.
+            if content_type is not None and (s is None or s["content_type"] != content_type):
                 continue
             key = None if s is None else rb_stratum(s["qos"]["rebuffer_s"] / s["qos"]["watch_s"]
                                                      if s["qos"]["watch_s"] else 0.0)
@@ -440,13 +448,15 @@ async def test_endpoint_equal_to_the_reference(api: Api) -> None:
         return {"nps": 100 * est, "ci95": [max(-100, 100 * est - half), min(100, 100 * est + half)],
                 "unrepresented": sum(c[0] for k, c in strata.items() if not c[1])}
 
-    for params, lo, region in (({}, None, None),
-                               ({"from": iso(T0 + timedelta(hours=40))}, T0 + timedelta(hours=40), None),
-                               ({"region": "NL-ZH"}, None, "NL-ZH")):
+    for params, lo, region, content_type in (
+            ({}, None, None, None),
+            ({"from": iso(T0 + timedelta(hours=40))}, T0 + timedelta(hours=40), None, None),
+            ({"region": "NL-ZH"}, None, "NL-ZH", None),
+            ({"content_type": "live"}, None, None, "live")):
         got = await impact(**params)
-        want = expect_rows(lo, region)
+        want = expect_rows(lo, region, content_type)
         check(got, want)
-        ra = expect_strata(lo, region)
+        ra = expect_strata(lo, region, content_type)
         close(got["response_adjusted"]["nps"], ra["nps"], "response_adjusted.nps")
         close(got["response_adjusted"]["ci95"][0], ra["ci95"][0], "response_adjusted.lo")
         close(got["response_adjusted"]["ci95"][1], ra["ci95"][1], "response_adjusted.hi")
