@@ -121,7 +121,13 @@ def t_two_sided_p(t: float, df: float) -> float:
     ``2 * t.sf(|t|, df)``): ``I_{df/(df+t^2)}(df/2, 1/2)``."""
     if math.isinf(t):
         return 0.0
-    return regularized_beta(df / (df + t * t), df / 2.0, 0.5)
+    t2 = t * t
+    if t2 < 0.25:
+        # Small |t| (p > 0.6 for any df): df/(df+t^2) rounds towards 1 and loses the tail,
+        # so use the complement, I_x(a, b) = 1 - I_{1-x}(b, a), 1 - x = t^2/(df+t^2)
+        # being exact to the last bit (and what is subtracted is at most 0.4).
+        return 1.0 - regularized_beta(t2 / (df + t2), 0.5, df / 2.0)
+    return regularized_beta(df / (df + t2), df / 2.0, 0.5)
 
 
 @lru_cache(maxsize=256)
