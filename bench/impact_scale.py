@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+# As in the collector, where collector/impact.py sets it before numpy loads: here
+# report_scale loads numpy first.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
