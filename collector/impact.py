@@ -151,12 +151,16 @@ def factor_indicators(values: Sequence[str | None]) -> FloatArray:
 # -- the rank rule -------------------------------------------------------------------------
 
 def _project_out(v: FloatArray, basis: FloatArray) -> FloatArray:
-    """v minus its projection on the orthonormal columns of ``basis``; twice, because one
-    Gram-Schmidt pass loses orthogonality when v lies nearly in the span."""
+    """v minus its projection on the orthonormal columns of ``basis``. One Gram-Schmidt
+    pass loses orthogonality when v lies nearly in the span; a second pass, made when the
+    first removed more than half of v's length (Kahan and Parlett's "twice is enough"),
+    restores it to rounding."""
     if basis.shape[1] == 0:
         return v
     r = v - basis @ (basis.T @ v)
-    return r - basis @ (basis.T @ r)
+    if np.linalg.norm(r) < 0.5 * np.linalg.norm(v):
+        r = r - basis @ (basis.T @ r)
+    return r
 
 
 def keep_columns(columns: FloatArray, frame_only: Sequence[bool], frame: npt.NDArray[np.bool_]) -> list[bool]:
@@ -171,6 +175,8 @@ def keep_columns(columns: FloatArray, frame_only: Sequence[bool], frame: npt.NDA
     # The bases, filled column by column: [:, :size] holds the basis so far.
     bases = [np.empty((n, k)), np.empty((int(frame.sum()), k))]
     sizes = [0, 0]
+    # The basis over the rows with a frame is needed up to the last column judged there.
+    last_frame_only = max((j for j in range(k) if frame_only[j]), default=-1)
     kept: list[bool] = []
     for j in range(k):
         c = np.ascontiguousarray(columns[:, j])
@@ -182,7 +188,7 @@ def keep_columns(columns: FloatArray, frame_only: Sequence[bool], frame: npt.NDA
         kept.append(keep)
         if not keep:
             continue
-        for w in (0, 1):
+        for w in (0, 1) if j < last_frame_only else (0,):
             vec = vectors[w]
             r = _project_out(vec, bases[w][:, :sizes[w]])
             norm = np.linalg.norm(r)
