@@ -55,6 +55,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import numpy.typing as npt
 
+from .errors import CollectorError
 from .model import Filters
 from .stats import Z95_CONTRACT, t_quantile_two_sided, t_two_sided_p
 from .storage import Storage
@@ -77,6 +78,11 @@ MIN_BOXES: Final = 20
 #: The rank rule's relative residual norm, and the standard error of a perfect fit.
 RANK_TOL: Final = 1e-9
 SE_TOL: Final = 1e-9
+
+
+class ImpactError(CollectorError):
+    """The estimate could not be computed: a numerical failure that the rank rule is there
+    to prevent (answered as a 500 that names no data)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +366,10 @@ async def compute_impact(storage: Storage, query: Filters) -> dict[str, Any]:
     """``GET /v1/impact`` for the report's filters ``query``: read the store, then compute
     in a worker thread (numpy releases the GIL; the event loop keeps serving)."""
     data = await storage.impact_data(query)
-    return await asyncio.to_thread(impact_from_data, data)
+    try:
+        return await asyncio.to_thread(impact_from_data, data)
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+        raise ImpactError(f"impact estimate failed: {exc}") from exc
 
 
 def impact_schema() -> dict[str, Any]:
