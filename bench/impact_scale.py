@@ -80,12 +80,14 @@ def _ms(times: tuple[list[float], list[float]]) -> dict[str, float]:
             "cpu_median_ms": round(statistics.median(cpu) * 1000, 1)}
 
 
-async def time_impact(url: str) -> dict[str, Any]:
+async def time_impact(url: str, only: list[str] | None = None) -> dict[str, Any]:
     store = make_storage(Settings(db=url, admin_token="x"))
     await store.open()
     out: dict[str, Any] = {}
     try:
         for name, f in cases().items():
+            if only and name not in only:
+                continue
             total, answer = await _timed(lambda f=f: compute_impact(store, f))
             read, data = await _timed(lambda f=f: store.impact_data(f))
 
@@ -103,21 +105,25 @@ async def time_impact(url: str) -> dict[str, Any]:
 
 
 def main() -> None:
+    global RUNS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--pg", default=rs.PG_DEFAULT, help="server URL without a database")
     ap.add_argument("--keep", help="SQLite file or PostgreSQL database to keep (and reuse) the data in")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs of each part (after a warm-up)")
+    ap.add_argument("--case", action="append", choices=list(cases()), help="only this case (repeatable)")
     args = ap.parse_args()
+    RUNS = args.runs
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     result: dict[str, Any] = {"backend": args.backend, "sessions_generated": args.records,
-                              "commit": commit}
+                              "commit": commit, "runs": RUNS}
     if args.backend == "sqlite":
         path = Path(args.keep or f"/tmp/impact-bench-{args.records}.db")
         if not path.exists():
             result["load_s"] = round(asyncio.run(rs.load_sqlite(path, args.records, 7)), 1)
-        result.update(asyncio.run(time_impact(f"sqlite:///{path}")))
+        result.update(asyncio.run(time_impact(f"sqlite:///{path}", args.case)))
         if not args.keep:
             path.unlink()
     else:
@@ -127,7 +133,7 @@ def main() -> None:
                 if args.keep:
                     asyncio.run(rs._pg_create(args.pg, name))
                 result["load_s"] = round(asyncio.run(rs.load_postgres(f"{args.pg}/{name}", args.records, 7)), 1)
-            result.update(asyncio.run(time_impact(f"{args.pg}/{name}")))
+            result.update(asyncio.run(time_impact(f"{args.pg}/{name}", args.case)))
         finally:
             if args.keep is None:
                 asyncio.run(rs.pg_drop(args.pg, name))
