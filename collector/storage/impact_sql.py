@@ -1,9 +1,9 @@
 """Queries for ``GET /v1/impact`` (contract section 6), in SQL both backends accept.
 
-Two reads: the estimator's rows (answered surveys in range joined to their session) and
-the surveys shown per stratum (the ``rebuffer_ratio`` bucket of the survey's session, or
-unknown) for the response-adjusted NPS. Both take the report's filters exactly as the
-report does (:func:`~collector.storage.sql.where_surveys`), so the channel and
+One read gives both: the estimator's rows (answered surveys in range joined to their
+session) and the surveys shown per stratum (the ``rebuffer_ratio`` bucket of the survey's
+session, or unknown) for the response-adjusted NPS. It takes the report's filters exactly
+as the report does (:func:`~collector.storage.sql.where_surveys`), so the channel and
 content-type filters reach a survey through its session.
 
 Kept apart from the stores so that they only pass their ``fetch`` and placeholder style.
@@ -11,9 +11,10 @@ Kept apart from the stores so that they only pass their ``fetch`` and placeholde
 
 from __future__ import annotations
 
-import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 from ..model import Filters
@@ -71,50 +72,46 @@ class ImpactData:
     strata: list[StratumCounts]
 
 
-_ROW_COLUMNS = ("v.box_id", "v.score", "v.region", "v.model", "v.firmware", "s.content_type",
+#: What makes a survey shown in range a row of the estimator.
+_IS_ROW = ("v.outcome = 'answered' AND v.score IS NOT NULL AND s.id IS NOT NULL "
+           "AND (s.startup_ms IS NULL OR s.avg_bitrate_kbps IS NOT NULL)")
+#: The row's columns, in :class:`ImpactRows` order (the score is selected apart).
+_ROW_COLUMNS = ("v.box_id", "v.region", "v.model", "v.firmware", "s.content_type",
                 "s.rebuffer_ratio", "s.startup_ms", "s.avg_bitrate_kbps", "s.failed")
 
 
-def _and(where: str, cond: str) -> str:
-    return f"{where} AND {cond}" if where else f"WHERE {cond}"
+async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> ImpactData:
+    """The estimator's rows and the shown strata for ``filters``, in one pass; ``style``
+    is the backend's placeholder style (``?`` or ``$``).
 
-
-async def read_impact_rows(fetch: Fetch, filters: Filters, style: str) -> ImpactRows:
-    """The estimator's rows for ``filters``; ``style`` is the backend's placeholder style
-    (``?`` or ``$``)."""
+    One query over every survey shown in range joined to its session (where stored): the
+    join, a look-up per survey, is what costs, so it is done once for both. The columns of
+    the rows are selected only where the survey is a row (NULL elsewhere: nothing to decode).
+    """
     where, params = where_surveys(filters, style)
-    where = _and(where, "v.outcome = 'answered' AND v.score IS NOT NULL "
-                        "AND (s.startup_ms IS NULL OR s.avg_bitrate_kbps IS NOT NULL)")
+    row_columns = ", ".join(f"CASE WHEN {_IS_ROW} THEN {c} END" for c in _ROW_COLUMNS)
+    # A stored session always has its bucket (rebuffer_ratio is never null), so a null
+    # bucket means the session is not stored, or the survey names none: unknown.
     rows = await fetch(
-        f"SELECT {', '.join(_ROW_COLUMNS)} FROM surveys v "
-        f"JOIN sessions s ON s.id = v.session_id {where}", params,
+        f"SELECT s.rb_bucket, CASE WHEN v.outcome = 'answered' THEN v.score END, "
+        f"CASE WHEN {_IS_ROW} THEN 1 ELSE 0 END, {row_columns} "
+        f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id {where}", params,
     )
     if not rows:
-        return ImpactRows((), (), (), (), (), (), (), (), (), ())
-    # Column by column, as the drivers made the values (no conversion per value: at
-    # hundreds of thousands of rows that would cost more than the estimator).
-    return ImpactRows(*zip(*rows, strict=True))
-
-
-async def read_shown_strata(fetch: Fetch, filters: Filters, style: str) -> list[StratumCounts]:
-    """Surveys shown in range per stratum (only strata with at least one survey)."""
-    where, params = where_surveys(filters, style)
-    # A stored session always has its bucket (rebuffer_ratio is never null), so a null
-    # bucket here means the session is not stored, or the survey names none: unknown.
-    rows = await fetch(
-        "SELECT s.rb_bucket, count(*), "
-        "sum(CASE WHEN v.outcome = 'answered' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN v.outcome = 'answered' AND v.score >= 9 THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN v.outcome = 'answered' AND v.score <= 6 THEN 1 ELSE 0 END) "
-        f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id {where} "
-        "GROUP BY s.rb_bucket", params,
-    )
-    return [StratumCounts(None if r[0] is None else int(r[0]), int(r[1]), int(r[2]), int(r[3]),
-                          int(r[4])) for r in rows]
-
-
-async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> ImpactData:
-    """Both reads, at once (each store has more than one reader)."""
-    rows, strata = await asyncio.gather(read_impact_rows(fetch, filters, style),
-                                        read_shown_strata(fetch, filters, style))
-    return ImpactData(rows, strata)
+        return ImpactData(ImpactRows((), (), (), (), (), (), (), (), (), ()), [])
+    cols = list(zip(*rows, strict=True))
+    bucket, score, is_row = cols[0], cols[1], cols[2]
+    # Column by column with C-level helpers, the values as the drivers made them: at
+    # hundreds of thousands of surveys a Python step per value would cost more than the
+    # estimator.
+    picked = [tuple(compress(c, is_row)) for c in cols[3:]]
+    data = ImpactRows(picked[0], tuple(compress(score, is_row)), *picked[1:])
+    strata: dict[int | None, list[int]] = {}
+    for (b, sc), n in Counter(zip(bucket, score, strict=True)).items():
+        c = strata.setdefault(None if b is None else int(b), [0, 0, 0, 0])
+        c[0] += n
+        if sc is not None:
+            c[1] += n
+            c[2] += n if sc >= 9 else 0
+            c[3] += n if sc <= 6 else 0
+    return ImpactData(data, [StratumCounts(b, *c) for b, c in strata.items()])
