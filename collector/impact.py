@@ -157,15 +157,15 @@ def factor_indicators(values: Sequence[str | None]) -> FloatArray:
 # -- the rank rule -------------------------------------------------------------------------
 
 def _project_out(v: FloatArray, basis: FloatArray) -> FloatArray:
-    """v minus its projection on the orthonormal columns of ``basis``. One Gram-Schmidt
-    pass loses orthogonality when v lies nearly in the span; a second pass, made when the
-    first removed more than half of v's length (Kahan and Parlett's "twice is enough"),
-    restores it to rounding."""
-    if basis.shape[1] == 0:
+    """v minus its projection on the orthonormal *rows* of ``basis`` (rows, so that the
+    first k of them are one contiguous block). One Gram-Schmidt pass loses orthogonality
+    when v lies nearly in the span; a second pass, made when the first removed more than
+    half of v's length (Kahan and Parlett's "twice is enough"), restores it to rounding."""
+    if basis.shape[0] == 0:
         return v
-    r = v - basis @ (basis.T @ v)
+    r = v - basis.T @ (basis @ v)
     if np.linalg.norm(r) < 0.5 * np.linalg.norm(v):
-        r = r - basis @ (basis.T @ r)
+        r = r - basis.T @ (basis @ r)
     return r
 
 
@@ -178,8 +178,8 @@ def keep_columns(columns: FloatArray, frame_only: Sequence[bool], frame: npt.NDA
     over all rows, and over the rows with a frame.
     """
     n, k = columns.shape
-    # The bases, filled column by column: [:, :size] holds the basis so far.
-    bases = [np.empty((n, k)), np.empty((int(frame.sum()), k))]
+    # The bases, one vector a row: [:size] holds the basis so far.
+    bases = [np.empty((k, n)), np.empty((k, int(frame.sum())))]
     sizes = [0, 0]
     # The basis over the rows with a frame is needed up to the last column judged there.
     last_frame_only = max((j for j in range(k) if frame_only[j]), default=-1)
@@ -189,18 +189,18 @@ def keep_columns(columns: FloatArray, frame_only: Sequence[bool], frame: npt.NDA
         vectors = (c, c[frame])
         which = 1 if frame_only[j] else 0
         v = vectors[which]
-        r = _project_out(v, bases[which][:, :sizes[which]])
+        r = _project_out(v, bases[which][:sizes[which]])
         keep = bool(np.linalg.norm(r) > RANK_TOL * np.linalg.norm(v))
         kept.append(keep)
         if not keep:
             continue
         for w in (0, 1) if j < last_frame_only else (0,):
             vec = vectors[w]
-            r = _project_out(vec, bases[w][:, :sizes[w]])
+            r = _project_out(vec, bases[w][:sizes[w]])
             norm = np.linalg.norm(r)
             # A kept column may still lie in the span over the rows with a frame.
             if norm > RANK_TOL * np.linalg.norm(vec):
-                bases[w][:, sizes[w]] = r / norm
+                bases[w][sizes[w]] = r / norm
                 sizes[w] += 1
     return kept
 
