@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -19,8 +20,9 @@ import statsmodels.api as sm
 
 from collector.dashboard.openapi import openapi_document
 from collector.impact import impact_from_arrays
+from collector.settings import Settings
 from collector.storage.impact_sql import StratumCounts
-from tests.collector.conftest import Api, batch, iso, session_record, survey_record
+from tests.collector.conftest import ADMIN, Api, batch, iso, serve, session_record, survey_record
 
 NAMES = ("rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start")
 TARGETS = {"rebuffer_pct": 0.0, "startup_s": 2.0, "bitrate_mbps": 5.0, "failed": 0.0, "no_start": 0.0}
@@ -507,3 +509,46 @@ def test_rank_tolerance_is_1e_9_of_the_column_norm(scale: float, kept: bool) -> 
     got = impact_from_arrays(**arrays(rows))
     assert (got["effects"]["unadjusted"]["bitrate_mbps"]["nps_points"] is not None) == kept
     assert reference_kept(names, x, frame)[j] == kept
+
+
+def _same(a: Any, b: Any, path: str = "") -> None:
+    """Equal structures, numbers within 1e-9 * max(1, |x|)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-9 * max(1.0, abs(b)), f"{path}: {a} against {b}"
+    else:
+        assert a == b, f"{path}: {a} against {b}"
+
+
+@pytest.mark.postgres
+async def test_the_same_figures_on_both_databases(tmp_path: Path, postgres_url: str) -> None:
+    rows = make_rows(15, 150, 25)
+    answers = []
+    for url in (f"sqlite:///{tmp_path / 'c.db'}", postgres_url):
+        async with serve(Settings(db=url, admin_token=ADMIN)) as client:
+            api = Api(client)
+            tokens: dict[str, str] = {}
+            for i, r in enumerate(rows):
+                if r["box"] not in tokens:
+                    tokens[r["box"]] = await api.enrol(r["box"])
+                s = session_record(started=T0 + timedelta(hours=i), watch_s=r["watch_s"],
+                                   rebuffer_s=r["rebuffer_s"], startup_ms=r["startup_ms"],
+                                   bitrate=r["bitrate"], failed=r["failed"],
+                                   content_type=r["content_type"])
+                v = survey_record(session_id=s["id"], shown=T0 + timedelta(hours=i, minutes=59),
+                                  score=r["score"], outcome="answered" if i % 9 else "timeout")
+                box = {k: r[k] for k in ("region", "model", "firmware") if r[k] is not None}
+                status, body = await api.upload(tokens[r["box"]], batch(r["box"], [s, v], box=box or None))
+                assert status == 200 and not body["rejected"], body
+            resp = await client.get("/v1/impact", headers=api.admin)
+            assert resp.status == 200
+            answers.append(await resp.json())
+    assert answers[0]["answers"] > 100 and answers[0]["effects"]["adjusted"]["rebuffer_pct"]["nps_points"] is not None
+    _same(answers[0], answers[1])
