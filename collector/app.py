@@ -25,6 +25,7 @@ from protocol.timefmt import to_micros
 
 from .errors import BadQueryError, CollectorError, OverloadedError, StorageError, TokenRefusedError
 from .export import export_chunks
+from .impact import compute_impact
 from .ingest import rows_from_batch
 from .model import Row, UploadAuth
 from .query import parse_filters
@@ -245,6 +246,13 @@ async def get_report(request: web.Request) -> web.Response:
     return json_response(await build_report(request.app[STORE], filters))
 
 
+async def get_impact(request: web.Request) -> web.Response:
+    """What quality costs in NPS points (contract section 6), for the report's filters."""
+    await require_admin(request)
+    filters = parse_filters(request.query, request.query.keys())
+    return json_response(await compute_impact(request.app[STORE], filters))
+
+
 async def get_export(request: web.Request) -> web.StreamResponse:
     """Stream every stored record of a kind, as JSON lines or CSV."""
     await require_admin(request)
@@ -381,6 +389,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/batches", post_batches)
     app.router.add_get("/v1/report", get_report)
     app.router.add_get("/v1/export", get_export)
+    app.router.add_get("/v1/impact", get_impact)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[INGEST_LISTENERS] = []

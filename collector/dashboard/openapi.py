@@ -13,6 +13,7 @@ from typing import Any
 from protocol import CONTENT_TYPES, REASONS, batch_schema
 
 from ..buckets import METRICS
+from ..impact import impact_schema
 from ..query import FILTER_PARAMS
 
 _DEF_NAMES = {"session": "SessionRecord", "survey": "SurveyRecord"}
@@ -222,6 +223,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "Report": _report_schema(),
+        "Impact": impact_schema(),
         **_dashboard_schemas(),
     }
     paths: dict[str, Any] = {
@@ -265,6 +267,14 @@ def openapi_document() -> dict[str, Any]:
             "summary": "NPS against stream quality (contract section 4)",
             "security": admin, "parameters": _filter_params(),
             "responses": {"200": _json(_ref("Report"), "The report."), **_ADMIN_ERRORS},
+        }},
+        "/v1/impact": {"get": {
+            "summary": "What quality costs in NPS points (contract section 6)",
+            "description": "OLS slopes of NPS on the stream-quality regressors, unadjusted "
+                           "and with segment fixed effects, box-clustered; the points won "
+                           "by fixing each; the NPS post-stratified for who answers.",
+            "security": admin, "parameters": _filter_params(),
+            "responses": {"200": _json(_ref("Impact"), "The figures."), **_ADMIN_ERRORS},
         }},
         "/v1/export": {"get": {
             "summary": "Stream every stored record of one kind (contract section 5)",

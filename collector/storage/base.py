@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
 from .aggregates import ReportData
+from .impact_sql import ImpactData
 from .outbox import OutboxAlert, OutboxPolicy
 
 
@@ -110,6 +111,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
         """How many sessions and surveys are stored (for health and metrics)."""
+
+    @abc.abstractmethod
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        """The rows and shown-survey strata ``GET /v1/impact`` is computed from (contract
+        section 6; see :mod:`collector.storage.impact_sql`)."""
 
     # -- tokens and settings -----------------------------------------------------------
     @abc.abstractmethod

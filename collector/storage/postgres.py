@@ -82,6 +82,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
+from .impact_sql import ImpactData, read_impact_data
 from .outbox import (
     OUTBOX_INSERT,
     PENDING_SQL,
@@ -598,6 +599,9 @@ class PostgresStorage(Storage):
 
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "$")
+
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "$")
 
     async def session_groups(self, filters: Filters) -> list[SessionGroup]:
         where, params = where_sessions(filters, "$")

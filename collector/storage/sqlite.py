@@ -48,6 +48,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
+from .impact_sql import ImpactData, read_impact_data
 from .outbox import (
     OUTBOX_INSERT,
     PENDING_SQL,
@@ -526,6 +527,9 @@ class SQLiteStorage(Storage):
 
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "?")
+
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "?")
 
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         where, params = where_surveys(filters, "?")

@@ -44,6 +44,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
                               "other_box": 403, "revoked": 403, "admin": 403},
     ("GET", "/v1/report"): ADMIN_ONLY,
     ("GET", "/v1/export"): ADMIN_ONLY,
+    ("GET", "/v1/impact"): ADMIN_ONLY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
