@@ -97,6 +97,10 @@ class FleetOptions:
     #: reach would), so the collector needs to shift nothing and every record keeps its
     #: day; no session runs past now. ``start`` is then ignored.
     ends_now: bool = False
+    #: Hold every upload until the simulated days are over (implied by ``ends_now``):
+    #: one upload per box instead of one a session, the fast path of the tests that
+    #: need many fleets. The collector then shifts the records' times (contract section 3).
+    hold_uploads: bool = False
 
     def durable_count(self) -> int:
         """How many boxes keep their buffer in sqlite."""
@@ -241,8 +245,12 @@ class SimBox:
         fleet = self.fleet
         clock = fleet.clock
         zapping = False
-        for day in range(math.ceil(fleet.horizon_s / 86_400)):
-            for w in day_plan(self.rng_schedule, self.persona, day * 86_400.0, UTC_OFFSET_H):
+        # Days start at midnight UTC (the first one may have begun before the start).
+        for day in range(math.ceil((fleet.horizon_s - fleet.day0_s) / 86_400)):
+            for w in day_plan(self.rng_schedule, self.persona, fleet.day0_s + day * 86_400.0,
+                              UTC_OFFSET_H):
+                if w.start_s < 0.0:
+                    continue  # before the simulation started
                 if w.start_s >= fleet.horizon_s:
                     if zapping:
                         await self._switch_off()
@@ -284,7 +292,7 @@ class SimBox:
         clock = self.fleet.clock
         agent = self.agent
         assert agent is not None
-        local_hour = int((clock.now / 3600 + UTC_OFFSET_H) % 24)
+        local_hour = int(((clock.now - self.fleet.day0_s) / 3600 + UTC_OFFSET_H) % 24)
         if self._open is not None and self._open[0] is not agent:
             self._ended(agent)  # zapped on from under an agent a power cut killed: lost
         # Zapping on, the next play is when the last content ended (the virtual clock
@@ -363,8 +371,8 @@ class Fleet:
         self.options = options
         o = options
         o.planted.check()
-        #: Boxes hold their uploads until the simulated days reach now (``ends_now``).
-        self.holding = o.ends_now
+        #: Boxes hold their uploads until the simulated days are over.
+        self.holding = o.ends_now or o.hold_uploads
         if o.ends_now:
             start = datetime.now(UTC) - timedelta(days=o.days)
         elif o.start is not None:
@@ -374,6 +382,10 @@ class Fleet:
             start = today - timedelta(days=math.ceil(o.days))
         self.clock = VirtualClock(start, resolution_s=o.resolution_s)
         self.horizon_s = o.days * 86_400.0
+        #: Virtual seconds of the midnight (UTC) on or before the start: viewing follows
+        #: the boxes' local hours on the wall clock.
+        midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        self.day0_s = -(start - midnight).total_seconds()
         self.survey = SurveySection(
             sample_rate=o.sample_rate, min_watch_s=o.min_watch_s,
             cooldown_answered_days=o.cooldown_answered_days,
@@ -493,10 +505,10 @@ class Fleet:
                     raise t.exception()  # type: ignore[misc]
 
     async def _catch_up(self) -> None:
-        """``ends_now``: let simulated time reach the collector's clock (the run took some
-        real time), then let every box upload what it held, with its clock right."""
+        """Let every box upload what it held; with ``ends_now``, once simulated time has
+        reached the collector's clock (the run took some real time): clocks right."""
         behind = (datetime.now(UTC) - self.clock.wall()).total_seconds()
-        if behind > 0:
+        if self.options.ends_now and behind > 0:
             await self.clock.run_until(self.clock.now + behind)
         self.holding = False
         for box in self.boxes:

@@ -17,6 +17,7 @@ import itertools
 import os
 import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ from .conftest import ADMIN_HEADERS, Collector, start_collector
 
 pytestmark = pytest.mark.timeout(300)
 
+#: A fixed start: the fleets are the same on every run, whatever the time of day.
+START = datetime(2026, 11, 2, tzinfo=UTC)
 #: The coverage test's fleet: small, every eligible session asked, uploads held to the
 #: end of the simulated days (one upload per box: the fast path, still the real agent).
 SMALL_FLEET: dict[str, Any] = {"boxes": 160, "days": 2, "sample_rate": 1.0,
                                "cooldown_answered_days": 0, "cooldown_dismissed_days": 0,
-                               "durable_boxes": 0, "ends_now": True}
+                               "durable_boxes": 0, "hold_uploads": True, "start": START}
 SEEDS = range(1, 41)
 
 
@@ -86,7 +89,7 @@ async def test_agent_records_agree_with_what_was_lived(collector: Collector) -> 
     _, summary = await collector.fleet(**AGREE_FLEET)
     cmp = summary["agent_vs_lived"]
     # Every session lived has its record, field for field within the stated tolerances.
-    assert cmp["matched"] == summary["ground_truth"]["sessions"] > 300
+    assert cmp["matched"] == summary["ground_truth"]["sessions"] > 250
     assert cmp["agree"], cmp
     assert cmp["tolerances"]["watch_s"] == 0.0
 
@@ -177,7 +180,7 @@ async def test_adjusted_interval_covers_the_planted_slope(tmp_path: Path) -> Non
 async def test_response_adjusted_nps_is_closer_to_everyone_shown(collector: Collector) -> None:
     _, summary = await collector.fleet(boxes=150, days=3, seed=21, sample_rate=0.6,
                                        cooldown_answered_days=0, cooldown_dismissed_days=0,
-                                       durable_boxes=0, ends_now=True)
+                                       durable_boxes=0, hold_uploads=True, start=START)
     gt = summary["ground_truth"]
     assert gt["planted"]["non_response"]
     shown_nps = gt["nps_shown"]
