@@ -127,6 +127,8 @@ def _no_impact_endpoint() -> None:
     pytest.skip(msg + " (checked against statsmodels only)")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_adjusted_interval_covers_the_planted_slope(tmp_path: Path) -> None:
     """40 small fleets: coverage of the planted rebuffering slope, and the confounder's pull.
 
