@@ -17,7 +17,7 @@ import itertools
 import os
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +200,26 @@ async def test_response_adjusted_nps_is_closer_to_everyone_shown(collector: Coll
     got = impact["response_adjusted"]["nps"]
     assert abs(got - ref) <= 1e-6 * max(1.0, abs(ref))
     assert abs(got - shown_nps) < abs(impact["nps"] - shown_nps)
+
+
+async def test_ends_now_keeps_the_days_with_clocks_right(collector: Collector) -> None:
+    """The demo's mode: the days that end now, nothing shifted, every record on its day."""
+    before = datetime.now(UTC)
+    _, summary = await collector.fleet(boxes=12, days=2, seed=5, sample_rate=1.0,
+                                       cooldown_answered_days=0, durable_boxes=2,
+                                       ends_now=True)
+    after = datetime.now(UTC)
+    assert summary["drained"] and summary["records_buffered"] == 0
+    sessions = await collector.export("session")
+    assert len(sessions) == summary["ground_truth"]["sessions"] > 50
+    assert all(s["clock_shift_s"] == 0 for s in sessions)
+    starts = sorted(datetime.fromisoformat(s["started_at"].replace("Z", "+00:00"))
+                    for s in sessions)
+    ends = [datetime.fromisoformat(s["ended_at"].replace("Z", "+00:00")) for s in sessions]
+    # Spread over both days, none before the start, none ending after now.
+    assert (starts[-1] - starts[0]).total_seconds() > 86_400
+    assert starts[0] >= before - timedelta(days=2, seconds=5)
+    assert max(ends) <= after
+    # Viewing follows the local (CET) evening on the wall clock: prime time is busiest.
+    evening = sum(1 for t in starts if 18 <= (t.hour + 1) % 24 <= 23)
+    assert evening > len(starts) / 3
