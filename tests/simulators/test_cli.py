@@ -73,3 +73,26 @@ async def test_fleet_command_plants_what_it_is_told(collector: Collector) -> Non
                       ("failed=lots", b"not a number")):
         code, _, err = await run("fleet", "--collector", collector.url, "--effect", bad)
         assert code == 2 and word in err, err
+
+
+async def test_compare_exits_1_when_the_report_disagrees(collector: Collector,
+                                                        tmp_path: Path) -> None:
+    code, out, err = await run("fleet", "--collector", collector.url, "--boxes", "6", "--days",
+                               "1", "--seed", "3", "--json", "--sample-rate", "1",
+                               "--cooldown-days", "0")
+    assert code == 0, err.decode()
+    summary = orjson.loads(out)
+    path = tmp_path / "fleet.json"
+    path.write_bytes(out)
+    code, text, err = await run("compare", "--collector", collector.url, "--summary", str(path))
+    assert code == 0, err.decode()
+    assert b"agrees with what the simulated viewers lived" in text
+    assert b"/v1/impact" in text  # its estimates, or that it answered 404
+    # A truth the report does not match: one answer more than the collector holds.
+    summary["ground_truth"]["surveys"]["answered"] += 1
+    path.write_bytes(orjson.dumps(summary))
+    code, _, err = await run("compare", "--collector", collector.url, "--summary", str(path))
+    assert code == 1 and b"answered: report" in err
+    code, _, err = await run("compare", "--collector", collector.url, "--summary",
+                             str(tmp_path / "missing.json"))
+    assert code == 2 and b"missing.json" in err
