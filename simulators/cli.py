@@ -37,7 +37,10 @@ def parse_effects(items: list[str]) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``box-sim``."""
-    p = argparse.ArgumentParser(prog="box-sim", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="box-sim", description="box-sim: simulated boxes running the real agent code "
+        "against a real collector (fleet), one box in this terminal (box), or a fleet's truth "
+        "next to the collector's figures (compare).")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fleet", help="a fleet of simulated boxes driving the real agent code")
