@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rebuffer_pct=-3; regressors: " + ", ".join(REGRESSORS)
                         + "; defaults: " + ", ".join(f"{k}={v:g}"
                                                     for k, v in DEFAULT_SLOPES.items()))
+    f.add_argument("--degrade", default=None, metavar="SHARE:DAYS",
+                   help="this share of the boxes has its line turn lossy for the last DAYS "
+                        "days (e.g. 0.1:2); listed in the summary as degraded_boxes")
     f.add_argument("-v", "--verbose", action="store_true", help="log the agents' warnings")
 
     c = sub.add_parser("compare", help="the collector's report and impact estimates next to a "
@@ -210,6 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PlantedRangeError) as exc:
         print(f"box-sim: {exc}", file=sys.stderr)
         return 2
+    degrade_share, degrade_days = 0.0, 2.0
+    if args.degrade is not None:
+        share, sep, days = args.degrade.partition(":")
+        try:
+            degrade_share, degrade_days = float(share), float(days)
+        except ValueError:
+            sep = ""
+        if not sep or not 0.0 <= degrade_share <= 1.0 or not degrade_days > 0:
+            print(f"box-sim: --degrade {args.degrade!r}: expected SHARE:DAYS with SHARE in "
+                  "[0, 1] and DAYS above 0, e.g. 0.1:2", file=sys.stderr)
+            return 2
     cooldowns = {}
     if args.cooldown_days is not None:
         cooldowns = {"cooldown_answered_days": args.cooldown_days,
@@ -219,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, sample_rate=args.sample_rate, upload_delay_s=args.upload_delay,
         durable_boxes=args.durable_boxes, data_dir=args.data_dir,
         concurrency=args.concurrency, drain_h=args.drain_hours,
-        planted=planted, ends_now=args.ends_now,
+        planted=planted, ends_now=args.ends_now, degrade_share=degrade_share,
+        degrade_days=degrade_days,
         faults=Faults(outages=outages, loss=args.loss, loss_all=args.loss_all,
                       power_cuts_per_day=args.power_cuts, clock_skew_s=args.clock_skew),
         **cooldowns,

@@ -101,6 +101,11 @@ class FleetOptions:
     #: one upload per box instead of one a session, the fast path of the tests that
     #: need many fleets. The collector then shifts the records' times (contract section 3).
     hold_uploads: bool = False
+    #: This share of the boxes (drawn per box) has its line turn ``lossy`` for the last
+    #: ``degrade_days`` days: households whose streams went bad lately, asked or not (what
+    #: ``GET /v1/at-risk`` must put first). Listed in the summary (``degraded_boxes``).
+    degrade_share: float = 0.0
+    degrade_days: float = 2.0
 
     def durable_count(self) -> int:
         """How many boxes keep their buffer in sqlite."""
@@ -132,6 +137,8 @@ class SimBox:
         # The planted confounder: a region's lines (and its viewers' mood, in the viewer).
         weights = planted.region_lines(region) or [PROFILES[n].weight for n in names]
         self.profile = PROFILES[traits.choices(names, weights)[0]]
+        # Its own generator: planting degradation changes nothing else the box draws.
+        self.degraded = seeded("degrade").random() < o.degrade_share
         model, firmware = traits.choice(MODELS)
         self.clock = BoxClock(fleet.clock, o.faults.skew_for(traits))
         self.presenter = ViewerPresenter(self.clock, seeded("viewer"), self.persona,
@@ -299,7 +306,10 @@ class SimBox:
         # woke on its next whole tick): the ended session's record then lasts exactly
         # what the viewer lived.
         t0 = self._zap_end if self._open is not None else clock.monotonic()
-        plan = plan_session(self.rng_player, self.profile, self.persona.habits,
+        profile = self.profile
+        if self.degraded and clock.now >= self.fleet.horizon_s - self.fleet.options.degrade_days * 86_400:
+            profile = PROFILES["lossy"]  # the line went bad in the last days
+        plan = plan_session(self.rng_player, profile, self.persona.habits,
                             peak=is_peak(local_hour), content_seconds=w.content_s,
                             channel=w.channel, content_type=w.content_type,
                             replaced=w.zap_on, t0=t0)
@@ -371,6 +381,9 @@ class Fleet:
         self.options = options
         o = options
         o.planted.check()
+        if not 0.0 <= o.degrade_share <= 1.0 or not o.degrade_days > 0.0:
+            raise ValueError(f"degrade: share {o.degrade_share} must be in [0, 1] and days "
+                             f"{o.degrade_days} above 0")
         #: Boxes hold their uploads until the simulated days are over.
         self.holding = o.ends_now or o.hold_uploads
         if o.ends_now:
@@ -610,6 +623,9 @@ class Fleet:
             "virtual_days_run": self.clock.now / 86_400,
             "real_s": round(self.real_s, 2),
             "sessions_lost_in_power_cuts": sum(b.lost_sessions for b in self.boxes),
+            "degraded_boxes": [b.box_id for b in self.boxes if b.degraded],
+            "degraded_from": (self.clock.start + timedelta(
+                seconds=self.horizon_s - o.degrade_days * 86_400)).isoformat(),
             # What the viewers lived and answered (never the agents' records)...
             "ground_truth": ground_truth(lived, shown, o.planted),
             # ...and how the agents' records compare with it.

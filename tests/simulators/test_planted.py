@@ -237,3 +237,24 @@ async def test_ends_now_keeps_the_days_with_clocks_right(collector: Collector) -
     # Viewing follows the local (CET) evening on the wall clock: prime time is busiest.
     evening = sum(1 for t in starts if 18 <= (t.hour + 1) % 24 <= 23)
     assert evening > len(starts) / 3
+
+
+async def test_degraded_boxes_live_worse_streams_in_the_last_days(collector: Collector) -> None:
+    """``degrade_share``: some lines go bad in the last days (for /v1/at-risk to find)."""
+    fleet, summary = await collector.fleet(boxes=40, days=3, seed=8, sample_rate=0.05,
+                                           durable_boxes=0, hold_uploads=True, start=START,
+                                           degrade_share=0.25, degrade_days=1.0)
+    degraded = set(summary["degraded_boxes"])
+    assert 4 <= len(degraded) <= 18
+    since = datetime.fromisoformat(summary["degraded_from"])
+    assert since == START + timedelta(days=2)
+
+    def stalled(boxes: set[str], late: bool) -> float:
+        lived = [s.lived for b in fleet.boxes if b.box_id in boxes for s in b.lived
+                 if (s.started_at >= since) == late and s.lived.watch_s > 0]
+        return sum(lv.rebuffer_s for lv in lived) / sum(lv.watch_s for lv in lived)
+
+    healthy = {b.box_id for b in fleet.boxes} - degraded
+    # The degraded boxes stall far more in the last day than before, and than the others.
+    assert stalled(degraded, late=True) > 3 * stalled(degraded, late=False)
+    assert stalled(degraded, late=True) > 2 * stalled(healthy, late=True)
