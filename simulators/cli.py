@@ -251,3 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print_summary(summary)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

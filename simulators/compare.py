@@ -115,9 +115,11 @@ UNITS: Final = {"rebuffer_pct": "per % of time stalled", "startup_s": "per s of 
 def impact_lines(impact: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """``/v1/impact``'s slopes and intervals next to the planted ones."""
     truth = summary["ground_truth"]
+    width = 2 + max(len(f"{k} ({u})") for k, u in UNITS.items())
     out = [f"what quality costs, NPS points ({impact.get('answers')} answers, "
            f"{impact.get('boxes')} boxes):",
-           f"{'':28}{'planted':>9}{'adjusted [95 % interval]':>30}{'unadjusted [95 % interval]':>30}"]
+           f"{'':{width}}{'planted':>9}{'adjusted [95 % interval]':>30}"
+           f"{'unadjusted [95 % interval]':>30}"]
     effects = impact.get("effects", {})
     for name, planted in truth["true_slopes"].items():
         cells = []
@@ -128,8 +130,8 @@ def impact_lines(impact: dict[str, Any], summary: dict[str, Any]) -> list[str]:
             if ci is not None:
                 cell += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
             cells.append(cell)
-        out.append(f"  {name + ' (' + UNITS[name] + ')':26}{planted:>9.1f}{cells[0]:>30}"
-                   f"{cells[1]:>30}")
+        label = f"{name} ({UNITS[name]})"
+        out.append(f"  {label:{width - 2}}{planted:>9.1f}{cells[0]:>30}{cells[1]:>30}")
     ra = impact.get("response_adjusted") or {}
     out.append(f"NPS of the answers {_f(impact.get('nps'))}, response-adjusted "
                f"{_f(ra.get('nps'))}; NPS of everyone shown (the truth) "
