@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -34,5 +35,7 @@ def test_admin_token_is_kept_and_never_invented_silently(tmp_path: Path) -> None
         assert again.returncode == 0 and again.stdout.strip() == token
         assert "made" not in again.stderr
     # NPS_ADMIN_TOKEN wins, and it says so.
-    env_token = _cli("admin-token", "--db", db, env={**env, "NPS_ADMIN_TOKEN": "x" * 24})
-    assert env_token.stdout.strip() == "x" * 24 and "NPS_ADMIN_TOKEN is set" in env_token.stderr
+    strong = secrets.token_urlsafe(32)
+    env_token = _cli("admin-token", "--db", db, env={**env, "NPS_ADMIN_TOKEN": strong})
+    assert env_token.returncode == 0, env_token.stderr
+    assert env_token.stdout.strip() == strong and "NPS_ADMIN_TOKEN is set" in env_token.stderr
