@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
 from .aggregates import ReportData
+from .segments import Fetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +159,9 @@ class Storage(abc.ABC):
         """Per QoS metric and bucket: (surveys shown, surveys answered) among the matching
         surveys whose session is known and has the metric."""
         raise NotImplementedError(f"{type(self).__name__} has no response_counts yet")
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        """The store's read function (SQL and parameters to rows, off the event loop) and
+        its placeholder style (``?`` or ``$``), for query modules written once for both
+        backends (``collector.storage.at_risk``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sql_reader yet")

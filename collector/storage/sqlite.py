@@ -47,7 +47,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .segments import read_response_counts, read_segment_values
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -616,6 +616,9 @@ class SQLiteStorage(Storage):
             )
             for r in rows
         ]
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "?"
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)
