@@ -77,10 +77,10 @@ from .storage.at_risk import (
 FEATURES = ("rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start")
 #: Training rows: answered surveys shown at most this many days before ``to`` ...
 TRAIN_DAYS = 90
-#: ... and at most this many of them, the newest (a logistic model of six coefficients
-#: is estimated to well within its own noise from far fewer; the cap keeps the read
-#: bounded however much history is kept).
-TRAIN_MAX = 20_000
+#: ... and at most this many of them, the newest: with six coefficients that is over a
+#: thousand answers per coefficient, and the cap keeps the read (a join per answer)
+#: bounded however much history is kept.
+TRAIN_MAX = 10_000
 #: Below this many training rows, or this many of either class, the base rate is used.
 MIN_ANSWERS = 50
 MIN_CLASS = 10

@@ -15,6 +15,7 @@ Three queries, each bounded so that the answer stays fast at millions of session
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,10 +69,13 @@ class LastAnswer:
 Ranking = tuple[float, float, float, float, float, float, float, float]
 
 
-def _f8(ph: str) -> str:
-    # Untyped parameters in arithmetic need a type in PostgreSQL; SQLite reads
-    # DOUBLE PRECISION as REAL affinity.
-    return f"CAST({ph} AS DOUBLE PRECISION)"
+def _f8(value: float, style: str) -> str:
+    """A float as an SQL literal: written into the text rather than bound, so that SQLite
+    does not convert a parameter on every row (PostgreSQL folds the cast once). ``repr``
+    round-trips a double exactly, and the value is the model's, never input."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite coefficient: {value!r}")
+    return f"({value!r})" if style == "?" else f"CAST({value!r} AS DOUBLE PRECISION)"
 
 
 async def read_training_rows(fetch: Fetch, style: str, *, shown_from_us: int, to_us: int,
@@ -108,8 +112,7 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     params: list[Any] = []
 
     def add(value: Any) -> str:
-        # Numbered in both dialects (SQLite's ``?NNN``): the coefficients appear in the
-        # text in another order than they are added.
+        # Numbered in both dialects (SQLite's ``?NNN``), so the text's order never matters.
         params.append(value)
         return f"{style}{len(params)}"
 
@@ -118,7 +121,7 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
         value = getattr(window, col)
         if value is not None:
             where.append(f"{col} = {add(value)}")
-    c = [_f8(add(float(v))) for v in ranking]
+    c = [_f8(float(v), style) for v in ranking]
     # Each session's regressors as the model was trained on them: a session without a
     # frame (or without a bitrate) takes the training mean, its loss being no_start's.
     eta = (f"{c[0]} + {c[1]} * 100.0 * rebuffer_ratio "
