@@ -37,16 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from collector import at_risk  # noqa: E402
-from collector.model import Filters  # noqa: E402
-from collector.settings import Settings  # noqa: E402
-from collector.storage import make_storage  # noqa: E402
-from collector.storage.at_risk import (  # noqa: E402
-    read_last_answers,
-    read_ranked_boxes,
-    read_training_rows,
-)
-from protocol.timefmt import from_micros, to_micros  # noqa: E402
 from report_scale import (  # noqa: E402
     PG_DEFAULT,
     _end_us,
@@ -57,6 +47,17 @@ from report_scale import (  # noqa: E402
     pg_database,
     pg_drop,
 )
+
+from collector import at_risk  # noqa: E402
+from collector.model import Filters  # noqa: E402
+from collector.settings import Settings  # noqa: E402
+from collector.storage import make_storage  # noqa: E402
+from collector.storage.at_risk import (  # noqa: E402
+    read_last_answers,
+    read_ranked_boxes,
+    read_training_rows,
+)
+from protocol.timefmt import from_micros, to_micros  # noqa: E402
 
 CASES: dict[str, dict[str, Any]] = {
     "7 days, limit 50 (the default)": {"window_days": 7, "limit": 50},
