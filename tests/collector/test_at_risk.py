@@ -553,3 +553,24 @@ def test_every_reference_helper_can_fail() -> None:
         breaker(bad)
         with pytest.raises(AssertionError):
             check_answer(bad, boxes, TO, 7)
+
+
+def test_the_scale_benchmark_runs(tmp_path: Path) -> None:
+    """bench/at_risk_scale.py still runs (a tiny size; its figures live in bench/README.md)."""
+    import subprocess
+    import sys
+
+    import orjson
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "at_risk_scale.py"), "--backend", "sqlite",
+         "--records", "20000", "--runs", "1", "--keep", str(tmp_path / "b.db")],
+        capture_output=True, timeout=300, cwd=root, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = orjson.loads(done.stdout)
+    assert out["stored"]["sessions"] == 20000
+    assert out["7 days, limit 50 (the default)"]["boxes"] == 50
+    assert out["model"]["kind"] == "logit" and out["model"]["answers"] > 0
+    assert set(out["parts_ms (7 days, limit 50)"]) == {"training read", "fit", "ranking query",
+                                                       "last answers"}
