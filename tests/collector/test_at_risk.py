@@ -112,7 +112,7 @@ def last_answers(boxes: list[Box], to: datetime) -> dict[str, tuple[int, datetim
 
 
 def reference_risks(boxes: list[Box], to: datetime, days: int,
-                    figures: dict[str, dict[str, Any]]) -> dict[str, float]:
+                    figures: dict[str, dict[str, Any]], cap: int | None = None) -> dict[str, float]:
     """The model as docs/impact.md states it, fitted by statsmodels, and each listed
     box's risk: the mean of the model's probability over its window's sessions."""
     sessions = {s["id"]: s["qos"] for b in boxes for s in b.sessions}
@@ -125,8 +125,15 @@ def reference_risks(boxes: list[Box], to: datetime, days: int,
                 continue
             if q["startup_ms"] is not None and q["avg_bitrate_kbps"] is None:
                 continue
-            rows.append((v["score"], q))
-    assert len(rows) <= at_risk.TRAIN_MAX  # the reference does not apply the cap
+            rows.append((when(v["shown_at"]), v["id"].lower(), v["score"], q))
+    # The newest answers (by shown_at, then id) up to the cap.
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    if cap is None:
+        assert len(rows) <= at_risk.TRAIN_MAX
+    else:
+        assert len(rows) > cap  # the cap must bite for the test to mean anything
+        rows = rows[:cap]
+    rows = [(score, q) for _, _, score, q in rows]
     framed = [q for _, q in rows if q["startup_ms"] is not None]
     su_fill = sum(q["startup_ms"] / 1000 for q in framed) / len(framed)
     br_fill = sum(q["avg_bitrate_kbps"] / 1000 for q in framed) / len(framed)
@@ -266,6 +273,20 @@ async def test_figures_risk_order_and_last_score_match_the_reference(api: Api) -
     check_answer(await at_risk_get(api, to=iso(TO), model="Z-1", firmware="4.2.1", limit="1000"),
                  boxes, TO, 7, model="Z-1", firmware="4.2.1")
     assert (await at_risk_get(api, to=iso(TO), region="nowhere"))["boxes"] == []
+
+
+async def test_training_takes_the_newest_answers_up_to_the_cap(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    boxes = mixed_fleet(17)
+    await upload(api, boxes)
+    figures = window_figures(boxes, TO, 7)
+    uncapped = reference_risks(boxes, TO, 7, figures)
+    risks = reference_risks(boxes, TO, 7, figures, cap=70)
+    monkeypatch.setattr(at_risk, "TRAIN_MAX", 70)
+    data = await at_risk_get(api, to=iso(TO), limit="1000")
+    assert any(abs(risks[b] - uncapped[b]) > 1e-3 for b in figures)  # the cap matters here
+    for e in data["boxes"]:
+        assert abs(e["risk"] - risks[e["box_id"]]) <= 1e-6, e
 
 
 async def test_limit_takes_the_head_of_the_list(api: Api) -> None:
