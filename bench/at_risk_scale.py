@@ -68,7 +68,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-async def time_at_risk(url: str, runs: int) -> dict[str, Any]:
+async def time_at_risk(url: str, runs: int, cases: list[str]) -> dict[str, Any]:
     store = make_storage(Settings(db=url, admin_token="x"))
     await store.open()
     to = from_micros(_end_us())
@@ -80,6 +80,8 @@ async def time_at_risk(url: str, runs: int) -> dict[str, Any]:
                                       "answered": int(stored[0][2])}}
     try:
         for name, kw in CASES.items():
+            if name not in cases:
+                continue
             args = {"to": to, "region": None, "model": None, "firmware": None, **kw}
             first = await at_risk.compute_at_risk(store, **args)
             times = []
@@ -130,7 +132,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--keep", help="SQLite file or PostgreSQL database kept between runs")
     ap.add_argument("--pg", default=PG_DEFAULT)
+    ap.add_argument("--case", action="append", choices=list(CASES),
+                    help="time only this shape (repeatable; default: every one)")
     a = ap.parse_args()
+    cases = a.case or list(CASES)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     result: dict[str, Any] = {"backend": a.backend, "records_generated_sessions": a.records,
@@ -140,7 +145,7 @@ def main() -> None:
             path = Path(a.keep) if a.keep else Path(tmp) / "scale.db"
             if not path.exists():
                 result["load_s"] = round(asyncio.run(load_sqlite(path, a.records, 7)), 1)
-            result.update(asyncio.run(time_at_risk(f"sqlite:///{path}", a.runs)))
+            result.update(asyncio.run(time_at_risk(f"sqlite:///{path}", a.runs, cases)))
     else:
         name = a.keep or asyncio.run(pg_database(a.pg))
         try:
@@ -149,7 +154,7 @@ def main() -> None:
                 result["load_s"] = round(asyncio.run(load_postgres(f"{a.pg}/{name}", a.records, 7)), 1)
             elif not a.keep:
                 result["load_s"] = round(asyncio.run(load_postgres(f"{a.pg}/{name}", a.records, 7)), 1)
-            result.update(asyncio.run(time_at_risk(f"{a.pg}/{name}", a.runs)))
+            result.update(asyncio.run(time_at_risk(f"{a.pg}/{name}", a.runs, cases)))
         finally:
             if a.keep is None:
                 asyncio.run(pg_drop(a.pg, name))
