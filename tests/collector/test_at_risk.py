@@ -347,6 +347,26 @@ async def test_base_rate_below_the_answers_needed_and_zero_with_none(api: Api) -
         (f"b{i}", 0.0, None) for i in range(4)] + [("never-asked", 0.0, None)]
 
 
+async def test_filters_match_each_sessions_own_batch_attributes(api: Api) -> None:
+    """A box that moved region mid-window counts, under a region filter, only the
+    sessions it sent with that region."""
+    token = await api.enrol("mover")
+    old = [session_record(started=TO - timedelta(days=3, hours=h), rebuffer_s=0.0) for h in (1, 2)]
+    new = [session_record(started=TO - timedelta(days=1), rebuffer_s=120.0, watch_s=1200.0,
+                          failed=True)]
+    for records, region in ((old, "NL-NH"), (new, "NL-ZH")):
+        status, _ = await api.upload(token, batch("mover", records, box={"region": region,
+                                                                        "model": "X-200"}))
+        assert status == 200
+    (zh,) = (await at_risk_get(api, to=iso(TO), region="NL-ZH"))["boxes"]
+    assert (zh["sessions"], zh["rebuffer_pct"], zh["failed_share"]) == (1, 10.0, 1.0)
+    (nh,) = (await at_risk_get(api, to=iso(TO), region="NL-NH"))["boxes"]
+    assert (nh["sessions"], nh["rebuffer_pct"], nh["failed_share"]) == (2, 0.0, 0.0)
+    (both,) = (await at_risk_get(api, to=iso(TO), model="X-200"))["boxes"]
+    assert both["sessions"] == 3 and both["failed_share"] == 1 / 3
+    assert (await at_risk_get(api, to=iso(TO), region="nl-zh"))["boxes"] == []  # exact match
+
+
 BAD = [
     ("window_days", "0"), ("window_days", "91"), ("window_days", "7.5"), ("window_days", "-1"),
     ("window_days", "seven"), ("window_days", ""), ("limit", "0"), ("limit", "1001"),
