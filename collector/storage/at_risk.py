@@ -122,17 +122,24 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
         if value is not None:
             where.append(f"{col} = {add(value)}")
     c = [_f8(float(v), style) for v in ranking]
+
+    def k(value: float) -> str:
+        # Constants typed as doubles too: in PostgreSQL ``startup_ms / 1000.0`` would be
+        # numeric arithmetic, many times slower per row than double precision.
+        return _f8(value, style)
+
     # Each session's regressors as the model was trained on them: a session without a
     # frame (or without a bitrate) takes the training mean, its loss being no_start's.
-    eta = (f"{c[0]} + {c[1]} * 100.0 * rebuffer_ratio "
-           f"+ {c[2]} * (CASE WHEN startup_ms IS NULL THEN {c[6]} ELSE startup_ms / 1000.0 END) "
+    eta = (f"{c[0]} + {c[1]} * ({k(100.0)} * rebuffer_ratio) "
+           f"+ {c[2]} * (CASE WHEN startup_ms IS NULL THEN {c[6]} ELSE startup_ms / {k(1000.0)} END) "
            f"+ {c[3]} * (CASE WHEN avg_bitrate_kbps IS NULL THEN {c[7]} "
-           "ELSE avg_bitrate_kbps / 1000.0 END) "
-           f"+ {c[4]} * (CASE WHEN failed THEN 1.0 ELSE 0.0 END) "
-           f"+ {c[5]} * (CASE WHEN startup_ms IS NULL THEN 1.0 ELSE 0.0 END)")
+           f"ELSE avg_bitrate_kbps / {k(1000.0)} END) "
+           f"+ {c[4]} * (CASE WHEN failed THEN {k(1.0)} ELSE {k(0.0)} END) "
+           f"+ {c[5]} * (CASE WHEN startup_ms IS NULL THEN {k(1.0)} ELSE {k(0.0)} END)")
     # Clamped so that exp() neither overflows nor underflows (PostgreSQL raises on
     # both); beyond ±500 the probability is 0 or 1 to within 1e-217 anyway.
-    clamped = "CASE WHEN eta > 500.0 THEN 500.0 WHEN eta < -500.0 THEN -500.0 ELSE eta END"
+    clamped = (f"CASE WHEN eta > {k(500.0)} THEN {k(500.0)} WHEN eta < {k(-500.0)} "
+               f"THEN {k(-500.0)} ELSE eta END")
     # Code points: SQLite's BINARY collation compares UTF-8 bytes, which orders as code
     # points; PostgreSQL needs the "C" collation for that whatever the database's is.
     order_id = "box_id" if style == "?" else 'box_id COLLATE "C"'
@@ -142,9 +149,9 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
         "b AS (SELECT box_id, count(*) AS n, sum(rebuffer_s) AS rb, sum(watch_s) AS w, "
         "sum(startup_ms) AS su, count(startup_ms) AS su_n, "
         "sum(avg_bitrate_kbps * watch_s) AS brw, "
-        "sum(CASE WHEN avg_bitrate_kbps IS NULL THEN 0.0 ELSE watch_s END) AS bw, "
+        f"sum(CASE WHEN avg_bitrate_kbps IS NULL THEN {k(0.0)} ELSE watch_s END) AS bw, "
         "sum(CASE WHEN failed THEN 1 ELSE 0 END) AS f, "
-        f"avg(1.0 / (1.0 + exp(-({clamped})))) AS risk FROM s GROUP BY box_id) "
+        f"avg({k(1.0)} / ({k(1.0)} + exp(-({clamped})))) AS risk FROM s GROUP BY box_id) "
         "SELECT box_id, n, rb, w, su, su_n, brw, bw, f, risk FROM b "
         f"ORDER BY risk DESC, {order_id} LIMIT {add(limit)}",
         params,
