@@ -48,6 +48,7 @@ beside the risk are section 7's aggregates, for the operator to read.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -294,7 +295,8 @@ async def fit_risk_model(storage: Storage, to_us: int) -> RiskModel:
     fetch, style = storage.sql_reader()
     rows = await read_training_rows(fetch, style, shown_from_us=to_us - TRAIN_DAYS * 86_400_000_000,
                                     to_us=to_us, max_rows=TRAIN_MAX)
-    return learn(rows)
+    # Off the event loop: tens of milliseconds of numpy that uploads need not wait for.
+    return await asyncio.to_thread(learn, rows)
 
 
 async def compute_at_risk(storage: Storage, *, to: datetime | None, window_days: int, limit: int,
