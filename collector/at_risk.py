@@ -69,6 +69,7 @@ from .storage.at_risk import (
     BoxSums,
     Ranking,
     TrainingRow,
+    read_box_sums,
     read_last_answers,
     read_ranked_boxes,
     read_training_rows,
@@ -323,14 +324,20 @@ async def compute_at_risk(storage: Storage, *, to: datetime | None, window_days:
     window = Filters(from_us=to_micros(start), to_us=to_us, region=region, model=model,
                      firmware=firmware)
     ranked = await read_ranked_boxes(fetch, style, window, risk_model.ranking(), limit)
-    last = await read_last_answers(fetch, style, [b.box_id for b in ranked], to_us)
+    ids = [box_id for box_id, _ in ranked]
+    # Read after the ranking, not in its snapshot: a session stored in between shows in
+    # the figures and not yet in the risk, an upload's worth of difference at most.
+    sums = await read_box_sums(fetch, style, window, ids)
+    last = await read_last_answers(fetch, style, ids, to_us)
     boxes = []
-    for b in ranked:
-        answer = last.get(b.box_id)
+    for box_id, risk in ranked:
+        if box_id not in sums:  # deleted (delete-box, retention) since it was ranked
+            continue
+        answer = last.get(box_id)
         boxes.append({
-            "box_id": b.box_id,
-            "risk": b.risk if risk_model.kind != "base_rate" else risk_model.base_rate,
-            **box_figures(b),
+            "box_id": box_id,
+            "risk": risk if risk_model.kind != "base_rate" else risk_model.base_rate,
+            **box_figures(sums[box_id]),
             "last_score": answer.score if answer else None,
             "last_answered_at": format_rfc3339(from_micros(answer.answered_us)) if answer else None,
         })

@@ -5,9 +5,10 @@ Three queries, each bounded so that the answer stays fast at millions of session
 * :func:`read_training_rows`: the answered surveys the risk model learns from, joined to
   their sessions, newest first and at most ``max_rows`` of them (walked backwards along
   the surveys' ``shown_us`` index, so the cost does not grow with the history kept);
-* :func:`read_ranked_boxes`: the window's sessions aggregated per box *in the database*
-  (one row per box, never one per session in Python), with the risk model evaluated on
-  each session there, ranked there, and only the first ``limit`` boxes sent back;
+* :func:`read_ranked_boxes`: the risk model evaluated on each of the window's sessions
+  and averaged per box *in the database* (never a row per session in Python), ranked
+  there, and only the first ``limit`` boxes sent back;
+* :func:`read_box_sums`: section 7's sums over the window for those boxes alone;
 * :func:`read_last_answers`: the latest answered survey of each of those boxes.
 
 ``style`` is the backend's placeholder style: ``?`` (SQLite) or ``$`` (PostgreSQL).
@@ -16,7 +17,7 @@ Three queries, each bounded so that the answer stays fast at millions of session
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +52,6 @@ class BoxSums:
     bitrate_watch_sum: float
     bitrate_watch_s: float
     failed: int
-    #: The mean over the sessions of the model's detractor probability.
-    risk: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,30 +96,44 @@ async def read_training_rows(fetch: Fetch, style: str, *, shown_from_us: int, to
     return [TrainingRow(int(r[0]), float(r[1]), r[2], r[3], bool(r[4])) for r in rows]
 
 
-async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: Ranking,
-                            limit: int) -> list[BoxSums]:
-    """The first ``limit`` boxes with a session in ``window`` (``from_us``/``to_us`` by
-    ``started_us``; ``region``, ``model``, ``firmware`` against each session's batch
-    attributes), with their window sums and risk, riskiest first, then by ``box_id`` in
-    code-point order.
-
-    A box's risk is the mean over its window's sessions of the logistic model
-    ``ranking`` gives each session (see :mod:`collector.at_risk`): computed and ranked
-    in the database, so only ``limit`` rows leave it however many boxes the window holds.
-    """
+def _window_where(window: Filters, add: Callable[[Any], str]) -> str:
+    """The window's conditions over ``sessions``: ``started_us`` in range, then the
+    batch attributes."""
     assert window.from_us is not None and window.to_us is not None
-    params: list[Any] = []
-
-    def add(value: Any) -> str:
-        # Numbered in both dialects (SQLite's ``?NNN``), so the text's order never matters.
-        params.append(value)
-        return f"{style}{len(params)}"
-
     where = [f"started_us >= {add(window.from_us)}", f"started_us < {add(window.to_us)}"]
     for col in ("region", "model", "firmware"):
         value = getattr(window, col)
         if value is not None:
             where.append(f"{col} = {add(value)}")
+    return " AND ".join(where)
+
+
+def _adder(style: str, params: list[Any]) -> Callable[[Any], str]:
+    def add(value: Any) -> str:
+        # Numbered in both dialects (SQLite's ``?NNN``), so the text's order never matters.
+        params.append(value)
+        return f"{style}{len(params)}"
+
+    return add
+
+
+async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: Ranking,
+                            limit: int) -> list[tuple[str, float]]:
+    """(box_id, risk) of the first ``limit`` boxes with a session in ``window``
+    (``from_us``/``to_us`` by ``started_us``; ``region``, ``model``, ``firmware`` against
+    each session's batch attributes), riskiest first, then by ``box_id`` in code-point
+    order.
+
+    A box's risk is the mean over its window's sessions of the logistic model
+    ``ranking`` gives each session (see :mod:`collector.at_risk`): computed and ranked
+    in the database, so only ``limit`` rows leave it however many boxes the window
+    holds. Nothing else is aggregated here: on every session of the window, each
+    aggregate costs (twice the time with the figures' nine); the figures are read for
+    the listed boxes alone (:func:`read_box_sums`).
+    """
+    params: list[Any] = []
+    add = _adder(style, params)
+    where = _window_where(window, add)
     c = [_f8(float(v), style) for v in ranking]
 
     def k(value: float) -> str:
@@ -144,20 +157,39 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     # points; PostgreSQL needs the "C" collation for that whatever the database's is.
     order_id = "box_id" if style == "?" else 'box_id COLLATE "C"'
     rows = await fetch(
-        "WITH s AS (SELECT box_id, rebuffer_s, watch_s, startup_ms, avg_bitrate_kbps, failed, "
-        f"{eta} AS eta FROM sessions WHERE {' AND '.join(where)}), "
-        "b AS (SELECT box_id, count(*) AS n, sum(rebuffer_s) AS rb, sum(watch_s) AS w, "
-        "sum(startup_ms) AS su, count(startup_ms) AS su_n, "
-        "sum(avg_bitrate_kbps * watch_s) AS brw, "
-        f"sum(CASE WHEN avg_bitrate_kbps IS NULL THEN {k(0.0)} ELSE watch_s END) AS bw, "
-        "sum(CASE WHEN failed THEN 1 ELSE 0 END) AS f, "
-        f"avg({k(1.0)} / ({k(1.0)} + exp(-({clamped})))) AS risk FROM s GROUP BY box_id) "
-        "SELECT box_id, n, rb, w, su, su_n, brw, bw, f, risk FROM b "
-        f"ORDER BY risk DESC, {order_id} LIMIT {add(limit)}",
+        f"WITH s AS (SELECT box_id, {eta} AS eta FROM sessions WHERE {where}), "
+        f"b AS (SELECT box_id, avg({k(1.0)} / ({k(1.0)} + exp(-({clamped})))) AS risk "
+        "FROM s GROUP BY box_id) "
+        f"SELECT box_id, risk FROM b ORDER BY risk DESC, {order_id} LIMIT {add(limit)}",
         params,
     )
-    return [BoxSums(str(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4] or 0), int(r[5]),
-                    float(r[6] or 0.0), float(r[7]), int(r[8]), float(r[9])) for r in rows]
+    return [(str(r[0]), float(r[1])) for r in rows]
+
+
+async def read_box_sums(fetch: Fetch, style: str, window: Filters,
+                        box_ids: Sequence[str]) -> dict[str, BoxSums]:
+    """The window's sessions of each of ``box_ids`` added up (through the sessions' box
+    index: a few rows per box, whatever the window holds of other boxes)."""
+    if not box_ids:
+        return {}
+    params: list[Any] = []
+    add = _adder(style, params)
+    where = _window_where(window, add)
+    if style == "?":
+        boxes = f"box_id IN ({', '.join(add(b) for b in box_ids)})"
+    else:
+        boxes = f"box_id = ANY({add(list(box_ids))}::text[])"
+    rows = await fetch(
+        "SELECT box_id, count(*), sum(rebuffer_s), sum(watch_s), sum(startup_ms), "
+        "count(startup_ms), sum(avg_bitrate_kbps * watch_s), "
+        "sum(CASE WHEN avg_bitrate_kbps IS NULL THEN 0 ELSE watch_s END), "
+        f"sum(CASE WHEN failed THEN 1 ELSE 0 END) FROM sessions WHERE {where} AND {boxes} "
+        "GROUP BY box_id",
+        params,
+    )
+    return {str(r[0]): BoxSums(str(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4] or 0),
+                               int(r[5]), float(r[6] or 0.0), float(r[7]), int(r[8]))
+            for r in rows}
 
 
 async def read_last_answers(fetch: Fetch, style: str, box_ids: Sequence[str],

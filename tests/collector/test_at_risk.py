@@ -294,10 +294,19 @@ async def test_limit_takes_the_head_of_the_list(api: Api) -> None:
     await upload(api, boxes)
     full = (await at_risk_get(api, to=iso(TO), limit="1000"))["boxes"]
     assert len(full) > 10
+    def same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+        # Sums of floats may differ in the last bit with the order the database adds
+        # them in, which its plan chooses.
+        return len(a) == len(b) and all(
+            x.keys() == y.keys() and all(close(v, y[k], 1e-12) if isinstance(v, float)
+                                         else v == y[k] for k, v in x.items())
+            for x, y in zip(a, b, strict=True))
+
     for limit in (1, 3, 10):
-        assert (await at_risk_get(api, to=iso(TO), limit=str(limit)))["boxes"] == full[:limit]
+        assert same((await at_risk_get(api, to=iso(TO), limit=str(limit)))["boxes"], full[:limit])
     # The default is 50, and the default window 7 days.
-    assert (await at_risk_get(api, to=iso(TO)))["boxes"] == full[:50]
+    assert same((await at_risk_get(api, to=iso(TO)))["boxes"], full[:50])
+    assert not same(full[:3], full[1:4])
 
 
 async def test_to_defaults_to_now_and_the_clock_is_corrected(api: Api) -> None:
@@ -613,5 +622,5 @@ def test_the_scale_benchmark_runs(tmp_path: Path) -> None:
     assert out["stored"]["sessions"] == 20000
     assert out["7 days, limit 50 (the default)"]["boxes"] == 50
     assert out["model"]["kind"] == "logit" and out["model"]["answers"] > 0
-    assert set(out["parts_ms (7 days, limit 50)"]) == {"training read", "fit", "ranking query",
-                                                       "last answers"}
+    assert set(out["parts_ms (7 days, limit 50)"]) == {
+        "training read", "fit", "ranking query", "figures of the 50", "last answers"}
