@@ -124,7 +124,7 @@ class RiskModel:
     kind: str
     #: Intercept, then one coefficient per :data:`FEATURES` (all 0 for the base rate).
     coef: tuple[float, ...]
-    #: The training means put in for a window without a startup or bitrate figure.
+    #: The training means put in for a session without a startup time or bitrate.
     startup_fill: float
     bitrate_fill: float
     answers: int
