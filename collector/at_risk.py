@@ -24,8 +24,8 @@ operators):
   e.g. no failed session among the answers) is dropped and its coefficient is 0. Where
   the answers separate (e.g. every failed session's viewer detracted) the likelihood has
   no maximum; the fit then adds a ridge penalty of :data:`RIDGE` / 2 · Σ β² on the
-  standardised slopes (never the intercept), a prior that is worth about one answer
-  per slope.
+  standardised slopes (never the intercept): a normal prior of variance 1 on each,
+  negligible against a few hundred answers.
 * **Fallback.** With fewer than :data:`MIN_ANSWERS` training rows, or fewer than
   :data:`MIN_CLASS` detractors or non-detractors among them, no slope can be learned:
   every box gets the base detractor rate of the training rows (0 with none), and the
