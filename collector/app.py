@@ -23,6 +23,7 @@ from protocol import (
 from protocol.limits import BOX_ID_PATTERN, MAX_BODY_BYTES
 from protocol.timefmt import to_micros
 
+from .at_risk import compute_at_risk, parse_at_risk_query
 from .errors import BadQueryError, CollectorError, OverloadedError, StorageError, TokenRefusedError
 from .export import export_chunks
 from .impact import compute_impact
@@ -279,6 +280,14 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def get_at_risk(request: web.Request) -> web.Response:
+    """The boxes whose viewers are likeliest to answer as detractors now (contract §7)."""
+    await require_admin(request)
+    # items(), not keys(): multidict's keys() view lists a repeated key once.
+    query = parse_at_risk_query(request.query, [k for k, _ in request.query.items()])
+    return json_response(await compute_at_risk(request.app[STORE], **query))
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return json_response({"status": "ok"})
@@ -390,6 +399,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/report", get_report)
     app.router.add_get("/v1/export", get_export)
     app.router.add_get("/v1/impact", get_impact)
+    app.router.add_get("/v1/at-risk", get_at_risk)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[INGEST_LISTENERS] = []

@@ -187,6 +187,49 @@ def _dashboard_schemas() -> dict[str, Any]:
     }
 
 
+def _at_risk_schema() -> dict[str, Any]:
+    num = {"type": ["number", "null"]}
+    box = {
+        "type": "object",
+        "required": ["box_id", "risk", "sessions", "rebuffer_pct", "startup_s", "bitrate_mbps",
+                     "failed_share", "last_score", "last_answered_at"],
+        "properties": {
+            "box_id": {"type": "string"},
+            "risk": {"type": "number", "minimum": 0, "maximum": 1,
+                     "description": "Estimated chance this box's viewer would answer now as a "
+                                    "detractor (0-6), given the window's stream quality."},
+            "sessions": {"type": "integer", "minimum": 1},
+            "rebuffer_pct": num, "startup_s": num, "bitrate_mbps": num,
+            "failed_share": {"type": "number", "minimum": 0, "maximum": 1},
+            "last_score": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+            "last_answered_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    }
+    return {"type": "object", "required": ["from", "to", "boxes"],
+            "properties": {"from": {"type": "string", "format": "date-time"},
+                           "to": {"type": "string", "format": "date-time"},
+                           "boxes": {"type": "array", "items": box}}}
+
+
+def _at_risk_params() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"name": "window_days", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 90, "default": 7},
+         "description": "The window: sessions started in [to - window_days days, to)."},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+         "description": "At most this many boxes, riskiest first."},
+        {"name": "to", "in": "query", "required": False,
+         "schema": {"type": "string", "format": "date-time"},
+         "description": "RFC 3339; the window's end (excluded). Default: now."},
+    ]
+    for name in ("region", "model", "firmware"):
+        out.append({"name": name, "in": "query", "required": False,
+                    "schema": {"type": "string", "minLength": 1},
+                    "description": f"Only sessions sent with this box {name}."})
+    return out
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document."""
     admin: list[dict[str, list[str]]] = [{"adminBearer": []}]
@@ -224,6 +267,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "Report": _report_schema(),
         "Impact": impact_schema(),
+        "AtRisk": _at_risk_schema(),
         **_dashboard_schemas(),
     }
     paths: dict[str, Any] = {
@@ -292,6 +336,14 @@ def openapi_document() -> dict[str, Any]:
                                     "text/csv": {"schema": {"type": "string"}}}},
                 **_ADMIN_ERRORS,
             },
+        }},
+        "/v1/at-risk": {"get": {
+            "summary": "Who to call first: boxes ranked by detractor risk (contract section 7)",
+            "description": "Every box with a session in the window, ranked by the estimated "
+                           "chance its viewer would answer now as a detractor, learned from the "
+                           "answered surveys (docs/impact.md).",
+            "security": admin, "parameters": _at_risk_params(),
+            "responses": {"200": _json(_ref("AtRisk"), "The list."), **_ADMIN_ERRORS},
         }},
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {
             "200": _json({"type": "object", "required": ["status"],

@@ -10,6 +10,7 @@ from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAut
 from .aggregates import ReportData
 from .impact_sql import ImpactData
 from .outbox import OutboxAlert, OutboxPolicy
+from .segments import Fetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +182,8 @@ class Storage(abc.ABC):
     async def outbox_delete(self, alert_id: str) -> None:
         """Forget a delivered alert."""
         raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+    def sql_reader(self) -> tuple[Fetch, str]:
+        """The store's read function (SQL and parameters to rows, off the event loop) and
+        its placeholder style (``?`` or ``$``), for query modules written once for both
+        backends (``collector.storage.at_risk``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sql_reader yet")

@@ -91,7 +91,7 @@ from .outbox import (
     pending_rows,
     write_postgres,
 )
-from .segments import read_response_counts, read_segment_values
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -714,6 +714,9 @@ class PostgresStorage(Storage):
 
         n: int = await self._locked(work)
         return n
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "$"
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)

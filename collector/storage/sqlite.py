@@ -57,7 +57,7 @@ from .outbox import (
     pending_rows,
     write_sqlite,
 )
-from .segments import read_response_counts, read_segment_values
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -661,6 +661,9 @@ class SQLiteStorage(Storage):
             )
             for r in rows
         ]
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "?"
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)
