@@ -21,7 +21,8 @@ class Settings:
     """Everything the collector can be told. Build with :meth:`from_env` or directly in tests."""
 
     db: str = field(default=DEFAULT_DB, metadata=_opt(
-        "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db."))
+        "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db "
+        "(PostgreSQL needs the postgres extra: pip install 'iptv-nps[postgres]')."))
     host: str = field(default="127.0.0.1", metadata=_opt(
         "--host", "Address to listen on (0.0.0.0 for every interface)."))
     port: int = field(default=8080, metadata=_opt("--port", "TCP port to listen on."))
@@ -99,6 +100,25 @@ class Settings:
                 raise ConfigError("webhook_secret: NPS_WEBHOOK_SECRET is required with webhook_url")
         if self.webhook_secret is not None:
             _check_whsec(self.webhook_secret)
+
+
+def plain_help(text: str) -> str:
+    """Help text as a terminal shows it: docstrings here use reST markup (````name````),
+    which ``--help`` must not print."""
+    return text.replace("``", "")
+
+
+def environment_help() -> str:
+    """The ``serve --help`` epilog: every setting read from the environment, those with no
+    flag first (they can be given no other way)."""
+    lines = ["environment:"]
+    for only_env in (True, False):
+        for f in fields(Settings):
+            env = f.metadata.get("env")
+            if env and (f.metadata.get("flag") is None) == only_env:
+                how = "only here" if only_env else f"or {f.metadata['flag']}"
+                lines.append(f"  {env:<20} {plain_help(f.metadata['help'])} ({how})")
+    return "\n".join(lines)
 
 
 def _check_whsec(secret: str) -> None:

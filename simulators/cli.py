@@ -18,7 +18,7 @@ from .fleet import EnrolError, Fleet, FleetOptions, progress_printer
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``box-sim``."""
-    p = argparse.ArgumentParser(prog="box-sim", description=__doc__)
+    p = argparse.ArgumentParser(prog="box-sim", description=(__doc__ or "").replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fleet", help="a fleet of simulated boxes driving the real agent code")
