@@ -309,7 +309,7 @@ def costs_section(impact: Mapping[str, Any], report: Mapping[str, Any], e: Any) 
     )
 
 
-def at_risk_section(at_risk: Mapping[str, Any] | None, window_days: int, hidden: Mapping[str, str],
+def at_risk_section(at_risk: Mapping[str, Any] | str, window_days: int, hidden: Mapping[str, str],
                     csv_query: str, segment: str, e: Any) -> str:
     """"Who to call first": the boxes most likely to answer as detractors now."""
     options = "".join(f'<option value="{d}"{" selected" if d == window_days else ""}>{d} days</option>'
@@ -318,8 +318,8 @@ def at_risk_section(at_risk: Mapping[str, Any] | None, window_days: int, hidden:
     form = (f'<form method="get" action="/dashboard" class="inline" id="risk-form">{keep}'
             f'<label>Sessions of the last <select name="risk_days" id="f-risk_days">{options}</select></label>'
             '<button type="submit" class="secondary" id="risk-apply">Show</button></form>')
-    if at_risk is None:
-        body = '<p class="sub">This data store cannot rank boxes yet.</p>'
+    if isinstance(at_risk, str):  # why there is no list
+        body = f'<p class="error" id="at-risk-unavailable">{e(at_risk)}</p>'
     elif not at_risk["boxes"]:
         body = '<p class="sub" id="at-risk-empty">No box had a session in this window.</p>'
     else:
@@ -341,7 +341,7 @@ def at_risk_section(at_risk: Mapping[str, Any] | None, window_days: int, hidden:
                 '<th>Risk</th><th>Sessions</th><th>Stalled</th><th>Startup</th><th>Bitrate</th>'
                 '<th>Failed</th><th>Last score</th><th>Last answer (UTC)</th></tr></thead>'
                 f'<tbody>{"".join(trs)}</tbody></table></div>')
-    span = "" if at_risk is None else f' ({e(at_risk["from"][:16].replace("T", " "))} to {e(at_risk["to"][:16].replace("T", " "))} UTC)'
+    span = "" if isinstance(at_risk, str) else f' ({e(at_risk["from"][:16].replace("T", " "))} to {e(at_risk["to"][:16].replace("T", " "))} UTC)'
     return (
         '<section class="card" id="at-risk"><h2>Who to call first</h2>'
         f'<div class="toolbar">{form}<a href="/dashboard/at-risk.csv?{e(csv_query)}" id="at-risk-csv" '

@@ -639,20 +639,20 @@ def _reasons(data: Mapping[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CostsPart:
-    """The "What quality costs" part of the page: the figures (None where the store cannot
-    give them), the at-risk list and its window, and the notes on the filters."""
+    """The "What quality costs" part of the page: the figures (or why there are none), the
+    at-risk list (or why not) and its window, and the notes on the filters."""
 
-    impact: dict[str, Any] | None
-    at_risk: dict[str, Any] | None
+    impact: dict[str, Any] | str
+    at_risk: dict[str, Any] | str
     risk_days: int
     at_risk_query: str
     notes: list[str]
 
 
 def _costs_html(data: Mapping[str, Any], values: Mapping[str, str], part: CostsPart) -> str:
-    if part.impact is None:
+    if isinstance(part.impact, str):
         costs = ('<section class="card" id="quality-costs"><h2>What quality costs</h2>'
-                 '<p class="sub">This data store cannot give these figures yet.</p></section>')
+                 f'<p class="error" id="impact-unavailable">{h.e(part.impact)}</p></section>')
     else:
         costs = costs_section(part.impact["impact"], data["report"], h.e)
     hidden = {k: v for k, v in values.items() if k != "risk_days"}
@@ -708,7 +708,7 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         f"{det_body}</section>"
         "</main>"
         f'<script type="application/json" id="dash-data">{h.json_for_script(data)}</script>'
-        + ("" if part is None or part.impact is None else
+        + ("" if part is None or isinstance(part.impact, str) else
            f'<script type="application/json" id="impact-data">{h.json_for_script(part.impact)}</script>')
     )
     return h.page("NPS dashboard", body, scripts=("chart.umd.min.js", "dashboard.js"))
@@ -733,8 +733,8 @@ async def get_dashboard(request: web.Request) -> web.Response:
     data, detractors, impact, at_risk = await asyncio.gather(
         dashboard_data(request, filters, granularity),
         _detractors(request, filters, PAGE_DETRACTORS),
-        _or_none(impact_data(request, filters)),
-        _or_none(compute_at_risk(
+        _part(impact_data(request, filters)),
+        _part(compute_at_risk(
             request.app[STORE], to=None if filters.to_us is None else from_us(filters.to_us),
             window_days=days, limit=PAGE_AT_RISK, region=filters.region, model=filters.model,
             firmware=filters.firmware)),
@@ -744,12 +744,15 @@ async def get_dashboard(request: web.Request) -> web.Response:
                                         urlencode(report_query(filters)), known, part))
 
 
-async def _or_none(work: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
-    """A part of the page a store cannot give yet is left out, not the whole page."""
+async def _part(work: Awaitable[dict[str, Any]]) -> dict[str, Any] | str:
+    """A part of the page, or why it cannot be shown: a store that cannot give it yet, or
+    filters it refuses (the message names what is wrong). The rest of the page still shows."""
     try:
         return await work
     except NotImplementedError:
-        return None
+        return "This data store cannot give these figures yet."
+    except BadQueryError as exc:
+        return f"Not for these filters: {exc}"
 
 
 def from_us(us: int) -> datetime:

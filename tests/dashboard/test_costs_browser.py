@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from .conftest import REGIONS, SCREENSHOTS, Collector, enrol, login, report, upl
 from .test_browser import page_range
 from .test_quality import reference_points
 
+# Screenshots for looking at the layout, never for the docs (those are in SCREENSHOTS).
+REVIEW = Path(tempfile.gettempdir()) / "nps-dashboard-review"
 REGRESSORS = ("rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start")
 
 
@@ -111,6 +114,8 @@ async def test_what_quality_costs_and_who_to_call(
     # The section shows the server's figures: slopes, recoverable points, adjusted NPS.
     section = page.locator("#quality-costs")
     assert await section.count() == 1
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    REVIEW.mkdir(parents=True, exist_ok=True)
     costs_y = (await section.bounding_box())["y"]
     assert costs_y < (await page.locator("#qos-rebuffer_ratio").bounding_box())["y"]
     for r in REGRESSORS:
@@ -156,7 +161,7 @@ async def test_what_quality_costs_and_who_to_call(
             "(i) => Chart.getChart(document.getElementById('chart-recoverable')).data.datasets[0].data[i]",
             REGRESSORS.index(metric))
         assert abs(drawn - points) <= 1e-9 * max(1.0, abs(points))
-    await section.screenshot(path=str(SCREENSHOTS / "dashboard-costs-whatif.png"))
+    await section.screenshot(path=str(REVIEW / "dashboard-costs-whatif.png"))
 
     # Who to call first: the page's list is the server's, top 50, and the CSV downloads.
     link = await page.get_attribute("#at-risk-csv", "href")
@@ -195,7 +200,7 @@ async def test_what_quality_costs_and_who_to_call(
         "(i) => { const d = Chart.getChart(document.getElementById('chart-nps-rebuffer_ratio')).data.datasets[0];"
         " return [d.pointStyle[i], d.pointBackgroundColor[i], d.pointStyle[0]]; }", last)
     assert style == ["circle", "rgba(0, 0, 0, 0)", "rectRot"]
-    await page.locator("#qos-rebuffer_ratio").screenshot(path=str(SCREENSHOTS / "dashboard-qos-small-n.png"))
+    await page.locator("#qos-rebuffer_ratio").screenshot(path=str(REVIEW / "dashboard-qos-small-n.png"))
 
     # Reasons: the chart and the table list them in the same order, most given first.
     table_order = await page.locator("tr[data-reason]").evaluate_all(
@@ -210,7 +215,7 @@ async def test_what_quality_costs_and_who_to_call(
         "() => { const c = document.getElementById('chart-histogram').parentElement;"
         " return c.closest('section').getBoundingClientRect().bottom - c.getBoundingClientRect().bottom; }")
     assert gap < 40, gap
-    await page.locator(".row2.scores").screenshot(path=str(SCREENSHOTS / "dashboard-scores.png"))
+    await page.locator(".row2.scores").screenshot(path=str(REVIEW / "dashboard-scores.png"))
 
     # A region typed in lower case is matched to the stored one, and the page says so; the
     # at-risk list then holds that region's boxes only.
@@ -239,4 +244,4 @@ async def test_what_quality_costs_and_who_to_call(
     assert await page.input_value("#f-risk_days") == "28"
     assert "window_days=28" in (await page.get_attribute("#at-risk-csv", "href") or "")
     assert page.problems == []
-    await page.screenshot(path=str(SCREENSHOTS / "dashboard-full.png"), full_page=True)
+    await page.screenshot(path=str(REVIEW / "dashboard-full.png"), full_page=True)

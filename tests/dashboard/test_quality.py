@@ -288,3 +288,24 @@ def test_filters_unknown_parameter_names_it() -> None:
     assert page_filters({"risk_days": "28"})[1]["risk_days"] == "28"
     assert page_filters({})[1]["risk_days"] == "7"
     assert Filters().region is None
+
+
+async def test_a_part_the_store_refuses_says_why_and_the_page_still_renders() -> None:
+    from html import escape
+
+    from collector.dashboard.quality import at_risk_section
+    from collector.dashboard.views import _part
+    from collector.errors import BadQueryError
+
+    async def refuse() -> dict[str, Any]:
+        raise BadQueryError("to: <too far> in the future")
+
+    async def cannot() -> dict[str, Any]:
+        raise NotImplementedError("no at-risk query")
+
+    why = await _part(refuse())
+    assert why == "Not for these filters: to: <too far> in the future"
+    assert await _part(cannot()) == "This data store cannot give these figures yet."
+    html = at_risk_section(why, 7, {"region": "NL"}, "window_days=7", "", escape)
+    assert 'id="at-risk-unavailable"' in html and "&lt;too far&gt;" in html and "<too far>" not in html
+    assert '<input type="hidden" name="region" value="NL">' in html

@@ -171,8 +171,18 @@
       return {
         id: "estimates",
         afterDatasetsDraw: function (chart) {
-          var ctx = chart.ctx, x = chart.scales.x;
+          var ctx = chart.ctx, x = chart.scales.x, y = chart.scales.y;
           ctx.save();
+          // A metric with no estimate (no variation, or too few answers) says so.
+          ctx.fillStyle = GREY;
+          ctx.font = "12px " + Chart.defaults.font.family;
+          ctx.textAlign = "center";
+          ctx.textBaseline = "middle";
+          estimates[0].forEach(function (v, i) {
+            if (v === null && estimates[1][i] === null) {
+              ctx.fillText("no estimate", (chart.chartArea.left + chart.chartArea.right) / 2, y.getPixelForValue(i));
+            }
+          });
           estimates.forEach(function (values, d) {
             var meta = chart.getDatasetMeta(d);
             if (meta.hidden) { return; }
@@ -218,6 +228,12 @@
       afterDatasetsDraw: function (chart) {
         var ctx = chart.ctx, x = chart.scales.x, meta = chart.getDatasetMeta(0);
         ctx.save();
+        ctx.fillStyle = GREY;
+        ctx.font = "12px " + Chart.defaults.font.family;
+        ctx.textBaseline = "middle";
+        recValues.forEach(function (v, i) {
+          if (v === null) { ctx.fillText("no estimate", chart.chartArea.left + 6, chart.scales.y.getPixelForValue(i)); }
+        });
         ctx.strokeStyle = "#1d2330";
         ctx.lineWidth = 1.5;
         meta.data.forEach(function (bar, i) {
@@ -251,8 +267,7 @@
       plugins: [whisker],
       options: {
         indexAxis: "y",
-        scales: { x: { min: recRange().min, max: recRange().max,
-                       ticks: { callback: function (v) { return Number(v.toFixed(2)); } },
+        scales: { x: { suggestedMin: recRange().min, suggestedMax: recRange().max,
                        title: { display: true, text: "NPS points won (with 95 % interval)" } } },
         plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (item) {
           return signed(recValues[item.dataIndex]) + " points (95 % CI " + signedCi(recCi[item.dataIndex]) + ")";
@@ -277,8 +292,8 @@
         recCi[i] = step.ci95;
         recChart.data.datasets[0].data = recValues.slice();
         var range = recRange();
-        recChart.options.scales.x.min = range.min;
-        recChart.options.scales.x.max = range.max;
+        recChart.options.scales.x.suggestedMin = range.min;
+        recChart.options.scales.x.suggestedMax = range.max;
         recChart.update();
         document.body.setAttribute("data-whatif", metric + ":" + input.value);
       });
