@@ -111,13 +111,16 @@ def plain_help(text: str) -> str:
 def environment_help() -> str:
     """The ``serve --help`` epilog: every setting read from the environment, those with no
     flag first (they can be given no other way)."""
-    lines = ["environment:"]
+    import textwrap
+
+    lines = ["environment (a flag, where there is one, wins):"]
     for only_env in (True, False):
         for f in fields(Settings):
             env = f.metadata.get("env")
             if env and (f.metadata.get("flag") is None) == only_env:
-                how = "only here" if only_env else f"or {f.metadata['flag']}"
-                lines.append(f"  {env:<20} {plain_help(f.metadata['help'])} ({how})")
+                how = "environment only" if only_env else f"or {f.metadata['flag']}"
+                lines += textwrap.wrap(f"{plain_help(f.metadata['help'])} ({how})", width=78,
+                                       initial_indent=f"  {env:<20} ", subsequent_indent=" " * 23)
     return "\n".join(lines)
 
 
