@@ -194,6 +194,17 @@ def _dashboard_schemas() -> dict[str, Any]:
                 },
                 "bucket_labels": {"type": "object", "additionalProperties": {
                     "type": "array", "items": {"type": "string"}}},
+                "unknown_by_qos": {
+                    "type": "object", "additionalProperties": {"type": "object"},
+                    "description": "Per metric, what falls in no bucket because the session's "
+                                   "metric is null: sessions, shown, answered, response_rate, "
+                                   "n, nps, nps_ci95."},
+                "small_n": {"type": "object", "additionalProperties": {
+                    "type": "array", "items": {"type": "boolean"}},
+                    "description": "Per metric and bucket: under 3 answers, or the point outside "
+                                   "its own interval (drawn hollow and grey)."},
+                "reasons_order": {"type": "array", "items": {"type": "string"},
+                                  "description": "Reasons most given first, ties in the contract's order."},
             },
         },
     }
