@@ -235,9 +235,9 @@ def costs_section(impact: Mapping[str, Any], report: Mapping[str, Any], e: Any) 
         '<div class="kpi"><span class="label">NPS adjusted for who answers</span>'
         f'<span class="value" id="adjusted-nps">{_one(adj["nps"])}</span>'
         f'<span class="sub">95 % CI <span id="adjusted-ci">{_one_ci(adj["ci95"])}</span></span></div>'
-        '<p class="explain" id="adjusted-explain">Viewers after bad streams answer less often, so '
-        "the plain NPS hears them too little. The adjusted NPS weights each stream-quality group "
-        f"by how many viewers were asked, not by how many answered.{e(unrepresented)}</p></div>"
+        '<p class="explain" id="adjusted-explain">Viewers after bad streams answer less often; the '
+        "adjusted NPS weights each stream-quality group by how many viewers were asked, not by "
+        f"how many answered.{e(unrepresented)}</p></div>"
     )
     rows = []
     for r in REGRESSORS:
