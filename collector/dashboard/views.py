@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from protocol import CONTENT_TYPES, REASONS, parse_rfc3339
+from protocol import CONTENT_TYPES, REASONS, parse_rfc3339, to_micros
 
 from ..app import ADMIN_HASH, STORE, ApiError, json_response, require_admin
 from ..at_risk import compute_at_risk
@@ -427,11 +427,16 @@ def at_risk_query(query: Mapping[str, str], keys: Any, default_limit: int) -> di
     return out
 
 
-def at_risk_link(filters: Filters, window_days: int) -> str:
-    """The at-risk query of the page's filters: the window ends where the period ends."""
-    q: dict[str, str] = {"window_days": str(window_days)}
-    if filters.to_us is not None:
-        q["to"] = iso_us(filters.to_us)
+def risk_end_us(filters: Filters, now: datetime | None = None) -> int:
+    """Where the page's at-risk window ends: where the period ends, or now (to the second)
+    if that is sooner; the page and its CSV link then name the same window."""
+    now_us = to_micros((now or datetime.now(UTC)).replace(microsecond=0))
+    return now_us if filters.to_us is None else min(filters.to_us, now_us)
+
+
+def at_risk_link(filters: Filters, window_days: int, end_us: int) -> str:
+    """The at-risk query of the page's filters, for a window ending at ``end_us``."""
+    q: dict[str, str] = {"window_days": str(window_days), "to": iso_us(end_us)}
     for key in ("region", "model", "firmware"):
         value = getattr(filters, key)
         if value is not None:
@@ -732,16 +737,17 @@ async def get_dashboard(request: web.Request) -> web.Response:
     known = await _segment_values(request)
     filters, notes = match_known(filters, values, known)
     days = int(values["risk_days"])
+    end_us = risk_end_us(filters)
     data, detractors, impact, at_risk = await asyncio.gather(
         dashboard_data(request, filters, granularity),
         _detractors(request, filters, PAGE_DETRACTORS),
         _part(impact_data(request, filters)),
         _part(compute_at_risk(
-            request.app[STORE], to=None if filters.to_us is None else from_us(filters.to_us),
+            request.app[STORE], to=from_us(end_us),
             window_days=days, limit=PAGE_AT_RISK, region=filters.region, model=filters.model,
             firmware=filters.firmware)),
     )
-    part = CostsPart(impact, at_risk, days, at_risk_link(filters, days), notes)
+    part = CostsPart(impact, at_risk, days, at_risk_link(filters, days, end_us), notes)
     return html_response(dashboard_page(data, values, session, detractors,
                                         urlencode(report_query(filters)), known, part))
 

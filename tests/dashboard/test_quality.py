@@ -309,3 +309,16 @@ async def test_a_part_the_store_refuses_says_why_and_the_page_still_renders() ->
     html = at_risk_section(why, 7, {"region": "NL"}, "window_days=7", "", escape)
     assert 'id="at-risk-unavailable"' in html and "&lt;too far&gt;" in html and "<too far>" not in html
     assert '<input type="hidden" name="region" value="NL">' in html
+
+
+def test_the_at_risk_window_ends_at_the_period_end_or_now() -> None:
+    from collector.dashboard.views import at_risk_link, risk_end_us
+    from protocol import to_micros
+
+    now = datetime(2026, 12, 7, 14, 30, 15, 123456, tzinfo=UTC)
+    today = page_filters({"from_day": "2026-12-01", "to_day": "2026-12-07"})[0]
+    past = page_filters({"from_day": "2026-11-01", "to_day": "2026-11-10", "region": "NL-ZH"})[0]
+    assert risk_end_us(today, now) == to_micros(now.replace(microsecond=0))
+    assert risk_end_us(past, now) == to_micros(datetime(2026, 11, 11, tzinfo=UTC))
+    link = at_risk_link(past, 14, risk_end_us(past, now))
+    assert link == "window_days=14&to=2026-11-11T00%3A00%3A00Z&region=NL-ZH"
