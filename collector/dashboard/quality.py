@@ -220,6 +220,29 @@ def target_text(metric: str, target: float) -> str:
     return f"{target:g}" if unit is None else f"{target:g} {unit}"
 
 
+def biggest_win(recoverable: Mapping[str, Any]) -> str | None:
+    """The metric whose fixing would win the most points at its target, if any wins."""
+    won = [(r["nps_points"], name) for name, r in recoverable.items()
+           if r["nps_points"] is not None and r["nps_points"] > 0]
+    return max(won)[1] if won else None
+
+
+def _headline(recoverable: Mapping[str, Any], e: Any) -> str:
+    best = biggest_win(recoverable)
+    if best is None:
+        return ""
+    r = recoverable[best]
+    title = REGRESSOR_TITLES[best][0].lower()
+    goals = {"failed": "no session failing", "no_start": "every session starting",
+             "rebuffer_pct": (f"stalling at most {target_text(best, r['target'])} of the time"
+                              if r["target"] else "no stalls"),
+             "startup_s": f"starting within {target_text(best, r['target'])}",
+             "bitrate_mbps": f"playing at least {target_text(best, r['target'])}"}
+    return (f'<p class="headline" id="costs-headline">Biggest win: {e(title)}. Every session '
+            f'{e(goals[best])} would win about <b>{_signed(r["nps_points"])}</b> NPS points '
+            f'(95 % CI {_ci(r["ci95"])}).</p>')
+
+
 def costs_section(impact: Mapping[str, Any], report: Mapping[str, Any], e: Any) -> str:
     """"What quality costs": the response-adjusted NPS, the slopes (forest plot and table),
     the recoverable points and the what-if sliders. ``e`` escapes for HTML."""
@@ -275,6 +298,7 @@ def costs_section(impact: Mapping[str, Any], report: Mapping[str, Any], e: Any) 
             f'step="1" value="{idx}"></label>'
         )
     enough = any(impact["effects"]["adjusted"][r]["nps_points"] is not None for r in REGRESSORS)
+    headline = _headline(impact["recoverable"], e)
     note = "" if enough else (
         '<p class="error" id="impact-too-few">Too few answers for these estimates: they need at '
         "least 50 answers from at least 20 boxes in the period.</p>")
@@ -282,7 +306,7 @@ def costs_section(impact: Mapping[str, Any], report: Mapping[str, Any], e: Any) 
         '<section class="card" id="quality-costs"><h2>What quality costs '
         f'<span class="sub">{impact["answers"]} answers from {impact["boxes"]} boxes, each joined to '
         "the session it followed</span></h2>"
-        f"{note}{adjusted_block}"
+        f"{note}{headline}{adjusted_block}"
         '<div class="row2 costs"><div>'
         '<h3>NPS points per unit of quality</h3>'
         '<div class="chart"><canvas id="chart-forest" aria-label="NPS points per unit of quality"></canvas></div>'

@@ -134,6 +134,13 @@ async def test_what_quality_costs_and_who_to_call(
         row = f'#recoverable tr[data-regressor="{r}"]'
         assert await page.inner_text(f"{row} td.points") == signed(rec["nps_points"]), r
         assert await page.inner_text(f"{row} td.ci") == signed_ci(rec["ci95"]), r
+    # The headline names the metric whose fixing wins the most at the default targets.
+    best = max((rec["nps_points"], r) for r, rec in impact["recoverable"].items()
+               if rec["nps_points"] is not None)
+    title = {"rebuffer_pct": "rebuffering", "startup_s": "startup time", "bitrate_mbps": "bitrate",
+             "failed": "failed session", "no_start": "never started"}[best[1]]
+    headline = await page.inner_text("#costs-headline")
+    assert headline.startswith(f"Biggest win: {title}.") and signed(best[0]) in headline, headline
     adj = impact["response_adjusted"]
     assert await page.inner_text("#adjusted-nps") == f"{adj['nps']:.1f}"
     assert await page.inner_text("#adjusted-ci") == f"{adj['ci95'][0]:.1f} to {adj['ci95'][1]:.1f}"

@@ -242,6 +242,8 @@ async def test_unknown_rows_and_impact_api_through_the_store(api: Api) -> None:
             assert {b["box_id"] for b in risk["boxes"]} == {f"stb-q{b}" for b in range(6)}
             assert [b["risk"] for b in risk["boxes"]] == sorted((b["risk"] for b in risk["boxes"]),
                                                                  reverse=True)
+        async with s.get(base + "/dashboard/api/at-risk", params={"window_days": "3", "limit": "2"}) as r:
+            assert [b["box_id"] for b in (await r.json())["boxes"]] == [b["box_id"] for b in risk["boxes"][:2]]
         for params, word in (({"window_days": "91"}, "window_days"), ({"limit": "x"}, "limit"),
                              ({"to": "yesterday"}, "to"), ({"channel": "NPO1"}, "channel"),
                              ({"region": ""}, "region")):
@@ -277,7 +279,8 @@ def test_help_texts_are_plain_and_serve_lists_the_environment() -> None:
     serve = texts[1]
     for name in ("NPS_ADMIN_TOKEN", "NPS_WEBHOOK_SECRET", "NPS_WEBHOOK_URL", "NPS_LOG_LEVEL"):
         assert name in serve, name
-    assert "nps-collector:" in texts[0] or "nps-collector" in texts[0]
+    assert "nps-collector: serve, enrol and revoke boxes" in texts[0]
+    assert "stb-widget: run (the agent)" in texts[2]
 
 
 def test_filters_unknown_parameter_names_it() -> None:
