@@ -233,13 +233,13 @@ def _headline(recoverable: Mapping[str, Any], e: Any) -> str:
         return ""
     r = recoverable[best]
     title = REGRESSOR_TITLES[best][0].lower()
+    t = target_text(best, r["target"])
     goals = {"failed": "no session failing", "no_start": "every session starting",
-             "rebuffer_pct": (f"stalling at most {target_text(best, r['target'])} of the time"
-                              if r["target"] else "no stalls"),
-             "startup_s": f"starting within {target_text(best, r['target'])}",
-             "bitrate_mbps": f"playing at least {target_text(best, r['target'])}"}
-    return (f'<p class="headline" id="costs-headline">Biggest win: {e(title)}. Every session '
-            f'{e(goals[best])} would win about <b>{_signed(r["nps_points"])}</b> NPS points '
+             "rebuffer_pct": f"no session stalling over {t} of the time" if r["target"] else "no stalls at all",
+             "startup_s": f"every session starting within {t}",
+             "bitrate_mbps": f"every session playing at least {t}"}
+    return (f'<p class="headline" id="costs-headline">Biggest win: {e(title)}. With '
+            f'{e(goals[best])}, the NPS would rise by about <b>{_signed(r["nps_points"])}</b> points '
             f'(95 % CI {_ci(r["ci95"])}).</p>')
 
 
