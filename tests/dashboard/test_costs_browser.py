@@ -261,3 +261,16 @@ async def test_what_quality_costs_and_who_to_call(
     assert "window_days=28" in (await page.get_attribute("#at-risk-csv", "href") or "")
     assert page.problems == []
     await page.screenshot(path=str(REVIEW / "dashboard-full.png"), full_page=True)
+
+
+async def test_an_empty_collector_says_too_few_answers_and_nothing_breaks(
+        collector: Collector, page: Any) -> None:
+    await login(page, collector)
+    assert "Too few answers" in await page.inner_text("#impact-too-few")
+    assert await page.inner_text('#effects tr[data-regressor="rebuffer_pct"] td.adj') == "—"
+    assert "No box had a session" in await page.inner_text("#at-risk-empty")
+    assert await page.locator("#costs-headline").count() == 0
+    # The sliders still move (nothing to win), and nothing throws in the page.
+    await _set_slider(page, "startup_s", 3)
+    assert await page.inner_text('#recoverable tr[data-regressor="startup_s"] td.points') == "—"
+    assert page.problems == []
