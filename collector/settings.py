@@ -22,7 +22,7 @@ class Settings:
 
     db: str = field(default=DEFAULT_DB, metadata=_opt(
         "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db "
-        "(PostgreSQL needs the postgres extra: pip install 'iptv-nps[postgres]')."))
+        "(PostgreSQL needs the postgres extra: pip install '.[postgres]' in the repository)."))
     host: str = field(default="127.0.0.1", metadata=_opt(
         "--host", "Address to listen on (0.0.0.0 for every interface)."))
     port: int = field(default=8080, metadata=_opt("--port", "TCP port to listen on."))
