@@ -17,7 +17,7 @@ from protocol.limits import BOX_ID_PATTERN
 from .app import SERVER_KWARGS, admin_token, create_app, issue_box_token
 from .errors import CollectorError
 from .logs import setup_logging
-from .settings import Settings
+from .settings import Settings, environment_help, plain_help
 from .storage import Storage, make_storage
 
 #: How long a thread may hold the GIL while another waits for it (CPython's default is
@@ -35,14 +35,16 @@ def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | 
             continue
         kind = int if f.type in ("int", int) else str
         parser.add_argument(flag, dest=f.name, type=kind, default=None,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+                            help=plain_help(f"{f.metadata['help']} (default: {f.default})"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, its flags generated from :class:`Settings`."""
-    parser = argparse.ArgumentParser(prog="nps-collector", description=__doc__)
+    parser = argparse.ArgumentParser(prog="nps-collector", description=plain_help(__doc__ or ""))
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the collector")
+    # The epilog keeps its line breaks: one environment variable a line.
+    serve = sub.add_parser("serve", help="run the collector", epilog=environment_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_setting_flags(serve)
     for name, helptext in (
         ("box-token", "print a new upload token for BOX_ID"),

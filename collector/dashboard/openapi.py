@@ -182,6 +182,17 @@ def _dashboard_schemas() -> dict[str, Any]:
                 },
                 "bucket_labels": {"type": "object", "additionalProperties": {
                     "type": "array", "items": {"type": "string"}}},
+                "unknown_by_qos": {
+                    "type": "object", "additionalProperties": {"type": "object"},
+                    "description": "Per metric, what falls in no bucket because the session's "
+                                   "metric is null: sessions, shown, answered, response_rate, "
+                                   "n, nps, nps_ci95."},
+                "small_n": {"type": "object", "additionalProperties": {
+                    "type": "array", "items": {"type": "boolean"}},
+                    "description": "Per metric and bucket: under 3 answers, or the point outside "
+                                   "its own interval (drawn hollow and grey)."},
+                "reasons_order": {"type": "array", "items": {"type": "string"},
+                                  "description": "Reasons most given first, ties in the contract's order."},
             },
         },
     }
@@ -377,12 +388,45 @@ def openapi_document() -> dict[str, Any]:
                  "schema": {"type": "string", "enum": ["", *CONTENT_TYPES]}},
                 {"name": "granularity", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": ["", "day", "week"]}},
+                {"name": "risk_days", "in": "query", "required": False,
+                 "description": "The at-risk list's window, in days up to the period's end.",
+                 "schema": {"type": "string", "enum": ["", "7", "14", "28", "90"]}},
             ],
             "responses": {"200": html, "303": to_login,
                           "400": {"description": "A bad filter.", "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/dashboard/": {"get": {"summary": "Redirect to /dashboard", "security": [], "responses": {
             "303": {"description": "To /dashboard.", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
+        "/": {"get": {"summary": "Redirect to /dashboard", "security": [], "responses": {
+            "303": {"description": "To /dashboard.", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
+        "/dashboard/api/impact": {"get": {
+            "summary": "What quality costs: the /v1/impact figures and the what-if's steps",
+            "description": "`impact` is contract section 6's answer for the filters; `whatif` "
+                           "gives, per metric (rebuffer_pct, startup_s, bitrate_mbps) and per "
+                           "step of the page's slider, the mean gap to the target over the rows "
+                           "and the NPS points won, with the adjusted slope's interval.",
+            "security": [*dash, *admin], "parameters": _filter_params(),
+            "responses": {"200": _json({"type": "object", "required": ["filters", "impact", "whatif"]},
+                                       "The figures."),
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
+        }},
+        "/dashboard/api/at-risk": {"get": {
+            "summary": "Who to call first: contract section 7's answer (top 50 by default)",
+            "security": [*dash, *admin], "parameters": _at_risk_params(),
+            "responses": {"200": _json({"type": "object", "required": ["from", "to", "boxes"]},
+                                       "The boxes, highest risk first."),
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
+        }},
+        "/dashboard/at-risk.csv": {"get": {
+            "summary": "The at-risk list as CSV (top 1000 by default)",
+            "security": [*dash, *admin], "parameters": _at_risk_params(),
+            "responses": {"200": {"description": "CSV with a header row: rank, then section 7's fields.",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
+        }},
         "/dashboard/login": {
             "get": {"summary": "The login form", "security": [], "responses": {"200": html}},
             "post": {
