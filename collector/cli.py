@@ -82,7 +82,7 @@ async def _with_store(settings: Settings, action: Callable[[Storage], Awaitable[
 
 
 def _check_box_id(box_id: str) -> None:
-    if not re.match(BOX_ID_PATTERN, box_id):
+    if not re.fullmatch(BOX_ID_PATTERN, box_id):
         raise CollectorError(f"BOX_ID: {box_id!r} must be 1 to 64 of A-Z a-z 0-9 . _ : -")
 
 

@@ -141,7 +141,7 @@ def decode_value(spec: Spec, value: Any, parent: str, name: str) -> Any:
         if "\x00" in value:
             # PostgreSQL text cannot hold U+0000; no store should get what one store refuses.
             raise FieldError(_join(parent, name), "must not contain U+0000")
-        if spec.pattern is not None and re.match(spec.pattern, value) is None:
+        if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
             raise FieldError(_join(parent, name), f"must match {spec.pattern}")
         return value
     if kind == "time":
@@ -150,7 +150,7 @@ def decode_value(spec: Spec, value: Any, parent: str, name: str) -> Any:
         except ValueError as exc:
             raise FieldError(_join(parent, name), str(exc)) from None
     if kind == "uuid":
-        if UUID_PATTERN.match(value) is None:
+        if UUID_PATTERN.fullmatch(value) is None:
             raise FieldError(_join(parent, name), "must be a UUID in the 8-4-4-4-12 form")
         # Ids compare case-insensitively: keep one canonical form.
         return value.lower()
@@ -308,7 +308,7 @@ def _generate_decoder(cls: type[Any]) -> Callable[[Any, str], Any]:
     """
     env: dict[str, Any] = {
         "_Miss": _Miss, "_M": _MISSING, "cls": cls, "slow": _decode_object_checked,
-        "UUIDM": UUID_PATTERN.match, "parse_time": parse_rfc3339,
+        "UUIDM": UUID_PATTERN.fullmatch, "parse_time": parse_rfc3339,
         "check": getattr(cls, "_check", None),
     }
     lines = ["def decode(obj, path):",
@@ -369,7 +369,7 @@ def _fast_check(name: str, spec: Spec, v: str, i: int, env: dict[str, Any]) -> l
             env[f"enum{i}"] = frozenset(spec.enum)
             out.append(f"if {v} not in enum{i}: raise _Miss")
         if spec.pattern is not None:
-            env[f"pat{i}"] = re.compile(spec.pattern).match
+            env[f"pat{i}"] = re.compile(spec.pattern).fullmatch
             out.append(f"if pat{i}({v}) is None: raise _Miss")
         return out
     if kind == "time":

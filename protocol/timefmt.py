@@ -20,7 +20,7 @@ def parse_rfc3339(text: str) -> datetime:
     Raises ``ValueError`` with a short reason for anything else (a date alone, no
     offset, an impossible date).
     """
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if m is not None and m.group(6) != "60":
         # Fast path: the shape is RFC 3339, and Python reads that shape natively.
         try:

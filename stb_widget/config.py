@@ -73,7 +73,7 @@ def _token(v: Any) -> str | None:
 
 
 def _box_id(v: Any) -> str | None:
-    return None if re.match(BOX_ID_PATTERN, v) else "must be 1 to 64 of A-Z a-z 0-9 . _ : -"
+    return None if re.fullmatch(BOX_ID_PATTERN, v) else "must be 1 to 64 of A-Z a-z 0-9 . _ : -"
 
 
 def _url(v: Any) -> str | None:

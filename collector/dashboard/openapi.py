@@ -299,8 +299,10 @@ def openapi_document() -> dict[str, Any]:
                 "408": _error("timeout: the body was not received in time."),
                 "413": _error("too_large: over 1 MiB as sent or 8 MiB inflated."),
                 "415": _error("unsupported_media_type: not JSON, or an unknown encoding."),
-                "429": _error("overloaded: this box is over its upload rate.", _RETRY_AFTER),
-                "503": _error("overloaded, or the store failed.", _RETRY_AFTER),
+                "429": _error("overloaded: this box is over its upload rate (checked before the "
+                              "body is read).", _RETRY_AFTER),
+                "503": _error("overloaded (the write queue, or too many large bodies waiting to "
+                              "be decoded), or the store failed.", _RETRY_AFTER),
             },
         }},
         "/v1/boxes": {"post": {

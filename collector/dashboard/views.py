@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
-import io
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,6 +17,7 @@ from ..app import ADMIN_HASH, SETTINGS, STORE, ApiError, json_response, require_
 from ..at_risk import compute_at_risk, parse_at_risk_query
 from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
+from ..export import csv_line
 from ..impact import compute_impact
 from ..model import Filters
 from ..query import parse_filters
@@ -454,13 +453,12 @@ async def get_at_risk_csv(request: web.Request) -> web.Response:
     await require_session(request)
     args = at_risk_query(request.query, request.query.keys(), CSV_AT_RISK)
     answer = await compute_at_risk(request.app[STORE], **args)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(AT_RISK_COLUMNS)
-    for rank, b in enumerate(answer["boxes"], 1):
-        w.writerow([csv_cell(v) for v in (rank, *(b[k] for k in AT_RISK_COLUMNS[1:]))])
+    # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
+    lines = [csv_line(AT_RISK_COLUMNS)]
+    lines.extend(csv_line((rank, *(b[k] for k in AT_RISK_COLUMNS[1:])))
+                 for rank, b in enumerate(answer["boxes"], 1))
     return web.Response(
-        text=buf.getvalue(), content_type="text/csv", charset="utf-8",
+        text="".join(lines), content_type="text/csv", charset="utf-8",
         headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="at-risk.csv"'},
     )
 
@@ -477,19 +475,6 @@ CSV_COLUMNS = ("shown_at", "box_id", "score", "reason", "region", "model", "firm
                "rebuffer_count", "rebuffer_ratio", "avg_bitrate_kbps", "failed")
 
 
-def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with ``= + - @`` (or a
-    tab or CR) is prefixed with ``'`` (OWASP's advice against formula injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
 async def get_detractors_csv(request: web.Request) -> web.Response:
     """``GET /dashboard/detractors.csv``: the call-back list for the report's filters."""
     await require_session(request)
@@ -497,16 +482,14 @@ async def get_detractors_csv(request: web.Request) -> web.Response:
     rows = await _detractors(request, filters, CSV_DETRACTORS)
     if rows is None:
         raise ApiError(501, "not_implemented", "this data store cannot list detractors yet")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
-    for r in rows:
-        w.writerow([csv_cell(v) for v in (
-            iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
-            r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
-            r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)])
+    # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
+    lines = [csv_line(CSV_COLUMNS)]
+    lines.extend(csv_line((
+        iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
+        r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
+        r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)) for r in rows)
     return web.Response(
-        text=buf.getvalue(), content_type="text/csv", charset="utf-8",
+        text="".join(lines), content_type="text/csv", charset="utf-8",
         headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="detractors.csv"'},
     )
 

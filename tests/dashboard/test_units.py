@@ -9,7 +9,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from collector.dashboard.analysis import DAY_US, MIN_US, Counts, compare, periods, wilson95
 from collector.dashboard.auth import Signer
-from collector.dashboard.views import csv_cell, is_tls, same_origin
+from collector.dashboard.views import is_tls, same_origin
+from collector.export import csv_cell
 from collector.stats import adjusted_wald
 from tests.collector.conftest import ADMIN, Api
 
@@ -98,7 +99,11 @@ def test_periods_and_wilson() -> None:
 
 
 @pytest.mark.parametrize(("value", "cell"), [
-    ("=HYPERLINK(1)", "'=HYPERLINK(1)"), ("+1", "'+1"), ("-x", "'-x"), ("@a", "'@a"),
+    # Contract section 5: quoted, and the first four get a leading '.
+    ("=HYPERLINK(1)", "\"'=HYPERLINK(1)\""), ("+1", "\"'+1\""), ("-x", "\"'-x\""),
+    ("@a", "\"'@a\""), ("\tx", "\"\tx\""), ("\rx", "\"\rx\""), ("a,b", "\"a,b\""),
+    ("a;b", "\"a;b\""), ('say "hi"', '"say ""hi"""'), ("a\nb", "\"a\nb\""),
+    # Numbers as numbers, whatever their sign.
     ("NPO1", "NPO1"), (None, ""), (True, "true"), (-0.5, "-0.5"), (3, "3"),
 ])
 def test_csv_cells_defuse_formulas(value: object, cell: str) -> None:
