@@ -17,10 +17,11 @@ import orjson
 from aiohttp import web
 
 from ..app import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE, ApiError
+from ..ratelimit import BoxRateLimiter
 from ..storage import Storage
 from . import views
 from .auth import Signer, session_key
-from .keys import ALERTER, HTTP, METRICS, SIGNER
+from .keys import ALERTER, HTTP, LOGIN_LIMITER, METRICS, SIGNER
 from .metrics import Metrics, metrics_middleware
 from .openapi import openapi_document
 from .webhook import Alerter
@@ -55,6 +56,8 @@ def setup_dashboard(app: web.Application) -> None:
     Call after the store's cleanup context is registered: this one needs the store open.
     """
     app[METRICS] = Metrics()
+    settings = app[SETTINGS]
+    app[LOGIN_LIMITER] = BoxRateLimiter(settings.login_rate_per_min, settings.login_burst)
     # Outermost, so it times the whole request and sees the final status.
     app.middlewares.insert(0, metrics_middleware(lambda r: r.app[METRICS]))
     app.cleanup_ctx.append(_dashboard_ctx)
@@ -116,7 +119,8 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.webhook_url and settings.webhook_secret:
             alerter = Alerter(http=http, url=settings.webhook_url, secret=settings.webhook_secret,
                               mode=settings.webhook_mode, threshold=settings.webhook_threshold,
-                              store=store, metrics=app[METRICS])
+                              store=store, metrics=app[METRICS],
+                              per_box_pending=settings.webhook_box_pending)
             app[ALERTER] = alerter
             alerter.start()
             app[INGEST_LISTENERS].append(alerter.on_ingest)

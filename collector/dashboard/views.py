@@ -15,7 +15,7 @@ from aiohttp import web
 
 from protocol import CONTENT_TYPES, REASONS
 
-from ..app import ADMIN_HASH, STORE, ApiError, json_response, require_admin
+from ..app import ADMIN_HASH, SETTINGS, STORE, ApiError, json_response, require_admin
 from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
 from ..model import Filters
@@ -38,7 +38,7 @@ from .analysis import (
     timeline,
 )
 from .auth import COOKIE, Session, Signer
-from .keys import SIGNER
+from .keys import LOGIN_LIMITER, SIGNER
 
 #: The Content-Security-Policy of every dashboard page: scripts, styles and fonts only
 #: from this collector, no inline script or style, no framing, forms only to itself.
@@ -59,6 +59,8 @@ PAGE_DETRACTORS = 50
 SUGGESTIONS = 500
 CSV_DETRACTORS = 100_000
 BAD = BadQuality()
+#: The largest dashboard form accepted: a login form is a few hundred bytes.
+FORM_MAX_BYTES = 16 * 1024
 LOGOUT_META = "dashboard_logout:"
 
 
@@ -133,9 +135,24 @@ def _login_page(signer: Signer, message: str | None = None) -> str:
 
 async def _form(request: web.Request) -> Any:
     """The posted form; a body aiohttp cannot parse as one (a multipart type without a
-    boundary, say) is the client's error, 400, not a 500."""
+    boundary, say) is the client's error, 400, not a 500.
+
+    Bounded like an upload's body: it must arrive within ``--body-timeout`` (else 408,
+    so that clients trickling a login form cannot hold connections open), and a form
+    is small: at most :data:`FORM_MAX_BYTES`, with its length said up front (411)."""
+    length = request.content_length
+    if length is None and request.body_exists:
+        # Browsers send a form's length; without one the only bound would be the app's
+        # 2 MiB upload limit.
+        raise ApiError(411, "length_required", "body: a form must be sent with Content-Length")
+    if length is not None and length > FORM_MAX_BYTES:
+        raise ApiError(413, "too_large", f"body: a form is at most {FORM_MAX_BYTES} bytes, "
+                                         f"not {length}")
     try:
-        return await request.post()
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout_s):
+            return await request.post()
+    except TimeoutError:
+        raise ApiError(408, "timeout", "body: not received in time") from None
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise ApiError(400, "malformed", f"body: not a form ({exc})") from None
 
@@ -146,7 +163,17 @@ async def get_login(request: web.Request) -> web.Response:
 
 
 async def post_login(request: web.Request) -> web.Response:
-    """Exchange the admin token for a session cookie."""
+    """Exchange the admin token for a session cookie.
+
+    Attempts are rate-limited per client address, before the form is read: guessing the
+    token must take forever. The address is the TCP peer's; ``X-Forwarded-For`` is not
+    trusted (a client could name a fresh address each time), so behind a reverse proxy
+    all logins share the proxy's limit."""
+    wait_s = request.app[LOGIN_LIMITER].take(request.remote or "unknown")
+    if wait_s:
+        return html_response(_login_page(request.app[SIGNER], "Too many sign-in attempts from "
+                                          f"this address; try again in {wait_s} s."),
+                             status=429, headers={"Retry-After": str(wait_s)})
     signer = request.app[SIGNER]
     form = await _form(request)
     csrf = form.get("csrf")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
 from .aggregates import ReportData
 from .impact_sql import ImpactData
+from .outbox import OutboxAlert, OutboxPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,9 @@ class Storage(abc.ABC):
 
     #: Human-readable location, for logs and the admin-token message (no secrets).
     location: str
+    #: Which alerts an upload raises, kept in the outbox in the upload's own transaction
+    #: (``collector.storage.outbox``); None: no outbox (no webhook configured).
+    outbox: OutboxPolicy | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -164,3 +168,16 @@ class Storage(abc.ABC):
         """Per QoS metric and bucket: (surveys shown, surveys answered) among the matching
         surveys whose session is known and has the metric."""
         raise NotImplementedError(f"{type(self).__name__} has no response_counts yet")
+
+    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
+        """The oldest ``limit`` alerts waiting for delivery."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        """Keep ``alert`` in the outbox and ``mark_key`` in ``nps_meta``, in one
+        transaction, unless the mark is there already; answer whether it was kept."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+
+    async def outbox_delete(self, alert_id: str) -> None:
+        """Forget a delivered alert."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")

@@ -194,3 +194,12 @@ def test_stall_starting_while_paused_counts_once_it_outlasts_the_pause() -> None
     ]).record.qos
     assert q.rebuffer_count == 1 and q.rebuffer_s == 3.0
     assert q.watch_s == 17.0
+
+
+def test_a_channel_the_collector_would_refuse_is_no_channel() -> None:
+    """U+0000 in a channel name (from a player's metadata) would get the session rejected
+    by the collector (contract section 3): the agent keeps the session, without channel."""
+    from stb_widget.events import parse_event_line
+
+    assert parse_event_line(b'{"event": "play", "channel": "NPO\\u00001"}').channel is None
+    assert parse_event_line(b'{"event": "play", "channel": "NPO1"}').channel == "NPO1"
