@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,8 @@ def _ms(times: tuple[list[float], list[float]]) -> dict[str, float]:
 
 
 async def time_impact(url: str, only: list[str] | None = None) -> dict[str, Any]:
-    store = make_storage(Settings(db=url, admin_token="x"))
+    # A strong token: the collector refuses weak ones (the bench never serves with it).
+    store = make_storage(Settings(db=url, admin_token=secrets.token_urlsafe(32)))
     await store.open()
     out: dict[str, Any] = {}
     try:

@@ -11,6 +11,7 @@ Kept apart from the stores so that they only pass their ``fetch`` and placeholde
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,12 @@ async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> Impact
         f"CASE WHEN {_IS_ROW} THEN 1 ELSE 0 END, {row_columns} "
         f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id {where}", params,
     )
+    # Hundreds of thousands of rows to regroup: in a worker thread, not on the event loop.
+    return await asyncio.to_thread(_split, rows)
+
+
+def _split(rows: Sequence[Sequence[Any]]) -> ImpactData:
+    """The estimator's rows and the strata from the query's rows."""
     if not rows:
         return ImpactData(ImpactRows((), (), (), (), (), (), (), (), (), ()), [])
     cols = list(zip(*rows, strict=True))
