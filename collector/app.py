@@ -23,9 +23,11 @@ from protocol import (
 from protocol.limits import BOX_ID_PATTERN, MAX_BODY_BYTES
 from protocol.timefmt import to_micros
 
+from .at_risk import compute_at_risk, parse_at_risk_query
 from .decoding import BodyDecoder
 from .errors import BadQueryError, CollectorError, OverloadedError, StorageError, TokenRefusedError
 from .export import export_chunks
+from .impact import compute_impact
 from .ingest import reject_out_of_range, rows_from_batch
 from .model import Row, UploadAuth
 from .query import parse_filters
@@ -266,6 +268,13 @@ async def get_report(request: web.Request) -> web.Response:
     return json_response(await build_report(request.app[STORE], filters))
 
 
+async def get_impact(request: web.Request) -> web.Response:
+    """What quality costs in NPS points (contract section 6), for the report's filters."""
+    await require_admin(request)
+    filters = parse_filters(request.query, request.query.keys())
+    return json_response(await compute_impact(request.app[STORE], filters))
+
+
 async def get_export(request: web.Request) -> web.StreamResponse:
     """Stream every stored record of a kind, as JSON lines or CSV."""
     await require_admin(request)
@@ -293,6 +302,14 @@ async def get_export(request: web.Request) -> web.StreamResponse:
             await resp.write(chunk)
     await resp.write_eof()
     return resp
+
+
+async def get_at_risk(request: web.Request) -> web.Response:
+    """The boxes whose viewers are likeliest to answer as detractors now (contract §7)."""
+    await require_admin(request)
+    # items(), not keys(): multidict's keys() view lists a repeated key once.
+    query = parse_at_risk_query(request.query, [k for k, _ in request.query.items()])
+    return json_response(await compute_at_risk(request.app[STORE], **query))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -439,6 +456,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/batches", post_batches)
     app.router.add_get("/v1/report", get_report)
     app.router.add_get("/v1/export", get_export)
+    app.router.add_get("/v1/impact", get_impact)
+    app.router.add_get("/v1/at-risk", get_at_risk)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[INGEST_LISTENERS] = []

@@ -21,7 +21,8 @@ class Settings:
     """Everything the collector can be told. Build with :meth:`from_env` or directly in tests."""
 
     db: str = field(default=DEFAULT_DB, metadata=_opt(
-        "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db."))
+        "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db "
+        "(PostgreSQL needs the postgres extra: pip install '.[postgres]' in the repository)."))
     host: str = field(default="127.0.0.1", metadata=_opt(
         "--host", "Address to listen on (0.0.0.0 for every interface)."))
     port: int = field(default=8080, metadata=_opt("--port", "TCP port to listen on."))
@@ -157,6 +158,28 @@ def check_admin_token(token: str) -> None:
             f"{ADMIN_TOKEN_MIN_BITS} bits (at least {ADMIN_TOKEN_MIN_CHARS} characters), e.g. "
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))', or leave it unset "
             "and the collector generates one and keeps it in its data store.")
+
+
+def plain_help(text: str) -> str:
+    """Help text as a terminal shows it: docstrings here use reST markup (````name````),
+    which ``--help`` must not print."""
+    return text.replace("``", "")
+
+
+def environment_help() -> str:
+    """The ``serve --help`` epilog: every setting read from the environment, those with no
+    flag first (they can be given no other way)."""
+    import textwrap
+
+    lines = ["environment (a flag, where there is one, wins):"]
+    for only_env in (True, False):
+        for f in fields(Settings):
+            env = f.metadata.get("env")
+            if env and (f.metadata.get("flag") is None) == only_env:
+                how = "environment only" if only_env else f"or {f.metadata['flag']}"
+                lines += textwrap.wrap(f"{plain_help(f.metadata['help'])} ({how})", width=78,
+                                       initial_indent=f"  {env:<20} ", subsequent_indent=" " * 23)
+    return "\n".join(lines)
 
 
 def _check_whsec(secret: str) -> None:

@@ -57,7 +57,9 @@ def parse_rfc3339(text: str) -> datetime:
 def format_rfc3339(when: datetime) -> str:
     """Format an aware datetime as UTC with ``Z``: milliseconds, or microseconds when needed."""
     utc = when.astimezone(UTC)
-    base = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime("%Y"): glibc does not pad years before 1000 to four digits.
+    base = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+            f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
     if utc.microsecond % 1000 == 0:
         return f"{base}.{utc.microsecond // 1000:03d}Z"
     return f"{base}.{utc.microsecond:06d}Z"

@@ -96,11 +96,15 @@ def setup_dashboard(app: web.Application) -> None:
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/dashboard", views.get_dashboard)
     r.add_get("/dashboard/", to_dashboard)
+    r.add_get("/", to_dashboard)  # a new user types the bare address
     r.add_get("/dashboard/login", views.get_login)
     r.add_post("/dashboard/login", views.post_login)
     r.add_post("/dashboard/logout", views.post_logout)
     r.add_get("/dashboard/api/data", views.get_data)
     r.add_get("/dashboard/detractors.csv", views.get_detractors_csv)
+    r.add_get("/dashboard/api/impact", views.get_impact)
+    r.add_get("/dashboard/api/at-risk", views.get_at_risk)
+    r.add_get("/dashboard/at-risk.csv", views.get_at_risk_csv)
     r.add_get("/dashboard/static/{name}", get_static)
 
 

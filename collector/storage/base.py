@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
 from .aggregates import ReportData
+from .impact_sql import ImpactData
 from .outbox import OutboxAlert, OutboxPolicy
+from .segments import Fetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,11 @@ class Storage(abc.ABC):
     async def counts(self) -> dict[str, int]:
         """How many sessions and surveys are stored (for health and metrics)."""
 
+    @abc.abstractmethod
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        """The rows and shown-survey strata ``GET /v1/impact`` is computed from (contract
+        section 6; see :mod:`collector.storage.impact_sql`)."""
+
     # -- tokens and settings -----------------------------------------------------------
     @abc.abstractmethod
     async def add_box_token(self, box_id: str, token_hash: bytes, issued_us: int) -> None:
@@ -175,3 +182,8 @@ class Storage(abc.ABC):
     async def outbox_delete(self, alert_id: str) -> None:
         """Forget a delivered alert."""
         raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+    def sql_reader(self) -> tuple[Fetch, str]:
+        """The store's read function (SQL and parameters to rows, off the event loop) and
+        its placeholder style (``?`` or ``$``), for query modules written once for both
+        backends (``collector.storage.at_risk``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sql_reader yet")

@@ -82,6 +82,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
+from .impact_sql import ImpactData, read_impact_data
 from .outbox import (
     OUTBOX_INSERT,
     PENDING_SQL,
@@ -90,7 +91,7 @@ from .outbox import (
     pending_rows,
     write_postgres,
 )
-from .segments import read_response_counts, read_segment_values
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -599,6 +600,9 @@ class PostgresStorage(Storage):
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "$")
 
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "$")
+
     async def session_groups(self, filters: Filters) -> list[SessionGroup]:
         where, params = where_sessions(filters, "$")
         rows = await self._fetch(
@@ -710,6 +714,9 @@ class PostgresStorage(Storage):
 
         n: int = await self._locked(work)
         return n
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "$"
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)

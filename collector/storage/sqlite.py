@@ -48,6 +48,7 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
+from .impact_sql import ImpactData, read_impact_data
 from .outbox import (
     OUTBOX_INSERT,
     PENDING_SQL,
@@ -56,7 +57,7 @@ from .outbox import (
     pending_rows,
     write_sqlite,
 )
-from .segments import read_response_counts, read_segment_values
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -527,6 +528,9 @@ class SQLiteStorage(Storage):
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "?")
 
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "?")
+
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         where, params = where_surveys(filters, "?")
         rows = await self._fetch(
@@ -657,6 +661,9 @@ class SQLiteStorage(Storage):
             )
             for r in rows
         ]
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "?"
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)

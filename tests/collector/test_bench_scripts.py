@@ -33,6 +33,18 @@ def test_report_benchmark_runs() -> None:
     assert isinstance(out["report_median_s"], float) and out["report_median_s"] > 0
 
 
+def test_impact_benchmark_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "impact_scale.py"), "--backend", "sqlite",
+                           "--records", "20000", "--runs", "1", "--case", "all",
+                           "--keep", str(tmp_path / "impact.db")],
+                          capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = orjson.loads(done.stdout)
+    assert out["sessions_generated"] == 20000 and set(out) >= {"all", "load_s", "commit"}
+    assert out["all"]["answers"] > 500 and out["all"]["compute_impact"]["median_ms"] > 0
+    assert out["all"]["adjusted_rebuffer_pct"]["nps_points"] < 0  # the planted effect
+
+
 def test_bomb_latency_benchmark_runs() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bomb_latency.py"), "--runs", "1",
                            "--seconds", "1", "--attackers", "2", "--json"],

@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
-from collector.stats import average_ranks, nps_ci95, regularized_beta, spearman, t_test_p_value
+from collector.stats import (
+    average_ranks,
+    nps_ci95,
+    regularized_beta,
+    spearman,
+    t_quantile_two_sided,
+    t_test_p_value,
+    t_two_sided_p,
+)
 
 
 @settings(max_examples=300)
@@ -55,3 +63,21 @@ def test_adjusted_wald_interval() -> None:
     assert nps_ci95(0, 0, 0) is None
     assert nps_ci95(5, 0, 5)[1] == 100.0  # type: ignore[index]
     assert nps_ci95(0, 5, 5)[0] == -100.0  # type: ignore[index]
+
+
+@settings(max_examples=200)
+@given(st.floats(0, 60), st.integers(1, 300_000))
+def test_t_two_sided_p_matches_scipy(t: float, df: int) -> None:
+    # /v1/impact's p-values: 2 * t.sf(|t|, G - 1), G the boxes.
+    assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-7, abs=1e-300)
+    assert t_two_sided_p(-t, df) == t_two_sided_p(t, df)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 7, 19, 20, 74, 1000, 200_000])
+def test_t_quantile_matches_scipy(df: int) -> None:
+    # /v1/impact's intervals: t(0.975, G - 1). The incomplete beta loses digits at very
+    # large df (5e-11 at 200,000), far inside the contract's 1e-6.
+    assert t_quantile_two_sided(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-9)
+    assert t_quantile_two_sided(0.5, df) == pytest.approx(stats.t.ppf(0.75, df), rel=1e-9)
+    with pytest.raises(ValueError, match="level"):
+        t_quantile_two_sided(1.0, df)
