@@ -264,14 +264,14 @@ async def _read_limited(request: web.Request) -> bytes:
 async def get_report(request: web.Request) -> web.Response:
     """The report for the query's filters."""
     await require_admin(request)
-    filters = parse_filters(request.query, request.query.keys())
+    filters = parse_filters(request.query, [k for k, _ in request.query.items()])
     return json_response(await build_report(request.app[STORE], filters))
 
 
 async def get_impact(request: web.Request) -> web.Response:
     """What quality costs in NPS points (contract section 6), for the report's filters."""
     await require_admin(request)
-    filters = parse_filters(request.query, request.query.keys())
+    filters = parse_filters(request.query, [k for k, _ in request.query.items()])
     return json_response(await compute_impact(request.app[STORE], filters))
 
 
@@ -279,7 +279,7 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     """Stream every stored record of a kind, as JSON lines or CSV."""
     await require_admin(request)
     q = request.query
-    filters = parse_filters(q, q.keys(), allowed_extra=("kind", "format"))
+    filters = parse_filters(q, [k for k, _ in q.items()], allowed_extra=("kind", "format"))
     kind = q.get("kind")
     if kind not in ("session", "survey"):
         raise BadQueryError("kind: required, session or survey")

@@ -383,7 +383,7 @@ async def _response_counts(request: web.Request, filters: Filters) -> dict[str, 
 async def get_data(request: web.Request) -> web.Response:
     """``GET /dashboard/api/data``: the figures as JSON."""
     await require_session(request)
-    filters, granularity = api_filters(request.query, request.query.keys())
+    filters, granularity = api_filters(request.query, [k for k, _ in request.query.items()])
     resp = json_response(await dashboard_data(request, filters, granularity))
     resp.headers.update(SECURITY_HEADERS)
     return resp
@@ -403,7 +403,7 @@ async def impact_data(request: web.Request, filters: Filters) -> dict[str, Any]:
 async def get_impact(request: web.Request) -> web.Response:
     """``GET /dashboard/api/impact``: the section's figures as JSON (the report's filters)."""
     await require_session(request)
-    filters, _ = api_filters(request.query, request.query.keys())
+    filters, _ = api_filters(request.query, [k for k, _ in request.query.items()])
     resp = json_response(await impact_data(request, filters))
     resp.headers.update(SECURITY_HEADERS)
     return resp
@@ -438,7 +438,7 @@ def at_risk_link(filters: Filters, window_days: int, end_us: int) -> str:
 async def get_at_risk(request: web.Request) -> web.Response:
     """``GET /dashboard/api/at-risk``: contract §7's answer, for the session cookie."""
     await require_session(request)
-    args = at_risk_query(request.query, request.query.keys(), PAGE_AT_RISK)
+    args = at_risk_query(request.query, [k for k, _ in request.query.items()], PAGE_AT_RISK)
     resp = json_response(await compute_at_risk(request.app[STORE], **args))
     resp.headers.update(SECURITY_HEADERS)
     return resp
@@ -451,7 +451,7 @@ AT_RISK_COLUMNS = ("rank", "box_id", "risk", "sessions", "rebuffer_pct", "startu
 async def get_at_risk_csv(request: web.Request) -> web.Response:
     """``GET /dashboard/at-risk.csv``: the call list, up to 1000 boxes (``limit``)."""
     await require_session(request)
-    args = at_risk_query(request.query, request.query.keys(), CSV_AT_RISK)
+    args = at_risk_query(request.query, [k for k, _ in request.query.items()], CSV_AT_RISK)
     answer = await compute_at_risk(request.app[STORE], **args)
     # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
     lines = [csv_line(AT_RISK_COLUMNS)]
@@ -478,7 +478,7 @@ CSV_COLUMNS = ("shown_at", "box_id", "score", "reason", "region", "model", "firm
 async def get_detractors_csv(request: web.Request) -> web.Response:
     """``GET /dashboard/detractors.csv``: the call-back list for the report's filters."""
     await require_session(request)
-    filters, _ = api_filters(request.query, request.query.keys())
+    filters, _ = api_filters(request.query, [k for k, _ in request.query.items()])
     rows = await _detractors(request, filters, CSV_DETRACTORS)
     if rows is None:
         raise ApiError(501, "not_implemented", "this data store cannot list detractors yet")

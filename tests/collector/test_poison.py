@@ -171,3 +171,15 @@ async def test_a_poisoning_box_changes_no_other_answer(
         assert attacks, "the attacker never got through"
         report = await api.report()
         assert report["sessions"]["count"] == sum(sent)
+
+
+async def test_a_repeated_parameter_is_named_on_every_admin_endpoint(api: Api) -> None:
+    """``?region=a&region=b`` is ambiguous: every endpoint that takes the report's filters
+    answers 400 naming it (multidict's ``keys()`` lists a repeated key once, so each
+    handler must look at every item)."""
+    for path, extra in (("/v1/report", ""), ("/v1/impact", ""), ("/v1/export", "&kind=session"),
+                        ("/v1/at-risk", "")):
+        resp = await api.client.get(f"{path}?region=NL-NH&region=NL-ZH{extra}", headers=api.admin)
+        body = await resp.json()
+        assert resp.status == 400, (path, body)
+        assert body == {"error": "bad_query", "detail": "region: given more than once"}, (path, body)
