@@ -19,7 +19,10 @@
  *                  of a new source; or nps.play(channel, contentType) by the page
  *   first_frame    the first painted frame (requestVideoFrameCallback), else "playing"
  *   bitrate        Shaka "mediaqualitychanged" (the quality at the playhead: what is on
- *                  screen, not what is being fetched); dash.js "qualityChangeRendered";
+ *                  screen), where the page configured Shaka with
+ *                  streaming.observeQualityChanges = true; else the active variant at
+ *                  Shaka's "loaded", "adaptation", "variantchanged" (what is fetched,
+ *                  seconds ahead of the screen); dash.js "qualityChangeRendered";
  *                  hls.js LEVEL_SWITCHED; plain <video>: "resize" (kbps null, height)
  *   stall_start/_end  Shaka "buffering"; otherwise "waiting" / "playing". Never while
  *                  the <video> is seeking, and never before the first frame (that is
@@ -255,10 +258,26 @@
       listen(sp, "loading", function () { play(); });
       listen(sp, "unloading", function () { end(null); });
       listen(sp, "buffering", function (ev) { stall(!!ev.buffering); });
+      // With streaming.observeQualityChanges on, Shaka says which rendition reaches the
+      // screen; without it, only which one it chose to fetch (a few seconds earlier).
+      var onScreen = false;
       listen(sp, "mediaqualitychanged", function (ev) {
         var q = ev.mediaQuality;
+        onScreen = true;
         if (q && q.contentType === "video") { bitrate(q.bandwidth / 1000, q.height); }
       });
+      var chosen = function () {
+        if (onScreen || !sp.getVariantTracks) { return; }
+        var tracks = sp.getVariantTracks();
+        for (var i = 0; i < tracks.length; i++) {
+          if (tracks[i].active) {
+            bitrate((tracks[i].videoBandwidth || tracks[i].bandwidth) / 1000, tracks[i].height);
+          }
+        }
+      };
+      listen(sp, "adaptation", chosen);
+      listen(sp, "variantchanged", chosen);
+      listen(sp, "loaded", chosen);
       listen(sp, "error", function (ev) {
         var d = ev.detail || {};
         if (d.severity === 2) { end("shaka error " + d.code); }   // 2 = CRITICAL
