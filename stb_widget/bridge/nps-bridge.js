@@ -70,6 +70,7 @@
     var open = false;          // a session is open (play sent, no stop/error yet)
     var framed = false;        // its first frame was seen
     var stalled = false;
+    var paused = false;        // a pause was sent and no resume yet
     var lastKbps, lastHeight, lastDropped;
     var nextChannel = null, nextType = null;
     var lastSrc = null;
@@ -158,6 +159,7 @@
       open = true;
       framed = false;
       stalled = false;
+      paused = false;
       lastKbps = undefined;
       lastHeight = undefined;
       lastDropped = undefined;
@@ -229,11 +231,12 @@
     });
     listen(video, "waiting", function () { if (!opt.shaka) { stall(true); } });
     listen(video, "pause", function () {
-      if (open && framed && !video.ended) { emit("pause"); }
+      if (open && framed && !paused && !video.ended) { paused = true; emit("pause"); }
     });
     listen(video, "play", function () {
-      // "play" fires when paused becomes false: after a pause, that is a resume.
-      if (open && framed && !video.ended) { emit("resume"); }
+      // "play" fires when paused becomes false; only after a pause we sent is it a
+      // resume (a player calling play() once the first frame is up is no resume).
+      if (open && paused) { paused = false; emit("resume"); }
     });
     listen(video, "seeking", function () {
       if (open && framed) {
