@@ -254,3 +254,58 @@ async def test_a_port_in_use_is_a_clear_error() -> None:
 
 async def _ignore(event: object) -> None:
     return None
+
+
+async def test_stb_widget_run_serves_http_and_idles(tmp_path: Path) -> None:
+    """`stb-widget run` with source = "http", as its own process: it listens where the
+    config says, takes a session over HTTP, and burns no CPU while a page keeps its
+    connection open and sends nothing (no polling; the idle timeout is a timer)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+box_id = "http-1"
+data_dir = "{tmp_path / 'data'}"
+[collector]
+url = "http://127.0.0.1:9/"
+token = "t"
+boot_jitter_s = 0
+[player]
+source = "http"
+http_port = {port}
+""")
+    root = Path(__file__).resolve().parents[2]
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "stb_widget.cli", "run", "--config",
+                                 str(cfg)], cwd=root, stdin=subprocess.DEVNULL, stderr=err)
+    client = HttpClient(timeout_s=10, connect_timeout_s=5)
+    try:
+        for _ in range(200):
+            if f"http://127.0.0.1:{port}/events" in log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        answer = await client.post(f"http://127.0.0.1:{port}/events", body=lines(*SESSION),
+                                   headers={})
+        assert (answer.status, orjson.loads(answer.body)) == (200, {"accepted": len(SESSION)})
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        await asyncio.sleep(1.0)
+        before = cpu()
+        await asyncio.sleep(3.0)  # the client's kept-alive connection stays open
+        assert cpu() - before <= 0.02
+    finally:
+        await client.close()
+        proc.terminate()
+        assert proc.wait(10) == 0
+    text = log.read_text()
+    assert "source http" in text and "Traceback" not in text, text
