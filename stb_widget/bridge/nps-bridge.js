@@ -25,8 +25,8 @@
  *                  seconds ahead of the screen); dash.js "qualityChangeRendered";
  *                  hls.js LEVEL_SWITCHED; plain <video>: "resize" (kbps null, height)
  *   stall_start/_end  Shaka "buffering"; otherwise "waiting" / "playing". Never while
- *                  the <video> is seeking, and never before the first frame (that is
- *                  startup): a seek's own buffering is no stall
+ *                  a seek loads (until playback moves on from where it landed), and
+ *                  never before the first frame (that is startup)
  *   pause/resume   the <video>'s "pause" / "play" after the first frame (not at its end)
  *   seek           the <video>'s "seeking" after the first frame
  *   error          a fatal Shaka / dash.js / hls.js error, or the <video>'s "error"
@@ -71,6 +71,7 @@
     var framed = false;        // its first frame was seen
     var stalled = false;
     var paused = false;        // a pause was sent and no resume yet
+    var seekFrom = null;       // where the last seek landed, until playback moved on
     var lastKbps, lastHeight, lastDropped;
     var nextChannel = null, nextType = null;
     var lastSrc = null;
@@ -160,6 +161,7 @@
       framed = false;
       stalled = false;
       paused = false;
+      seekFrom = null;
       lastKbps = undefined;
       lastHeight = undefined;
       lastDropped = undefined;
@@ -210,7 +212,9 @@
 
     function stall(on) {
       if (!open || !framed || on === stalled) { return; }
-      if (on && video.seeking) { return; }
+      // A seek's own loading is no stall: from "seeking" until playback has moved on
+      // from where the seek landed ("waiting" may come just after "seeked").
+      if (on && (video.seeking || seekFrom !== null)) { return; }
       stalled = on;
       emit(on ? "stall_start" : "stall_end");
     }
@@ -238,7 +242,14 @@
       // resume (a player calling play() once the first frame is up is no resume).
       if (open && paused) { paused = false; emit("resume"); }
     });
+    listen(video, "seeked", function () { if (seekFrom !== null) { seekFrom = video.currentTime; } });
+    listen(video, "timeupdate", function () {
+      if (seekFrom !== null && !video.seeking && video.currentTime > seekFrom + 0.1) {
+        seekFrom = null;
+      }
+    });
     listen(video, "seeking", function () {
+      seekFrom = video.currentTime;
       if (open && framed) {
         if (stalled) { emit("stall_end"); stalled = false; }
         emit("seek");

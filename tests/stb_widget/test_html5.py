@@ -77,6 +77,17 @@ def make_stream(out: Path) -> None:
     subprocess.run(args, check=True, timeout=120)
 
 
+PLAIN_S = 8
+
+
+def make_plain(out: Path) -> None:
+    """A progressive MP4 for a plain ``<video>``: 240p, ``PLAIN_S`` s, index first."""
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=size=426x240:rate=25:duration={PLAIN_S}", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25",
+                    "-movflags", "+faststart", str(out / "plain.mp4")], check=True, timeout=120)
+
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>box UI</title></head>
 <body style="margin:0;background:#000">
@@ -102,6 +113,24 @@ window.start = async function (agentPort) {
   });
   nps.channel("Test 1", "vod");
   await player.load("manifest.mpd");
+};
+</script>
+</body></html>
+"""
+
+PLAIN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>box UI, plain video</title></head>
+<body style="margin:0;background:#000">
+<video id="tv" muted autoplay playsinline width="426" height="240"></video>
+<script src="nps-bridge.js"></script>
+<script>
+window.start = function (agentPort) {
+  const video = document.getElementById("tv");
+  window.nps = NpsBridge.attach(video, {
+    endpoint: "http://127.0.0.1:" + agentPort + "/events", flushMs: 100,
+  });
+  nps.channel("Plain 1", "vod");
+  video.src = "plain.mp4";
 };
 </script>
 </body></html>
@@ -159,6 +188,40 @@ class ThrottlingProxy:
             writer.close()
 
 
+#: The origin server, run as its own process: Python's http.server, plus the byte ranges
+#: a browser needs to seek in a progressive MP4 (without them the file is not seekable).
+ORIGIN = """
+import http.server, os, re, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    def send_head(self):
+        m = re.fullmatch(r"bytes=(\\d+)-(\\d*)", self.headers.get("Range", ""))
+        path = self.translate_path(self.path)
+        if m is None or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        start = int(m.group(1))
+        end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+        f = open(path, "rb")
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.remaining = end - start + 1
+        return f
+    def copyfile(self, source, outputfile):
+        n = getattr(self, "remaining", None)
+        outputfile.write(source.read(n) if n is not None else source.read())
+    def log_message(self, *args):
+        pass
+port, root = int(sys.argv[1]), sys.argv[2]
+os.chdir(root)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,12 +235,13 @@ async def origin(tmp_path: Path) -> AsyncIterator[tuple[Path, int]]:
     site = tmp_path / "site"
     site.mkdir()
     make_stream(site)
+    make_plain(site)
     (site / "index.html").write_text(PAGE)
+    (site / "plain.html").write_text(PLAIN_PAGE)
     shutil.copy(SHAKA, site / "shaka.js")
     shutil.copy(BRIDGE_JS, site / "nps-bridge.js")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                             str(port), "--directory", str(site)],
+    proc = subprocess.Popen([sys.executable, "-c", ORIGIN, str(port), str(site)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -350,3 +414,79 @@ async def test_shaka_session_agrees_with_shaka_stats(
     shaka_watch_s -= history[-1]["duration"] if history[-1]["state"] != "ended" else 0
     assert abs(qos["watch_s"] - shaka_watch_s) <= 0.1, (qos["watch_s"], shaka_watch_s)
     assert qos["watch_s"] >= DURATION_S
+
+
+async def test_plain_video_session(origin: tuple[Path, int], tmp_path: Path) -> None:
+    """No player library: a plain <video> playing an MP4. The session opens at the new
+    source, the height comes from the picture (bitrate unknown), the viewer's seek is
+    a seek and not a stall, the end is a stop; the watch time is the media played."""
+    need("Chromium", Path(CHROMIUM).exists(), "scripts/setup-system installs Debian's chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        need("playwright", False, "scripts/venv dev installs it")
+        raise
+    _, origin_port = origin
+    clock = FakeClock()
+    cfg = make_config(tmp_path, survey={"enabled": False})
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock), upload=False)
+    await agent.start()
+    received: list[PlayerEvent] = []
+
+    async def feed(event: PlayerEvent) -> None:
+        received.append(event)
+        await agent.feed(event)
+
+    source = HttpEventsSource(0, feed)
+    await source.start()
+    serving = asyncio.create_task(source.run())
+    proxy = ThrottlingProxy(origin_port)
+    proxy_port = await proxy.start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                               headless=True)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{proxy_port}/plain.html")
+                await page.evaluate(f"start({source.port})")
+                await wait_for(page, "document.getElementById('tv').currentTime > 2", 20,
+                               "playing the MP4")
+                jumped: float = await page.evaluate(
+                    "(() => { const v = document.getElementById('tv');"
+                    " const from = v.currentTime; v.currentTime = from + 3; return 3; })()")
+                await wait_for(page, "document.getElementById('tv').ended", 30, "the end")
+                quality: dict[str, Any] = await page.evaluate(
+                    "(() => { const q = document.getElementById('tv')"
+                    ".getVideoPlaybackQuality(); return {dropped: q.droppedVideoFrames}; })()")
+                for _ in range(100):
+                    if received and received[-1].kind == "stop":
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await browser.close()
+        records = [orjson.loads(r.body) for r in await agent.store.fetch(100, 10**9)]
+    finally:
+        await proxy.close()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await agent.stop()
+
+    kinds = [e.kind for e in received]
+    assert kinds[0] == "play" and kinds[-1] == "stop", kinds
+    assert kinds.count("seek") == 1 and "stall_start" not in kinds, kinds
+    [rec] = [r for r in records if r["kind"] == "session"]
+    qos = rec["qos"]
+    assert (rec["channel"], rec["content_type"], qos["failed"]) == ("Plain 1", "vod", False)
+    heights = {e.height for e in received if e.kind == "bitrate"}
+    assert heights == {240}
+    assert {e.kbps for e in received if e.kind == "bitrate"} == {None}
+    assert qos["avg_bitrate_kbps"] is None and qos["bitrate_switches"] == 0
+    assert qos["rebuffer_count"] == 0
+    assert [e.count for e in received if e.kind == "dropped_frames"][-1] == quality["dropped"]
+    # Watched: startup, then the media less the part jumped over (the seek's own loading
+    # and the frame cadence make up the 0.5 s allowed).
+    played_s = PLAIN_S - jumped
+    assert 0 < qos["startup_ms"] < 5000
+    expected = qos["startup_ms"] / 1000 + played_s
+    assert abs(qos["watch_s"] - expected) <= 0.5, (qos, expected)
