@@ -472,7 +472,13 @@ async def test_plain_video_session(origin: tuple[Path, int], tmp_path: Path) -> 
 
     kinds = [e.kind for e in received]
     assert kinds[0] == "play" and kinds[-1] == "stop", kinds
-    assert kinds.count("seek") == 1 and "stall_start" not in kinds, kinds
+    assert kinds.count("seek") == 1, kinds
+    # The seek's own loading is no stall. (A stall elsewhere may happen on a loaded
+    # machine, Chromium waiting for its next range: that one is real and counted.)
+    [seek_at] = [e.at for e in received if e.kind == "seek"]
+    stalls = [e.at for e in received if e.kind == "stall_start"]
+    assert seek_at is not None and all(a is not None for a in stalls)
+    assert not [a for a in stalls if 0 <= a - seek_at <= 1.0], (seek_at, stalls)  # type: ignore[operator]
     [rec] = [r for r in records if r["kind"] == "session"]
     qos = rec["qos"]
     assert (rec["channel"], rec["content_type"], qos["failed"]) == ("Plain 1", "vod", False)
@@ -480,11 +486,11 @@ async def test_plain_video_session(origin: tuple[Path, int], tmp_path: Path) -> 
     assert heights == {240}
     assert {e.kbps for e in received if e.kind == "bitrate"} == {None}
     assert qos["avg_bitrate_kbps"] is None and qos["bitrate_switches"] == 0
-    assert qos["rebuffer_count"] == 0
+    assert qos["rebuffer_count"] == len(stalls)
     assert [e.count for e in received if e.kind == "dropped_frames"][-1] == quality["dropped"]
-    # Watched: startup, then the media less the part jumped over (the seek's own loading
-    # and the frame cadence make up the 0.5 s allowed).
+    # Watched: startup, then the media less the part jumped over, and any stall (the
+    # seek's own loading and the frame cadence make up the 0.5 s allowed).
     played_s = PLAIN_S - jumped
     assert 0 < qos["startup_ms"] < 5000
-    expected = qos["startup_ms"] / 1000 + played_s
+    expected = qos["startup_ms"] / 1000 + played_s + qos["rebuffer_s"]
     assert abs(qos["watch_s"] - expected) <= 0.5, (qos, expected)
