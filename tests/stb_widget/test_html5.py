@@ -40,6 +40,7 @@ from .conftest import FakeClock, make_config
 pytestmark = pytest.mark.slow
 
 SHAKA = Path(__file__).parent / "vendor" / "shaka-player-5.2.12" / "shaka-player.dash-es2021.js"
+HLSJS = Path(__file__).parent / "vendor" / "hls.js-1.7.4" / "hls.light.min.js"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -74,6 +75,29 @@ def make_stream(out: Path) -> None:
                  f"-maxrate:v:{i}", str(bps), f"-bufsize:v:{i}", str(bps)]
     args += ["-f", "dash", "-seg_duration", "1", "-use_template", "1", "-use_timeline", "0",
              "-adaptation_sets", "id=0,streams=v", str(out / "manifest.mpd")]
+    subprocess.run(args, check=True, timeout=120)
+
+
+HLS_S = 16
+
+
+def make_hls(out: Path) -> None:
+    """An HLS stream (fMP4 segments of 1 s) with the same renditions, for hls.js."""
+    (out / "hls").mkdir()
+    args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+            f"testsrc2=size=640x360:rate=25:duration={HLS_S}"]
+    args += ["-map", "0:v"] * len(RENDITIONS)
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+             "-g", "25", "-keyint_min", "25", "-sc_threshold", "0"]
+    for i, (height, bps) in enumerate(RENDITIONS):
+        width = (height * 16 // 9) // 2 * 2
+        args += [f"-filter:v:{i}", f"scale={width}:{height}", f"-b:v:{i}", str(bps),
+                 f"-maxrate:v:{i}", str(bps), f"-bufsize:v:{i}", str(bps)]
+    args += ["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+             "-hls_segment_type", "fmp4", "-master_pl_name", "master.m3u8",
+             "-var_stream_map", " ".join(f"v:{i}" for i in range(len(RENDITIONS))),
+             "-hls_segment_filename", str(out / "hls" / "v%v-%03d.m4s"),
+             "-hls_fmp4_init_filename", "init.mp4", str(out / "hls" / "v%v.m3u8")]
     subprocess.run(args, check=True, timeout=120)
 
 
@@ -113,6 +137,33 @@ window.start = async function (agentPort) {
   });
   nps.channel("Test 1", "vod");
   await player.load("manifest.mpd");
+};
+</script>
+</body></html>
+"""
+
+HLS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>box UI, hls.js</title></head>
+<body style="margin:0;background:#000">
+<video id="tv" muted autoplay playsinline width="640" height="360"></video>
+<script src="hls.js"></script>
+<script src="nps-bridge.js"></script>
+<script>
+window.waits = 0;   // counted here, apart from the bridge: stalls after the first frame
+window.start = function (agentPort) {
+  const video = document.getElementById("tv");
+  let framed = false;
+  video.addEventListener("playing", () => { framed = true; });
+  video.addEventListener("waiting", () => { if (framed && !video.seeking) { waits += 1; } });
+  const hls = new Hls({startLevel: 0, maxBufferLength: 3, maxMaxBufferLength: 4,
+                       abrEwmaDefaultEstimate: 200000, capLevelToPlayerSize: false});
+  window.hls = hls;
+  window.nps = NpsBridge.attach(video, {
+    hls: hls, endpoint: "http://127.0.0.1:" + agentPort + "/events", flushMs: 100,
+  });
+  nps.channel("HLS 1", "live");
+  hls.loadSource("hls/master.m3u8");
+  hls.attachMedia(video);
 };
 </script>
 </body></html>
@@ -236,7 +287,10 @@ async def origin(tmp_path: Path) -> AsyncIterator[tuple[Path, int]]:
     site.mkdir()
     make_stream(site)
     make_plain(site)
+    make_hls(site)
     (site / "index.html").write_text(PAGE)
+    (site / "hls.html").write_text(HLS_PAGE)
+    shutil.copy(HLSJS, site / "hls.js")
     (site / "plain.html").write_text(PLAIN_PAGE)
     shutil.copy(SHAKA, site / "shaka.js")
     shutil.copy(BRIDGE_JS, site / "nps-bridge.js")
@@ -494,3 +548,80 @@ async def test_plain_video_session(origin: tuple[Path, int], tmp_path: Path) -> 
     assert 0 < qos["startup_ms"] < 5000
     expected = qos["startup_ms"] / 1000 + played_s + qos["rebuffer_s"]
     assert abs(qos["watch_s"] - expected) <= 0.5, (qos, expected)
+
+
+async def test_hlsjs_session(origin: tuple[Path, int], tmp_path: Path) -> None:
+    """hls.js (1.7.4, vendored from npm) plays the HLS renditions through the throttling
+    proxy: the session opens at the manifest load, level switches are bitrates with
+    their height, the stall on the slow network is counted as the page itself counts
+    the <video>'s "waiting" after the first frame, the end is a stop."""
+    need("Chromium", Path(CHROMIUM).exists(), "scripts/setup-system installs Debian's chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        need("playwright", False, "scripts/venv dev installs it")
+        raise
+    _, origin_port = origin
+    clock = FakeClock()
+    cfg = make_config(tmp_path, survey={"enabled": False})
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock), upload=False)
+    await agent.start()
+    received: list[PlayerEvent] = []
+
+    async def feed(event: PlayerEvent) -> None:
+        received.append(event)
+        await agent.feed(event)
+
+    source = HttpEventsSource(0, feed)
+    await source.start()
+    serving = asyncio.create_task(source.run())
+    proxy = ThrottlingProxy(origin_port)
+    proxy_port = await proxy.start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                               headless=True)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{proxy_port}/hls.html")
+                await page.evaluate(f"start({source.port})")
+                await wait_for(page, "hls.currentLevel === 2 && "
+                               "document.getElementById('tv').currentTime > 1", 20,
+                               "hls.js playing the top level")
+                proxy.rate = SLOW
+                await wait_for(page, "waits > 0", 20, "a stall on the slow network")
+                await asyncio.sleep(1.0)
+                proxy.rate = FAST
+                await wait_for(page, "document.getElementById('tv').ended", 60, "the end")
+                end: dict[str, Any] = await page.evaluate(
+                    "(() => { const l = hls.levels[hls.currentLevel];"
+                    " const q = document.getElementById('tv').getVideoPlaybackQuality();"
+                    " return {waits: waits, bitrate: l.bitrate, height: l.height,"
+                    " dropped: q.droppedVideoFrames}; })()")
+                for _ in range(100):
+                    if received and received[-1].kind == "stop":
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await browser.close()
+        records = [orjson.loads(r.body) for r in await agent.store.fetch(100, 10**9)]
+    finally:
+        await proxy.close()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await agent.stop()
+
+    kinds = [e.kind for e in received]
+    assert kinds[0] == "play" and kinds[-1] == "stop" and "first_frame" in kinds, kinds
+    [rec] = [r for r in records if r["kind"] == "session"]
+    qos = rec["qos"]
+    assert (rec["channel"], rec["content_type"], qos["failed"]) == ("HLS 1", "live", False)
+    assert qos["rebuffer_count"] == end["waits"] >= 1, (qos, end)
+    bitrates = [e for e in received if e.kind == "bitrate"]
+    assert {e.height for e in bitrates} <= {h for h, _ in RENDITIONS}
+    assert bitrates[0].height == RENDITIONS[0][0]  # startLevel 0
+    assert (bitrates[-1].kbps, bitrates[-1].height) == (round(end["bitrate"] / 1000),
+                                                        end["height"])
+    assert qos["bitrate_switches"] >= 1
+    assert [e.count for e in received if e.kind == "dropped_frames"][-1] == end["dropped"]
+    assert qos["watch_s"] >= HLS_S
