@@ -15,7 +15,8 @@
  *   nps.detach();
  *
  * What each event comes from:
- *   play           Shaka "loading" (the load() call); otherwise the <video>'s "loadstart"
+ *   play           Shaka "loading" (the load() call), dash.js "manifestLoadingStarted",
+ *                  hls.js MANIFEST_LOADING; otherwise the <video>'s "loadstart"
  *                  of a new source; or nps.play(channel, contentType) by the page
  *   first_frame    the first painted frame (requestVideoFrameCallback), else "playing"
  *   bitrate        Shaka "mediaqualitychanged" (the quality at the playhead: what is on
@@ -305,9 +306,10 @@
         dp.on(type, fn);
         off.push(function () { dp.off(type, fn); });
       };
-      on("playbackInitialized", function () { play(); });
-      on("bufferStalled", function (ev) { if (!ev || ev.mediaType !== "audio") { stall(true); } });
-      on("bufferLoaded", function (ev) { if (!ev || ev.mediaType !== "audio") { stall(false); } });
+      // The load request opens the session; playbackInitialized (later) only where the
+      // page attached the bridge after it. Stalls come from the <video>, as for hls.js.
+      on("manifestLoadingStarted", function () { play(); });
+      on("playbackInitialized", function () { if (!open) { play(); } });
       on("qualityChangeRendered", function (ev) {
         if (ev.mediaType !== "video") { return; }
         var r = ev.newRepresentation;   // v5

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.slow
 
 SHAKA = Path(__file__).parent / "vendor" / "shaka-player-5.2.12" / "shaka-player.dash-es2021.js"
 HLSJS = Path(__file__).parent / "vendor" / "hls.js-1.7.4" / "hls.light.min.js"
+DASHJS = Path(__file__).parent / "vendor" / "dashjs-5.2.1" / "dash.mediaplayer.min.js"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -158,12 +159,43 @@ window.start = function (agentPort) {
   const hls = new Hls({startLevel: 0, maxBufferLength: 3, maxMaxBufferLength: 4,
                        abrEwmaDefaultEstimate: 200000, capLevelToPlayerSize: false});
   window.hls = hls;
+  window.level = () => hls.levels[hls.currentLevel];
   window.nps = NpsBridge.attach(video, {
     hls: hls, endpoint: "http://127.0.0.1:" + agentPort + "/events", flushMs: 100,
   });
   nps.channel("HLS 1", "live");
   hls.loadSource("hls/master.m3u8");
   hls.attachMedia(video);
+};
+</script>
+</body></html>
+"""
+
+DASHJS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>box UI, dash.js</title></head>
+<body style="margin:0;background:#000">
+<video id="tv" muted autoplay playsinline width="640" height="360"></video>
+<script src="dash.js"></script>
+<script src="nps-bridge.js"></script>
+<script>
+window.waits = 0;   // counted here, apart from the bridge: stalls after the first frame
+window.start = function (agentPort) {
+  const video = document.getElementById("tv");
+  let framed = false;
+  video.addEventListener("playing", () => { framed = true; });
+  video.addEventListener("waiting", () => { if (framed && !video.seeking) { waits += 1; } });
+  const player = dashjs.MediaPlayer().create();
+  player.updateSettings({streaming: {
+    buffer: {bufferTimeDefault: 3, bufferTimeAtTopQuality: 3, bufferTimeAtTopQualityLongForm: 3},
+    abr: {initialBitrate: {video: 200}, limitBitrateByPortal: false},
+  }});
+  window.player = player;
+  window.level = () => player.getCurrentRepresentationForType("video");
+  window.nps = NpsBridge.attach(video, {
+    dashjs: player, endpoint: "http://127.0.0.1:" + agentPort + "/events", flushMs: 100,
+  });
+  nps.channel("DASH 1", "live");
+  player.initialize(video, "manifest.mpd", true);
 };
 </script>
 </body></html>
@@ -290,7 +322,9 @@ async def origin(tmp_path: Path) -> AsyncIterator[tuple[Path, int]]:
     make_hls(site)
     (site / "index.html").write_text(PAGE)
     (site / "hls.html").write_text(HLS_PAGE)
+    (site / "dashjs.html").write_text(DASHJS_PAGE)
     shutil.copy(HLSJS, site / "hls.js")
+    shutil.copy(DASHJS, site / "dash.js")
     (site / "plain.html").write_text(PLAIN_PAGE)
     shutil.copy(SHAKA, site / "shaka.js")
     shutil.copy(BRIDGE_JS, site / "nps-bridge.js")
@@ -550,11 +584,15 @@ async def test_plain_video_session(origin: tuple[Path, int], tmp_path: Path) -> 
     assert abs(qos["watch_s"] - expected) <= 0.5, (qos, expected)
 
 
-async def test_hlsjs_session(origin: tuple[Path, int], tmp_path: Path) -> None:
-    """hls.js (1.7.4, vendored from npm) plays the HLS renditions through the throttling
-    proxy: the session opens at the manifest load, level switches are bitrates with
-    their height, the stall on the slow network is counted as the page itself counts
-    the <video>'s "waiting" after the first frame, the end is a stop."""
+@pytest.mark.parametrize(("lib", "page_name", "channel"),
+                         [("hls.js", "hls.html", "HLS 1"), ("dash.js", "dashjs.html", "DASH 1")])
+async def test_library_session(origin: tuple[Path, int], tmp_path: Path, lib: str,
+                               page_name: str, channel: str) -> None:
+    """hls.js 1.7.4 (HLS) and dash.js 5.2.1 (DASH), vendored from npm, play the
+    renditions through the throttling proxy: the session opens at the manifest load,
+    quality switches are bitrates with their height, the stall on the slow network is
+    counted as the page itself counts the <video>'s "waiting" after the first frame,
+    the end is a stop. (These libraries have no getStats() to compare with.)"""
     need("Chromium", Path(CHROMIUM).exists(), "scripts/setup-system installs Debian's chromium")
     try:
         from playwright.async_api import async_playwright
@@ -583,20 +621,21 @@ async def test_hlsjs_session(origin: tuple[Path, int], tmp_path: Path) -> None:
                                                headless=True)
             try:
                 page = await browser.new_page()
-                await page.goto(f"http://127.0.0.1:{proxy_port}/hls.html")
+                await page.goto(f"http://127.0.0.1:{proxy_port}/{page_name}")
                 await page.evaluate(f"start({source.port})")
-                await wait_for(page, "hls.currentLevel === 2 && "
+                await wait_for(page, "level() && level().height === 360 && "
                                "document.getElementById('tv').currentTime > 1", 20,
-                               "hls.js playing the top level")
+                               f"{lib} playing the top rendition")
                 proxy.rate = SLOW
                 await wait_for(page, "waits > 0", 20, "a stall on the slow network")
                 await asyncio.sleep(1.0)
                 proxy.rate = FAST
                 await wait_for(page, "document.getElementById('tv').ended", 60, "the end")
                 end: dict[str, Any] = await page.evaluate(
-                    "(() => { const l = hls.levels[hls.currentLevel];"
+                    "(() => { const l = level();"
+                    " const bps = l.bitrate || l.bandwidth;"
                     " const q = document.getElementById('tv').getVideoPlaybackQuality();"
-                    " return {waits: waits, bitrate: l.bitrate, height: l.height,"
+                    " return {waits: waits, bitrate: bps, height: l.height,"
                     " dropped: q.droppedVideoFrames}; })()")
                 for _ in range(100):
                     if received and received[-1].kind == "stop":
@@ -615,13 +654,13 @@ async def test_hlsjs_session(origin: tuple[Path, int], tmp_path: Path) -> None:
     assert kinds[0] == "play" and kinds[-1] == "stop" and "first_frame" in kinds, kinds
     [rec] = [r for r in records if r["kind"] == "session"]
     qos = rec["qos"]
-    assert (rec["channel"], rec["content_type"], qos["failed"]) == ("HLS 1", "live", False)
+    assert (rec["channel"], rec["content_type"], qos["failed"]) == (channel, "live", False)
     assert qos["rebuffer_count"] == end["waits"] >= 1, (qos, end)
     bitrates = [e for e in received if e.kind == "bitrate"]
     assert {e.height for e in bitrates} <= {h for h, _ in RENDITIONS}
-    assert bitrates[0].height == RENDITIONS[0][0]  # startLevel 0
+    assert bitrates[0].height < RENDITIONS[-1][0]  # started low (0.2 Mbit/s estimate)
     assert (bitrates[-1].kbps, bitrates[-1].height) == (round(end["bitrate"] / 1000),
                                                         end["height"])
     assert qos["bitrate_switches"] >= 1
     assert [e.count for e in received if e.kind == "dropped_frames"][-1] == end["dropped"]
-    assert qos["watch_s"] >= HLS_S
+    assert qos["watch_s"] >= (HLS_S if lib == "hls.js" else DURATION_S)
