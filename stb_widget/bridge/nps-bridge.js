@@ -30,7 +30,8 @@
  *                  never before the first frame (that is startup)
  *   pause/resume   the <video>'s "pause" / "play" after the first frame (not at its end)
  *   seek           the <video>'s "seeking" after the first frame
- *   error          a fatal Shaka / dash.js / hls.js error, or the <video>'s "error"
+ *   error          a fatal Shaka / dash.js / hls.js error (for Shaka also a load() that
+ *                  fails: the bridge wraps player.load), or the <video>'s "error"
  *   stop           the <video>'s "ended", Shaka "unloading", "emptied", pagehide,
  *                  nps.stop()
  *   dropped_frames getVideoPlaybackQuality().droppedVideoFrames: at the first frame,
@@ -270,8 +271,29 @@
     // --- Shaka Player ---
     if (opt.shaka) {
       var sp = opt.shaka;
-      listen(sp, "loading", function () { play(); });
-      listen(sp, "unloading", function () { end(null); });
+      // A load() that fails is no "error" event: Shaka unloads, then load() rejects.
+      // So load() is wrapped: its rejection ends the session it opened, as an error
+      // (or a stop where a new load or unload() interrupted it: code 7000), and an
+      // "unloading" during that load waits for it.
+      var loadSeq = 0, sessionLoad = 0, loading = false;
+      var load = sp.load;
+      if (typeof load === "function") {
+        sp.load = function () {
+          var mine = ++loadSeq;
+          var p = load.apply(sp, arguments);
+          p.then(function () {
+            if (sessionLoad === mine) { loading = false; }
+          }, function (e) {
+            if (sessionLoad !== mine) { return; }
+            loading = false;
+            if (e && e.code === 7000) { end(null); } else { end("shaka error " + (e && e.code)); }
+          });
+          return p;
+        };
+        off.push(function () { sp.load = load; });
+      }
+      listen(sp, "loading", function () { sessionLoad = loadSeq; loading = true; play(); });
+      listen(sp, "unloading", function () { if (!loading) { end(null); } });
       listen(sp, "buffering", function (ev) { stall(!!ev.buffering); });
       // With streaming.observeQualityChanges on, Shaka says which rendition reaches the
       // screen; without it, only which one it chose to fetch (a few seconds earlier).

@@ -664,3 +664,86 @@ async def test_library_session(origin: tuple[Path, int], tmp_path: Path, lib: st
     assert qos["bitrate_switches"] >= 1
     assert [e.count for e in received if e.kind == "dropped_frames"][-1] == end["dropped"]
     assert qos["watch_s"] >= (HLS_S if lib == "hls.js" else DURATION_S)
+
+
+@contextlib.asynccontextmanager
+async def agent_and_browser(tmp_path: Path, agent_port: int = 0
+                            ) -> AsyncIterator[tuple[Agent, HttpEventsSource, Any,
+                                                     list[PlayerEvent]]]:
+    """An agent with the http source, and a Chromium browser (for the shorter tests)."""
+    need("Chromium", Path(CHROMIUM).exists(), "scripts/setup-system installs Debian's chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        need("playwright", False, "scripts/venv dev installs it")
+        raise
+    clock = FakeClock()
+    cfg = make_config(tmp_path, survey={"enabled": False})
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock), upload=False)
+    await agent.start()
+    received: list[PlayerEvent] = []
+
+    async def feed(event: PlayerEvent) -> None:
+        received.append(event)
+        await agent.feed(event)
+
+    source = HttpEventsSource(agent_port, feed)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                               headless=True)
+            try:
+                yield agent, source, browser, received
+            finally:
+                await browser.close()
+    finally:
+        await source.close()
+        await agent.stop()
+
+
+async def stored(agent: Agent, n: int = 1) -> list[dict[str, Any]]:
+    for _ in range(200):
+        got = [orjson.loads(r.body) for r in await agent.store.fetch(100, 10**9)]
+        if len(got) >= n:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {n} record(s), have {len(got)}")
+
+
+async def test_player_errors_end_the_session_as_failed(
+    origin: tuple[Path, int], tmp_path: Path
+) -> None:
+    """Shaka loading a manifest that is not there, and a plain <video> given a file
+    that is no media: each session ends with an error naming it, as failed."""
+    _, origin_port = origin
+    async with agent_and_browser(tmp_path) as (agent, source, browser, received):
+        await source.start()
+        serving = asyncio.create_task(source.run())
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{origin_port}/index.html")
+            await page.evaluate(f"""(async () => {{
+                const player = new shaka.Player();
+                await player.attach(document.getElementById("tv"));
+                window.nps = NpsBridge.attach(document.getElementById("tv"), {{
+                  shaka: player, endpoint: "http://127.0.0.1:{source.port}/events",
+                  flushMs: 100}});
+                await player.load("missing.mpd").catch(() => null);
+            }})()""")
+            [shaka_rec] = await stored(agent, 1)
+            page2 = await browser.new_page()
+            await page2.goto(f"http://127.0.0.1:{origin_port}/plain.html")
+            await page2.evaluate(f"""(() => {{
+                const v = document.getElementById("tv");
+                window.nps = NpsBridge.attach(v, {{
+                  endpoint: "http://127.0.0.1:{source.port}/events", flushMs: 100}});
+                v.src = "index.html";   // HTML, not media
+            }})()""")
+            records = await stored(agent, 2)
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    errors = [e.message for e in received if e.kind == "error"]
+    assert shaka_rec["qos"]["failed"] is True, [(e.kind, e.message) for e in received]
+    assert records[1]["qos"]["failed"] is True
+    assert errors[-2].startswith("shaka error ") and errors[-1].startswith("media error 4"), errors
