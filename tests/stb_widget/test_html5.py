@@ -492,13 +492,17 @@ async def test_shaka_session_agrees_with_shaka_stats(
     assert dropped[-1] == stats["droppedFrames"]
     # Watch time: from the load to the end, startup and stalls in, the viewer's pause
     # out. From Shaka's state history that is every state's time but "ended" and the
-    # "paused" ones after the first "playing" (the one before is Shaka's own start);
-    # the same dispatch delays as above, a few ms at each of the five edges.
+    # "paused" ones after the first "playing" (the one before is Shaka's own start).
+    # That history only begins once Shaka has fetched and parsed the manifest and starts
+    # streaming, after load() (where the bridge's play is): the agent's figure is longer
+    # by that part of the startup, which is shorter than loadLatency (load() to
+    # loadedmetadata, later still); 50 ms more for the dispatch delays at the edges.
     shaka_watch_s = sum(h["duration"] for i, h in enumerate(history)
                         if h["state"] != "ended"
                         and not (h["state"] == "paused" and i > first_play))
     shaka_watch_s -= history[-1]["duration"] if history[-1]["state"] != "ended" else 0
-    assert abs(qos["watch_s"] - shaka_watch_s) <= 0.1, (qos["watch_s"], shaka_watch_s)
+    assert -0.05 <= qos["watch_s"] - shaka_watch_s <= stats["loadLatency"] + 0.05, \
+        (qos["watch_s"], shaka_watch_s, stats["loadLatency"])
     assert qos["watch_s"] >= DURATION_S
 
 
