@@ -1,12 +1,14 @@
 """The HTML5 bridge in a real browser: Shaka Player plays an ffmpeg-made DASH stream in
 headless Chromium, through a throttling proxy that causes a real stall and rendition
 switches; the bridge posts to the agent's ``http`` source; the session the agent records
-must agree with Shaka's own ``getStats()``.
+must agree with Shaka's own ``getStats()``. hls.js, dash.js, a plain ``<video>`` and
+player errors go the same way, with what each offers to compare with.
 
-Parts, all real: Chromium (Debian's, driven by Playwright), Shaka Player 5.2.12 from npm
-(vendored in ``vendor/``), a three-rendition DASH stream made by ffmpeg at test time,
-``python -m http.server`` as the origin (its own process), and a small asyncio proxy in
-this test between the two that paces every byte at a rate the test changes.
+Parts, all real: Chromium (Debian's, driven by Playwright), Shaka Player 5.2.12, hls.js
+1.7.4 and dash.js 5.2.1 from npm (vendored in ``vendor/``, licences kept), DASH, HLS and
+MP4 streams made by ffmpeg at test time, Python's http.server with byte ranges as the
+origin (its own process), and a small asyncio proxy in this test between the two that
+paces every byte at a rate the test changes.
 
 Where Chromium, ffmpeg or Playwright is missing the test is skipped locally and fails
 under CI (``CI`` set), as the other tests that need real tools do.
