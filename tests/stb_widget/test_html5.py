@@ -753,3 +753,34 @@ async def test_player_errors_end_the_session_as_failed(
     assert shaka_rec["qos"]["failed"] is True, [(e.kind, e.message) for e in received]
     assert records[1]["qos"]["failed"] is True
     assert errors[-2].startswith("shaka error ") and errors[-1].startswith("media error 4"), errors
+
+
+async def test_events_wait_for_an_agent_that_is_not_up_yet(
+    origin: tuple[Path, int], tmp_path: Path
+) -> None:
+    """The agent restarts while a stream plays: the bridge keeps its lines and posts them
+    once the agent listens; their ``at`` keeps the session's times exact."""
+    _, origin_port = origin
+    port = free_port()
+    async with agent_and_browser(tmp_path, port) as (agent, source, browser, received):
+        page = await browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
+        await page.goto(f"http://127.0.0.1:{origin_port}/plain.html")
+        await page.evaluate(f"start({port})")
+        await wait_for(page, "document.getElementById('tv').ended", 30, "the end")
+        assert not received
+        await source.start()  # the agent is back
+        serving = asyncio.create_task(source.run())
+        try:
+            [rec] = await stored(agent, 1)
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    assert any("nps-bridge: cannot reach" in c for c in console), console
+    kinds = [e.kind for e in received]
+    assert kinds[0] == "play" and kinds[-1] == "stop", kinds
+    qos = rec["qos"]
+    assert 0 < qos["startup_ms"] < 5000
+    expected = qos["startup_ms"] / 1000 + PLAIN_S + qos["rebuffer_s"]
+    assert abs(qos["watch_s"] - expected) <= 0.5, (qos, expected)
