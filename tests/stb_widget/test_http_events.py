@@ -309,3 +309,15 @@ http_port = {port}
         assert proc.wait(10) == 0
     text = log.read_text()
     assert "source http" in text and "Traceback" not in text, text
+
+
+def test_bitrate_height_and_dropped_count_are_kept() -> None:
+    from stb_widget.events import parse_event_line
+
+    ev = parse_event_line(b'{"event": "bitrate", "kbps": 2500, "height": 720, "at": 1}')
+    assert (ev.kbps, ev.height) == (2500.0, 720)
+    # A height that is no pixel count is dropped; the bitrate stays good.
+    for bad in (b'"720"', b"0", b"-1", b"true", b"1.5", b"70000"):
+        ev = parse_event_line(b'{"event": "bitrate", "kbps": 800, "height": ' + bad + b"}")
+        assert (ev.kbps, ev.height) == (800.0, None), bad
+    assert parse_event_line(b'{"event": "dropped_frames", "count": 12}').count == 12
