@@ -144,11 +144,17 @@ class CollectorSection:
 class PlayerSection:
     """Where the player's events come from."""
 
-    source: str = setting(help='"mpv" (mpv\'s JSON IPC) or "events" (JSON lines).',
-                          check=_one_of("mpv", "events"))
+    source: str = setting(help='"mpv" (mpv\'s JSON IPC), "events" (JSON lines on a unix socket) '
+                          'or "http" (JSON lines POSTed to 127.0.0.1, from an HTML5 player).',
+                          check=_one_of("mpv", "events", "http"))
     mpv_socket: str = setting("/run/mpv.sock", "With source = \"mpv\": mpv's --input-ipc-server.")
     events_socket: str = setting(
         "/run/stb-widget.sock", "With source = \"events\": the unix socket the agent listens on."
+    )
+    http_port: int = setting(
+        8497, "With source = \"http\": the port of http://127.0.0.1:<port>/events, where the "
+        "HTML5 bridge (stb_widget/bridge/nps-bridge.js) posts; bound to 127.0.0.1 only.",
+        _between(1, 65535, "a port"),
     )
     reconnect_max_s: float = setting(
         5.0, "With source = \"mpv\": longest wait between reconnect attempts.", _at_least(0.05)

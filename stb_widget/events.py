@@ -43,6 +43,10 @@ class PlayerEvent:
     kbps: float | None = None
     nominal: bool = True
     message: str | None = None
+    #: ``bitrate``: the picture's height in pixels, where the player said (contract v1).
+    height: int | None = None
+    #: ``dropped_frames``: the player's running count of dropped frames for the session.
+    count: int | None = None
 
 
 def parse_event_line(line: bytes) -> PlayerEvent:
@@ -81,19 +85,24 @@ def parse_event_line(line: bytes) -> PlayerEvent:
         )
     if kind == "bitrate":
         kbps = doc.get("kbps")
-        # ``height`` (optional, contract v1) is not measured yet; it is left unread.
         if kbps is not None and (
             isinstance(kbps, bool) or not isinstance(kbps, int | float) or not 0 <= kbps < 1e9
         ):
             raise EventError("kbps: must be a non-negative number or null")
-        return PlayerEvent("bitrate", at_f, kbps=None if kbps is None else float(kbps))
+        height = doc.get("height")
+        # ``height`` is optional; one that is no pixel count is dropped, the bitrate kept
+        # (the tracker does not measure it yet: it waits for qos.video_height, issue 15).
+        if isinstance(height, bool) or not isinstance(height, int) or not 0 < height < 65536:
+            height = None
+        return PlayerEvent("bitrate", at_f, kbps=None if kbps is None else float(kbps),
+                           height=height)
     if kind == "dropped_frames":
         # Contract v1 feed; checked so a player learns of a bad count, but not measured
         # yet (the session's dropped_frames waits for the collector's storage, issue 14).
         count = doc.get("count")
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
             raise EventError("count: must be a non-negative integer")
-        return PlayerEvent("dropped_frames", at_f)
+        return PlayerEvent("dropped_frames", at_f, count=count)
     if kind == "error":
         message = doc.get("message")
         return PlayerEvent("error", at_f, message=str(message)[:200] if message else None)

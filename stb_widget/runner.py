@@ -9,6 +9,7 @@ import signal
 from .agent import Agent
 from .config import Config
 from .sources.events_socket import EventsSocketSource
+from .sources.http_events import HttpEventsSource
 from .sources.mpv_ipc import MpvIpcSource, Naming
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,13 @@ async def run_agent(config: Config) -> None:
     """Run the agent with the configured source until a stop signal; then shut down cleanly."""
     agent = Agent(config)
     await agent.start()
-    source: EventsSocketSource | MpvIpcSource
+    source: EventsSocketSource | HttpEventsSource | MpvIpcSource
     try:
         if config.player.source == "events":
             source = EventsSocketSource(config.player.events_socket, agent.feed)
+            await source.start()
+        elif config.player.source == "http":
+            source = HttpEventsSource(config.player.http_port, agent.feed)
             await source.start()
         else:
             source = MpvIpcSource(config.player.mpv_socket, agent.feed, agent.clock,
