@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from stb_widget.events import PlayerEvent
 from stb_widget.tracker import FinishedSession, SessionTracker
 
@@ -70,6 +72,24 @@ def test_stall_later_than_5s_after_seek_is_counted() -> None:
         E("stop", 30.0),
     ]).record.qos
     assert q.rebuffer_count == 1 and q.rebuffer_s == 2.0
+
+
+def test_stall_at_exactly_5s_after_seek_is_the_seeks_own() -> None:
+    # "Within 5 s" includes 5 s itself (contract section 2): the window is closed. 10.0 and
+    # 15.0 are exact in binary, so the difference is exactly 5.0 and not a rounding artefact.
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("seek", 10.0), E("stall_start", 15.0), E("stall_end", 17.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 0 and q.rebuffer_s == 0.0
+    # Just past the window it counts: the edge sits at 5 s, not somewhere later.
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("seek", 10.0), E("stall_start", 15.0 + 2**-40), E("stall_end", 17.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 1 and q.rebuffer_s == pytest.approx(2.0)
 
 
 def test_stall_before_first_frame_is_startup() -> None:
