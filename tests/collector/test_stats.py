@@ -73,7 +73,7 @@ def test_spearman_and_pearson_edges() -> None:
     assert pearson_correlation([1.0, 2.0], [1.0, 2.0]) == Correlation(None, None, 2)
     assert pearson_correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) == Correlation(None, None, 3)
     assert pearson_correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == Correlation(None, None, 3)
-    with pytest.raises(ValueError, match="^xs and ys differ in length$"):
+    with pytest.raises(ValueError, match=r"^xs and ys differ in length$"):
         spearman([1.0, 2.0, 3.0], [1.0, 2.0])
     # Ill-matched inputs are an error, not a silently shortened sum.
     for w, x, y in (([1.0] * 3, [1.0, 2.0], [1.0, 2.0, 3.0]),
