@@ -70,6 +70,7 @@ def test_media_type_parameters_and_empty_encoding() -> None:
     assert check_media_type("application/json; charset=utf-8; foo=bar", None) is False
     assert check_media_type("Application/JSON", "") is False
     assert check_media_type("application/json", "Identity") is False
+    assert check_media_type("application/json", "  ") is False  # a blank header: no encoding
     assert check_media_type("application/json", " GZIP ") is True
     missing = error_of(lambda: check_media_type(None, None))
     assert missing.status == 415 and missing.detail.startswith("Content-Type") \
