@@ -381,6 +381,9 @@ def test_spearman_from_fine_bins_within_contract(kind: str, seed: int) -> None:
         got = rep["correlation"][metric]
         assert got["n"] == len(facts)
         assert abs(got["spearman"] - exact.statistic) <= 0.01, (metric, got, exact)
+        # The contract allows 0.01; the binned estimate does better (bins_spearman's
+        # docstring), and holding it to that catches a broken refinement inside the bins.
+        assert abs(got["spearman"] - exact.statistic) <= 0.002, (metric, got, exact)
         assert abs(exact.statistic) > 0.05  # a planted effect: the check means something
 
 
