@@ -9,6 +9,7 @@ import math
 import random
 
 import pytest
+from scipy import stats as sps
 
 from collector.buckets import BUCKETS, METRICS, Bucket, _buckets, bucket_index
 from collector.model import SessionGroup, SurveyFact
@@ -139,3 +140,31 @@ def test_bucket_table_builder() -> None:
     for m, edges in contract.BUCKET_EDGES.items():
         flat = [edges[0][0], *(hi for _, hi in edges)]
         assert _buckets(*flat) == tuple(Bucket(lo, hi) for lo, hi in edges), m
+
+
+def test_small_samples_are_exact_and_constant_sides_null() -> None:
+    # Few values, each in a fine bin of its own: the binned ranks are the exact ranks, so
+    # the report's rho and p-value are scipy's, to rounding (any offset in the ranks shows).
+    startups = [90, 700, 1500, 2600, 4000, 6000, 9000, 15000, 30000, 60000]
+    scores = [10, 9, 9, 8, 10, 6, 7, 3, 5, 0]
+    rates = [0.0, 0.001, 0.003, 0.007, 0.012, 0.03, 0.06, 0.1, 0.2, 0.4]
+    rates_n = [800.0, 1500.0, 2400.0, 3100.0, 4500.0, 5200.0, 7000.0, 8600.0, 11000.0, 20000.0]
+    for n in (3, 4, 10):
+        facts = [SurveyFact("answered", scores[i], None, True, rates[i], rates_n[i], startups[i])
+                 for i in range(n)]
+        rep = compute_report([], facts)
+        for m, xs in (("startup_ms", startups), ("rebuffer_ratio", rates),
+                      ("avg_bitrate_kbps", rates_n)):
+            exact = sps.spearmanr(scores[:n], xs[:n])
+            got = rep["correlation"][m]
+            assert got["n"] == n
+            assert got["spearman"] == pytest.approx(exact.statistic, abs=1e-9), (m, n)
+            assert got["p_value"] == pytest.approx(exact.pvalue, rel=1e-6, abs=1e-12), (m, n)
+    # One side constant: null figures, the count kept.
+    same = [SurveyFact("answered", 7, None, True, rates[i], rates_n[i], startups[i])
+            for i in range(10)]
+    for m in contract.BUCKET_EDGES:
+        assert compute_report([], same)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}
+    flat = [SurveyFact("answered", scores[i], None, True, 0.0, 5000.0, 800) for i in range(10)]
+    for m in contract.BUCKET_EDGES:
+        assert compute_report([], flat)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}
