@@ -182,7 +182,7 @@ def generate(n: int, seed: int, chunk: int, sqlite_types: bool) -> Iterator[tupl
 # -- loading ---------------------------------------------------------------------------------
 
 async def load_sqlite(path: Path, n: int, seed: int) -> float:
-    store = make_storage(Settings(db=f"sqlite:///{path}", admin_token="x"))
+    store = make_storage(Settings(db=f"sqlite:///{path}", admin_token=secrets.token_urlsafe(32)))
     await store.open()  # the schema
     await store.close()
     t = time.perf_counter()
@@ -200,7 +200,7 @@ async def load_sqlite(path: Path, n: int, seed: int) -> float:
 
 
 async def load_postgres(dsn: str, n: int, seed: int) -> float:
-    store = make_storage(Settings(db=dsn, admin_token="x"))
+    store = make_storage(Settings(db=dsn, admin_token=secrets.token_urlsafe(32)))
     await store.open()  # the schema and this month's partitions
     await store.close()
     conn = await asyncpg.connect(dsn)
@@ -244,7 +244,7 @@ def cases() -> dict[str, Filters]:
 
 
 async def time_reports(url: str, raw_too: bool) -> dict[str, Any]:
-    store: Storage = make_storage(Settings(db=url, admin_token="x"))
+    store: Storage = make_storage(Settings(db=url, admin_token=secrets.token_urlsafe(32)))
     await store.open()
     out: dict[str, Any] = {}
     try:
@@ -338,7 +338,7 @@ async def _pg_create(base: str, name: str) -> str:
 
 
 async def _rebuild(url: str) -> float:
-    store = make_storage(Settings(db=url, admin_token="x"))
+    store = make_storage(Settings(db=url, admin_token=secrets.token_urlsafe(32)))
     await store.open()
     try:
         t = time.perf_counter()
@@ -361,7 +361,7 @@ def start_collector(url: str, port: int, admin: str) -> subprocess.Popen[bytes]:
 
 async def raw_copy(url: str, batches: list[list[tuple[Any, ...]]], connections: int) -> float:
     """The same rows with raw COPY: ``connections`` writers, one committed COPY per batch."""
-    store = make_storage(Settings(db=url, admin_token="x"))
+    store = make_storage(Settings(db=url, admin_token=secrets.token_urlsafe(32)))
     await store.open()  # the same schema and partitions
     # The monthly partitions of the rows' times, as the collector makes them on ingest (a
     # time without one would land in the DEFAULT partition, which refuses it).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -10,22 +11,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import PayloadEncodingError
 
 from protocol import (
     BatchError,
     TooLargeError,
     check_media_type,
-    decode_batch,
-    inflate,
     utcnow,
 )
 from protocol.limits import BOX_ID_PATTERN, MAX_BODY_BYTES
 from protocol.timefmt import to_micros
 
+from .at_risk import compute_at_risk, parse_at_risk_query
+from .decoding import BodyDecoder
 from .errors import BadQueryError, CollectorError, OverloadedError, StorageError, TokenRefusedError
 from .export import export_chunks
-from .ingest import rows_from_batch
+from .impact import compute_impact
+from .ingest import reject_out_of_range, rows_from_batch
 from .model import Row, UploadAuth
 from .query import parse_filters
 from .ratelimit import BoxRateLimiter
@@ -42,6 +45,7 @@ STORE = web.AppKey("store", Storage)
 ADMIN_HASH = web.AppKey("admin_hash", bytes)
 RATE_LIMITER = web.AppKey("rate_limiter", BoxRateLimiter)
 TOKEN_OWNERS = web.AppKey("token_owners", TokenOwners)
+BODY_DECODER = web.AppKey("body_decoder", BodyDecoder)
 LOG_BOX_ID = web.RequestKey("log_box_id", str)
 LOG_COUNTS = web.RequestKey("log_counts", dict[str, int])
 #: Called with the stored rows and, per row, whether it was new, after each upload is
@@ -59,6 +63,10 @@ SERVER_KWARGS: dict[str, Any] = {"auto_decompress": False, "max_field_size": 819
                                  "keepalive_timeout": 15}
 
 _BOX_ID = re.compile(BOX_ID_PATTERN)
+
+#: The status logged and counted for a request whose client went away before its answer
+#: (nginx's "client closed request"); nothing is sent, the connection being gone.
+CLIENT_ABORT_STATUS = 499
 
 
 class ApiError(Exception):
@@ -120,7 +128,7 @@ async def post_boxes(request: web.Request) -> web.Response:
     if not isinstance(doc, dict):
         raise ApiError(400, "malformed", "body: must be a JSON object")
     box_id = doc.get("box_id")
-    if not isinstance(box_id, str) or not _BOX_ID.match(box_id):
+    if not isinstance(box_id, str) or not _BOX_ID.fullmatch(box_id):
         raise ApiError(400, "malformed", "box_id: must be 1 to 64 of A-Z a-z 0-9 . _ : -")
     token = await issue_box_token(request.app[STORE], box_id)
     request[LOG_BOX_ID] = box_id
@@ -165,6 +173,12 @@ async def post_batches(request: web.Request) -> web.Response:
     assert token_box is not None and hashed is not None
     request[LOG_BOX_ID] = token_box
     try:
+        # Before the body is read (contract section 3 allows it): a box over its rate
+        # costs no reading, inflating or decoding.
+        wait_s = request.app[RATE_LIMITER].take(token_box)
+        if wait_s:
+            raise ApiError(429, "overloaded", "this box is over its upload rate; retry later",
+                           headers={"Retry-After": str(wait_s)})
         return await _ingest(request, token_box, hashed)
     except TokenRefusedError:
         # Revoked or deleted since it was seen (nothing was stored): say which.
@@ -196,19 +210,21 @@ async def _ingest(request: web.Request, token_box: str, hashed: bytes) -> web.Re
                 body = await _read_limited(request)
         except TimeoutError:
             raise ApiError(408, "timeout", "body: not received in time") from None
-        batch = decode_batch(inflate(body, gzipped=gzipped))
+        except (ClientPayloadError, PayloadEncodingError) as exc:
+            if client_gone(request):
+                raise  # the client went away mid-body: a client abort, not an answer
+            raise ApiError(400, "malformed", f"body: could not be read ({exc})") from None
+        batch = await request.app[BODY_DECODER].decode(body, gzipped=gzipped)
     except BatchError as exc:
         raise ApiError(exc.status, exc.code, exc.detail) from None
+    except OverloadedError as exc:
+        raise ApiError(503, "overloaded", "too many large bodies wait to be decoded; retry later",
+                       headers={"Retry-After": str(exc.retry_after_s)}) from None
     env = batch.envelope
     if env.box_id != token_box:
         raise ApiError(403, "forbidden", f"box_id: this token belongs to another box than {env.box_id}")
-    # The contract checks load last, after every fault of the request itself; the size
-    # limits above already bound what a flooding box can make the collector decode.
-    wait_s = request.app[RATE_LIMITER].take(token_box)
-    if wait_s:
-        raise ApiError(429, "overloaded", "this box is over its upload rate; retry later",
-                       headers={"Retry-After": str(wait_s)})
     received_at = utcnow()
+    batch = reject_out_of_range(batch, received_at)
     indexed = rows_from_batch(batch, received_at)
     try:
         fresh = await request.app[STORE].ingest([row for _, row in indexed],
@@ -216,8 +232,15 @@ async def _ingest(request: web.Request, token_box: str, hashed: bytes) -> web.Re
     except OverloadedError as exc:
         raise ApiError(503, "overloaded", "the collector is shedding load; retry later",
                        headers={"Retry-After": str(exc.retry_after_s)}) from None
+    rows = [row for _, row in indexed]
     for listener in request.app[INGEST_LISTENERS]:
-        listener([row for _, row in indexed], fresh)
+        try:
+            listener(rows, fresh)
+        except Exception:
+            # The records are committed: the box must hear so, or it resends them for
+            # ever. A listener's fault is the listener's (logged), never the upload's.
+            log.exception("ingest listener failed; the upload is stored and answered",
+                          extra={"box_id": env.box_id, "listener": getattr(listener, "__qualname__", "?")})
     accepted = sum(fresh)
     duplicates = len(fresh) - accepted
     rejected = [{"index": r.index, "id": r.id, "error": r.error} for r in batch.rejected]
@@ -241,15 +264,22 @@ async def _read_limited(request: web.Request) -> bytes:
 async def get_report(request: web.Request) -> web.Response:
     """The report for the query's filters."""
     await require_admin(request)
-    filters = parse_filters(request.query, request.query.keys())
+    filters = parse_filters(request.query, [k for k, _ in request.query.items()])
     return json_response(await build_report(request.app[STORE], filters))
+
+
+async def get_impact(request: web.Request) -> web.Response:
+    """What quality costs in NPS points (contract section 6), for the report's filters."""
+    await require_admin(request)
+    filters = parse_filters(request.query, [k for k, _ in request.query.items()])
+    return json_response(await compute_impact(request.app[STORE], filters))
 
 
 async def get_export(request: web.Request) -> web.StreamResponse:
     """Stream every stored record of a kind, as JSON lines or CSV."""
     await require_admin(request)
     q = request.query
-    filters = parse_filters(q, q.keys(), allowed_extra=("kind", "format"))
+    filters = parse_filters(q, [k for k, _ in q.items()], allowed_extra=("kind", "format"))
     kind = q.get("kind")
     if kind not in ("session", "survey"):
         raise BadQueryError("kind: required, session or survey")
@@ -261,14 +291,25 @@ async def get_export(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="{kind}s.{fmt}"',
     })
     chunks = export_chunks(kind, fmt, request.app[STORE].export_rows(kind, filters))
-    first = await anext(chunks, b"")  # fail before the 200 is sent, where the store fails
-    await resp.prepare(request)
-    if first:
-        await resp.write(first)
-    async for chunk in chunks:
-        await resp.write(chunk)
+    # Closed here whatever happens (a client gone mid-export included), not left to the
+    # garbage collector.
+    async with contextlib.aclosing(chunks):
+        first = await anext(chunks, b"")  # fail before the 200 is sent, where the store fails
+        await resp.prepare(request)
+        if first:
+            await resp.write(first)
+        async for chunk in chunks:
+            await resp.write(chunk)
     await resp.write_eof()
     return resp
+
+
+async def get_at_risk(request: web.Request) -> web.Response:
+    """The boxes whose viewers are likeliest to answer as detractors now (contract §7)."""
+    await require_admin(request)
+    # items(), not keys(): multidict's keys() view lists a repeated key once.
+    query = parse_at_risk_query(request.query, [k for k, _ in request.query.items()])
+    return json_response(await compute_at_risk(request.app[STORE], **query))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -309,7 +350,20 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     except StorageError as exc:
         log.error("store failed", extra={"path": request.path, "error": str(exc)})
         err = ApiError(503, "unavailable", "the data store failed; retry later", headers={"Retry-After": "5"})
-    except Exception:
+    except asyncio.CancelledError:
+        # A server made with handler_cancellation (aiohttp's test server) cancels the
+        # handler of a client that went away: the same client abort, then cancelled.
+        if client_gone(request):
+            log.info("client aborted", extra={"path": request.path, "error": "CancelledError"})
+            _log_request(request, CLIENT_ABORT_STATUS, start)
+        raise
+    except Exception as exc:
+        if _client_aborted(request, exc):
+            # An ordinary event (a box losing its network mid-upload, an operator closing
+            # a download): one line, no traceback, and no 500 in the metrics.
+            log.info("client aborted", extra={"path": request.path, "error": type(exc).__name__})
+            _log_request(request, CLIENT_ABORT_STATUS, start)
+            return web.Response(status=CLIENT_ABORT_STATUS)
         log.exception("unhandled error", extra={"path": request.path})
         err = ApiError(500, "internal", "internal error")
     else:
@@ -317,6 +371,20 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         return resp
     _log_request(request, err.status, start)
     return err.response()
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the request's connection is closed (or closing): its client went away."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _client_aborted(request: web.Request, exc: Exception) -> bool:
+    """Whether ``exc`` is the client going away: a connection error, or a body cut short,
+    with the connection closed. Checking the transport keeps a connection error of the
+    store (a database refusing connections) from passing for one."""
+    return client_gone(request) and isinstance(
+        exc, (ConnectionError, ClientPayloadError, PayloadEncodingError))
 
 
 def _log_request(request: web.Request, status: int, start: float) -> None:
@@ -351,6 +419,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _decoder_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[BODY_DECODER].close()
+
+
 async def admin_token(store: Storage, settings: Settings) -> str:
     """The admin token: ``NPS_ADMIN_TOKEN``, else the one kept in the store (made once)."""
     if settings.admin_token:
@@ -376,11 +449,15 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[RATE_LIMITER] = BoxRateLimiter(settings.box_rate_per_min, settings.box_burst)
     app[TOKEN_OWNERS] = TokenOwners()
+    app[BODY_DECODER] = BodyDecoder()
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_decoder_ctx)
     app.router.add_post("/v1/boxes", post_boxes)
     app.router.add_post("/v1/batches", post_batches)
     app.router.add_get("/v1/report", get_report)
     app.router.add_get("/v1/export", get_export)
+    app.router.add_get("/v1/impact", get_impact)
+    app.router.add_get("/v1/at-risk", get_at_risk)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[INGEST_LISTENERS] = []

@@ -17,7 +17,7 @@ from protocol.limits import BOX_ID_PATTERN
 from .app import SERVER_KWARGS, admin_token, create_app, issue_box_token
 from .errors import CollectorError
 from .logs import setup_logging
-from .settings import Settings
+from .settings import Settings, environment_help, plain_help
 from .storage import Storage, make_storage
 
 #: How long a thread may hold the GIL while another waits for it (CPython's default is
@@ -35,14 +35,16 @@ def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | 
             continue
         kind = int if f.type in ("int", int) else str
         parser.add_argument(flag, dest=f.name, type=kind, default=None,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+                            help=plain_help(f"{f.metadata['help']} (default: {f.default})"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, its flags generated from :class:`Settings`."""
-    parser = argparse.ArgumentParser(prog="nps-collector", description=__doc__)
+    parser = argparse.ArgumentParser(prog="nps-collector", description=plain_help(__doc__ or ""))
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the collector")
+    # The epilog keeps its line breaks: one environment variable a line.
+    serve = sub.add_parser("serve", help="run the collector", epilog=environment_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_setting_flags(serve)
     for name, helptext in (
         ("box-token", "print a new upload token for BOX_ID"),
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("box_id", metavar="BOX_ID")
         _add_setting_flags(p, only=("db",))
     p = sub.add_parser("admin-token", help="print the admin token kept in the data store")
+    p.add_argument("--create", action="store_true",
+                   help="where none is kept yet, make one and keep it (serve does the same "
+                        "on its first start); without it, none kept is an error")
     _add_setting_flags(p, only=("db",))
     p = sub.add_parser("purge", help="delete the records older than N days")
     p.add_argument("--older-than-days", dest="older_than_days", type=int, required=True,
@@ -77,7 +82,7 @@ async def _with_store(settings: Settings, action: Callable[[Storage], Awaitable[
 
 
 def _check_box_id(box_id: str) -> None:
-    if not re.match(BOX_ID_PATTERN, box_id):
+    if not re.fullmatch(BOX_ID_PATTERN, box_id):
         raise CollectorError(f"BOX_ID: {box_id!r} must be 1 to 64 of A-Z a-z 0-9 . _ : -")
 
 
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"purged {n} record(s) older than {args.older_than_days} day(s)", file=sys.stderr)
             return 0
         if args.command == "admin-token":
-            print(asyncio.run(_with_store(settings, _admin_token_quiet(settings))))
+            print(asyncio.run(_with_store(settings, _kept_admin_token(settings, args.create))))
             return 0
         if args.command == "rebuild-aggregates":
             asyncio.run(_with_store(settings, lambda s: s.rebuild_aggregates()))
@@ -131,17 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # pragma: no cover
 
 
-def _admin_token_quiet(settings: Settings) -> Callable[[Storage], Awaitable[str]]:
+def _kept_admin_token(settings: Settings, create: bool) -> Callable[[Storage], Awaitable[str]]:
+    """The token ``admin-token`` prints: never a new one unless asked (``--create``)."""
     async def get(store: Storage) -> str:
         if settings.admin_token:
+            print("nps-collector: NPS_ADMIN_TOKEN is set: printing it (the collector uses it "
+                  "instead of the one kept in the data store)", file=sys.stderr)
             return settings.admin_token
         kept = await store.get_meta("admin_token")
-        if kept is None:
-            import contextlib
-            import io
+        if kept is not None:
+            return kept
+        if not create:
+            raise CollectorError(
+                f"no admin token is kept in the data store at {store.location} yet: "
+                "`nps-collector serve` makes one on its first start, or run "
+                f"`nps-collector admin-token --create --db {settings.db}`")
+        import contextlib
+        import io
 
-            with contextlib.redirect_stdout(io.StringIO()):
-                kept = await admin_token(store, settings)
+        with contextlib.redirect_stdout(io.StringIO()):  # admin_token() prints where it is
+            kept = await admin_token(store, settings)
+        print(f"nps-collector: made a new admin token, kept in the data store at "
+              f"{store.location}", file=sys.stderr)
         return kept
 
     return get

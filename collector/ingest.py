@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import dataclasses
+from datetime import UTC, datetime
 
 import orjson
 
-from protocol import Accepted, DecodedBatch, SessionRecord, SurveyRecord, to_micros
+from protocol import Accepted, DecodedBatch, Rejected, SessionRecord, SurveyRecord, to_micros
 from protocol.limits import CLOCK_SKEW_TOLERANCE_S
 
 from .buckets import bucket_index
@@ -20,6 +21,37 @@ def clock_shift_us(sent_at: datetime, received_at: datetime) -> int:
     if abs(diff) > CLOCK_SKEW_TOLERANCE_S * 1_000_000:
         return diff
     return 0
+
+
+#: The earliest and the latest time RFC 3339 (and ``datetime``) can write, in µs.
+MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
+MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
+_TIME_FIELDS = {SessionRecord: ("started_at", "ended_at"), SurveyRecord: ("shown_at", "answered_at")}
+
+
+def reject_out_of_range(batch: DecodedBatch, received_at: datetime) -> DecodedBatch:
+    """``batch`` with each record that the clock correction would move outside the years
+    1 to 9999 rejected, naming the field, as any other invalid record is.
+
+    A box whose clock is centuries off sends times that are valid as sent; corrected,
+    they could not be written back (export, report, alerts), so they are not stored.
+    """
+    shift = clock_shift_us(batch.envelope.sent_at, received_at)
+    if not shift:
+        return batch  # uncorrected times are valid RFC 3339 times, so in range
+    out: list[Accepted | Rejected] = []
+    for rec in batch.records:
+        if isinstance(rec, Accepted):
+            for name in _TIME_FIELDS[type(rec.record)]:
+                when: datetime | None = getattr(rec.record, name)
+                if when is not None and not MIN_US <= to_micros(when) + shift <= MAX_US:
+                    rec = Rejected(rec.index, rec.record.id, (
+                        f"records[{rec.index}].{name}: corrected by the batch's clock shift of "
+                        f"{shift / 1_000_000:.0f} s (sent_at against the collector's clock), "
+                        "it falls outside the years 1 to 9999"))
+                    break
+        out.append(rec)
+    return dataclasses.replace(batch, records=tuple(out))
 
 
 def rows_from_batch(batch: DecodedBatch, received_at: datetime) -> list[tuple[int, Row]]:

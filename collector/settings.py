@@ -21,7 +21,8 @@ class Settings:
     """Everything the collector can be told. Build with :meth:`from_env` or directly in tests."""
 
     db: str = field(default=DEFAULT_DB, metadata=_opt(
-        "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db."))
+        "--db", "Data store: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db "
+        "(PostgreSQL needs the postgres extra: pip install '.[postgres]' in the repository)."))
     host: str = field(default="127.0.0.1", metadata=_opt(
         "--host", "Address to listen on (0.0.0.0 for every interface)."))
     port: int = field(default=8080, metadata=_opt("--port", "TCP port to listen on."))
@@ -57,8 +58,17 @@ class Settings:
         "per hour once that hour's detractors reach --webhook-threshold."))
     webhook_threshold: int = field(default=10, metadata=_opt(
         "--webhook-threshold", "Detractors within one hour that raise a threshold alert."))
+    webhook_box_pending: int = field(default=100, metadata=_opt(
+        "--webhook-box-pending", "Most detractor alerts of one box waiting for delivery in the "
+        "store's outbox; more are dropped and counted in /metrics."))
     retention_days: int = field(default=0, metadata=_opt(
         "--retention-days", "Records older than this many days are purged hourly; 0 keeps all."))
+    login_rate_per_min: int = field(default=10, metadata=_opt(
+        "--login-rate", "Dashboard login attempts a minute one client address may make after "
+        "its burst; more are answered 429 with Retry-After. Behind a reverse proxy every "
+        "login comes from the proxy's address and shares one limit."))
+    login_burst: int = field(default=20, metadata=_opt(
+        "--login-burst", "Dashboard login attempts one client address may make at once."))
     dashboard_session_hours: int = field(default=12, metadata=_opt(
         "--session-hours", "How long a dashboard login lasts."))
 
@@ -80,7 +90,8 @@ class Settings:
         if not (0 < self.port < 65536):
             raise ConfigError(f"port: {self.port} is not a TCP port")
         for name in ("write_queue_batches", "group_commit_records", "retry_after_s", "read_connections",
-                     "box_rate_per_min", "box_burst", "body_timeout_s"):
+                     "box_rate_per_min", "box_burst", "body_timeout_s", "webhook_box_pending",
+                     "login_rate_per_min", "login_burst"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -99,6 +110,76 @@ class Settings:
                 raise ConfigError("webhook_secret: NPS_WEBHOOK_SECRET is required with webhook_url")
         if self.webhook_secret is not None:
             _check_whsec(self.webhook_secret)
+        if self.admin_token is not None:
+            check_admin_token(self.admin_token)
+
+
+#: What an admin token must have at least: characters, different characters, and bits
+#: by a rough estimate (length times log2 of the alphabets its characters come from).
+ADMIN_TOKEN_MIN_CHARS = 24
+ADMIN_TOKEN_MIN_DISTINCT = 10
+ADMIN_TOKEN_MIN_BITS = 128
+
+
+def admin_token_weakness(token: str) -> str | None:
+    """Why ``token`` is too weak to be the admin token, or None. It opens every report,
+    the export and the dashboard and enrols boxes, and login attempts are only
+    rate-limited, not locked out: it must not be guessable. The estimate is crude (it
+    cannot tell a random token from a long phrase) but refuses the short, repetitive and
+    single-alphabet tokens people type."""
+    import math
+    import string
+
+    if len(token) < ADMIN_TOKEN_MIN_CHARS:
+        return f"it has {len(token)} characters, fewer than {ADMIN_TOKEN_MIN_CHARS}"
+    if len(set(token)) < ADMIN_TOKEN_MIN_DISTINCT:
+        return f"it uses only {len(set(token))} different characters"
+    alphabet = 0
+    for chars in (string.ascii_lowercase, string.ascii_uppercase, string.digits):
+        if any(c in chars for c in token):
+            alphabet += len(chars)
+    if any(not c.isascii() or not c.isalnum() for c in token):
+        alphabet += 32
+    bits = len(token) * math.log2(alphabet)
+    if bits < ADMIN_TOKEN_MIN_BITS:
+        return (f"{len(token)} characters from an alphabet of {alphabet} make about "
+                f"{bits:.0f} bits, fewer than {ADMIN_TOKEN_MIN_BITS}")
+    return None
+
+
+def check_admin_token(token: str) -> None:
+    """Raise :class:`ConfigError` saying why ``token`` is weak and what is strong enough;
+    the message never quotes the token."""
+    why = admin_token_weakness(token)
+    if why is not None:
+        raise ConfigError(
+            f"admin_token: NPS_ADMIN_TOKEN is too weak ({why}). It guards the reports, the "
+            f"export, enrolment and the dashboard; use a random token of at least "
+            f"{ADMIN_TOKEN_MIN_BITS} bits (at least {ADMIN_TOKEN_MIN_CHARS} characters), e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))', or leave it unset "
+            "and the collector generates one and keeps it in its data store.")
+
+
+def plain_help(text: str) -> str:
+    """Help text as a terminal shows it: docstrings here use reST markup (````name````),
+    which ``--help`` must not print."""
+    return text.replace("``", "")
+
+
+def environment_help() -> str:
+    """The ``serve --help`` epilog: every setting read from the environment, those with no
+    flag first (they can be given no other way)."""
+    import textwrap
+
+    lines = ["environment (a flag, where there is one, wins):"]
+    for only_env in (True, False):
+        for f in fields(Settings):
+            env = f.metadata.get("env")
+            if env and (f.metadata.get("flag") is None) == only_env:
+                how = "environment only" if only_env else f"or {f.metadata['flag']}"
+                lines += textwrap.wrap(f"{plain_help(f.metadata['help'])} ({how})", width=78,
+                                       initial_indent=f"  {env:<20} ", subsequent_indent=" " * 23)
+    return "\n".join(lines)
 
 
 def _check_whsec(secret: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: The contract writes 1.96 (not norm.ppf(0.975) = 1.95996...), and so do we.
 Z95_CONTRACT = 1.96
@@ -113,6 +114,40 @@ def t_test_p_value(r: float, n: int) -> float:
     t2 = r * r * df / (1.0 - r * r)
     # P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2)
     return regularized_beta(df / (df + t2), df / 2.0, 0.5)
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom (scipy's
+    ``2 * t.sf(|t|, df)``): ``I_{df/(df+t^2)}(df/2, 1/2)``."""
+    if math.isinf(t):
+        return 0.0
+    t2 = t * t
+    if t2 < 0.25:
+        # Small |t| (p > 0.6 for any df): df/(df+t^2) rounds towards 1 and loses the tail,
+        # so use the complement, I_x(a, b) = 1 - I_{1-x}(b, a), 1 - x = t^2/(df+t^2)
+        # being exact to the last bit (and what is subtracted is at most 0.4).
+        return 1.0 - regularized_beta(t2 / (df + t2), 0.5, df / 2.0)
+    return regularized_beta(df / (df + t2), df / 2.0, 0.5)
+
+
+@lru_cache(maxsize=256)
+def t_quantile_two_sided(level: float, df: float) -> float:
+    """The t with P(|T| <= t) = ``level`` (so ``t(0.975, df)`` for ``level`` 0.95): the
+    inverse of :func:`t_two_sided_p`, by bisection to the last bit (it is monotone)."""
+    if not 0.0 < level < 1.0 or df <= 0:
+        raise ValueError(f"level must be in (0, 1) and df > 0, not {level}, {df}")
+    target = 1.0 - level
+    lo, hi = 0.0, 1.0
+    while t_two_sided_p(hi, df) > target:
+        lo, hi = hi, hi * 2.0
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):  # no double between them: converged
+            return hi
+        if t_two_sided_p(mid, df) > target:
+            lo = mid
+        else:
+            hi = mid
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:

@@ -88,23 +88,28 @@ def check_media_type(content_type: str | None, content_encoding: str | None) -> 
     )
 
 
-def inflate(body: bytes, *, gzipped: bool) -> bytes:
-    """Check the size limits and undo gzip, incrementally, so a bomb costs no memory."""
+def inflate(body: bytes, *, gzipped: bool, limit: int = MAX_INFLATED_BYTES) -> bytes:
+    """Check the size limits and undo gzip, incrementally, so a bomb costs no memory.
+
+    ``limit`` lowers the bound after decompression (the collector first tries a small
+    one, to learn cheaply whether a body is small enough to decode on its event loop);
+    past it, :class:`TooLargeError`, having inflated at most ``limit`` + 1 bytes.
+    """
     if len(body) > MAX_BODY_BYTES:
         raise TooLargeError(f"body is {len(body)} bytes; at most {MAX_BODY_BYTES} as sent")
     if not gzipped:
+        if len(body) > limit:
+            raise TooLargeError(f"body is {len(body)} bytes; at most {limit} here")
         return body
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     out = bytearray()
     data = body
     try:
         while data:
-            room = MAX_INFLATED_BYTES + 1 - len(out)
+            room = limit + 1 - len(out)
             out += inflater.decompress(data, min(_CHUNK, room))
-            if len(out) > MAX_INFLATED_BYTES:
-                raise TooLargeError(
-                    f"body inflates past {MAX_INFLATED_BYTES} bytes after decompression"
-                )
+            if len(out) > limit:
+                raise TooLargeError(f"body inflates past {limit} bytes after decompression")
             data = inflater.unconsumed_tail
             if inflater.eof:
                 break
@@ -167,12 +172,28 @@ def decode_record(obj: Any, index: int) -> Accepted | Rejected:
         record = decode_object(cls, obj, path)
     except FieldError as exc:
         return Rejected(index, _usable_id(obj.get("id")), str(exc))
-    raw = {name: obj[name] for name, _ in wire_fields(cls) if name in obj}
-    return Accepted(index, record, raw)
+    return Accepted(index, record, named_fields(cls, obj))
+
+
+def named_fields(cls: type[Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``obj`` that wire type ``cls`` names, at every depth, as received.
+
+    Keys the contract does not name are ignored when decoding (newer boxes may add
+    some) and must not be kept either: they are unchecked (no length bound) and may
+    carry what the privacy rules exclude (contract section 5).
+    """
+    out: dict[str, Any] = {}
+    for name, spec in wire_fields(cls):
+        if name in obj:
+            value = obj[name]
+            if spec.of is not None and isinstance(value, dict):
+                value = named_fields(spec.of, value)
+            out[name] = value
+    return out
 
 
 def _usable_id(value: Any) -> str | None:
-    if isinstance(value, str) and UUID_PATTERN.match(value):
+    if isinstance(value, str) and UUID_PATTERN.fullmatch(value):
         return value
     return None
 

@@ -16,11 +16,13 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from .errors import FieldError
-from .limits import MAX_INT, MAX_NUMBER, MAX_STRING
+from .limits import MAX_COUNT, MAX_INT, MAX_NUMBER, MAX_STRING
 from .timefmt import RFC3339_PATTERN, format_rfc3339, parse_rfc3339
 
 Kind = Literal["integer", "number", "string", "boolean", "time", "uuid", "object"]
 
+#: A string without U+0000 (contract section 3), for the JSON Schema.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
 UUID_PATTERN = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 
 
@@ -136,7 +138,10 @@ def decode_value(spec: Spec, value: Any, parent: str, name: str) -> Any:
             raise FieldError(_join(parent, name), f"must be one of {', '.join(spec.enum)}")
         if spec.max_length is not None and len(value) > spec.max_length:
             raise FieldError(_join(parent, name), f"must be at most {spec.max_length} characters")
-        if spec.pattern is not None and re.match(spec.pattern, value) is None:
+        if "\x00" in value:
+            # PostgreSQL text cannot hold U+0000; no store should get what one store refuses.
+            raise FieldError(_join(parent, name), "must not contain U+0000")
+        if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
             raise FieldError(_join(parent, name), f"must match {spec.pattern}")
         return value
     if kind == "time":
@@ -145,7 +150,7 @@ def decode_value(spec: Spec, value: Any, parent: str, name: str) -> Any:
         except ValueError as exc:
             raise FieldError(_join(parent, name), str(exc)) from None
     if kind == "uuid":
-        if UUID_PATTERN.match(value) is None:
+        if UUID_PATTERN.fullmatch(value) is None:
             raise FieldError(_join(parent, name), "must be a UUID in the 8-4-4-4-12 form")
         # Ids compare case-insensitively: keep one canonical form.
         return value.lower()
@@ -155,7 +160,7 @@ def decode_value(spec: Spec, value: Any, parent: str, name: str) -> Any:
 def _check_range(spec: Spec, value: float, parent: str, name: str) -> None:
     low = spec.minimum
     high = spec.maximum if spec.maximum is not None else (
-        MAX_INT if spec.kind == "integer" else MAX_NUMBER
+        MAX_COUNT if spec.kind == "integer" else MAX_NUMBER
     )
     if low is not None and value < low:
         raise FieldError(_join(parent, name), f"must be >= {_num(low)}")
@@ -253,6 +258,8 @@ def _schema_of_spec(spec: Spec) -> dict[str, Any]:
             s["enum"] = list(spec.enum)
         if spec.pattern is not None:
             s["pattern"] = spec.pattern
+        elif spec.const is None and spec.enum is None:
+            s["pattern"] = NO_NUL_PATTERN
         if spec.max_length is not None and spec.const is None and spec.enum is None:
             s["maxLength"] = spec.max_length
     elif spec.kind in ("integer", "number"):
@@ -262,7 +269,7 @@ def _schema_of_spec(spec: Spec) -> dict[str, Any]:
         if spec.minimum is not None:
             s["minimum"] = spec.minimum
         s["maximum"] = spec.maximum if spec.maximum is not None else (
-            MAX_INT if spec.kind == "integer" else MAX_NUMBER
+            MAX_COUNT if spec.kind == "integer" else MAX_NUMBER
         )
     else:
         s = {"type": "boolean"}
@@ -301,7 +308,7 @@ def _generate_decoder(cls: type[Any]) -> Callable[[Any, str], Any]:
     """
     env: dict[str, Any] = {
         "_Miss": _Miss, "_M": _MISSING, "cls": cls, "slow": _decode_object_checked,
-        "UUIDM": UUID_PATTERN.match, "parse_time": parse_rfc3339,
+        "UUIDM": UUID_PATTERN.fullmatch, "parse_time": parse_rfc3339,
         "check": getattr(cls, "_check", None),
     }
     lines = ["def decode(obj, path):",
@@ -338,7 +345,7 @@ def _generate_decoder(cls: type[Any]) -> Callable[[Any, str], Any]:
 def _fast_check(name: str, spec: Spec, v: str, i: int, env: dict[str, Any]) -> list[str]:
     kind = spec.kind
     lo = spec.minimum
-    hi = spec.maximum if spec.maximum is not None else (MAX_INT if kind == "integer" else MAX_NUMBER)
+    hi = spec.maximum if spec.maximum is not None else (MAX_COUNT if kind == "integer" else MAX_NUMBER)
     low = f"{lo!r} <= " if lo is not None else ""
     if kind == "integer":
         return [f"if type({v}) is not int or not ({low}{v} <= {hi!r}): raise _Miss"]
@@ -355,13 +362,14 @@ def _fast_check(name: str, spec: Spec, v: str, i: int, env: dict[str, Any]) -> l
     if kind == "string":
         if spec.max_length is not None:
             out.append(f"if len({v}) > {spec.max_length}: raise _Miss")
+        out.append(f"if '\\x00' in {v}: raise _Miss")
         if spec.const is not None:
             out.append(f"if {v} != {spec.const!r}: raise _Miss")
         if spec.enum is not None:
             env[f"enum{i}"] = frozenset(spec.enum)
             out.append(f"if {v} not in enum{i}: raise _Miss")
         if spec.pattern is not None:
-            env[f"pat{i}"] = re.compile(spec.pattern).match
+            env[f"pat{i}"] = re.compile(spec.pattern).fullmatch
             out.append(f"if pat{i}({v}) is None: raise _Miss")
         return out
     if kind == "time":

@@ -20,7 +20,7 @@ def parse_rfc3339(text: str) -> datetime:
     Raises ``ValueError`` with a short reason for anything else (a date alone, no
     offset, an impossible date).
     """
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if m is not None and m.group(6) != "60":
         # Fast path: the shape is RFC 3339, and Python reads that shape natively.
         try:
@@ -57,7 +57,9 @@ def parse_rfc3339(text: str) -> datetime:
 def format_rfc3339(when: datetime) -> str:
     """Format an aware datetime as UTC with ``Z``: milliseconds, or microseconds when needed."""
     utc = when.astimezone(UTC)
-    base = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime("%Y"): glibc does not pad years before 1000 to four digits.
+    base = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+            f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
     if utc.microsecond % 1000 == 0:
         return f"{base}.{utc.microsecond // 1000:03d}Z"
     return f"{base}.{utc.microsecond:06d}Z"

@@ -14,11 +14,33 @@ import orjson
 
 from .faults import Faults, parse_outage
 from .fleet import EnrolError, Fleet, FleetOptions, progress_printer
+from .planted import DEFAULT_SLOPES, REGRESSORS, Planted, PlantedRangeError
+
+
+def parse_effects(items: list[str]) -> dict[str, float]:
+    """``REGRESSOR=POINTS`` flags as slopes; ValueError naming what is wrong."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in REGRESSORS:
+            raise ValueError(f"--effect {item!r}: expected REGRESSOR=POINTS with REGRESSOR "
+                             f"one of {', '.join(REGRESSORS)}")
+        try:
+            points = float(value)
+        except ValueError:
+            raise ValueError(f"--effect {item!r}: {value!r} is not a number") from None
+        if points != points or points in (float("inf"), float("-inf")):
+            raise ValueError(f"--effect {item!r}: must be a finite number")
+        out[name] = points
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``box-sim``."""
-    p = argparse.ArgumentParser(prog="box-sim", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="box-sim", description="box-sim: simulated boxes running the real agent code "
+        "against a real collector (fleet), one box in this terminal (box), or a fleet's truth "
+        "next to the collector's figures (compare).")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fleet", help="a fleet of simulated boxes driving the real agent code")
@@ -52,7 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each box's wall clock is off by up to this much, either way")
     f.add_argument("--drain-hours", type=float, default=72.0,
                    help="after the last day, virtual hours left to upload (default 72)")
+    f.add_argument("--ends-now", action="store_true",
+                   help="simulate the days that end now, box clocks right: the boxes hold "
+                        "their uploads until then, so every record keeps its day at the "
+                        "collector (the demo does this)")
+    f.add_argument("--confounder", action=argparse.BooleanOptionalAction, default=True,
+                   help="plant regions that differ in both their lines and their viewers' "
+                        "mood (default: on)")
+    f.add_argument("--non-response", action=argparse.BooleanOptionalAction, default=True,
+                   help="plant viewers who answer less after stalled streams (default: on)")
+    f.add_argument("--effect", action="append", default=[], metavar="REGRESSOR=POINTS",
+                   help="a planted slope in NPS points per unit (repeatable), e.g. "
+                        "rebuffer_pct=-3; regressors: " + ", ".join(REGRESSORS)
+                        + "; defaults: " + ", ".join(f"{k}={v:g}"
+                                                    for k, v in DEFAULT_SLOPES.items()))
+    f.add_argument("--degrade", default=None, metavar="SHARE:DAYS",
+                   help="this share of the boxes has its line turn lossy for the last DAYS "
+                        "days (e.g. 0.1:2); listed in the summary as degraded_boxes")
     f.add_argument("-v", "--verbose", action="store_true", help="log the agents' warnings")
+
+    c = sub.add_parser("compare", help="the collector's report and impact estimates next to a "
+                       "fleet's truth; exits 1 where the report disagrees")
+    c.add_argument("--collector", required=True, help="the collector's base URL")
+    c.add_argument("--summary", required=True, type=Path,
+                   help="the fleet's summary (box-sim fleet --json)")
 
     b = sub.add_parser("box", help="one simulated box in this terminal; you answer the question")
     b.add_argument("--collector", required=True, help="the collector's base URL")
@@ -88,7 +133,20 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append(f"after the outage: peak {net['after_outage_peak_requests_per_virtual_s']:.2f}"
                      f" requests/s (virtual) against "
                      f"{net['before_outage_requests_per_virtual_s']:.2f}/s before")
-    lines.append("ground truth (what /v1/report should say):")
+    planted = gt["planted"]
+    lines.append("planted (what /v1/impact should find): " + ", ".join(
+        f"{k} {v:+g}" for k, v in gt["true_slopes"].items()) + " NPS points per unit; "
+        f"confounder {'on' if planted['confounder'] else 'off'}, non-response "
+        f"{'on' if planted['non_response'] else 'off'}")
+    shown_nps = gt["nps_shown"]
+    if shown_nps is not None:
+        lines.append(f"  NPS of everyone shown the question (answered or not) {shown_nps:.1f}")
+    cmp = s["agent_vs_lived"]
+    lines.append(f"agents' records against what was lived: {cmp['matched']} sessions matched, "
+                 + ("all agree" if cmp["agree"] else f"DISAGREE {cmp['mismatched_fields']}, "
+                    f"{cmp['lived_without_record']} lived without a record, "
+                    f"{cmp['records_without_lived']} records without a lived session"))
+    lines.append("ground truth, as lived (what /v1/report should say):")
     nps = gt["nps"]
     lines.append(f"  NPS {nps:.1f} over {gt['surveys']['answered']} answers"
                  if nps is not None else "  NPS: no answers")
@@ -102,6 +160,31 @@ def _print_summary(s: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
+def _compare(args: argparse.Namespace, token: str) -> int:
+    from .compare import CompareError, compare
+
+    if not token:
+        print("box-sim: set NPS_ADMIN_TOKEN to the collector's admin token", file=sys.stderr)
+        return 2
+    try:
+        summary = orjson.loads(args.summary.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"box-sim: --summary {args.summary}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        lines, problems = compare(args.collector, token, summary)
+    except CompareError as exc:
+        print(f"box-sim: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    if problems:
+        print("\nTHE REPORT DISAGREES WITH THE TRUTH:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        return 1
+    print("\nThe report agrees with what the simulated viewers lived and answered.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``box-sim`` console script."""
     args = build_parser().parse_args(argv)
@@ -113,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         code: int = asyncio.run(run_box(args))
         return code
     token = os.environ.get("NPS_ADMIN_TOKEN", "")
+    if args.command == "compare":
+        return _compare(args, token)
     if not token:
         print("box-sim: set NPS_ADMIN_TOKEN to the collector's admin token (to enrol boxes)",
               file=sys.stderr)
@@ -122,6 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"box-sim: {exc}", file=sys.stderr)
         return 2
+    try:
+        planted = Planted(confounder=args.confounder, non_response=args.non_response)
+        planted = planted.with_slopes(**parse_effects(args.effect))
+    except (ValueError, PlantedRangeError) as exc:
+        print(f"box-sim: {exc}", file=sys.stderr)
+        return 2
+    degrade_share, degrade_days = 0.0, 2.0
+    if args.degrade is not None:
+        share, sep, days = args.degrade.partition(":")
+        try:
+            degrade_share, degrade_days = float(share), float(days)
+        except ValueError:
+            sep = ""
+        if not sep or not 0.0 <= degrade_share <= 1.0 or not degrade_days > 0:
+            print(f"box-sim: --degrade {args.degrade!r}: expected SHARE:DAYS with SHARE in "
+                  "[0, 1] and DAYS above 0, e.g. 0.1:2", file=sys.stderr)
+            return 2
     cooldowns = {}
     if args.cooldown_days is not None:
         cooldowns = {"cooldown_answered_days": args.cooldown_days,
@@ -131,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, sample_rate=args.sample_rate, upload_delay_s=args.upload_delay,
         durable_boxes=args.durable_boxes, data_dir=args.data_dir,
         concurrency=args.concurrency, drain_h=args.drain_hours,
+        planted=planted, ends_now=args.ends_now, degrade_share=degrade_share,
+        degrade_days=degrade_days,
         faults=Faults(outages=outages, loss=args.loss, loss_all=args.loss_all,
                       power_cuts_per_day=args.power_cuts, clock_skew_s=args.clock_skew),
         **cooldowns,
@@ -147,3 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print_summary(summary)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

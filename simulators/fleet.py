@@ -48,13 +48,14 @@ from .faults import Faults
 from .http_pool import HttpPool
 from .ids import id_maker
 from .network import PROFILES, is_peak
+from .planted import CONFOUNDED_REGIONS, Planted
 from .player import end_event, plan_session
 from .store import PowerCut, TrackedStore
 from .transport import SessionPoster, SimNetwork
-from .truth import ground_truth
+from .truth import LivedSession, agent_vs_lived, ground_truth
 from .viewer import Persona, ViewerPresenter, Watch, day_plan
 
-REGIONS = ("NL-NH", "NL-ZH", "NL-UT", "NL-NB", "NL-GE", "BE-VLG")
+REGIONS = tuple(CONFOUNDED_REGIONS)
 MODELS = (("X-200", "4.2.1"), ("X-200", "4.3.0"), ("X-300", "5.0.2"))
 #: The boxes' local time zone (CET, winter): viewing habits follow local hours.
 UTC_OFFSET_H = 1.0
@@ -89,6 +90,22 @@ class FleetOptions:
     start: datetime | None = None
     progress: bool = False
     box_prefix: str = "sim"
+    #: What the analysis must find: effects, confounder, non-response (checked on use).
+    planted: Planted = field(default_factory=Planted)
+    #: Simulate the ``days`` that end now, with box clocks that are right: the boxes hold
+    #: their uploads until the simulated time reaches the collector's now (as boxes out of
+    #: reach would), so the collector needs to shift nothing and every record keeps its
+    #: day; no session runs past now. ``start`` is then ignored.
+    ends_now: bool = False
+    #: Hold every upload until the simulated days are over (implied by ``ends_now``):
+    #: one upload per box instead of one a session, the fast path of the tests that
+    #: need many fleets. The collector then shifts the records' times (contract section 3).
+    hold_uploads: bool = False
+    #: This share of the boxes (drawn per box) has its line turn ``lossy`` for the last
+    #: ``degrade_days`` days: households whose streams went bad lately, asked or not (what
+    #: ``GET /v1/at-risk`` must put first). Listed in the summary (``degraded_boxes``).
+    degrade_share: float = 0.0
+    degrade_days: float = 2.0
 
     def durable_count(self) -> int:
         """How many boxes keep their buffer in sqlite."""
@@ -113,13 +130,19 @@ class SimBox:
         self.rng_schedule = seeded("schedule")
         self.rng_player = seeded("player")
         traits = seeded("traits")
-        self.persona = Persona.draw(traits)
+        planted = o.planted
+        self.persona = Persona.draw(traits, planted.mood_spread)
+        self.region = region = traits.choice(REGIONS)
         names = list(PROFILES)
-        self.profile = PROFILES[traits.choices(names, [PROFILES[n].weight for n in names])[0]]
+        # The planted confounder: a region's lines (and its viewers' mood, in the viewer).
+        weights = planted.region_lines(region) or [PROFILES[n].weight for n in names]
+        self.profile = PROFILES[traits.choices(names, weights)[0]]
+        # Its own generator: planting degradation changes nothing else the box draws.
+        self.degraded = seeded("degrade").random() < o.degrade_share
         model, firmware = traits.choice(MODELS)
-        region = traits.choice(REGIONS)
         self.clock = BoxClock(fleet.clock, o.faults.skew_for(traits))
-        self.presenter = ViewerPresenter(self.clock, seeded("viewer"), self.persona)
+        self.presenter = ViewerPresenter(self.clock, seeded("viewer"), self.persona,
+                                         planted, region)
         self.new_id = id_maker(seeded("ids"), self.clock)
         self.rng_upload = seeded("upload")
         lossy = o.faults.loss > 0 and (o.faults.loss_all or self.profile.name == "lossy")
@@ -139,6 +162,15 @@ class SimBox:
         )
         self.sessions: dict[str, SessionRecord] = {}
         self.surveys: dict[str, SurveyRecord] = {}
+        #: What the viewer lived through, session by session, whose end reached a running
+        #: agent (the ground truth; the agent's tracker never sees this list).
+        self.lived: list[LivedSession] = []
+        #: A session zapped on from, whose end is the next ``play``: (agent, session), and
+        #: the player's monotonic time when its content ended (the next ``play``'s ``at``).
+        self._open: tuple[Agent, LivedSession] | None = None
+        self._zap_end = 0.0
+        #: Sessions the viewer lived but a power cut lost with the agent.
+        self.lost_sessions = 0
         self.agent: Agent | None = None
         self.store: TrackedStore | None = None
         self.alive = False
@@ -165,7 +197,7 @@ class SimBox:
         else:
             inner = MemoryBuffer(self.config.buffer, self.clock)
         self.store = TrackedStore(inner, clock, self._cut, sessions=self.sessions,
-                                  surveys=self.surveys)
+                                  surveys=self.surveys, held=self.fleet.holding)
         self.agent = Agent(
             self.config, clock=self.clock, store=self.store,
             # BoxLink is the uploader's Poster; it forwards to the fleet's one session.
@@ -220,14 +252,15 @@ class SimBox:
         fleet = self.fleet
         clock = fleet.clock
         zapping = False
-        for day in range(math.ceil(fleet.horizon_s / 86_400)):
-            for w in day_plan(self.rng_schedule, self.persona, day * 86_400.0, UTC_OFFSET_H):
+        # Days start at midnight UTC (the first one may have begun before the start).
+        for day in range(math.ceil((fleet.horizon_s - fleet.day0_s) / 86_400)):
+            for w in day_plan(self.rng_schedule, self.persona, fleet.day0_s + day * 86_400.0,
+                              UTC_OFFSET_H):
+                if w.start_s < 0.0:
+                    continue  # before the simulation started
                 if w.start_s >= fleet.horizon_s:
-                    if zapping and self.alive and self.agent is not None:
-                        # The viewer switches off: no session is left open at the end.
-                        with contextlib.suppress(PowerCut):
-                            await self.agent.feed(PlayerEvent("stop", clock.monotonic()))
-                            await self.agent.wait_question()
+                    if zapping:
+                        await self._switch_off()
                     return
                 if not zapping:
                     await clock.sleep(max(0.0, w.start_s - clock.now))
@@ -239,31 +272,75 @@ class SimBox:
                 except PowerCut:
                     zapping = False
 
+    async def _switch_off(self) -> None:
+        """The viewer switches off: the session zapped on from ends with a ``stop``."""
+        agent = self.agent
+        if not self.alive or agent is None:
+            self._open = None
+            return
+        with contextlib.suppress(PowerCut):
+            at = self._zap_end if self._open is not None else self.fleet.clock.monotonic()
+            await agent.feed(PlayerEvent("stop", at))
+            self._ended(agent)
+            await agent.wait_question()
+
+    def _ended(self, agent: Agent) -> None:
+        """The open session's end reached ``agent``: it is lived truth if that agent runs."""
+        if self._open is None:
+            return
+        owner, session = self._open
+        self._open = None
+        if owner is agent and agent is self.agent and self.alive:
+            self.lived.append(session)
+        else:
+            self.lost_sessions += 1
+
     async def _watch(self, w: Watch) -> bool:
         clock = self.fleet.clock
         agent = self.agent
         assert agent is not None
-        local_hour = int((clock.now / 3600 + UTC_OFFSET_H) % 24)
-        t0 = clock.monotonic()
-        plan = plan_session(self.rng_player, self.profile, self.persona.habits,
+        local_hour = int(((clock.now - self.fleet.day0_s) / 3600 + UTC_OFFSET_H) % 24)
+        if self._open is not None and self._open[0] is not agent:
+            self._ended(agent)  # zapped on from under an agent a power cut killed: lost
+        # Zapping on, the next play is when the last content ended (the virtual clock
+        # woke on its next whole tick): the ended session's record then lasts exactly
+        # what the viewer lived.
+        t0 = self._zap_end if self._open is not None else clock.monotonic()
+        profile = self.profile
+        if self.degraded and clock.now >= self.fleet.horizon_s - self.fleet.options.degrade_days * 86_400:
+            profile = PROFILES["lossy"]  # the line went bad in the last days
+        plan = plan_session(self.rng_player, profile, self.persona.habits,
                             peak=is_peak(local_hour), content_seconds=w.content_s,
                             channel=w.channel, content_type=w.content_type,
                             replaced=w.zap_on, t0=t0)
+        if self.fleet.options.ends_now and clock.now + plan.end_s > self.fleet.horizon_s:
+            # The week ends now: a session that would run past now is not watched.
+            if self._open is not None:
+                await self._switch_off()
+            return False
+        started = self.clock.wall()
         await agent.feed(PlayerEvent("play", t0, channel=w.channel, content_type=w.content_type))
+        # The play ended the session zapped on from (the tracker saw it replaced).
+        self._ended(agent)
+        self._open = (agent, LivedSession(self.box_id, started, w.channel, w.content_type,
+                                          plan.lived))
         self.watched += 1
         # What happens in between only matters through each event's ``at``, which the
         # tracker uses; so the session's events are fed together when it ends (two
         # scheduler steps a session instead of one per event).
         await clock.sleep(plan.end_s)
         if agent is not self.agent or not self.alive:
-            return False  # the power went: the open session is lost with the agent
+            self._ended(agent)  # counted lost: the power went and the session with it
+            return False
         for ev in plan.events:
             await agent.feed(ev)
         self.presenter.lived = plan.lived
         end = end_event(plan, t0 + plan.end_s)
         if end is None:
+            self._zap_end = t0 + plan.end_s
             return True
         await agent.feed(end)
+        self._ended(agent)
         if agent.question_up:
             await agent.wait_question()  # the viewer deals with the question before going on
         return False
@@ -303,13 +380,25 @@ class Fleet:
     def __init__(self, options: FleetOptions) -> None:
         self.options = options
         o = options
-        if o.start is not None:
+        o.planted.check()
+        if not 0.0 <= o.degrade_share <= 1.0 or not o.degrade_days > 0.0:
+            raise ValueError(f"degrade: share {o.degrade_share} must be in [0, 1] and days "
+                             f"{o.degrade_days} above 0")
+        #: Boxes hold their uploads until the simulated days are over.
+        self.holding = o.ends_now or o.hold_uploads
+        if o.ends_now:
+            start = datetime.now(UTC) - timedelta(days=o.days)
+        elif o.start is not None:
             start = o.start
         else:
             today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             start = today - timedelta(days=math.ceil(o.days))
         self.clock = VirtualClock(start, resolution_s=o.resolution_s)
         self.horizon_s = o.days * 86_400.0
+        #: Virtual seconds of the midnight (UTC) on or before the start: viewing follows
+        #: the boxes' local hours on the wall clock.
+        midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        self.day0_s = -(start - midnight).total_seconds()
         self.survey = SurveySection(
             sample_rate=o.sample_rate, min_watch_s=o.min_watch_s,
             cooldown_answered_days=o.cooldown_answered_days,
@@ -403,6 +492,8 @@ class Fleet:
                           for b in self.boxes if b.cut_times]
                 try:
                     await self._advance(tasks)
+                    if self.holding:
+                        await self._catch_up()
                     await self._drain(tasks)
                 finally:
                     for t in tasks:
@@ -425,6 +516,17 @@ class Fleet:
             for t in tasks:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
+
+    async def _catch_up(self) -> None:
+        """Let every box upload what it held; with ``ends_now``, once simulated time has
+        reached the collector's clock (the run took some real time): clocks right."""
+        behind = (datetime.now(UTC) - self.clock.wall()).total_seconds()
+        if self.options.ends_now and behind > 0:
+            await self.clock.run_until(self.clock.now + behind)
+        self.holding = False
+        for box in self.boxes:
+            if box.store is not None:
+                box.store.release()
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
         """Keep time going until the last sessions end and every buffer is empty (or
@@ -491,6 +593,8 @@ class Fleet:
             network["after_outage_peak_requests_per_virtual_s"] = meter.peak_virtual(after)
         sessions = [r for b in self.boxes for r in b.sessions.values()]
         surveys = [r for b in self.boxes for r in b.surveys.values()]
+        lived = [s for b in self.boxes for s in b.lived]
+        shown = [q for b in self.boxes for q in b.presenter.shown]
         asked = sum(v for k, v in counts.items() if k.startswith("asked_"))
         return {
             "boxes": o.boxes,
@@ -518,7 +622,15 @@ class Fleet:
             "network": network,
             "virtual_days_run": self.clock.now / 86_400,
             "real_s": round(self.real_s, 2),
-            "ground_truth": ground_truth(sessions, surveys),
+            "sessions_lost_in_power_cuts": sum(b.lost_sessions for b in self.boxes),
+            "degraded_boxes": [b.box_id for b in self.boxes if b.degraded],
+            "degraded_from": (self.clock.start + timedelta(
+                seconds=self.horizon_s - o.degrade_days * 86_400)).isoformat(),
+            # What the viewers lived and answered (never the agents' records)...
+            "ground_truth": ground_truth(lived, shown, o.planted),
+            # ...and how the agents' records compare with it.
+            "agent_vs_lived": agent_vs_lived(lived, {b.box_id: b.sessions for b in self.boxes},
+                                             watch_slack_s=0.0),
         }
 
 

@@ -12,13 +12,20 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from stb_widget.events import PlayerEvent
 
 from .network import LADDER, NetworkProfile
 
 EndKind = Literal["stop", "error", "replaced"]
+
+#: Nobody waits longer than this for a picture: it bounds the startup a viewer lives
+#: through (the planted model's realistic range, ``planted.RANGE``, relies on it).
+MAX_PATIENCE_S: Final = 20.0
+#: No network stall starts this soon after a seek (the contract's 5 s window, plus a
+#: margin): whatever stalls there is the seek's own, so lived and measured stalls agree.
+SEEK_QUIET_S: Final = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +101,8 @@ def plan_session(
     events: list[PlayerEvent] = []
     startup_s = rng.lognormvariate(math.log(profile.startup_ms / 1000.0 * (1.3 if peak else 1.0)),
                                    profile.startup_sigma)
-    patience = max(2.0, rng.lognormvariate(math.log(habits.patience_s), 0.5))
+    patience = min(MAX_PATIENCE_S,
+                   max(2.0, rng.lognormvariate(math.log(habits.patience_s), 0.5)))
     end_kind: EndKind = "replaced" if replaced else "stop"
     if startup_s > patience:
         # No picture in time: the viewer gives up before the first frame.
@@ -119,6 +127,7 @@ def plan_session(
     total_rate = stall_rate + switch_rate + pause_rate + seek_rate
     rebuffer_s = 0.0
     rebuffer_n = 0
+    last_seek = -math.inf
     paused_s = 0.0
     weighted = 0.0
     played = 0.0
@@ -140,6 +149,10 @@ def plan_session(
         pick = rng.random() * total_rate
         if pick < stall_rate:
             d = max(0.3, rng.expovariate(1.0 / profile.stall_s))
+            if t - last_seek <= SEEK_QUIET_S:
+                # Right after a seek the network holds: a stall there would be the seek's
+                # own by the contract (section 2), so the viewer never lives one.
+                continue
             events.append(PlayerEvent("stall_start", t0 + t))
             t += d
             events.append(PlayerEvent("stall_end", t0 + t))
@@ -162,10 +175,14 @@ def plan_session(
             events.append(PlayerEvent("resume", t0 + t))
         else:
             events.append(PlayerEvent("seek", t0 + t))
+            last_seek = t
             if rng.random() < 0.7:
-                # The seek's own buffering: the agent must not count it as a stall.
+                # The seek's own buffering: the agent must not count it as a stall. The
+                # tenth of a second before it plays (the viewer sees the new position).
                 d = rng.uniform(0.3, 2.0)
                 events.append(PlayerEvent("stall_start", t0 + t + 0.1))
+                played += 0.1
+                weighted += LADDER[rung] * 0.1
                 t += 0.1 + d
                 events.append(PlayerEvent("stall_end", t0 + t))
     if fails:

@@ -3,7 +3,10 @@
 It changes nothing the store does. It (1) tells the virtual clock that a write is in
 flight, so time waits for the buffer's thread; (2) notes every record the box made, for
 the ground truth and the nothing-lost check; (3) lets a power cut strike in the middle of
-a write (:meth:`TrackedStore.arm_power_cut`).
+a write (:meth:`TrackedStore.arm_power_cut`); (4) with ``held``, shows the uploader an
+empty store until :meth:`TrackedStore.release` (a box that cannot reach the collector
+yet, so that a simulated week can be uploaded when it ends, with clocks that are right).
+It is not the ground truth: that is what the viewers lived (``SimBox.lived``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,14 @@ class TrackedStore:
     def __init__(self, inner: RecordStore, clock: VirtualClock,
                  on_cut: Callable[[], None] | None = None, *,
                  sessions: dict[str, SessionRecord] | None = None,
-                 surveys: dict[str, SurveyRecord] | None = None) -> None:
+                 surveys: dict[str, SurveyRecord] | None = None,
+                 held: bool = False) -> None:
         self.inner = inner
         self._clock = clock
-        self.changed = inner.changed
+        #: While held, the uploader waits on an event of this wrapper's that only
+        #: :meth:`release` sets; then on the inner store's again.
+        self.changed = asyncio.Event() if held else inner.changed
+        self._held = held
         self.evictions = inner.evictions
         #: Records whose write returned, by id (the last form written).
         self.sessions: dict[str, SessionRecord] = {} if sessions is None else sessions
@@ -49,21 +56,31 @@ class TrackedStore:
 
     @property
     def ready_count(self) -> int:
-        """Records that may be uploaded."""
-        return self.inner.ready_count
+        """Records that may be uploaded (none while held)."""
+        return 0 if self._held else self.inner.ready_count
 
     @property
     def ready_bytes(self) -> int:
         """Their JSON size."""
-        return self.inner.ready_bytes
+        return 0 if self._held else self.inner.ready_bytes
 
     def oldest_ready_wall_us(self) -> int | None:
         """When the oldest uploadable record became uploadable."""
-        return self.inner.oldest_ready_wall_us()
+        return None if self._held else self.inner.oldest_ready_wall_us()
 
     def wake_when(self, count: int, nbytes: int) -> None:
         """When a new uploadable record sets ``changed`` (the inner store's)."""
-        self.inner.wake_when(count, nbytes)
+        if not self._held:
+            self.inner.wake_when(count, nbytes)
+
+    def release(self) -> None:
+        """Stop holding: the uploader sees what the store holds, and is woken."""
+        if not self._held:
+            return
+        self._held = False
+        waiting = self.changed
+        self.changed = self.inner.changed
+        waiting.set()
 
     def cooldowns(self) -> Cooldowns:
         """The cooldown marks."""

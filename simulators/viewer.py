@@ -1,8 +1,9 @@
 """A simulated viewer: when they watch, and what they answer.
 
-The planted effect lives in :func:`score_for`: a viewer's score is their own baseline
-minus penalties for the quality they lived through (rebuffering above all, then failure,
-low bitrate and slow startup), plus noise. :class:`ViewerPresenter` answers the agent's
+The planted effect lives in :mod:`simulators.planted`: a viewer's score is drawn as a
+promoter, passive or detractor with chances linear in the quality they lived through
+(stalling, startup, bitrate, failure, no picture) and in their region's and household's
+mood (:func:`latent_score`). :class:`ViewerPresenter` answers the agent's
 real question through the real sink, as the on-screen UI does: ``confirmed()`` the moment
 a score is chosen, then ``finished()`` once the reason pick-list closes.
 """
@@ -19,6 +20,7 @@ from protocol import SurveyRecord
 from stb_widget.clock import Clock
 from stb_widget.survey_port import SurveyRequest, SurveySink
 
+from .planted import Planted, regressors
 from .player import Habits, Lived
 
 #: Relative chance that a sitting starts in each local hour (0 to 23): a morning bump and
@@ -41,8 +43,9 @@ CHANNELS: Final = ("NPO1", "NPO2", "NPO3", "RTL4", "RTL5", "SBS6", "Veronica", "
 class Persona:
     """One household's traits, drawn once per box."""
 
-    #: The score this viewer gives a flawless stream, before noise.
-    baseline: float
+    #: How much better (or worse) than the region's viewers this household rates, in NPS
+    #: points (uniform within the planted ``mood_spread``).
+    mood: float
     #: Sittings in front of the TV per day (mean).
     sittings_per_day: float
     habits: Habits
@@ -53,10 +56,10 @@ class Persona:
     skip_reason: float
 
     @classmethod
-    def draw(cls, rng: random.Random) -> Persona:
+    def draw(cls, rng: random.Random, mood_spread: float = 0.0) -> Persona:
         """A random household."""
         return cls(
-            baseline=min(10.0, max(3.0, rng.gauss(8.8, 1.0))),
+            mood=rng.uniform(-mood_spread, mood_spread),
             sittings_per_day=max(0.3, rng.gammavariate(4.0, 0.6)),
             habits=Habits(
                 patience_s=rng.uniform(5.0, 15.0),
@@ -125,26 +128,24 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-def quality_penalty(lived: Lived) -> float:
-    """Points taken off the viewer's baseline by what they lived through (the planted effect)."""
-    ratio = lived.rebuffer_ratio
-    # Rebuffering dominates: about 2 points at 1 %, 4 at 5 %, capped at 5.
-    penalty = min(5.0, 1.6 * math.log1p(ratio * 250.0))
-    if lived.failed:
-        penalty += 2.5
-    if lived.exited_before_start:
-        penalty += 2.0
-    if lived.avg_kbps is not None and lived.avg_kbps < 3000:
-        penalty += 1.5 * (3000 - lived.avg_kbps) / 2200
-    if lived.startup_ms is not None and lived.startup_ms > 2000:
-        penalty += min(1.5, (lived.startup_ms - 2000) / 3000)
-    return penalty
+def latent_score(rng: random.Random, promoter: float, detractor: float) -> int:
+    """The 0 to 10 score a viewer holds: a promoter (9, 10) with chance ``promoter``, a
+    detractor (0 to 6, mostly 5 and 6) with chance ``detractor``, else a passive (7, 8)."""
+    u = rng.random()
+    if u < promoter:
+        return 10 if rng.random() < 0.45 else 9
+    if u < promoter + detractor:
+        return rng.choices(range(7), _DETRACTOR_WEIGHTS)[0]
+    return 8 if rng.random() < 0.55 else 7
 
 
-def score_for(rng: random.Random, persona: Persona, lived: Lived) -> int:
-    """The viewer's 0 to 10 answer: baseline minus the quality penalty, plus noise."""
-    raw = persona.baseline - quality_penalty(lived) + rng.gauss(0.0, 1.0)
-    return max(0, min(10, round(raw)))
+_DETRACTOR_WEIGHTS: Final = (1.0, 0.5, 0.7, 1.0, 1.5, 3.0, 4.0)
+
+
+def lived_regressors(lived: Lived) -> dict[str, float]:
+    """Contract section 6's regressors of what the viewer lived through."""
+    return regressors(rebuffer_ratio=lived.rebuffer_ratio, startup_ms=lived.startup_ms,
+                      avg_kbps=lived.avg_kbps, failed=lived.failed)
 
 
 def reason_for(rng: random.Random, lived: Lived, score: int) -> str:
@@ -163,43 +164,69 @@ def reason_for(rng: random.Random, lived: Lived, score: int) -> str:
     return rng.choices(names, [weights[n] for n in names])[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """One question as the viewer lived it: what they were shown it after, and what they did."""
+
+    record: SurveyRecord
+    lived: Lived
+    #: The score the viewer held, answered or not (the planted model's draw).
+    latent: int
+    #: The session was inside the planted model's realistic range (nothing clipped).
+    in_range: bool
+
+
 class ViewerPresenter:
     """A ``SurveyPresenter`` played by the simulated viewer, on the box's (virtual) clock.
 
     Set :attr:`lived` to the session just ended before its end event is fed.
     """
 
-    def __init__(self, clock: Clock, rng: random.Random, persona: Persona) -> None:
+    def __init__(self, clock: Clock, rng: random.Random, persona: Persona,
+                 planted: Planted | None = None, region: str = "NL-UT") -> None:
         self._clock = clock
         self._rng = rng
         self._persona = persona
+        self._planted = planted or Planted()
+        self._region = region
         self.lived: Lived | None = None
-        #: (score or None, outcome, lived) of every question answered, for the ground truth.
-        self.answers: list[tuple[SurveyRecord, Lived | None]] = []
+        #: Every question shown, as the viewer lived it: the ground truth's answers.
+        self.shown: list[Shown] = []
 
     async def present(self, request: SurveyRequest, sink: SurveySink) -> SurveyRecord:
-        """Look at the question, then answer, dismiss or walk away, like a viewer would."""
+        """Look at the question, then answer, dismiss or walk away, like a viewer would.
+
+        The score the viewer holds is drawn first, whether they answer or not (the NPS of
+        everyone shown); whether they answer depends on the stalling they just lived
+        through (the planted non-response), never on that score.
+        """
         rng, persona, lived = self._rng, self._persona, self.lived
+        assert lived is not None, "ViewerPresenter.lived not set before the session ended"
+        x = lived_regressors(lived)
+        promoter, detractor, inside = self._planted.probabilities(x, self._region, persona.mood)
+        latent = latent_score(rng, promoter, detractor)
         shown = self._clock.wall()
         base = SurveyRecord(id=request.survey_id, kind="survey", session_id=request.session_id,
                             shown_at=shown, outcome="timeout", locale=request.locale)
+        answers = (1.0 - persona.ignore - persona.dismiss) * self._planted.answer_factor(
+            x["rebuffer_pct"])
+        # Those who do not answer walk away (timeout) or press Back in the persona's ratio.
+        ignore = (1.0 - answers) * persona.ignore / (persona.ignore + persona.dismiss)
         pick = rng.random()
-        if pick < persona.ignore:
+        if pick < ignore:
             await self._clock.sleep(request.timeout_s)
             final = base
-        elif pick < persona.ignore + persona.dismiss:
+        elif pick < 1.0 - answers:
             await self._clock.sleep(rng.uniform(1.0, 6.0))
             final = replace(base, outcome="dismissed")
         else:
             await self._clock.sleep(rng.uniform(2.0, min(request.timeout_s - 1.0, 20.0)))
-            assert lived is not None, "ViewerPresenter.lived not set before the session ended"
-            score = score_for(rng, persona, lived)
-            answered = replace(base, outcome="answered", score=score,
+            answered = replace(base, outcome="answered", score=latent,
                                answered_at=self._clock.wall())
             await sink.confirmed(answered)
             await self._clock.sleep(rng.uniform(1.0, 8.0))
-            reason = None if rng.random() < persona.skip_reason else reason_for(rng, lived, score)
+            reason = None if rng.random() < persona.skip_reason else reason_for(rng, lived, latent)
             final = replace(answered, reason=reason)  # type: ignore[arg-type]
         await sink.finished(final)
-        self.answers.append((final, lived))
+        self.shown.append(Shown(final, lived, latent, inside))
         return final

@@ -19,7 +19,7 @@ from typing import Any
 from protocol import SurveyRecord
 
 from .buffer import RecordStore, SqliteBuffer
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, wait_event
 from .config import Config
 from .errors import BufferError
 from .events import PlayerEvent
@@ -94,6 +94,11 @@ class Agent:
         self.uploader: Uploader | None = None
         self._upload_task: asyncio.Task[None] | None = None
         self._question: asyncio.Task[None] | None = None
+        # A session due a question waits ``survey.settle_s`` for the player to stay idle;
+        # a ``play`` meanwhile sets this (the session was a zap: no question over the
+        # next channel). One at a time: a session can only end after a play.
+        self._zap = asyncio.Event()
+        self._settling: str | None = None
         self._no_display_logged = False
         #: Sessions recorded, questions shown by outcome.
         self.counts: Counter[str] = Counter()
@@ -119,14 +124,17 @@ class Agent:
             self._upload_task = asyncio.create_task(self.uploader.run(), name="uploader")
 
     async def feed(self, event: PlayerEvent) -> None:
-        """Apply one player event; a session that ends is stored (one write) and maybe asked."""
+        """Apply one player event; a session that ends is stored (one write) and maybe asked
+        (once the player stayed idle ``survey.settle_s``)."""
+        if event.kind == "play" and self._settling is not None:
+            self._zap.set()
         done = self.tracker.feed(event)
         if done is not None:
             await self._ended(done)
 
     @property
     def question_up(self) -> bool:
-        """Is a question on screen (or being prepared)?"""
+        """Is a question due (waiting for the player to settle), being prepared or on screen?"""
         return self._question is not None and not self._question.done()
 
     async def wait_question(self) -> None:
@@ -150,7 +158,21 @@ class Agent:
                      dict(self.policy.reasons))
         reason = self.policy.decide(done, store.cooldowns(), self.question_up)
         if reason is None:
-            self._question = asyncio.create_task(self._ask(done), name="question")
+            self._zap.clear()
+            self._settling = done.record.id
+            self._question = asyncio.create_task(self._settle_then_ask(done), name="question")
+
+    async def _settle_then_ask(self, done: FinishedSession) -> None:
+        settle_s = self.config.survey.settle_s
+        try:
+            # settle_s = 0 turns the wait off: ask at once, whatever follows.
+            zapped = settle_s > 0 and await wait_event(self.clock, self._zap, settle_s)
+        finally:
+            self._settling = None
+        if zapped:
+            self.policy.count("zapped", done.record.id)
+            return
+        await self._ask(done)
 
     async def _ask(self, done: FinishedSession) -> None:
         session_id = done.record.id
@@ -217,6 +239,8 @@ class Agent:
 
     async def stop(self) -> None:
         """End the open session (not a failure), stop uploading, close what we opened."""
+        if self._settling is not None:
+            self.policy.count("shutdown", self._settling)
         done = self.tracker.close()
         if done is not None and self._store is not None:
             await self._store.add_session(done.record)

@@ -71,7 +71,7 @@ def _config_doc(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stb-widget`` console script."""
-    parser = argparse.ArgumentParser(prog="stb-widget", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stb-widget", description=(__doc__ or "").replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the box agent")
     run.add_argument("--config", required=True, help="the agent's TOML configuration")

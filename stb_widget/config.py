@@ -57,12 +57,35 @@ def _nonempty(v: Any) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+#: What an example configuration's token looks like (never a real one: tokens are random).
+_PLACEHOLDER = re.compile(r"replace|changeme|change-me|placeholder|your[-_ ]?token|^\.+$|<[^>]*>",
+                          re.IGNORECASE)
+
+
+def _token(v: Any) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    if _PLACEHOLDER.search(v):
+        # The value itself is not repeated: whatever it is, it sits in the token's place.
+        return ("is still the example's placeholder; set this box's upload token, the "
+                "output of `nps-collector box-token <box_id>`")
+    return None
+
+
 def _box_id(v: Any) -> str | None:
-    return None if re.match(BOX_ID_PATTERN, v) else "must be 1 to 64 of A-Z a-z 0-9 . _ : -"
+    return None if re.fullmatch(BOX_ID_PATTERN, v) else "must be 1 to 64 of A-Z a-z 0-9 . _ : -"
 
 
 def _url(v: Any) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", v) else "must be an http:// or https:// URL"
+
+
+def _regex(v: Any) -> str | None:
+    try:
+        re.compile(v)
+    except re.error as exc:
+        return f"not a valid regular expression ({exc})"
+    return None
 
 
 _HHMM = r"([01]\d|2[0-3]):([0-5]\d)"
@@ -98,7 +121,8 @@ class CollectorSection:
 
     url: str = setting(help="The collector's base URL; batches go to <url>/v1/batches.", check=_url)
     token: str = setting(
-        help="This box's upload token (never logged).", check=_nonempty, secret=True
+        help="This box's upload token (never logged; a placeholder such as the example's is "
+        "refused).", check=_token, secret=True
     )
     upload_delay_s: float = setting(
         60.0, "A finished record waits at most this long for a batch to fill.", _at_least(0)
@@ -129,6 +153,26 @@ class PlayerSection:
     reconnect_max_s: float = setting(
         5.0, "With source = \"mpv\": longest wait between reconnect attempts.", _at_least(0.05)
     )
+    channel_from: str = setting(
+        "media-title", "With source = \"mpv\": the mpv property that names the channel "
+        "(\"media-title\", \"path\", \"filename\", \"metadata/by-key/<KEY>\", ...; \"\" = none). "
+        "A media-title that is only the file name does not count.",
+    )
+    channel_pattern: str = setting(
+        "", "With source = \"mpv\": a regular expression searched in that property; its group "
+        "\"channel\" (else the whole match) is the channel; no match = null; \"\" = all of it.",
+        _regex,
+    )
+    content_type_live: str = setting(
+        "", "With source = \"mpv\": a regular expression; where it is found in mpv's path, the "
+        "content type is \"live\" (\"\" = never).", _regex,
+    )
+    content_type_vod: str = setting(
+        "", "Likewise for \"vod\" (tried after live).", _regex,
+    )
+    content_type_catchup: str = setting(
+        "", "Likewise for \"catchup\" (tried after vod).", _regex,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +184,11 @@ class SurveySection:
         0.05, "Share of eligible sessions that are asked.", _between(0, 1)
     )
     min_watch_s: float = setting(600.0, "Shorter sessions are never surveyed.", _at_least(0))
+    settle_s: float = setting(
+        3.0, "The player must stay idle this long after a session ends before the question "
+        "comes; a play in that time makes the session a zap (reason zapped); 0 = ask at once.",
+        _between(0, 3600),
+    )
     cooldown_answered_days: float = setting(
         90.0, "No question for this long after an answered one (from when it was shown).",
         _at_least(0),

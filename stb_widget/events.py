@@ -13,11 +13,13 @@ from .errors import EventError
 
 EventKind = Literal[
     "play", "first_frame", "bitrate", "stall_start", "stall_end",
-    "pause", "resume", "seek", "error", "stop",
+    "pause", "resume", "seek", "error", "stop", "describe", "dropped_frames",
 ]
+#: The kinds a JSON line may carry (``describe`` is internal: a source that learns the
+#: open session's channel or content type after its ``play``, as mpv does).
 KINDS: Final[frozenset[str]] = frozenset(
     ("play", "first_frame", "bitrate", "stall_start", "stall_end",
-     "pause", "resume", "seek", "error", "stop")
+     "pause", "resume", "seek", "error", "stop", "dropped_frames")
 )
 #: Longest player event line accepted; longer ones are skipped.
 MAX_LINE: Final = 16 * 1024
@@ -28,6 +30,7 @@ class PlayerEvent:
     """One fact about the player.
 
     ``at`` is seconds on any monotonic clock of the sender (None: the agent's own clock).
+    ``describe`` sets the open session's ``channel`` and ``content_type`` where not None.
     ``kbps`` is None on a ``bitrate`` event whose value is unknown. ``nominal`` is False
     for a measured bitrate (it moves every second), which weighs in the average but is
     never counted as a switch.
@@ -70,16 +73,27 @@ def parse_event_line(line: bytes) -> PlayerEvent:
         ctype = doc.get("content_type")
         return PlayerEvent(
             "play", at_f,
-            channel=channel if isinstance(channel, str) and 0 < len(channel) <= 256 else None,
+            # A channel the collector would refuse (U+0000, contract section 3) is no channel:
+            # the session is still worth sending.
+            channel=channel if isinstance(channel, str) and 0 < len(channel) <= 256
+            and "\x00" not in channel else None,
             content_type=ctype if isinstance(ctype, str) and ctype in CONTENT_TYPES else None,
         )
     if kind == "bitrate":
         kbps = doc.get("kbps")
+        # ``height`` (optional, contract v1) is not measured yet; it is left unread.
         if kbps is not None and (
             isinstance(kbps, bool) or not isinstance(kbps, int | float) or not 0 <= kbps < 1e9
         ):
             raise EventError("kbps: must be a non-negative number or null")
         return PlayerEvent("bitrate", at_f, kbps=None if kbps is None else float(kbps))
+    if kind == "dropped_frames":
+        # Contract v1 feed; checked so a player learns of a bad count, but not measured
+        # yet (the session's dropped_frames waits for the collector's storage, issue 14).
+        count = doc.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
+            raise EventError("count: must be a non-negative integer")
+        return PlayerEvent("dropped_frames", at_f)
     if kind == "error":
         message = doc.get("message")
         return PlayerEvent("error", at_f, message=str(message)[:200] if message else None)

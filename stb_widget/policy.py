@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 REASON_CODES: Final[dict[str, str]] = {
     "survey_disabled": "survey.enabled is false",
     "replaced": "a new play came while the session was open (zapping): playback goes on",
+    "zapped": "a play came within survey.settle_s after the session ended (a channel change): "
+    "the question would have come up over the next channel",
     "shutdown": "the agent stopped while the session was open",
     "too_short": "watched less than survey.min_watch_s",
     "sampled_out": "not drawn by survey.sample_rate (deterministic per box and session)",

@@ -9,7 +9,7 @@ import signal
 from .agent import Agent
 from .config import Config
 from .sources.events_socket import EventsSocketSource
-from .sources.mpv_ipc import MpvIpcSource
+from .sources.mpv_ipc import MpvIpcSource, Naming
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ async def run_agent(config: Config) -> None:
             await source.start()
         else:
             source = MpvIpcSource(config.player.mpv_socket, agent.feed, agent.clock,
-                                  config.player.reconnect_max_s)
+                                  config.player.reconnect_max_s,
+                                  naming=Naming.from_config(config.player))
     except BaseException:
         await agent.stop()
         raise

@@ -169,6 +169,11 @@ class SessionTracker:
             s.paused = False
         elif kind == "seek":
             s.last_seek_t = t
+        elif kind == "describe":
+            if ev.channel is not None:
+                s.channel = ev.channel
+            if ev.content_type is not None:
+                s.content_type = ev.content_type
         return None
 
     def close(self) -> FinishedSession | None:

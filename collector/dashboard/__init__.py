@@ -17,10 +17,11 @@ import orjson
 from aiohttp import web
 
 from ..app import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE, ApiError
+from ..ratelimit import BoxRateLimiter
 from ..storage import Storage
 from . import views
 from .auth import Signer, session_key
-from .keys import ALERTER, HTTP, METRICS, SIGNER
+from .keys import ALERTER, HTTP, LOGIN_LIMITER, METRICS, SIGNER
 from .metrics import Metrics, metrics_middleware
 from .openapi import openapi_document
 from .webhook import Alerter
@@ -55,6 +56,8 @@ def setup_dashboard(app: web.Application) -> None:
     Call after the store's cleanup context is registered: this one needs the store open.
     """
     app[METRICS] = Metrics()
+    settings = app[SETTINGS]
+    app[LOGIN_LIMITER] = BoxRateLimiter(settings.login_rate_per_min, settings.login_burst)
     # Outermost, so it times the whole request and sees the final status.
     app.middlewares.insert(0, metrics_middleware(lambda r: r.app[METRICS]))
     app.cleanup_ctx.append(_dashboard_ctx)
@@ -93,11 +96,15 @@ def setup_dashboard(app: web.Application) -> None:
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/dashboard", views.get_dashboard)
     r.add_get("/dashboard/", to_dashboard)
+    r.add_get("/", to_dashboard)  # a new user types the bare address
     r.add_get("/dashboard/login", views.get_login)
     r.add_post("/dashboard/login", views.post_login)
     r.add_post("/dashboard/logout", views.post_logout)
     r.add_get("/dashboard/api/data", views.get_data)
     r.add_get("/dashboard/detractors.csv", views.get_detractors_csv)
+    r.add_get("/dashboard/api/impact", views.get_impact)
+    r.add_get("/dashboard/api/at-risk", views.get_at_risk)
+    r.add_get("/dashboard/at-risk.csv", views.get_at_risk_csv)
     r.add_get("/dashboard/static/{name}", get_static)
 
 
@@ -116,7 +123,8 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.webhook_url and settings.webhook_secret:
             alerter = Alerter(http=http, url=settings.webhook_url, secret=settings.webhook_secret,
                               mode=settings.webhook_mode, threshold=settings.webhook_threshold,
-                              store=store, metrics=app[METRICS])
+                              store=store, metrics=app[METRICS],
+                              per_box_pending=settings.webhook_box_pending)
             app[ALERTER] = alerter
             alerter.start()
             app[INGEST_LISTENERS].append(alerter.on_ingest)

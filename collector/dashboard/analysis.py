@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from protocol.timefmt import to_micros
+from protocol.timefmt import from_micros, to_micros
 
 from ..buckets import BUCKETS, METRICS, bucket_index
 from ..model import Filters, SurveyFact
@@ -34,8 +34,13 @@ ALPHA = 0.05
 
 
 def iso_us(us: int) -> str:
-    """RFC 3339 (UTC, ``Z``) of µs since the epoch, whole seconds where exact."""
-    dt = datetime.fromtimestamp(us / 1_000_000, UTC)
+    """RFC 3339 (UTC, ``Z``) of µs since the epoch, whole seconds where exact.
+
+    Integer arithmetic: a float of µs since 1970 has 53 bits, too few for microseconds
+    near year 9999, where ``us / 1e6`` rounds 23:59:59.999999 up into year 10000. Times
+    outside what RFC 3339 can write (an hour bucket's end after 9999-12-31T23:00) are
+    written as the nearest one it can."""
+    dt = from_micros(min(MAX_US, max(MIN_US, us)))
     text = dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds")
     return text.replace("+00:00", "Z")
 

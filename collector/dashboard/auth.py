@@ -34,6 +34,19 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as bytes, whatever a client sent: aiohttp hands undecodable header bytes
+    over as lone surrogates, which a strict encode refuses."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time comparison of a presented MAC or token with ours. On bytes:
+    ``hmac.compare_digest`` raises ``TypeError`` for a non-ASCII ``str``, and a cookie
+    or form field is whatever the client chose to send."""
+    return hmac.compare_digest(_utf8(presented), _utf8(expected))
+
+
 async def session_key(store: Storage) -> bytes:
     """The signing key, made once per data store and shared by every instance."""
     kept = await store.get_meta(KEY_META)
@@ -62,7 +75,7 @@ class Signer:
         self.lifetime_s = lifetime_s
 
     def _mac(self, purpose: str, payload: str) -> str:
-        return _b64(hmac.new(self._key, f"{purpose}|{payload}".encode(), hashlib.sha256).digest())
+        return _b64(hmac.new(self._key, _utf8(f"{purpose}|{payload}"), hashlib.sha256).digest())
 
     # -- session cookie -------------------------------------------------------------------
     def new_session(self, now: float | None = None) -> tuple[str, Session]:
@@ -81,7 +94,7 @@ class Signer:
         if not cookie or "." not in cookie:
             return None
         payload, _, mac = cookie.partition(".")
-        if not hmac.compare_digest(mac, self._mac("session", payload)):
+        if not _same(mac, self._mac("session", payload)):
             return None
         try:
             doc = orjson.loads(_unb64(payload))
@@ -98,7 +111,7 @@ class Signer:
 
     def check_csrf(self, session: Session, token: str | None) -> bool:
         """Whether a form's CSRF token is this session's."""
-        return token is not None and hmac.compare_digest(token, session.csrf)
+        return token is not None and _same(token, session.csrf)
 
     # -- the login form (there is no session yet) ------------------------------------------
     def login_token(self, now: float | None = None) -> str:
@@ -112,7 +125,7 @@ class Signer:
         if not token or token.count(".") != 2:
             return False
         ts, nonce, mac = token.split(".")
-        if not hmac.compare_digest(mac, self._mac("login", ts + "." + nonce)):
+        if not _same(mac, self._mac("login", ts + "." + nonce)):
             return False
         try:
             age = (time.time() if now is None else now) - int(ts)

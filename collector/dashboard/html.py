@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from protocol.timefmt import from_micros
 
 from ..buckets import BUCKETS
 from ..storage.base import DetractorRow
@@ -79,8 +80,9 @@ def bucket_label(metric: str, index: int) -> str:
 
 
 def when(us: int) -> str:
-    """A time for people: UTC, to the minute."""
-    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """A time for people: UTC, to the minute (truncated, as the date's own fields are: a
+    float of µs rounds 9999-12-31T23:59:59.999999 into a year that cannot be written)."""
+    return from_micros(us).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def page(title: str, body: str, *, scripts: Sequence[str] = ()) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 import orjson
 from aiohttp import web
 
+from ..app import CLIENT_ABORT_STATUS, client_gone
+
 #: Request latency buckets, seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -29,6 +31,13 @@ def rejection_reason(error: str) -> str:
     path = error.split(":", 1)[0]
     path = _ARRAY_INDEX.sub("", _INDEX.sub("", path))
     return path or "record"
+
+
+def status_label(status: int) -> str:
+    """The ``status`` label: the HTTP status, or ``client_abort`` where the client went
+    away before its answer (the collector logs those as 499), so that an alert on 5xx
+    rates never fires on ordinary home-network aborts."""
+    return "client_abort" if status == CLIENT_ABORT_STATUS else str(status)
 
 
 def _escape(value: str) -> str:
@@ -61,7 +70,7 @@ class Metrics:
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency."""
-        self.requests[(method, route, str(status))] += 1
+        self.requests[(method, route, status_label(status))] += 1
         key = (method, route)
         counts = self._lat_buckets.setdefault(key, [0] * (len(LATENCY_BUCKETS) + 1))
         counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -69,7 +78,7 @@ class Metrics:
 
     def observe_batch(self, status: int, body: bytes) -> None:
         """Count an upload's outcome from the answer the collector gave."""
-        self.batches[str(status)] += 1
+        self.batches[status_label(status)] += 1
         if status != 200:
             return
         try:
@@ -155,7 +164,9 @@ def metrics_middleware(metrics_of: Callable[[web.Request], Metrics]) -> Callable
             _record(request, exc.status, None, start)
             raise
         except BaseException:
-            _record(request, 500, None, start)
+            # Cancelled because the client went away (a server with handler
+            # cancellation): an abort, not a server error.
+            _record(request, CLIENT_ABORT_STATUS if client_gone(request) else 500, None, start)
             raise
         _record(request, resp.status, resp, start)
         return resp

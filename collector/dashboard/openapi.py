@@ -13,6 +13,7 @@ from typing import Any
 from protocol import CONTENT_TYPES, REASONS, batch_schema
 
 from ..buckets import METRICS
+from ..impact import impact_schema
 from ..query import FILTER_PARAMS
 
 _DEF_NAMES = {"session": "SessionRecord", "survey": "SurveyRecord"}
@@ -181,9 +182,63 @@ def _dashboard_schemas() -> dict[str, Any]:
                 },
                 "bucket_labels": {"type": "object", "additionalProperties": {
                     "type": "array", "items": {"type": "string"}}},
+                "unknown_by_qos": {
+                    "type": "object", "additionalProperties": {"type": "object"},
+                    "description": "Per metric, what falls in no bucket because the session's "
+                                   "metric is null: sessions, shown, answered, response_rate, "
+                                   "n, nps, nps_ci95."},
+                "small_n": {"type": "object", "additionalProperties": {
+                    "type": "array", "items": {"type": "boolean"}},
+                    "description": "Per metric and bucket: under 3 answers, or the point outside "
+                                   "its own interval (drawn hollow and grey)."},
+                "reasons_order": {"type": "array", "items": {"type": "string"},
+                                  "description": "Reasons most given first, ties in the contract's order."},
             },
         },
     }
+
+
+def _at_risk_schema() -> dict[str, Any]:
+    num = {"type": ["number", "null"]}
+    box = {
+        "type": "object",
+        "required": ["box_id", "risk", "sessions", "rebuffer_pct", "startup_s", "bitrate_mbps",
+                     "failed_share", "last_score", "last_answered_at"],
+        "properties": {
+            "box_id": {"type": "string"},
+            "risk": {"type": "number", "minimum": 0, "maximum": 1,
+                     "description": "Estimated chance this box's viewer would answer now as a "
+                                    "detractor (0-6), given the window's stream quality."},
+            "sessions": {"type": "integer", "minimum": 1},
+            "rebuffer_pct": num, "startup_s": num, "bitrate_mbps": num,
+            "failed_share": {"type": "number", "minimum": 0, "maximum": 1},
+            "last_score": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+            "last_answered_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    }
+    return {"type": "object", "required": ["from", "to", "boxes"],
+            "properties": {"from": {"type": "string", "format": "date-time"},
+                           "to": {"type": "string", "format": "date-time"},
+                           "boxes": {"type": "array", "items": box}}}
+
+
+def _at_risk_params() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"name": "window_days", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 90, "default": 7},
+         "description": "The window: sessions started in [to - window_days days, to)."},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+         "description": "At most this many boxes, riskiest first."},
+        {"name": "to", "in": "query", "required": False,
+         "schema": {"type": "string", "format": "date-time"},
+         "description": "RFC 3339; the window's end (excluded). Default: now."},
+    ]
+    for name in ("region", "model", "firmware"):
+        out.append({"name": name, "in": "query", "required": False,
+                    "schema": {"type": "string", "minLength": 1},
+                    "description": f"Only sessions sent with this box {name}."})
+    return out
 
 
 def openapi_document() -> dict[str, Any]:
@@ -222,6 +277,8 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "Report": _report_schema(),
+        "Impact": impact_schema(),
+        "AtRisk": _at_risk_schema(),
         **_dashboard_schemas(),
     }
     paths: dict[str, Any] = {
@@ -242,8 +299,10 @@ def openapi_document() -> dict[str, Any]:
                 "408": _error("timeout: the body was not received in time."),
                 "413": _error("too_large: over 1 MiB as sent or 8 MiB inflated."),
                 "415": _error("unsupported_media_type: not JSON, or an unknown encoding."),
-                "429": _error("overloaded: this box is over its upload rate.", _RETRY_AFTER),
-                "503": _error("overloaded, or the store failed.", _RETRY_AFTER),
+                "429": _error("overloaded: this box is over its upload rate (checked before the "
+                              "body is read).", _RETRY_AFTER),
+                "503": _error("overloaded (the write queue, or too many large bodies waiting to "
+                              "be decoded), or the store failed.", _RETRY_AFTER),
             },
         }},
         "/v1/boxes": {"post": {
@@ -266,6 +325,14 @@ def openapi_document() -> dict[str, Any]:
             "security": admin, "parameters": _filter_params(),
             "responses": {"200": _json(_ref("Report"), "The report."), **_ADMIN_ERRORS},
         }},
+        "/v1/impact": {"get": {
+            "summary": "What quality costs in NPS points (contract section 6)",
+            "description": "OLS slopes of NPS on the stream-quality regressors, unadjusted "
+                           "and with segment fixed effects, box-clustered; the points won "
+                           "by fixing each; the NPS post-stratified for who answers.",
+            "security": admin, "parameters": _filter_params(),
+            "responses": {"200": _json(_ref("Impact"), "The figures."), **_ADMIN_ERRORS},
+        }},
         "/v1/export": {"get": {
             "summary": "Stream every stored record of one kind (contract section 5)",
             "security": admin,
@@ -282,6 +349,14 @@ def openapi_document() -> dict[str, Any]:
                                     "text/csv": {"schema": {"type": "string"}}}},
                 **_ADMIN_ERRORS,
             },
+        }},
+        "/v1/at-risk": {"get": {
+            "summary": "Who to call first: boxes ranked by detractor risk (contract section 7)",
+            "description": "Every box with a session in the window, ranked by the estimated "
+                           "chance its viewer would answer now as a detractor, learned from the "
+                           "answered surveys (docs/impact.md).",
+            "security": admin, "parameters": _at_risk_params(),
+            "responses": {"200": _json(_ref("AtRisk"), "The list."), **_ADMIN_ERRORS},
         }},
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {
             "200": _json({"type": "object", "required": ["status"],
@@ -315,12 +390,45 @@ def openapi_document() -> dict[str, Any]:
                  "schema": {"type": "string", "enum": ["", *CONTENT_TYPES]}},
                 {"name": "granularity", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": ["", "day", "week"]}},
+                {"name": "risk_days", "in": "query", "required": False,
+                 "description": "The at-risk list's window, in days up to the period's end.",
+                 "schema": {"type": "string", "enum": ["", "7", "14", "28", "90"]}},
             ],
             "responses": {"200": html, "303": to_login,
                           "400": {"description": "A bad filter.", "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/dashboard/": {"get": {"summary": "Redirect to /dashboard", "security": [], "responses": {
             "303": {"description": "To /dashboard.", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
+        "/": {"get": {"summary": "Redirect to /dashboard", "security": [], "responses": {
+            "303": {"description": "To /dashboard.", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
+        "/dashboard/api/impact": {"get": {
+            "summary": "What quality costs: the /v1/impact figures and the what-if's steps",
+            "description": "`impact` is contract section 6's answer for the filters; `whatif` "
+                           "gives, per metric (rebuffer_pct, startup_s, bitrate_mbps) and per "
+                           "step of the page's slider, the mean gap to the target over the rows "
+                           "and the NPS points won, with the adjusted slope's interval.",
+            "security": [*dash, *admin], "parameters": _filter_params(),
+            "responses": {"200": _json({"type": "object", "required": ["filters", "impact", "whatif"]},
+                                       "The figures."),
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
+        }},
+        "/dashboard/api/at-risk": {"get": {
+            "summary": "Who to call first: contract section 7's answer (top 50 by default)",
+            "security": [*dash, *admin], "parameters": _at_risk_params(),
+            "responses": {"200": _json({"type": "object", "required": ["from", "to", "boxes"]},
+                                       "The boxes, highest risk first."),
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
+        }},
+        "/dashboard/at-risk.csv": {"get": {
+            "summary": "The at-risk list as CSV (top 1000 by default)",
+            "security": [*dash, *admin], "parameters": _at_risk_params(),
+            "responses": {"200": {"description": "CSV with a header row: rank, then section 7's fields.",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
+                          "403": _ADMIN_ERRORS["403"]},
+        }},
         "/dashboard/login": {
             "get": {"summary": "The login form", "security": [], "responses": {"200": html}},
             "post": {
@@ -333,7 +441,13 @@ def openapi_document() -> dict[str, Any]:
                     "401": {"description": "Wrong token: the form again.", "content": html["content"]},
                     "400": _error("malformed: the body cannot be read as a form."),
                     "403": forbidden_form,
-                    "413": _error("too_large: a form over 1 MiB."),
+                    "408": _error("timeout: the form was not received within --body-timeout."),
+                    "411": _error("length_required: a form sent without Content-Length."),
+                    "413": _error("too_large: a form over 16 KiB."),
+                    "429": {"description": "Too many attempts from this address: the form "
+                                           "again, with Retry-After.",
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                            "content": html["content"]},
                 },
             },
         },
@@ -347,7 +461,10 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"303": {"description": "Logged out: the cookie is cleared.",
                                   "headers": {"Location": {"schema": {"type": "string"}}}},
                           "400": _error("malformed: the body cannot be read as a form."),
-                          "403": forbidden_form, "413": _error("too_large: a form over 1 MiB.")},
+                          "403": forbidden_form,
+                          "408": _error("timeout: the form was not received within --body-timeout."),
+                          "411": _error("length_required: a form sent without Content-Length."),
+                          "413": _error("too_large: a form over 16 KiB.")},
         }},
         "/dashboard/api/data": {"get": {
             "summary": "Everything the dashboard's charts draw",

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
-import io
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from protocol import CONTENT_TYPES, REASONS
+from protocol import CONTENT_TYPES, REASONS, to_micros
 
-from ..app import ADMIN_HASH, STORE, ApiError, json_response, require_admin
+from ..app import ADMIN_HASH, SETTINGS, STORE, ApiError, json_response, require_admin
+from ..at_risk import compute_at_risk, parse_at_risk_query
 from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
+from ..export import csv_line
+from ..impact import compute_impact
 from ..model import Filters
 from ..query import parse_filters
-from ..report import build_report
+from ..report import build_report, compute_report_data
 from ..storage.base import BadQuality, DetractorRow
 from ..tokens import same_token
 from . import html as h
@@ -38,7 +39,21 @@ from .analysis import (
     timeline,
 )
 from .auth import COOKIE, Session, Signer
-from .keys import SIGNER
+from .keys import LOGIN_LIMITER, SIGNER
+from .quality import (
+    DEFAULT_RISK_DAYS,
+    PAGE_AT_RISK,
+    RISK_WINDOWS,
+    SMALL_N,
+    at_risk_section,
+    costs_section,
+    impact_rows,
+    is_small_n,
+    reasons_ranked,
+    small_n_flags,
+    unknown_rows,
+    whatif,
+)
 
 #: The Content-Security-Policy of every dashboard page: scripts, styles and fonts only
 #: from this collector, no inline script or style, no framing, forms only to itself.
@@ -58,7 +73,11 @@ PAGE_DETRACTORS = 50
 #: Values suggested per filter field.
 SUGGESTIONS = 500
 CSV_DETRACTORS = 100_000
+#: The at-risk CSV: contract §7's largest ``limit``.
+CSV_AT_RISK = 1000
 BAD = BadQuality()
+#: The largest dashboard form accepted: a login form is a few hundred bytes.
+FORM_MAX_BYTES = 16 * 1024
 LOGOUT_META = "dashboard_logout:"
 
 
@@ -133,9 +152,24 @@ def _login_page(signer: Signer, message: str | None = None) -> str:
 
 async def _form(request: web.Request) -> Any:
     """The posted form; a body aiohttp cannot parse as one (a multipart type without a
-    boundary, say) is the client's error, 400, not a 500."""
+    boundary, say) is the client's error, 400, not a 500.
+
+    Bounded like an upload's body: it must arrive within ``--body-timeout`` (else 408,
+    so that clients trickling a login form cannot hold connections open), and a form
+    is small: at most :data:`FORM_MAX_BYTES`, with its length said up front (411)."""
+    length = request.content_length
+    if length is None and request.body_exists:
+        # Browsers send a form's length; without one the only bound would be the app's
+        # 2 MiB upload limit.
+        raise ApiError(411, "length_required", "body: a form must be sent with Content-Length")
+    if length is not None and length > FORM_MAX_BYTES:
+        raise ApiError(413, "too_large", f"body: a form is at most {FORM_MAX_BYTES} bytes, "
+                                         f"not {length}")
     try:
-        return await request.post()
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout_s):
+            return await request.post()
+    except TimeoutError:
+        raise ApiError(408, "timeout", "body: not received in time") from None
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise ApiError(400, "malformed", f"body: not a form ({exc})") from None
 
@@ -146,7 +180,17 @@ async def get_login(request: web.Request) -> web.Response:
 
 
 async def post_login(request: web.Request) -> web.Response:
-    """Exchange the admin token for a session cookie."""
+    """Exchange the admin token for a session cookie.
+
+    Attempts are rate-limited per client address, before the form is read: guessing the
+    token must take forever. The address is the TCP peer's; ``X-Forwarded-For`` is not
+    trusted (a client could name a fresh address each time), so behind a reverse proxy
+    all logins share the proxy's limit."""
+    wait_s = request.app[LOGIN_LIMITER].take(request.remote or "unknown")
+    if wait_s:
+        return html_response(_login_page(request.app[SIGNER], "Too many sign-in attempts from "
+                                          f"this address; try again in {wait_s} s."),
+                             status=429, headers={"Retry-After": str(wait_s)})
     signer = request.app[SIGNER]
     form = await _form(request)
     csrf = form.get("csrf")
@@ -189,7 +233,7 @@ def _day(value: str, name: str) -> date:
 def page_filters(query: Mapping[str, str]) -> tuple[Filters, dict[str, str], str]:
     """The page's form (days, inclusive) as report filters, the form's values, granularity."""
     known = ("from_day", "to_day", "region", "model", "firmware", "channel", "content_type",
-             "granularity")
+             "granularity", "risk_days")
     for key in query:
         if key not in known:
             raise BadQueryError(f"{key}: unknown parameter")
@@ -222,7 +266,49 @@ def page_filters(query: Mapping[str, str]) -> tuple[Filters, dict[str, str], str
     values["from_day"] = iso_us(filters.from_us)[:10]
     values["to_day"] = iso_us(filters.to_us - 1)[:10]
     values["granularity"] = granularity
+    values["risk_days"] = str(risk_days(values["risk_days"] or str(DEFAULT_RISK_DAYS)))
     return filters, values, granularity
+
+
+def risk_days(value: str) -> int:
+    """The at-risk window of the page's form: one of :data:`RISK_WINDOWS` days."""
+    if value not in {str(d) for d in RISK_WINDOWS}:
+        raise BadQueryError(f"risk_days: must be one of {', '.join(map(str, RISK_WINDOWS))}")
+    return int(value)
+
+
+#: The segment filters matched against the known values, and what the page calls them.
+SEGMENT_FILTERS = {"region": "region", "model": "model", "firmware": "firmware", "channel": "channel"}
+
+
+def match_known(filters: Filters, values: dict[str, str], known: Mapping[str, list[str]]
+                ) -> tuple[Filters, list[str]]:
+    """Segment filters typed in another case than stored are matched to the stored value
+    (``nl-zh`` finds ``NL-ZH``); a value matching none is kept, and the notes say so.
+
+    The store compares exactly, as ``/v1/report`` does; the page matches here, where it
+    knows the values, and tells the operator what it did."""
+    notes: list[str] = []
+    changes: dict[str, str] = {}
+    for key, label in SEGMENT_FILTERS.items():
+        typed = getattr(filters, key)
+        options = known.get(key)
+        if typed is None or options is None or typed in options:
+            continue
+        same = [v for v in options if v.casefold() == typed.casefold()]
+        if len(same) == 1:
+            changes[key] = values[key] = same[0]
+            notes.append(f"{label} {typed!r} matched the stored {same[0]!r} (case is ignored).")
+        elif len(same) > 1:
+            notes.append(f"{label} {typed!r} matches {', '.join(map(repr, same))} but for case; "
+                         "type one of them exactly.")
+        else:
+            shown = ", ".join(options[:20]) + (" …" if len(options) > 20 else "")
+            notes.append(f"No {label} {typed!r} is known, so nothing matches; known: {shown or 'none'}.")
+    return dataclasses.replace(
+        filters, region=changes.get("region", filters.region), model=changes.get("model", filters.model),
+        firmware=changes.get("firmware", filters.firmware),
+        channel=changes.get("channel", filters.channel)), notes
 
 
 def api_filters(query: Mapping[str, str], keys: Any) -> tuple[Filters, str]:
@@ -262,11 +348,12 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
     """Everything the page shows, from the store's report queries."""
     store = request.app[STORE]
     prev = previous_period(filters)
-    report, prev_report, line, responses = await asyncio.gather(
-        build_report(store, filters), build_report(store, prev),
+    # The report from its counts, kept to find what falls in no bucket (the "unknown" rows).
+    counts, prev_report, line, responses = await asyncio.gather(
+        store.report_data(filters), build_report(store, prev),
         timeline(store, filters, granularity), _response_counts(request, filters),
     )
-    prev = previous_period(filters)
+    report = compute_report_data(counts)
     assert prev.from_us is not None and prev.to_us is not None
     return {
         "filters": report_query(filters),
@@ -274,6 +361,9 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
         "report": report,
         "timeline": line,
         "response_by_qos": response_by_qos(responses, report),
+        "unknown_by_qos": unknown_rows(counts, report, responses),
+        "small_n": small_n_flags(report),
+        "reasons_order": reasons_ranked(report["reasons"], REASONS),
         "comparison": {
             "previous_period": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
             **compare(Counts.of_report(report), Counts.of_report(prev_report)),
@@ -293,10 +383,84 @@ async def _response_counts(request: web.Request, filters: Filters) -> dict[str, 
 async def get_data(request: web.Request) -> web.Response:
     """``GET /dashboard/api/data``: the figures as JSON."""
     await require_session(request)
-    filters, granularity = api_filters(request.query, request.query.keys())
+    filters, granularity = api_filters(request.query, [k for k, _ in request.query.items()])
     resp = json_response(await dashboard_data(request, filters, granularity))
     resp.headers.update(SECURITY_HEADERS)
     return resp
+
+
+async def impact_data(request: web.Request, filters: Filters) -> dict[str, Any]:
+    """What the "What quality costs" section shows: contract §6's figures as they are, and
+    the what-if's points at every slider step, from the same rows."""
+    store = request.app[STORE]
+    impact, facts = await asyncio.gather(compute_impact(store, filters), store.survey_facts(filters))
+    # Sorting a few hundred thousand values takes a second: off the event loop, so that
+    # uploads keep being answered meanwhile.
+    steps = await asyncio.to_thread(lambda: whatif(impact_rows(facts), impact))
+    return {"filters": report_query(filters), "impact": impact, "whatif": steps}
+
+
+async def get_impact(request: web.Request) -> web.Response:
+    """``GET /dashboard/api/impact``: the section's figures as JSON (the report's filters)."""
+    await require_session(request)
+    filters, _ = api_filters(request.query, [k for k, _ in request.query.items()])
+    resp = json_response(await impact_data(request, filters))
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+def at_risk_query(query: Mapping[str, str], keys: Any, default_limit: int) -> dict[str, Any]:
+    """``compute_at_risk``'s keyword arguments from contract §7's query (the API's own
+    parser), with this page's default ``limit``."""
+    out = parse_at_risk_query(query, keys)
+    if "limit" not in query:
+        out["limit"] = default_limit
+    return out
+
+
+def risk_end_us(filters: Filters, now: datetime | None = None) -> int:
+    """Where the page's at-risk window ends: where the period ends, or now (to the second)
+    if that is sooner; the page and its CSV link then name the same window."""
+    now_us = to_micros((now or datetime.now(UTC)).replace(microsecond=0))
+    return now_us if filters.to_us is None else min(filters.to_us, now_us)
+
+
+def at_risk_link(filters: Filters, window_days: int, end_us: int) -> str:
+    """The at-risk query of the page's filters, for a window ending at ``end_us``."""
+    q: dict[str, str] = {"window_days": str(window_days), "to": iso_us(end_us)}
+    for key in ("region", "model", "firmware"):
+        value = getattr(filters, key)
+        if value is not None:
+            q[key] = value
+    return urlencode(q)
+
+
+async def get_at_risk(request: web.Request) -> web.Response:
+    """``GET /dashboard/api/at-risk``: contract §7's answer, for the session cookie."""
+    await require_session(request)
+    args = at_risk_query(request.query, [k for k, _ in request.query.items()], PAGE_AT_RISK)
+    resp = json_response(await compute_at_risk(request.app[STORE], **args))
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+AT_RISK_COLUMNS = ("rank", "box_id", "risk", "sessions", "rebuffer_pct", "startup_s", "bitrate_mbps",
+                   "failed_share", "last_score", "last_answered_at")
+
+
+async def get_at_risk_csv(request: web.Request) -> web.Response:
+    """``GET /dashboard/at-risk.csv``: the call list, up to 1000 boxes (``limit``)."""
+    await require_session(request)
+    args = at_risk_query(request.query, [k for k, _ in request.query.items()], CSV_AT_RISK)
+    answer = await compute_at_risk(request.app[STORE], **args)
+    # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
+    lines = [csv_line(AT_RISK_COLUMNS)]
+    lines.extend(csv_line((rank, *(b[k] for k in AT_RISK_COLUMNS[1:])))
+                 for rank, b in enumerate(answer["boxes"], 1))
+    return web.Response(
+        text="".join(lines), content_type="text/csv", charset="utf-8",
+        headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="at-risk.csv"'},
+    )
 
 
 async def _detractors(request: web.Request, filters: Filters, limit: int) -> list[DetractorRow] | None:
@@ -311,36 +475,21 @@ CSV_COLUMNS = ("shown_at", "box_id", "score", "reason", "region", "model", "firm
                "rebuffer_count", "rebuffer_ratio", "avg_bitrate_kbps", "failed")
 
 
-def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with ``= + - @`` (or a
-    tab or CR) is prefixed with ``'`` (OWASP's advice against formula injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
 async def get_detractors_csv(request: web.Request) -> web.Response:
     """``GET /dashboard/detractors.csv``: the call-back list for the report's filters."""
     await require_session(request)
-    filters, _ = api_filters(request.query, request.query.keys())
+    filters, _ = api_filters(request.query, [k for k, _ in request.query.items()])
     rows = await _detractors(request, filters, CSV_DETRACTORS)
     if rows is None:
         raise ApiError(501, "not_implemented", "this data store cannot list detractors yet")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
-    for r in rows:
-        w.writerow([csv_cell(v) for v in (
-            iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
-            r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
-            r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)])
+    # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
+    lines = [csv_line(CSV_COLUMNS)]
+    lines.extend(csv_line((
+        iso_us(r.shown_us), r.box_id, r.score, r.reason, r.region, r.model, r.firmware,
+        r.survey_id, r.session_id, r.channel, r.content_type, r.startup_ms, r.watch_s,
+        r.rebuffer_count, r.rebuffer_ratio, r.avg_bitrate_kbps, r.failed)) for r in rows)
     return web.Response(
-        text=buf.getvalue(), content_type="text/csv", charset="utf-8",
+        text="".join(lines), content_type="text/csv", charset="utf-8",
         headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="detractors.csv"'},
     )
 
@@ -415,40 +564,93 @@ def _qos_tables(data: Mapping[str, Any]) -> str:
     for m in METRICS:
         rows = []
         for i, (b, rr) in enumerate(zip(data["report"]["by_qos"][m], data["response_by_qos"][m], strict=True)):
+            small = data["small_n"][m][i]
             rows.append(
-                f'<tr data-metric="{m}" data-bucket="{i}"><th scope="row">{h.e(h.bucket_label(m, i))}</th>'
+                f'<tr data-metric="{m}" data-bucket="{i}"{_small_attrs(small, b["n"])}>'
+                f'<th scope="row">{h.e(h.bucket_label(m, i))}</th>'
                 f'<td class="num">{b["sessions"]}</td><td class="num">{rr["shown"]}</td>'
                 f'<td class="num rr">{h.fmt_pct(rr["response_rate"])}</td>'
                 f'<td class="num n">{b["n"]}</td><td class="num nps">{h.fmt_nps(b["nps"])}</td>'
                 f'<td class="num ci">{h.fmt_ci(b["nps_ci95"])}</td></tr>'
             )
+        u = data["unknown_by_qos"][m]
+        rows.append(
+            f'<tr data-metric="{m}" data-bucket="unknown" class="unknown'
+            f'{" small-n" if is_small_n(u["n"], u["nps"], u["nps_ci95"]) else ""}">'
+            f'<th scope="row">unknown <span class="sub">({_UNKNOWN_WHY[m]})</span></th>'
+            f'<td class="num">{u["sessions"]}</td><td class="num">{u["shown"]}</td>'
+            f'<td class="num rr">{h.fmt_pct(u["response_rate"])}</td>'
+            f'<td class="num n">{u["n"]}</td><td class="num nps">{h.fmt_nps(u["nps"])}</td>'
+            f'<td class="num ci">{h.fmt_ci(u["nps_ci95"])}</td></tr>'
+        )
         corr = data["report"]["correlation"][m]
         rho = "—" if corr["spearman"] is None else f'{corr["spearman"]:.2f} (p = {corr["p_value"]:.2g}, n = {corr["n"]})'
+        small_note = ('<p class="sub small-n-note">Hollow grey points: buckets with too few answers '
+                      f'(under {SMALL_N}) for a point to mean much; read their interval, not the point.</p>'
+                      if any(data["small_n"][m]) else "")
         out.append(
             f'<section class="card qos" id="qos-{m}"><h2>{h.e(h.METRIC_TITLES[m])}</h2>'
             f'<div class="charts2"><div class="chart"><canvas id="chart-nps-{m}" aria-label="NPS by {h.e(h.METRIC_TITLES[m])}"></canvas></div>'
             f'<div class="chart"><canvas id="chart-rr-{m}" aria-label="Response rate by {h.e(h.METRIC_TITLES[m])}"></canvas></div></div>'
-            f'<p class="sub">Spearman ρ of score with {h.e(h.METRIC_TITLES[m].lower())}: {h.e(rho)}</p>'
+            f'{small_note}<p class="sub">Spearman ρ of score with {h.e(h.METRIC_TITLES[m].lower())}: {h.e(rho)}</p>'
             '<table><thead><tr><th>Bucket</th><th>Sessions</th><th>Surveys shown</th><th>Response rate</th>'
             f'<th>Answers</th><th>NPS</th><th>95 % CI</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
         )
     return "".join(out)
 
 
+#: Why a session has no value of a metric (the bucket tables' "unknown" row).
+_UNKNOWN_WHY = {"rebuffer_ratio": "not measured; every stored session has one",
+                "avg_bitrate_kbps": "no picture shown, or the box sent no bitrate",
+                "startup_ms": "no picture shown"}
+
+
+def _small_attrs(small: bool, n: int) -> str:
+    return f' class="small-n" title="n = {n}: too few answers to read the point"' if small else ""
+
+
 def _reasons(data: Mapping[str, Any]) -> str:
     reasons = data["report"]["reasons"]
+    # The chart draws the same order (data["reasons_order"]): most given first.
     rows = "".join(
         f'<tr data-reason="{h.e(k)}"><th scope="row">{h.e(h.REASON_TITLES.get(k, k))}</th><td class="num">{reasons[k]}</td></tr>'
-        for k in REASONS if k in reasons
+        for k in data["reasons_order"]
     ) or '<tr><td colspan="2">No reasons given.</td></tr>'
     return f"<table class=\"compact\"><tbody>{rows}</tbody></table>"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CostsPart:
+    """The "What quality costs" part of the page: the figures (or why there are none), the
+    at-risk list (or why not) and its window, and the notes on the filters."""
+
+    impact: dict[str, Any] | str
+    at_risk: dict[str, Any] | str
+    risk_days: int
+    at_risk_query: str
+    notes: list[str]
+
+
+def _costs_html(data: Mapping[str, Any], values: Mapping[str, str], part: CostsPart) -> str:
+    if isinstance(part.impact, str):
+        costs = ('<section class="card" id="quality-costs"><h2>What quality costs</h2>'
+                 f'<p class="error" id="impact-unavailable">{h.e(part.impact)}</p></section>')
+    else:
+        costs = costs_section(part.impact["impact"], data["report"], h.e)
+    hidden = {k: v for k, v in values.items() if k != "risk_days"}
+    segment = ("Filtered by region, model and firmware as above; channel and content type "
+               "do not apply to boxes.")
+    return costs + at_risk_section(part.at_risk, part.risk_days, hidden, part.at_risk_query,
+                                   segment, h.e)
+
+
 def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: Session,
                    detractors: list[DetractorRow] | None, csv_query: str,
-                   known: Mapping[str, list[str]]) -> str:
+                   known: Mapping[str, list[str]], part: CostsPart | None = None) -> str:
     """The whole dashboard page."""
     f = data["filters"]
+    notes = "" if part is None else "".join(
+        f'<p class="notice" role="status">{h.e(n)}</p>' for n in part.notes)
     c = data["comparison"]
     period = f'{h.e(f["from"])} ≤ t &lt; {h.e(f["to"])}'
     if detractors is None:
@@ -471,14 +673,15 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         f'<p class="period" id="period">Period: {period} (surveys by shown_at, sessions by started_at) · '
         f'previous period {h.e(c["previous_period"]["from"])} ≤ t &lt; {h.e(c["previous_period"]["to"])}: '
         f'NPS <span id="prev-nps">{h.fmt_nps(c["previous"]["nps"])}</span> (n = {c["previous"]["answered"]})</p>'
-        f"{_kpis(data)}"
+        f"{notes}{_kpis(data)}"
         '<section class="card"><h2>NPS over time <span class="sub">with its 95 % interval</span></h2>'
         '<div class="chart wide"><canvas id="chart-timeline" aria-label="NPS over time"></canvas></div></section>'
+        f'{"" if part is None else _costs_html(data, values, part)}'
         f"{_qos_tables(data)}"
-        '<div class="row2"><section class="card"><h2>Scores</h2>'
+        '<div class="row2 scores"><section class="card"><h2>Scores</h2>'
         '<div class="chart"><canvas id="chart-histogram" aria-label="Score histogram"></canvas></div></section>'
-        '<section class="card"><h2>Main reasons</h2>'
-        f'<div class="chart"><canvas id="chart-reasons" aria-label="Reasons"></canvas></div>{_reasons(data)}</section></div>'
+        '<section class="card"><h2>Main reasons <span class="sub">most given first</span></h2>'
+        f'<div class="reasons"><div class="chart"><canvas id="chart-reasons" aria-label="Reasons"></canvas></div>{_reasons(data)}</div></section></div>'
         '<section class="card" id="close-the-loop"><h2>Call back: detractors after a bad stream</h2>'
         f'<p class="sub">Score 0–6 after a session that failed, rebuffered over {100 * BAD.rebuffer_ratio_above:g} % of its time, '
         f'took over {BAD.startup_ms_above / 1000:g} s to start or played at {BAD.bitrate_kbps_at_most:g} kbps or less; newest first'
@@ -487,6 +690,8 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         f"{det_body}</section>"
         "</main>"
         f'<script type="application/json" id="dash-data">{h.json_for_script(data)}</script>'
+        + ("" if part is None or isinstance(part.impact, str) else
+           f'<script type="application/json" id="impact-data">{h.json_for_script(part.impact)}</script>')
     )
     return h.page("NPS dashboard", body, scripts=("chart.umd.min.js", "dashboard.js"))
 
@@ -503,13 +708,39 @@ async def get_dashboard(request: web.Request) -> web.Response:
     session = await current_session(request)
     if session is None:
         return web.Response(status=303, headers={"Location": "/dashboard/login", **SECURITY_HEADERS})
-    data, detractors, known = await asyncio.gather(
+    # The known values first: a segment typed in another case is matched to the stored one.
+    known = await _segment_values(request)
+    filters, notes = match_known(filters, values, known)
+    days = int(values["risk_days"])
+    end_us = risk_end_us(filters)
+    data, detractors, impact, at_risk = await asyncio.gather(
         dashboard_data(request, filters, granularity),
         _detractors(request, filters, PAGE_DETRACTORS),
-        _segment_values(request),
+        _part(impact_data(request, filters)),
+        _part(compute_at_risk(
+            request.app[STORE], to=from_us(end_us),
+            window_days=days, limit=PAGE_AT_RISK, region=filters.region, model=filters.model,
+            firmware=filters.firmware)),
     )
+    part = CostsPart(impact, at_risk, days, at_risk_link(filters, days, end_us), notes)
     return html_response(dashboard_page(data, values, session, detractors,
-                                        urlencode(report_query(filters)), known))
+                                        urlencode(report_query(filters)), known, part))
+
+
+async def _part(work: Awaitable[dict[str, Any]]) -> dict[str, Any] | str:
+    """A part of the page, or why it cannot be shown: a store that cannot give it yet, or
+    filters it refuses (the message names what is wrong). The rest of the page still shows."""
+    try:
+        return await work
+    except NotImplementedError:
+        return "This data store cannot give these figures yet."
+    except BadQueryError as exc:
+        return f"Not for these filters: {exc}"
+
+
+def from_us(us: int) -> datetime:
+    """µs since the epoch as an aware UTC datetime (exact: no float on the way)."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 async def _segment_values(request: web.Request) -> dict[str, list[str]]:

@@ -25,7 +25,8 @@ def make_storage(settings: Settings) -> Storage:
         try:
             from .postgres import PostgresStorage  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
-            raise ConfigError(f"db: PostgreSQL support is not available ({exc})") from exc
+            raise ConfigError(f"db: PostgreSQL support is not installed ({exc}); install the postgres "
+                              "extra: pip install '.[postgres]' in the repository") from exc
         store: Storage = PostgresStorage(url.dsn, settings)
         return store
     raise ConfigError(f"db: unknown scheme {url.scheme}")  # pragma: no cover

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
 from .aggregates import ReportData
+from .impact_sql import ImpactData
+from .outbox import OutboxAlert, OutboxPolicy
+from .segments import Fetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,9 @@ class Storage(abc.ABC):
 
     #: Human-readable location, for logs and the admin-token message (no secrets).
     location: str
+    #: Which alerts an upload raises, kept in the outbox in the upload's own transaction
+    #: (``collector.storage.outbox``); None: no outbox (no webhook configured).
+    outbox: OutboxPolicy | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -106,6 +112,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
         """How many sessions and surveys are stored (for health and metrics)."""
+
+    @abc.abstractmethod
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        """The rows and shown-survey strata ``GET /v1/impact`` is computed from (contract
+        section 6; see :mod:`collector.storage.impact_sql`)."""
 
     # -- tokens and settings -----------------------------------------------------------
     @abc.abstractmethod
@@ -158,3 +169,21 @@ class Storage(abc.ABC):
         """Per QoS metric and bucket: (surveys shown, surveys answered) among the matching
         surveys whose session is known and has the metric."""
         raise NotImplementedError(f"{type(self).__name__} has no response_counts yet")
+
+    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
+        """The oldest ``limit`` alerts waiting for delivery."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        """Keep ``alert`` in the outbox and ``mark_key`` in ``nps_meta``, in one
+        transaction, unless the mark is there already; answer whether it was kept."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+
+    async def outbox_delete(self, alert_id: str) -> None:
+        """Forget a delivered alert."""
+        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+    def sql_reader(self) -> tuple[Fetch, str]:
+        """The store's read function (SQL and parameters to rows, off the event loop) and
+        its placeholder style (``?`` or ``$``), for query modules written once for both
+        backends (``collector.storage.at_risk``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sql_reader yet")

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from ..errors import OverloadedError, StorageError, TokenRefusedError
+from ..errors import CollectorError, OverloadedError, StorageError, TokenRefusedError
 from ..model import Row, TokenInfo, UploadAuth
 from .aggregates import SessionCounts
 
@@ -27,6 +27,9 @@ class Upload(NamedTuple):
 #: nothing of it was stored).
 WriteResult = list[bool] | TokenRefusedError
 WriteGroup = Callable[[list[Upload]], Awaitable[list[WriteResult]]]
+#: Whether a failed group write may have been caused by what one upload holds (a value the
+#: database refuses), so that writing the group in parts can store the others.
+MayBeOneUpload = Callable[[BaseException], bool]
 
 
 def upload_token_hashes(uploads: list[Upload]) -> list[bytes]:
@@ -60,8 +63,10 @@ class GroupCommitQueue:
     """
 
     def __init__(self, write_group: WriteGroup, *, name: str, max_batches: int,
-                 max_records: int, retry_after_s: int) -> None:
+                 max_records: int, retry_after_s: int,
+                 may_be_one_upload: MayBeOneUpload = lambda exc: True) -> None:
         self._write_group = write_group
+        self._may_be_one_upload = may_be_one_upload
         self._name = name
         self._max_batches = max_batches
         self._max_records = max_records
@@ -115,19 +120,45 @@ class GroupCommitQueue:
                 group.append(nxt)
                 size += len(nxt.upload.rows)
             self._waiting -= len(group)
-            try:
-                results = await self._write_group([p.upload for p in group])
-            except Exception as exc:
-                log.error("group commit of %d batches failed: %s", len(group), exc)
-                err = StorageError(f"write failed: {exc}")
-                for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            for p, res in zip(group, results, strict=True):
+            outcomes = await self._write_isolated([p.upload for p in group])
+            for p, res in zip(group, outcomes, strict=True):
                 if p.future.done():
                     continue
-                if isinstance(res, TokenRefusedError):
+                if isinstance(res, BaseException):
                     p.future.set_exception(res)
                 else:
                     p.future.set_result(res)
+
+    async def _write_isolated(self, uploads: list[Upload]) -> list[list[bool] | CollectorError]:
+        """Write a group; if it fails, write its halves, so that one upload the database
+        refuses fails alone and every other upload of the group is stored.
+
+        One box's bad record must never fail the fleet's uploads that happened to share its
+        commit. A failure that cannot come from one upload's data (the database gone, the
+        disk full) fails the whole group at once instead of being tried piece by piece.
+        Halving costs about ``2 log2(n)`` extra transactions for one bad upload among n.
+        """
+        try:
+            results: list[list[bool] | CollectorError] = list(await self._write_group(uploads))
+            return results
+        except Exception as exc:
+            if len(uploads) > 1 and self._may_be_one_upload(exc):
+                log.warning("group commit of %d batches failed (%s); writing it in parts",
+                            len(uploads), _describe(exc))
+                mid = len(uploads) // 2
+                return [*await self._write_isolated(uploads[:mid]),
+                        *await self._write_isolated(uploads[mid:])]
+            if len(uploads) == 1:
+                log.error("a batch could not be stored: %s", _describe(exc))
+            else:
+                log.error("group commit of %d batches failed: %s", len(uploads), _describe(exc))
+            err = StorageError(f"write failed: {_describe(exc)}")
+            err.__cause__ = exc
+            return [err] * len(uploads)
+
+
+def _describe(exc: BaseException) -> str:
+    # The exception's class and first line: a database's message may quote the value
+    # refused, which is the sender's data, not something to copy into logs at length.
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -23,8 +23,17 @@ Records live in tables partitioned by month (``sessions`` on ``started_us``, ``s
 
 Pool size and timeouts come from query parameters of the ``--db`` URL, which are removed
 before the URL reaches the server: ``pool_min`` (default 2), ``pool_max`` (10),
-``connect_timeout`` (10 s), ``command_timeout`` (60 s), and ``pgbouncer=1`` behind
-pgbouncer in transaction mode (no prepared-statement cache).
+``connect_timeout`` (10 s), ``command_timeout`` (60 s), ``start_timeout`` (120 s), and
+``pgbouncer=1`` behind pgbouncer in transaction mode (no prepared-statement cache).
+
+Faults: a server down at start is retried with backoff (1 s doubling to 15 s, each
+failure logged saying what and when next) for ``start_timeout`` seconds, then the
+collector stops with that error. A statement running past ``command_timeout`` (waiting
+on a lock another connection holds, say) is cancelled by the server (``statement_timeout``,
+sent with each connection; the client gives up 5 s later should the server not answer)
+and the request is answered 503 with ``Retry-After``. A server restarted while the
+collector runs fails the requests that were using it (503 with ``Retry-After``); the
+pool replaces its dead connections by itself, nothing acknowledged was uncommitted.
 """
 
 from __future__ import annotations
@@ -73,7 +82,16 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .segments import read_response_counts, read_segment_values
+from .impact_sql import ImpactData, read_impact_data
+from .outbox import (
+    OUTBOX_INSERT,
+    PENDING_SQL,
+    POSTGRES_DDL,
+    OutboxAlert,
+    pending_rows,
+    write_postgres,
+)
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -168,9 +186,14 @@ SCHEMA = [
       f"CHECK ({c} < {_MIN_US} OR {c} >= {_MAX_US})) DEFAULT"
       for t, c in (("sessions", "started_us"), ("surveys", "shown_us"))),
     *aggregate_ddl("bigint"),
+    *POSTGRES_DDL,
 ]
 
-_DSN_OPTIONS = ("pool_min", "pool_max", "connect_timeout", "command_timeout", "pgbouncer")
+_DSN_OPTIONS = ("pool_min", "pool_max", "connect_timeout", "command_timeout", "start_timeout",
+                "pgbouncer")
+#: Backoff between connection attempts at start: first, most (seconds).
+START_RETRY_FIRST_S = 1.0
+START_RETRY_MAX_S = 15.0
 
 
 def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
@@ -197,9 +220,35 @@ def _time_of(r: Row) -> int:
     return r.started_us if isinstance(r, SessionRow) else r.shown_us
 
 
+def _may_be_one_upload(exc: BaseException) -> bool:
+    """Whether the server (or asyncpg, encoding an argument) refused a value that one
+    upload may hold: a bad value (class 22), a constraint (23), a size limit (54)."""
+    return isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                            asyncpg.ProgramLimitExceededError, ValueError, TypeError,
+                            OverflowError))
+
+
 def _lock_key(uuid_text: str) -> int:
     # The last 16 hex digits: the random part of a UUIDv7 (the first ones are its time).
     return int(uuid_text.replace("-", "")[-16:], 16) - (1 << 63)
+
+
+def _results(uploads: list[Upload], refused: dict[int, TokenRefusedError],
+             new: set[str]) -> list[WriteResult]:
+    """Per upload, its refusal or per row whether it was stored as new (a row's first
+    occurrence in the group)."""
+    results: list[WriteResult] = []
+    seen: set[str] = set()
+    for i, u in enumerate(uploads):
+        if i in refused:
+            results.append(refused[i])
+            continue
+        res = []
+        for r in u.rows:
+            res.append(r.id in new and r.id not in seen)
+            seen.add(r.id)
+        results.append(res)
+    return results
 
 
 class _Retry(Exception):
@@ -237,6 +286,7 @@ class PostgresStorage(Storage):
             self._pool_max = int(opts.get("pool_max", 10))
             self._connect_timeout = float(opts.get("connect_timeout", 10))
             self._command_timeout = float(opts.get("command_timeout", 60))
+            self._start_timeout = float(opts.get("start_timeout", 120))
         except ValueError as exc:
             raise ConfigError(f"db: a pool option is not a number ({exc})") from None
         if not 1 <= self._pool_min <= self._pool_max:
@@ -246,6 +296,7 @@ class PostgresStorage(Storage):
         self._writes = GroupCommitQueue(
             self._write_group, name="postgres-writer", max_batches=settings.write_queue_batches,
             max_records=settings.group_commit_records, retry_after_s=settings.retry_after_s,
+            may_be_one_upload=_may_be_one_upload,
         )
         #: Partitions known to exist: only saves a round trip; the database decides.
         self._partitions: set[str] = set()
@@ -256,12 +307,7 @@ class PostgresStorage(Storage):
         if self._state != "new":
             raise StorageError(f"store {self.location} was already opened")
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._pool_min, max_size=self._pool_max,
-                timeout=self._connect_timeout, command_timeout=self._command_timeout,
-                max_inactive_connection_lifetime=300.0,
-                statement_cache_size=0 if self._pgbouncer else 100,
-            )
+            await self._connect_with_retries()
             await self._migrate()
             now = _us(datetime.now(UTC))
             # Ahead of time: this month and the next two, so ingest rarely makes one.
@@ -271,6 +317,39 @@ class PostgresStorage(Storage):
             raise StorageError(f"cannot open PostgreSQL store {self.location}: {exc}") from exc
         self._writes.start()
         self._state = "open"
+
+    async def _connect_with_retries(self) -> None:
+        """Make the pool; a server not answering yet is retried with backoff for
+        ``start_timeout`` seconds (a collector started with, or before, its database)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._start_timeout
+        delay = START_RETRY_FIRST_S
+        # The server cancels a statement past command_timeout itself, leaving the
+        # connection usable; the client-side timeout is only the backstop for a server
+        # that does not answer at all. Not behind pgbouncer, which refuses unknown
+        # startup parameters.
+        given = dict(parse_qsl(urlsplit(self._dsn).query))
+        settings = {} if self._pgbouncer or "statement_timeout" in given else {
+            "statement_timeout": str(int(self._command_timeout * 1000))}
+        while True:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=self._pool_min, max_size=self._pool_max,
+                    timeout=self._connect_timeout, command_timeout=self._command_timeout + 5,
+                    max_inactive_connection_lifetime=300.0, server_settings=settings,
+                    statement_cache_size=0 if self._pgbouncer else 100,
+                )
+                return
+            except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+                    asyncpg.ConnectionFailureError) as exc:
+                # Only what a server starting up or not up yet answers; a wrong password
+                # or database name would not be cured by waiting.
+                if loop.time() + delay > deadline:
+                    raise
+                log.error("PostgreSQL at %s is not reachable (%s); retrying in %.0f s",
+                          self.location, exc or type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(START_RETRY_MAX_S, delay * 2)
 
     async def _migrate(self) -> None:
         """Create the schema, idempotent; two instances starting at once take turns."""
@@ -353,7 +432,7 @@ class PostgresStorage(Storage):
         await self._write_group_partitions(every)
         for attempt in range(5):
             try:
-                refused, new = await self._write_transaction(uploads)
+                refused, new, dropped = await self._write_transaction(uploads)
                 break
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 # Cannot happen with keys taken in order; should it, the database chose a
@@ -364,19 +443,10 @@ class PostgresStorage(Storage):
                 self._partitions.clear()
                 await self._write_group_partitions(every)
         else:
-            refused, new = await self._write_transaction(uploads)
-        results: list[WriteResult] = []
-        seen: set[str] = set()
-        for i, u in enumerate(uploads):
-            if i in refused:
-                results.append(refused[i])
-                continue
-            res = []
-            for r in u.rows:
-                res.append(r.id in new and r.id not in seen)
-                seen.add(r.id)
-            results.append(res)
-        return results
+            refused, new, dropped = await self._write_transaction(uploads)
+        if dropped and self.outbox is not None:
+            self.outbox.dropped(dropped)
+        return _results(uploads, refused, new)
 
     @staticmethod
     async def _refusals(conn: asyncpg.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
@@ -397,7 +467,7 @@ class PostgresStorage(Storage):
 
     async def _write_transaction(
         self, uploads: list[Upload]
-    ) -> tuple[dict[int, TokenRefusedError], set[str]]:
+    ) -> tuple[dict[int, TokenRefusedError], set[str], int]:
         pool = self._pool
         assert pool is not None
         async with pool.acquire() as conn, conn.transaction():
@@ -433,7 +503,10 @@ class PostgresStorage(Storage):
                         str(getattr(exc, "constraint_name", "")).endswith("_default_outside"):
                     raise _Retry() from exc
                 raise
-        return refused, new
+            # The alerts in the same transaction as the records that raise them.
+            dropped = await write_postgres(conn, self.outbox, uploads,
+                                           _results(uploads, refused, new))
+        return refused, new, dropped
 
     async def _store_new(
         self, conn: asyncpg.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
@@ -527,6 +600,9 @@ class PostgresStorage(Storage):
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "$")
 
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "$")
+
     async def session_groups(self, filters: Filters) -> list[SessionGroup]:
         where, params = where_sessions(filters, "$")
         rows = await self._fetch(
@@ -604,15 +680,43 @@ class PostgresStorage(Storage):
         assert kept is not None
         return kept
 
+    # -- alert outbox ------------------------------------------------------------------------
+    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
+        return pending_rows(await self._fetch(PENDING_SQL.format(p="$1"), (limit,)))
+
+    async def outbox_delete(self, alert_id: str) -> None:
+        await self._execute("DELETE FROM alert_outbox WHERE id = $1", alert_id)
+
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        pool = self._check_open()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    "INSERT INTO nps_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
+                    "DO NOTHING", mark_key, alert.id)
+                if status.endswith(" 0"):
+                    return False
+                await conn.execute(
+                    OUTBOX_INSERT.format(p="$1, $2, $3, $4", conflict="",
+                                         tail=" ON CONFLICT (id) DO NOTHING"),
+                    alert.id, alert.box_id, _us(datetime.now(UTC)), alert.body)
+                return True
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
     # -- deletion and retention ------------------------------------------------------------------
     async def delete_box(self, box_id: str) -> int:
         async def work(conn: asyncpg.Connection) -> int:
             n = await _delete_records(conn, "{p}box_id = $1", "{p}box_id = $1", box_id)
             await conn.execute("DELETE FROM box_tokens WHERE box_id = $1", box_id)
+            await conn.execute("DELETE FROM alert_outbox WHERE box_id = $1", box_id)
             return n
 
         n: int = await self._locked(work)
         return n
+
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "$"
 
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)

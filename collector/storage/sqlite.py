@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -47,7 +48,16 @@ from .aggregates import (
 )
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .segments import read_response_counts, read_segment_values
+from .impact_sql import ImpactData, read_impact_data
+from .outbox import (
+    OUTBOX_INSERT,
+    PENDING_SQL,
+    SQLITE_DDL,
+    OutboxAlert,
+    pending_rows,
+    write_sqlite,
+)
+from .segments import Fetch, read_response_counts, read_segment_values
 from .sql import (
     JOINED_COLUMNS,
     SESSION_COLUMNS,
@@ -162,6 +172,7 @@ class SQLiteStorage(Storage):
         self._writes = GroupCommitQueue(
             self._write_group, name="sqlite-writer", max_batches=queue_batches,
             max_records=group_records, retry_after_s=retry_after_s,
+            may_be_one_upload=_may_be_one_upload,
         )
         self._state = "new"
 
@@ -235,7 +246,7 @@ class SQLiteStorage(Storage):
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
-            for stmt in aggregate_ddl("INTEGER"):
+            for stmt in (*aggregate_ddl("INTEGER"), *SQLITE_DDL):
                 db.execute(stmt)
             if migrating:
                 self._backfill(db)
@@ -278,8 +289,15 @@ class SQLiteStorage(Storage):
 
     async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
         # The whole group, statements and aggregate deltas alike, in one hop to the writer.
-        return await self._writer.run(
-            lambda db: transaction(db, lambda db: self._write_uploads(db, uploads)))
+        def write(db: sqlite3.Connection) -> tuple[list[WriteResult], int]:
+            results = self._write_uploads(db, uploads)
+            # The alerts in the same transaction as the records that raise them.
+            return results, write_sqlite(db, self.outbox, uploads, results)
+
+        results, dropped = await self._writer.run(lambda db: transaction(db, write))
+        if dropped and self.outbox is not None:
+            self.outbox.dropped(dropped)
+        return results
 
     def _refusals(self, db: sqlite3.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
         """The uploads whose token does not allow them, read in the write transaction: a
@@ -510,6 +528,9 @@ class SQLiteStorage(Storage):
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "?")
 
+    async def impact_data(self, filters: Filters) -> ImpactData:
+        return await read_impact_data(self._fetch, filters, "?")
+
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         where, params = where_surveys(filters, "?")
         rows = await self._fetch(
@@ -586,9 +607,33 @@ class SQLiteStorage(Storage):
         def delete(db: sqlite3.Connection) -> int:
             n = self._delete_records(db, "{p}box_id = ?", "{p}box_id = ?", box_id)
             db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
+            db.execute("DELETE FROM alert_outbox WHERE box_id = ?", (box_id,))
             return n
 
         return await self._writer.run(lambda db: transaction(db, delete))
+
+    # -- alert outbox --------------------------------------------------------------------
+    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
+        return pending_rows(await self._fetch(PENDING_SQL.format(p="?"), (limit,)))
+
+    async def outbox_delete(self, alert_id: str) -> None:
+        await self._write("DELETE FROM alert_outbox WHERE id = ?", (alert_id,))
+
+    async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
+        self._check_open()
+
+        def put(db: sqlite3.Connection) -> bool:
+            if db.execute("INSERT OR IGNORE INTO nps_meta (key, value) VALUES (?, ?)",
+                          (mark_key, alert.id)).rowcount == 0:
+                return False
+            db.execute(OUTBOX_INSERT.format(p="?, ?, ?, ?", conflict="OR IGNORE", tail=""),
+                       (alert.id, alert.box_id, time.time_ns() // 1000, alert.body))
+            return True
+
+        try:
+            return await self._writer.run(lambda db: transaction(db, put))
+        except sqlite3.Error as exc:
+            raise StorageError(f"write failed: {exc}") from exc
 
     # -- dashboard and retention ---------------------------------------------------------
     async def bad_detractors(
@@ -617,6 +662,9 @@ class SQLiteStorage(Storage):
             for r in rows
         ]
 
+    def sql_reader(self) -> tuple[Fetch, str]:
+        return self._fetch, "?"
+
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         return await read_segment_values(self._fetch, limit)
 
@@ -633,3 +681,10 @@ class SQLiteStorage(Storage):
             return await self._writer.run(lambda db: transaction(db, purge))
         except sqlite3.Error as exc:
             raise StorageError(f"purge failed: {exc}") from exc
+
+
+def _may_be_one_upload(exc: BaseException) -> bool:
+    """Whether a failed group write may come from a value one upload holds (an integer
+    too large to bind, a constraint), rather than from the database file itself (I/O, a
+    full disk, a lock: ``OperationalError``), which writing in parts cannot mend."""
+    return not isinstance(exc, (sqlite3.OperationalError, OSError, StorageError))

@@ -2,6 +2,12 @@
 
 Any number of writers, connecting and disconnecting as they like; a writer going away
 ends nothing. A bad line is logged and skipped.
+
+Under systemd the socket may be made by ``deploy/stb-widget.socket`` (socket activation,
+``sd_listen_fds``): the agent then serves the inherited socket bound to
+``player.events_socket`` and leaves the path to systemd. This is how the contract's
+default path ``/run/stb-widget.sock``, in a directory only root may write, comes to exist
+for an agent running as its own user.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -32,10 +39,19 @@ class EventsSocketSource:
         self._mode = mode
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self._inherited = False
         self.bad_lines = 0
 
     async def start(self) -> None:
-        """Bind the socket (a stale socket file from a previous run is replaced)."""
+        """Bind the socket (a stale socket file from a previous run is replaced), or serve
+        the one systemd passed for this path."""
+        inherited = inherited_socket(self._path)
+        if inherited is not None:
+            self._inherited = True
+            self._server = await asyncio.start_unix_server(
+                self._client, sock=inherited, limit=MAX_LINE + 1)
+            log.info("listening for player events on %s (socket from systemd)", self._path)
+            return
         try:
             if self._path.is_socket():
                 self._path.unlink()
@@ -47,8 +63,14 @@ class EventsSocketSource:
             )
             os.chmod(self._path, stat.S_IMODE(self._mode))
         except OSError as exc:
-            raise SourceError(f"player.events_socket: cannot listen on {self._path}: {exc}") \
-                from exc
+            hint = ""
+            if isinstance(exc, PermissionError):
+                hint = (" (under systemd, enable deploy/stb-widget.socket, which makes this "
+                        "path, or set player.events_socket under the unit's RuntimeDirectory, "
+                        "/run/stb-widget/)")
+            raise SourceError(
+                f"player.events_socket: cannot listen on {self._path}: "
+                f"{exc.strerror or exc}{hint}") from exc
         log.info("listening for player events on %s", self._path)
 
     async def run(self) -> None:
@@ -70,7 +92,8 @@ class EventsSocketSource:
             await asyncio.gather(*self._conns, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
-            self._path.unlink(missing_ok=True)
+            if not self._inherited:  # systemd's socket stays for the next start
+                self._path.unlink(missing_ok=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -105,3 +128,39 @@ class EventsSocketSource:
         finally:
             self._conns.discard(task)
             writer.close()
+
+
+#: The first file descriptor systemd passes (``SD_LISTEN_FDS_START``).
+_LISTEN_FDS_START = 3
+
+
+def inherited_socket(path: Path) -> socket.socket | None:
+    """The listening unix socket systemd passed for ``path`` (``sd_listen_fds``), or None.
+
+    The ``LISTEN_*`` variables are meant for this process only (``LISTEN_PID``) and are
+    removed, so that no child takes them for its own.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    found: socket.socket | None = None
+    for fd in range(_LISTEN_FDS_START, _LISTEN_FDS_START + count):
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        if (found is None and sock.family == socket.AF_UNIX
+                and sock.type == socket.SOCK_STREAM and sock.getsockname() == str(path)):
+            sock.setblocking(False)
+            found = sock
+        else:
+            sock.detach()  # not ours to close
+    if found is None and count:
+        log.warning("systemd passed %d socket(s), none bound to player.events_socket=%s; "
+                    "binding it here", count, path)
+    return found

@@ -26,7 +26,7 @@ from protocol.types import Reason
 
 from .catalog import Catalog
 from .keys import KEYBOARD, Action, RemoteEvent, accept
-from .widgets import ReasonList, ScorePointer, ScoreScale
+from .widgets import Headline, ReasonList, ScorePointer, ScoreScale
 
 #: ``1`` then ``0`` within this many seconds is 10 (the contract says "within a second").
 TEN_WINDOW_S: Final = 1.0
@@ -170,7 +170,7 @@ class QuestionScreen(SurveyScreen):
     def compose(self) -> ComposeResult:
         t = self.catalog.text
         with Center(), Vertical(classes="card"):
-            yield Static(t("question", service=self.service), classes="title", markup=False)
+            yield Headline(t("question", service=self.service), id="question")
             yield ScoreScale(id="scale")
             yield ScorePointer(id="pointer")
             with Vertical(id="ends"):
@@ -247,8 +247,9 @@ class ReasonScreen(SurveyScreen):
     def compose(self) -> ComposeResult:
         t = self.catalog.text
         with Center(), Vertical(classes="card"):
-            yield Static(t("reason_title"), classes="title", markup=False)
-            yield ReasonList([t(f"reason.{r}") for r in REASONS], id="reasons")
+            yield Headline(t("reason_title"), id="reason-title")
+            yield ReasonList([t(f"reason.{r}") for r in REASONS],
+                             focus_label=f" {t('reason_focus')} ", id="reasons")
             yield Static(t("reason_hint"), classes="hint", markup=False)
             yield Static("", id="warn", classes="warn", markup=False)
 

@@ -7,11 +7,13 @@ full block, which every Linux console font has.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import ClassVar, Final
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
@@ -134,8 +136,60 @@ class ScorePointer(Widget):
         return Text(" " * (self.value * step) + "^" * width)
 
 
+class Headline(Widget):
+    """A screen's question line. On a big screen (the ``-wide`` breakpoint, where the
+    scores turn into block digits) it grows with them: a terminal has one font size, so
+    the text is set letter-spaced (two columns a letter, three between words) with a blank
+    line between its lines, wrapped by word. Elsewhere it is plain bold text."""
+
+    # Unscoped, so that the screen's "-wide" breakpoint class can reach it.
+    SCOPED_CSS: ClassVar[bool] = False
+    DEFAULT_CSS: ClassVar[str] = """
+    Headline {
+        width: 76;
+        height: auto;
+        text-style: bold;
+        color: $stb-fg;
+        margin-bottom: 1;
+    }
+    Screen.-wide Headline {
+        width: 131;
+        margin-bottom: 2;
+    }
+    """
+
+    def __init__(self, text: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text = text
+
+    def _spaced(self, width: int) -> str | None:
+        """The letter-spaced text for ``width`` columns; None where the screen is not big."""
+        if not self.screen.has_class("-wide"):
+            return None
+        # A word of n letters takes 2n-1 columns spaced; wrap at half the width to fit.
+        lines = textwrap.wrap(self.text, width=max(1, (width + 1) // 2 - 1),
+                              break_long_words=True)
+        return "\n\n".join("   ".join(" ".join(word) for word in line.split(" "))
+                            for line in lines)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        spaced = self._spaced(width)
+        if spaced is None:
+            return super().get_content_height(container, viewport, width)
+        return spaced.count("\n") + 1
+
+    def render(self) -> Text:
+        spaced = self._spaced(max(1, self.content_size.width))
+        return Text(self.text if spaced is None else spaced)
+
+
 class ReasonList(Widget):
-    """The follow-up's options, one a line; ``index`` is the chosen one (None at first)."""
+    """The follow-up's options, one a line; ``index`` is the chosen one (None at first).
+
+    Where the focus is shows from the first frame without choosing anything: the list is
+    framed, the frame titled with the keys that move in it (``focus_label``); the chosen
+    option is marked ``> … <`` and bold as well as coloured, never by colour alone.
+    """
 
     # Unscoped, so that the screen's "-wide" breakpoint class can resize it.
     SCOPED_CSS: ClassVar[bool] = False
@@ -143,8 +197,12 @@ class ReasonList(Widget):
     ReasonList {
         layout: vertical;
         width: auto;
-        min-width: 44;
+        min-width: 48;
         height: auto;
+        border: solid $stb-accent;
+        border-title-color: $stb-accent;
+        border-title-style: bold;
+        border-title-align: left;
     }
     ReasonList > .reason {
         width: 100%;
@@ -167,9 +225,11 @@ class ReasonList(Widget):
 
     index: reactive[int | None] = reactive(None)
 
-    def __init__(self, labels: Sequence[str], *, id: str | None = None) -> None:
+    def __init__(self, labels: Sequence[str], *, focus_label: str = "",
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.labels = tuple(labels)
+        self.border_title = focus_label
 
     def compose(self) -> ComposeResult:
         for i, label in enumerate(self.labels):

@@ -222,23 +222,31 @@ async def test_no_token_reaches_the_logs(api: Api, caplog: pytest.LogCaptureFixt
 
 
 
-async def test_the_rate_limit_comes_last_in_the_contracts_order(
+async def test_the_rate_limit_comes_before_the_body_is_read(
     settings_factory: Callable[..., Settings],
 ) -> None:
+    """Contract section 3: a box over its rate may be answered 429 as soon as its token
+    is known, so that a flooding box costs no reading or decoding. Auth still comes first."""
     async with serve(settings_factory(box_rate_per_min=1, box_burst=1)) as client:
         api = Api(client)
         token = await api.enrol("stb-1")
         assert (await api.upload(token, batch("stb-1", [session_record()])))[0] == 200
-        # Over its rate now: a malformed body is still malformed, another box's id still 403...
-        status, body = await api.upload(token, None, raw=b"{not json")
-        assert (status, body["error"]) == (400, "malformed")
-        status, body = await api.upload(token, batch("stb-2", [session_record()]))
-        assert (status, body["error"]) == (403, "forbidden")
-        # ...and a good batch is told to come back later.
-        resp = await client.post("/v1/batches", data=orjson.dumps(batch("stb-1", [session_record()])),
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
-        assert (await resp.json())["error"] == "overloaded"
+        # Over its rate now: whatever the body, 429 with Retry-After...
+        for raw in (b"{not json", orjson.dumps(batch("stb-1", [session_record()]))):
+            status, body = await api.upload(token, None, raw=raw)
+            assert (status, body["error"]) == (429, "overloaded")
+        # ...even for a body that never comes: the answer does not wait for it.
+        host, port = client.server.host, client.server.port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 100000\r\n\r\n{")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 429") and b"Retry-After: " in head
+        # A missing or unknown token is still 401 first (nobody's rate to check).
+        status, body = await api.upload("nbx_unknown", None, raw=b"{not json")
+        assert (status, body["error"]) == (401, "unauthorized")
 
 
 # -- the contract's edges, at one byte or one unit either side ------------------------------

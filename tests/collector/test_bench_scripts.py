@@ -59,3 +59,25 @@ def test_report_benchmark_refuses_a_wrong_report() -> None:
                "promoters": 0, "detractors": 0, "nps": None}
     with pytest.raises(SystemExit, match="disagrees"):
         check_report(doubled, records)
+
+
+def test_impact_benchmark_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "impact_scale.py"), "--backend", "sqlite",
+                           "--records", "20000", "--runs", "1", "--case", "all",
+                           "--keep", str(tmp_path / "impact.db")],
+                          capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = orjson.loads(done.stdout)
+    assert out["sessions_generated"] == 20000 and set(out) >= {"all", "load_s", "commit"}
+    assert out["all"]["answers"] > 500 and out["all"]["compute_impact"]["median_ms"] > 0
+    assert out["all"]["adjusted_rebuffer_pct"]["nps_points"] < 0  # the planted effect
+
+
+def test_bomb_latency_benchmark_runs() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bomb_latency.py"), "--runs", "1",
+                           "--seconds", "1", "--attackers", "2", "--json"],
+                          capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    (run,) = orjson.loads(done.stdout)
+    assert run["idle"]["n"] > 0 and run["attack"]["n"] > 0
+    assert run["ratio_median"] > 0 and run["bomb_answers"].get("200", 0) > 0

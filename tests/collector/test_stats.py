@@ -17,7 +17,9 @@ from collector.stats import (
     pearson_correlation,
     regularized_beta,
     spearman,
+    t_quantile_two_sided,
     t_test_p_value,
+    t_two_sided_p,
 )
 
 
@@ -107,3 +109,19 @@ def test_regularized_beta_at_the_ends() -> None:
     assert regularized_beta(-0.1, 2.0, 0.5) == 0.0
     assert regularized_beta(1.0, 2.0, 0.5) == 1.0
     assert regularized_beta(1e-300, 2.0, 0.5) == pytest.approx(special.betainc(2.0, 0.5, 1e-300), abs=1e-300)
+@settings(max_examples=200)
+@given(st.floats(0, 60), st.integers(1, 300_000))
+def test_t_two_sided_p_matches_scipy(t: float, df: int) -> None:
+    # /v1/impact's p-values: 2 * t.sf(|t|, G - 1), G the boxes.
+    assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-7, abs=1e-300)
+    assert t_two_sided_p(-t, df) == t_two_sided_p(t, df)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 7, 19, 20, 74, 1000, 200_000])
+def test_t_quantile_matches_scipy(df: int) -> None:
+    # /v1/impact's intervals: t(0.975, G - 1). The incomplete beta loses digits at very
+    # large df (5e-11 at 200,000), far inside the contract's 1e-6.
+    assert t_quantile_two_sided(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-9)
+    assert t_quantile_two_sided(0.5, df) == pytest.approx(stats.t.ppf(0.75, df), rel=1e-9)
+    with pytest.raises(ValueError, match="level"):
+        t_quantile_two_sided(1.0, df)

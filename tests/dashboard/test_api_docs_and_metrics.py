@@ -26,7 +26,7 @@ def test_document_is_valid_openapi() -> None:
 
 
 def test_document_covers_every_route(tmp_path: Path) -> None:
-    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'c.db'}", admin_token="x" * 20))
+    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'c.db'}", admin_token="test-admin-token-0123456789"))
     doc = openapi_document()
     for route in app.router.routes():
         if route.method == "HEAD":

@@ -51,8 +51,12 @@ async def test_html_and_script_in_stored_strings_do_not_run(
     assert await page.evaluate("() => window.__xss") is None
     assert await page.locator("#injected").count() == 0
     assert await page.locator("img").count() == 0
-    # Only the page's own three script elements: Chart.js, dashboard.js, the JSON data.
-    assert await page.locator("script").count() == 3
+    # Only the page's own script elements: Chart.js, dashboard.js, the JSON data of the page
+    # and of "What quality costs".
+    assert await page.locator("script").count() == 4
+    # The at-risk window's form carries the filters back as text.
+    assert await page.input_value('#risk-form input[name="region"]') == EVIL + "r"
+    assert await page.input_value('#risk-form input[name="channel"]') == EVIL
     assert dialogs == []
     assert page.problems == []
 

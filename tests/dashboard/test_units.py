@@ -10,7 +10,8 @@ from scipy import stats as sps
 
 from collector.dashboard.analysis import DAY_US, MIN_US, Counts, compare, periods, wilson95
 from collector.dashboard.auth import Signer
-from collector.dashboard.views import csv_cell, is_tls, same_origin
+from collector.dashboard.views import is_tls, same_origin
+from collector.export import csv_cell
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api
 
@@ -114,7 +115,11 @@ def test_wilson_interval_is_scipys(k: int, n: int) -> None:
 
 
 @pytest.mark.parametrize(("value", "cell"), [
-    ("=HYPERLINK(1)", "'=HYPERLINK(1)"), ("+1", "'+1"), ("-x", "'-x"), ("@a", "'@a"),
+    # Contract section 5: quoted, and the first four get a leading '.
+    ("=HYPERLINK(1)", "\"'=HYPERLINK(1)\""), ("+1", "\"'+1\""), ("-x", "\"'-x\""),
+    ("@a", "\"'@a\""), ("\tx", "\"\tx\""), ("\rx", "\"\rx\""), ("a,b", "\"a,b\""),
+    ("a;b", "\"a;b\""), ('say "hi"', '"say ""hi"""'), ("a\nb", "\"a\nb\""),
+    # Numbers as numbers, whatever their sign.
     ("NPO1", "NPO1"), (None, ""), (True, "true"), (-0.5, "-0.5"), (3, "3"),
 ])
 def test_csv_cells_defuse_formulas(value: object, cell: str) -> None:

@@ -192,3 +192,51 @@ async def test_unreachable_receiver_is_retried_then_given_up(tmp_path: Path) -> 
         assert status == 200
     assert 'nps_webhook_deliveries_total{result="retried"} 2' in text
     assert 'nps_webhook_deliveries_total{result="failed"} 1' in text
+
+
+@pytest.mark.parametrize("status", [301, 307])
+async def test_a_redirect_is_a_failed_delivery_not_followed(tmp_path: Path, status: int) -> None:
+    """A receiver answering 301 or 307: the alert is neither re-sent as a GET that counts
+    as delivered (301) nor re-posted to the host ``Location`` names (307); every attempt
+    counts as failed and is retried per the policy."""
+    hits: dict[str, list[str]] = {"hook": [], "elsewhere": []}
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        hits["elsewhere"].append(request.method)
+        return web.Response(status=200)
+
+    other = web.Application()
+    other.router.add_route("*", "/steal", elsewhere)
+    other_server = TestServer(other)
+    await other_server.start_server()
+
+    async def hook(request: web.Request) -> web.Response:
+        hits["hook"].append(request.method)
+        # A redirect to another host (307 keeps the method and body; 301 turns a POST into
+        # a GET in aiohttp, as in browsers): both would answer 200 if followed.
+        return web.Response(status=status,
+                            headers={"Location": str(other_server.make_url("/steal"))})
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", hook)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with serve(make_settings(tmp_path, str(server.make_url("/hook")))) as client:
+            alerter = client.server.app[ALERTER]
+            alerter.base_delay_s = 0.01
+            alerter.max_attempts = 3
+            api = Api(client)
+            token = await api.enrol("stb-r")
+            status_code, _ = await api.upload(token, batch("stb-r", [survey_record(score=1)]))
+            assert status_code == 200
+            await asyncio.wait_for(alerter.drain(), 10)
+            text = await (await client.get("/metrics")).text()
+    finally:
+        await server.close()
+        await other_server.close()
+    assert hits["hook"] == ["POST"] * 3
+    assert hits["elsewhere"] == []
+    assert 'nps_webhook_deliveries_total{result="delivered"}' not in text
+    assert 'nps_webhook_deliveries_total{result="retried"} 2' in text
+    assert 'nps_webhook_deliveries_total{result="failed"} 1' in text

@@ -31,13 +31,16 @@ from protocol import (
     inflate,
     record_to_json,
 )
-from protocol.limits import MAX_INFLATED_BYTES, MAX_INT, MAX_NUMBER
+from protocol.limits import MAX_COUNT, MAX_INFLATED_BYTES, MAX_NUMBER
 
 UUIDS = st.uuids().map(str)
 TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
                      timezones=st.just(UTC))
 NUM = st.floats(min_value=0, max_value=1e9, allow_nan=False) | st.integers(0, 10**9)
-COUNT = st.integers(0, 10**6)
+COUNT = st.integers(0, 10**6) | st.integers(0, 2**31 - 1)
+#: Text a contract string may hold: anything but U+0000.
+TEXT = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+               max_size=50)
 
 
 @st.composite
@@ -46,7 +49,7 @@ def valid_session(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "id": draw(UUIDS), "kind": "session", "started_at": format_rfc3339(start),
         "ended_at": format_rfc3339(start + timedelta(seconds=draw(st.integers(0, 10**6)))),
-        "channel": draw(st.none() | st.text(max_size=50)),
+        "channel": draw(st.none() | TEXT),
         "content_type": draw(st.sampled_from([*CONTENT_TYPES, None])),
         "qos": {"startup_ms": draw(st.none() | COUNT), "watch_s": draw(NUM),
                 "rebuffer_count": draw(COUNT), "rebuffer_s": draw(NUM),
@@ -102,12 +105,12 @@ def _check_invariants(rec: SessionRecord | SurveyRecord) -> None:
         for v in (q.watch_s, q.rebuffer_s):
             assert isinstance(v, float) and math.isfinite(v) and 0 <= v <= MAX_NUMBER
         for c in (q.rebuffer_count, q.bitrate_switches):
-            assert type(c) is int and 0 <= c <= MAX_INT
-        assert q.startup_ms is None or (type(q.startup_ms) is int and q.startup_ms >= 0)
+            assert type(c) is int and 0 <= c <= MAX_COUNT
+        assert q.startup_ms is None or (type(q.startup_ms) is int and 0 <= q.startup_ms <= MAX_COUNT)
         assert q.avg_bitrate_kbps is None or q.avg_bitrate_kbps >= 0
         assert type(q.failed) is bool
         assert rec.content_type in (*CONTENT_TYPES, None)
-        assert rec.channel is None or isinstance(rec.channel, str)
+        assert rec.channel is None or (isinstance(rec.channel, str) and "\x00" not in rec.channel)
     else:
         assert rec.outcome in OUTCOMES
         if rec.outcome == "answered":

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from tests import reference as contract
+from tests.collector.conftest import db_url  # noqa: F401  (a fixture: SQLite and PostgreSQL)
 
 ROOT = Path(__file__).parents[2]
 ADMIN = "reliability-admin-token-0123456789abcdef"
@@ -52,8 +53,10 @@ class CollectorProcess:
     """A real ``nps-collector serve`` on SQLite, started and SIGKILLed at will."""
 
     def __init__(self, db: Path, log: Path, port: int | None = None, *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, url: str | None = None) -> None:
         self.db = db
+        #: ``--db`` as given (PostgreSQL, say); else SQLite at ``db``.
+        self.db_url = url or f"sqlite:///{db}"
         self.log = log
         self.port = port or free_port()
         self.extra = extra
@@ -65,7 +68,7 @@ class CollectorProcess:
         env = {**os.environ, "NPS_ADMIN_TOKEN": ADMIN, "PYTHONPATH": str(ROOT), **self.env}
         with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "collector.cli", "serve", "--db", f"sqlite:///{self.db}",
+                sys.executable, "-m", "collector.cli", "serve", "--db", self.db_url,
                 "--port", str(self.port), *self.extra, cwd=ROOT, env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             )

@@ -44,6 +44,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
                               "other_box": 403, "revoked": 403, "admin": 403},
     ("GET", "/v1/report"): ADMIN_ONLY,
     ("GET", "/v1/export"): ADMIN_ONLY,
+    ("GET", "/v1/impact"): ADMIN_ONLY,
+    ("GET", "/v1/at-risk"): ADMIN_ONLY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -169,7 +171,7 @@ async def test_dashboard_session_opens_the_dashboard_and_nothing_else(world: Wor
                                           allow_redirects=False)
         assert resp.status == status, (path, await resp.text())
     # The cookie is not a bearer token for the API, and does not open it.
-    for path in ("/v1/report", "/v1/export?kind=session"):
+    for path in ("/v1/report", "/v1/export?kind=session", "/v1/at-risk"):
         resp = await world.client.get(path, headers={"Cookie": f"nps_dash={cookie}"})
         assert resp.status == 401
     resp = await world.client.post("/v1/batches", headers={"Cookie": f"nps_dash={cookie}"},

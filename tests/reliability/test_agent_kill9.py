@@ -51,6 +51,7 @@ events_socket = "{sock}"
 [survey]
 sample_rate = 1.0
 min_watch_s = 0
+settle_s = 0
 cooldown_answered_days = 0
 cooldown_dismissed_days = 0
 tty = "/dev/null"

@@ -46,6 +46,7 @@ class Uploader:
         self.acked: list[str] = []
         self.acked_records: list[dict[str, object]] = []
         self.sent: set[str] = set()
+        self.sent_records: list[dict[str, object]] = []
         self.attempts = 0
         self.failures: Counter[str] = Counter()
 
@@ -62,6 +63,7 @@ class Uploader:
         while not stop.is_set():
             recs = self.next_batch()
             self.sent.update(str(r["id"]) for r in recs)
+            self.sent_records.extend(recs)
             while True:  # this batch, until acknowledged: a box never gives a record up
                 self.attempts += 1
                 try:

@@ -234,3 +234,134 @@ async def test_a_slow_body_gets_408_and_the_box_is_served_after(tmp_path: Path) 
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert time.monotonic() - start < 3
         assert (await upload(http, server, token, "slowbody"))[0] == 200
+
+
+async def _trickle_form(port: int, path: str, length: int, gap_s: float) -> tuple[bytes, float]:
+    """POST a form to ``path`` announcing ``length`` bytes, then send them one at a time
+    every ``gap_s``; answer what the server said and how long until it did (or hung up)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.monotonic()
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Type: application/x-www-form-urlencoded\r\n"
+                  f"Content-Length: {length}\r\n\r\n").encode())
+    answer = b""
+    try:
+        for _ in range(length):
+            writer.write(b"a")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), gap_s)
+            if answer or reader.at_eof():
+                break
+    except OSError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return answer, time.monotonic() - start
+
+
+async def test_dashboard_forms_trickled_get_408_and_others_are_served(tmp_path: Path) -> None:
+    """100 connections trickling a login (or logout) form a byte every 0.1 s (the whole
+    form would take 30 s): each is answered 408 after the body timeout (1 s here, 30 s in
+    production), and the login page is served meanwhile."""
+    # The login rate limit lifted: it would refuse most of these before their body.
+    async with running(tmp_path, body_timeout_s=1, login_burst=1000) as server, \
+            ClientSession() as http:
+        assert server.port is not None
+        slow = [asyncio.create_task(_trickle_form(
+            server.port, "/dashboard/login" if i % 2 else "/dashboard/logout", 300, 0.1))
+            for i in range(100)]
+        await asyncio.sleep(0.3)
+        for _ in range(10):
+            t = time.monotonic()
+            async with http.get(server.make_url("/dashboard/login")) as resp:
+                assert resp.status == 200
+            assert time.monotonic() - t < 1.0
+        held = await asyncio.gather(*slow)
+    statuses = sorted({answer.split(b"\r\n", 1)[0] for answer, _ in held})
+    assert statuses == [b"HTTP/1.1 408 Request Timeout"], statuses
+    assert all(b'"error":"timeout"' in answer for answer, _ in held)
+    assert max(seconds for _, seconds in held) < 4, max(seconds for _, seconds in held)
+    print(f"\n100 trickled dashboard forms: all 408, cut after "
+          f"{min(s for _, s in held):.2f}-{max(s for _, s in held):.2f} s (body timeout 1 s)")
+
+
+async def test_dashboard_forms_are_small_and_sized_up_front(tmp_path: Path) -> None:
+    async with running(tmp_path) as server, ClientSession() as http:
+        big = b"csrf=x&token=" + b"a" * 20_000
+        async with http.post(server.make_url("/dashboard/login"), data=big, headers={
+                "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"] == "too_large"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"csrf=x&"
+            yield b"token=y"
+
+        async with http.post(server.make_url("/dashboard/login"), data=chunks(), headers={
+                "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+            assert resp.status == 411
+            assert (await resp.json())["error"] == "length_required"
+        # A form of the right size is read as before (a wrong form token: 403).
+        async with http.post(server.make_url("/dashboard/login"),
+                             data={"csrf": "x", "token": "y"}) as resp:
+            assert resp.status == 403
+
+
+# -- dashboard logins -------------------------------------------------------------------------
+
+async def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> None:
+    """300 wrong tokens as fast as they go: only the burst is tried, the rest are 429 with
+    Retry-After, and the admin token is refused too until the bucket refills."""
+    import re
+
+    async with running(tmp_path, login_burst=5, login_rate_per_min=60) as server, \
+            ClientSession() as http:
+        async with http.get(server.make_url("/dashboard/login")) as resp:
+            m = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+        assert m is not None
+        csrf = m.group(1)
+
+        async def attempt(token: str) -> tuple[int, str | None]:
+            async with http.post(server.make_url("/dashboard/login"), allow_redirects=False,
+                                 data={"csrf": csrf, "token": token}) as resp:
+                return resp.status, resp.headers.get("Retry-After")
+
+        start = time.monotonic()
+        answers = await asyncio.gather(*(attempt(f"guess-{i}") for i in range(300)))
+        elapsed = time.monotonic() - start
+        assert elapsed < 30
+        statuses = [s for s, _ in answers]
+        assert statuses.count(401) == 5 and statuses.count(429) == 295, sorted(set(statuses))
+        assert all(ra is not None and int(ra) >= 1 for s, ra in answers if s == 429)
+        assert (await attempt(ADMIN))[0] == 429
+        await asyncio.sleep(1.1)  # a token a second at 60 a minute
+        assert (await attempt(ADMIN))[0] == 303
+        print(f"\n300 wrong tokens at once: {statuses.count(401)} tried (401), "
+              f"{statuses.count(429)} refused 429 in {elapsed:.2f} s")
+
+
+@pytest.mark.parametrize("token, why", [
+    ("short-token-123", "15 characters"),
+    ("abababababababababababababababab", "only 2 different characters"),
+    ("abcdefghijklmnopqrstuvwxyz", "bits"),
+])
+async def test_a_weak_admin_token_is_refused_at_start(tmp_path: Path, token: str, why: str) -> None:
+    import os
+    import sys
+
+    from .conftest import ROOT
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collector.cli", "serve", "--db", f"sqlite:///{tmp_path / 'c.db'}",
+        "--port", "1", cwd=ROOT, env={**os.environ, "NPS_ADMIN_TOKEN": token,
+                                      "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    text = err.decode()
+    assert "NPS_ADMIN_TOKEN is too weak" in text and why in text, text
+    assert "secrets.token_urlsafe(32)" in text  # says what is strong enough
+    assert token not in text + out.decode()  # and never quotes the token

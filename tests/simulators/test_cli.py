@@ -58,3 +58,41 @@ async def test_fleet_command_needs_the_admin_token(collector: Collector) -> None
     assert code == 1 and b"401" in err
     code, _, err = await run("fleet", "--collector", collector.url, "--outage", "x")
     assert code == 2 and b"START_H:DURATION_H" in err
+
+
+async def test_fleet_command_plants_what_it_is_told(collector: Collector) -> None:
+    code, out, err = await run("fleet", "--collector", collector.url, "--boxes", "4", "--days",
+                               "0.5", "--seed", "2", "--json", "--no-confounder",
+                               "--no-non-response", "--effect", "startup_s=-1.5")
+    assert code == 0, err.decode()
+    gt = orjson.loads(out)["ground_truth"]
+    assert gt["true_slopes"]["startup_s"] == -1.5 and gt["true_slopes"]["rebuffer_pct"] == -3.0
+    assert not gt["planted"]["confounder"] and not gt["planted"]["non_response"]
+    # Bad effects are refused by name, before anything starts.
+    for bad, word in (("rebuffer_pct=-40", b"outside [0, 1]"), ("stalls=-3", b"REGRESSOR"),
+                      ("failed=lots", b"not a number")):
+        code, _, err = await run("fleet", "--collector", collector.url, "--effect", bad)
+        assert code == 2 and word in err, err
+
+
+async def test_compare_exits_1_when_the_report_disagrees(collector: Collector,
+                                                        tmp_path: Path) -> None:
+    code, out, err = await run("fleet", "--collector", collector.url, "--boxes", "6", "--days",
+                               "1", "--seed", "3", "--json", "--sample-rate", "1",
+                               "--cooldown-days", "0")
+    assert code == 0, err.decode()
+    summary = orjson.loads(out)
+    path = tmp_path / "fleet.json"
+    path.write_bytes(out)
+    code, text, err = await run("compare", "--collector", collector.url, "--summary", str(path))
+    assert code == 0, err.decode()
+    assert b"agrees with what the simulated viewers lived" in text
+    assert b"/v1/impact" in text  # its estimates, or that it answered 404
+    # A truth the report does not match: one answer more than the collector holds.
+    summary["ground_truth"]["surveys"]["answered"] += 1
+    path.write_bytes(orjson.dumps(summary))
+    code, _, err = await run("compare", "--collector", collector.url, "--summary", str(path))
+    assert code == 1 and b"answered: report" in err
+    code, _, err = await run("compare", "--collector", collector.url, "--summary",
+                             str(tmp_path / "missing.json"))
+    assert code == 2 and b"missing.json" in err

@@ -1,4 +1,9 @@
-"""The planted effect (worse rebuffering, lower scores) is what the collector's report finds."""
+"""The collector's report finds what the simulated viewers lived and answered.
+
+The truth here is the lived one (the players' stalls, the viewers' answers as given),
+never the agents' records; the report must agree with it within the tolerances that
+rounding allows (``simulators.compare.REPORT_TOLERANCES``, stated there).
+"""
 
 from __future__ import annotations
 
@@ -19,13 +24,14 @@ async def test_report_recovers_the_planted_effect(collector: Collector) -> None:
     assert summary["drained"]
     report = await collector.report()
 
-    # The effect is there, and strong: the report must see it.
+    assert summary["agent_vs_lived"]["agree"], summary["agent_vs_lived"]
+    # The effect is there: the report must see it.
     rho = truth["correlation"]["rebuffer_ratio"]["spearman"]
-    assert truth["surveys"]["answered"] >= 250
-    assert rho < -0.3
+    assert truth["surveys"]["answered"] >= 200
+    assert rho < -0.05  # realistic effects: a weak rank correlation (docs/simulators.md)
     got = report["correlation"]["rebuffer_ratio"]
     assert got["n"] == truth["correlation"]["rebuffer_ratio"]["n"]
-    assert abs(got["spearman"] - rho) <= 0.01
+    assert abs(got["spearman"] - rho) <= 0.02
 
     assert report["surveys"]["answered"] == truth["surveys"]["answered"]
     assert report["surveys"]["shown"] == truth["surveys"]["shown"]
@@ -33,11 +39,11 @@ async def test_report_recovers_the_planted_effect(collector: Collector) -> None:
     assert math.isclose(report["nps"], truth["nps"], abs_tol=0.01)
     for mine, theirs in zip(truth["by_qos"]["rebuffer_ratio"], report["by_qos"]["rebuffer_ratio"],
                             strict=True):
-        assert theirs["n"] == mine["n"], (mine, theirs)
-        if mine["nps"] is None:
-            assert theirs["nps"] is None
-        else:
+        # A lived ratio on a bucket edge may round to the other side in the record.
+        assert abs(theirs["n"] - mine["n"]) <= 2, (mine, theirs)
+        if mine["n"] == theirs["n"] and mine["nps"] is not None:
             assert math.isclose(theirs["nps"], mine["nps"], abs_tol=0.01)
-    # Smooth streams are rated far better than badly stalling ones.
+    # Smooth streams are rated better than badly stalling ones (planted: 3 points per
+    # percentage point stalled, and the grumpier regions have the worse lines).
     buckets = [b for b in truth["by_qos"]["rebuffer_ratio"] if b["n"] >= 10]
-    assert buckets[0]["nps"] - buckets[-1]["nps"] > 40
+    assert buckets[0]["nps"] - buckets[-1]["nps"] > 10

@@ -125,11 +125,15 @@ async def test_confirmed_answer_survives_a_presenter_crash(tmp_path: Path) -> No
 async def test_one_question_at_a_time(tmp_path: Path) -> None:
     clock = FakeClock()
     hold = asyncio.Event()
-    agent = make_agent(tmp_path, ScriptedPresenter(hold=hold), clock)
+    presenter = ScriptedPresenter(hold=hold)
+    agent = make_agent(tmp_path, presenter, clock)
     await agent.start()
     await watch(agent, clock)
-    await asyncio.sleep(0)
-    assert agent.question_up
+    for _ in range(20):  # settle_s passes (the fake clock's sleep is instant)
+        if presenter.requests:
+            break
+        await asyncio.sleep(0)
+    assert agent.question_up and len(presenter.requests) == 1
     await watch(agent, clock)
     assert agent.policy.reasons == {"question_up": 1}
     hold.set()
@@ -184,6 +188,52 @@ async def test_stop_ends_the_open_session_not_as_failure(tmp_path: Path) -> None
     await agent.stop()
     assert agent.counts["sessions"] == 1
     assert agent.policy.reasons == {"shutdown": 1}
+
+
+async def test_a_play_within_settle_s_makes_the_ended_session_a_zap(tmp_path: Path) -> None:
+    clock = FakeClock()
+    presenter = ScriptedPresenter(clock=clock)
+    agent = make_agent(tmp_path, presenter, clock)
+    await agent.start()
+    await watch(agent, clock)
+    assert agent.question_up  # due, waiting for the player to stay idle
+    await agent.feed(PlayerEvent("play", channel="RTL4"))  # the viewer zapped on
+    await agent.wait_question()
+    assert agent.policy.reasons == {"zapped": 1} and presenter.requests == []
+    clock.advance(700)
+    await agent.feed(PlayerEvent("stop"))
+    await agent.wait_question()  # idle after this one: asked
+    assert len(presenter.requests) == 1 and agent.policy.reasons == {"zapped": 1}
+    await agent.stop()
+
+
+async def test_the_question_waits_settle_s_on_the_real_clock(tmp_path: Path) -> None:
+    from stb_widget.clock import SystemClock
+
+    clock = SystemClock()
+    presenter = ScriptedPresenter()
+    cfg = make_config(tmp_path, survey={"min_watch_s": 0, "sample_rate": 1.0, "settle_s": 0.5})
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock),
+                  presenters=lambda: presenter, upload=False)
+    await agent.start()
+    await agent.feed(PlayerEvent("play"))
+    await agent.feed(PlayerEvent("stop"))
+    await asyncio.sleep(0.3)
+    assert presenter.requests == [] and agent.question_up
+    await asyncio.sleep(0.4)
+    assert len(presenter.requests) == 1
+    await agent.wait_question()
+    await agent.stop()
+
+
+async def test_stop_while_settling_counts_shutdown(tmp_path: Path) -> None:
+    clock = FakeClock()
+    presenter = ScriptedPresenter(clock=clock)
+    agent = make_agent(tmp_path, presenter, clock)
+    await agent.start()
+    await watch(agent, clock)
+    await agent.stop()
+    assert agent.policy.reasons == {"shutdown": 1} and presenter.requests == []
 
 
 IDLE_SCRIPT = textwrap.dedent("""

@@ -41,9 +41,28 @@ def test_minimal_config_takes_the_contract_defaults(tmp_path: Path) -> None:
     assert "abc" not in repr(c)  # the token never shows up in logs
 
 
-def test_example_config_is_valid() -> None:
-    c = load_config(EXAMPLE)
-    assert c.box_id == "stb-000123"
+def test_example_config_is_valid_once_its_token_is_set(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    token = next(line for line in text.splitlines() if line.startswith("token ="))
+    c = load_config(write(tmp_path, text.replace(token, 'token = "k3Q9vX2mZ8"')))
+    assert c.box_id == "stb-000123" and c.survey.settle_s == 3
+
+
+def test_the_shipped_example_refuses_to_start(capsys: pytest.CaptureFixture[str]) -> None:
+    """Installed as shipped, the agent would upload with a placeholder token (401 for ever):
+    it stops with exit 2 and says what to put there."""
+    assert main(["run", "--config", str(EXAMPLE)]) == 2
+    err = capsys.readouterr().err
+    assert "collector.token: is still the example's placeholder" in err, err
+    assert "nps-collector box-token" in err
+    assert "REPLACE" not in err  # the value is not echoed (whatever sits there)
+
+
+@pytest.mark.parametrize("token", ["...", "<token>", "CHANGEME", "your-token-here",
+                                   "REPLACE-WITH-THE-OUTPUT-OF-nps-collector-box-token"])
+def test_placeholder_tokens_are_refused(tmp_path: Path, token: str) -> None:
+    with pytest.raises(ConfigError, match=r"collector\.token: is still the example.s placeholder"):
+        load_config(write(tmp_path, GOOD.replace('token = "abc"', f'token = "{token}"')))
 
 
 @pytest.mark.parametrize(
@@ -68,6 +87,9 @@ def test_example_config_is_valid() -> None:
         (GOOD + "[box]\nmodel = 7\n", "box.model: must be a string"),
         ("survey = 3\n" + GOOD, "survey: must be a table"),
         ("box_id = \n", "config: "),
+        (GOOD + "channel_pattern = \"(unclosed\"\n",
+         "player.channel_pattern: not a valid regular expression"),
+        (GOOD + "[survey]\nsettle_s = -1\n", "survey.settle_s: must be a number between 0"),
     ],
 )
 def test_bad_keys_are_named(tmp_path: Path, text: str, message: str) -> None:

@@ -105,6 +105,41 @@ async def test_play_with_bad_channel_still_opens_a_session(
     assert got[0]["qos"]["failed"] is True  # type: ignore[index]
 
 
+async def test_a_zap_on_the_event_feed_is_not_asked(tmp_path: Path) -> None:
+    """stop then play at once (a channel change) over the real socket: no question; a
+    stop followed by silence: the question, once settle_s passed."""
+    from stb_widget.clock import SystemClock
+
+    from .test_mpv import RecordingPresenter
+
+    clock = SystemClock()
+    cfg = make_config(tmp_path, survey={"min_watch_s": 5, "sample_rate": 1.0, "settle_s": 0.5})
+    presenter = RecordingPresenter()
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock),
+                  presenters=lambda: presenter, upload=False)
+    await agent.start()
+    source = EventsSocketSource(cfg.player.events_socket, agent.feed)
+    await source.start()
+    task = asyncio.create_task(source.run())
+    try:
+        path = Path(cfg.player.events_socket)
+        await send(path, {"event": "play", "channel": "NPO1", "at": 0.0},
+                   {"event": "first_frame", "at": 1.0}, {"event": "stop", "at": 600.0},
+                   {"event": "play", "channel": "RTL4", "at": 600.2})
+        await sessions(agent, 1)
+        await asyncio.sleep(1.0)
+        assert presenter.requests == [] and agent.policy.reasons == {"zapped": 1}
+        await send(path, {"event": "first_frame", "at": 601.0}, {"event": "stop", "at": 1200.0})
+        got = await sessions(agent, 2)
+        assert presenter.requests == []  # the player must stay idle settle_s first
+        await asyncio.sleep(1.0)
+        assert presenter.requests == [got[1]["id"]]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent.stop()
+
+
 async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "s.sock"
     # A crashed agent leaves its bound socket file behind, with nobody listening on it.
@@ -144,7 +179,31 @@ def test_parser() -> None:
     ev = parse_event_line(b'{"event": "bitrate", "kbps": 5400, "at": 100.9}')
     assert ev.kind == "bitrate" and ev.kbps == 5400.0 and ev.at == 100.9
     assert parse_event_line(b'{"event": "pause"}').at is None
+    # Contract v1 lines this agent does not measure yet still parse (no warning per line).
+    assert parse_event_line(b'{"event": "dropped_frames", "count": 12}').kind == "dropped_frames"
+    assert parse_event_line(b'{"event": "bitrate", "kbps": 5400, "height": 1080}').kbps == 5400
     for bad in (b'{"event": "bitrate", "kbps": -1}', b'{"event": "stop", "at": true}',
-                b'{"at": 1}', b"\xff\xfe"):
+                b'{"at": 1}', b"\xff\xfe", b'{"event": "dropped_frames", "count": -1}',
+                b'{"event": "describe", "channel": "x"}'):
         with pytest.raises(EventError):
             parse_event_line(bad)
+
+
+async def test_the_event_feed_docs_example_gives_the_figures_it_states(
+    running: tuple[Agent, Path, EventsSocketSource]
+) -> None:
+    """docs/event-feed.md's example, line by line through the real socket."""
+    import re
+
+    agent, path, source = running
+    doc = (Path(__file__).parents[2] / "docs" / "event-feed.md").read_text("utf-8")
+    example = doc.split("## Example", 1)[1]
+    lines = [m.encode() for m in re.findall(r"^  '(\{.*\})' \\$", example, re.MULTILINE)]
+    assert len(lines) == 10
+    await send(path, *lines)
+    got = await sessions(agent, 1)
+    q = got[0]["qos"]
+    assert q == {"startup_ms": 900, "watch_s": 1740.0, "rebuffer_count": 1, "rebuffer_s": 3.5,
+                 "avg_bitrate_kbps": 5400.0, "bitrate_switches": 0, "failed": False}
+    assert source.bad_lines == 0
+    assert "`startup_ms` 900, `watch_s` 1740" in doc and "one stall of 3.5 s" in doc

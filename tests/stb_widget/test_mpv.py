@@ -8,22 +8,26 @@ where they are missing the test is skipped locally but fails in CI (``CI`` set).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
 
+from protocol import SurveyRecord
 from stb_widget.agent import Agent
 from stb_widget.buffer import MemoryBuffer
 from stb_widget.clock import SystemClock
 from stb_widget.config import BufferSection
-from stb_widget.sources.mpv_ipc import MpvIpcSource
+from stb_widget.sources.mpv_ipc import MpvIpcSource, Naming
+from stb_widget.survey_port import SurveyRequest, SurveySink
 
 from .conftest import make_config
 
@@ -206,3 +210,170 @@ def test_mpv_translation_rules() -> None:
         kinds(src, {"event": "start-file"})
         assert kinds(src, {"event": "end-file", "reason": reason}) == ["stop"]
     assert kinds(src, {"event": "end-file", "reason": "eof"}) == []  # no file open
+
+
+# -- channel changes, naming, a playback already running, mpv going away -------------------
+
+
+@pytest.fixture(scope="module")
+def channel_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two 30 s "channels" with a title in their metadata, under a ``live/`` directory."""
+    ffmpeg = need("ffmpeg")
+    out = tmp_path_factory.mktemp("channels") / "live"
+    out.mkdir()
+    files: dict[str, Path] = {}
+    for title, pattern in (("NPO1", "testsrc"), ("RTL4", "smptebars")):
+        path = out / f"{title.lower()}.mkv"
+        subprocess.run(
+            [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"{pattern}=size=160x90:rate=25", "-t", "30", "-c:v", "libx264",
+             "-preset", "ultrafast", "-metadata", f"title={title}", str(path)],
+            check=True, timeout=120,
+        )
+        files[title] = path
+    return files
+
+
+class RecordingPresenter:
+    """Counts the questions put up (each is dismissed at once)."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    async def present(self, request: SurveyRequest, sink: SurveySink) -> SurveyRecord:
+        self.requests.append(request.session_id or "")
+        rec = SurveyRecord(id=request.survey_id, kind="survey", session_id=request.session_id,
+                           shown_at=datetime.now(UTC), outcome="dismissed")
+        await sink.finished(rec)
+        return rec
+
+
+async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_real_mpv_channel_change_is_a_zap_not_a_question(
+    tmp_path: Path, channel_files: dict[str, Path]
+) -> None:
+    """``loadfile … replace`` (a channel change) ends the session with end-file/stop and
+    starts the next one at once: no question over the next channel. Stopping for good is
+    followed by the question once the player stayed idle ``settle_s``."""
+    sock = tmp_path / "mpv.sock"
+    clock = SystemClock()
+    cfg = make_config(tmp_path, player={"source": "mpv", "mpv_socket": str(sock),
+                                        "content_type_live": "/live/"},
+                      survey={"min_watch_s": 1, "sample_rate": 1.0, "settle_s": 1.5})
+    presenter = RecordingPresenter()
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock),
+                  presenters=lambda: presenter, upload=False)
+    await agent.start()
+    source = MpvIpcSource(sock, agent.feed, clock, reconnect_max_s=0.2,
+                          naming=Naming.from_config(cfg.player))
+    task = asyncio.create_task(source.run())
+    proc = await start_mpv(sock)
+    try:
+        await asyncio.wait_for(source.connected.wait(), 10)
+        await command(sock, "loadfile", str(channel_files["NPO1"]))
+        await asyncio.sleep(2.5)
+        await command(sock, "loadfile", str(channel_files["RTL4"]), "replace")  # zap
+        await until(lambda: agent.counts["sessions"] == 1, 10, "the first session")
+        await asyncio.sleep(2.5)  # longer than settle_s: the question would be up by now
+        assert presenter.requests == [], "a question came up over the next channel"
+        assert agent.policy.reasons == {"zapped": 1}
+        await asyncio.sleep(1.0)
+        await command(sock, "stop")  # the viewer switches off: idle from here
+        await until(lambda: agent.counts["sessions"] == 2, 10, "the second session")
+        await asyncio.sleep(0.5)
+        assert presenter.requests == []  # not yet: settle_s has not passed
+        await until(lambda: len(presenter.requests) == 1, 5, "the question after settle_s")
+        records = [orjson.loads(r.body) for r in await agent.store.fetch(10, 10**9)]
+        sessions = [r for r in records if r["kind"] == "session"]
+        print("sessions:", [(s["channel"], s["content_type"], s["qos"]["watch_s"])
+                            for s in sessions])
+        assert [(s["channel"], s["content_type"]) for s in sessions] == \
+            [("NPO1", "live"), ("RTL4", "live")]
+        assert presenter.requests == [sessions[1]["id"]]
+        assert all(s["qos"]["startup_ms"] is not None for s in sessions)
+    finally:
+        await stop_mpv(proc)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_real_mpv_playing_before_the_agent_connects_is_logged_and_exits_back_off(
+    tmp_path: Path, channel_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    sock = tmp_path / "mpv.sock"
+    clock = SystemClock()
+    cfg = make_config(tmp_path, player={"source": "mpv", "mpv_socket": str(sock)},
+                      survey={"enabled": False})
+    agent = Agent(cfg, clock=clock, store=MemoryBuffer(BufferSection(), clock), upload=False)
+    await agent.start()
+    proc = await start_mpv(sock)
+    await command(sock, "loadfile", str(channel_files["NPO1"]))
+    await asyncio.sleep(1.0)  # playing before the agent is there
+    source = MpvIpcSource(sock, agent.feed, clock, reconnect_max_s=1.0,
+                          naming=Naming.from_config(cfg.player))
+    caplog.set_level(logging.INFO, logger="stb_widget.sources.mpv_ipc")
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(source.connected.wait(), 10)
+        await until(lambda: any("already playing" in r.getMessage() for r in caplog.records),
+                    5, "the log line about the file already playing")
+        missed = next(r.getMessage() for r in caplog.records if "already playing" in r.getMessage())
+        assert str(channel_files["NPO1"]) not in missed  # never the path: a URL has tokens
+        # The next file is measured.
+        await command(sock, "loadfile", str(channel_files["RTL4"]), "replace")
+        await until(lambda: agent.tracker.open_session_id is not None, 10, "the next session")
+
+        # mpv quits (it says the file ended: reason quit, not a failure); the reconnects
+        # back off, logged once.
+        caplog.clear()
+        await command(sock, "quit")
+        await proc.wait()
+        await until(lambda: agent.counts["sessions"] == 1, 5, "the session")
+        before = source.attempts
+        await asyncio.sleep(4.0)
+        attempts = source.attempts - before
+        lines = [r.getMessage() for r in caplog.records]
+        print(f"outage of 4 s: {attempts} connect attempts, log lines: {lines}")
+        assert 2 <= attempts <= 12, attempts  # 0.1 s doubling to 1 s, with jitter
+        assert len(lines) <= 2, lines  # "connection lost" (+ at most "not reachable")
+        caplog.clear()
+        proc = await start_mpv(sock)
+        await asyncio.wait_for(source.connected.wait(), 10)
+        lines = [r.getMessage() for r in caplog.records]
+        assert any("again after" in line for line in lines), lines
+        records = [orjson.loads(r.body) for r in await agent.store.fetch(10, 10**9)]
+        assert len(records) == 1 and records[0]["qos"]["failed"] is False
+        assert records[0]["channel"] == "RTL4"  # from the file's title
+    finally:
+        await stop_mpv(proc)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent.stop()
+
+
+def test_naming_rules() -> None:
+    naming = Naming.from_config(make_config(
+        Path("/tmp"), player={"source": "mpv", "channel_from": "path",
+                              "channel_pattern": r"/ch/(?P<channel>[^/?]+)",
+                              "content_type_vod": r"/vod/", "content_type_live": r"/ch/"}).player)
+    assert naming.describe({"path": "http://h/ch/NPO2/i.m3u8?token=s"}) == ("NPO2", "live")
+    assert naming.describe({"path": "http://h/vod/film.m3u8"}) == (None, "vod")
+    title = Naming()
+    # mpv's fallback title is the file name (perhaps with a URL's query): not a channel.
+    assert title.describe({"media-title": "i.m3u8?t=1", "filename": "i.m3u8?t=1"}) == \
+        (None, None)
+    assert title.describe({"media-title": " NPO 1 ", "filename": "x.ts"}) == ("NPO 1", None)
+    assert Naming(channel_from="").describe({"media-title": "NPO1"}) == (None, None)
+    assert title.describe({"media-title": "NPO\x001", "filename": "x.ts"}) == (None, None)

@@ -317,3 +317,12 @@ def test_events_after_the_session_ended_are_ignored_and_logged(
     assert tracker.open_session_id is None and tracker.close() is None
     assert [r.getMessage() for r in caplog.records] == \
         ["player event stall_start outside a session: ignored"]
+
+
+def test_a_channel_the_collector_would_refuse_is_no_channel() -> None:
+    """U+0000 in a channel name (from a player's metadata) would get the session rejected
+    by the collector (contract section 3): the agent keeps the session, without channel."""
+    from stb_widget.events import parse_event_line
+
+    assert parse_event_line(b'{"event": "play", "channel": "NPO\\u00001"}').channel is None
+    assert parse_event_line(b'{"event": "play", "channel": "NPO1"}').channel == "NPO1"

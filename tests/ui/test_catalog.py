@@ -20,7 +20,7 @@ LOCALES = available_locales()
 #: Keys the screens use; the English catalog must hold each, and every catalog too.
 USED_KEYS = {
     "question", "low_label", "high_label", "question_hint", "need_score",
-    "reason_title", "reason_hint", "need_reason",
+    "reason_title", "reason_hint", "reason_focus", "need_reason",
     "thanks_promoter", "thanks_passive", "thanks_detractor", "thanks_hint",
     *(f"reason.{r}" for r in REASONS),
 }

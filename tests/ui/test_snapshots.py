@@ -36,6 +36,7 @@ SCREENS: dict[str, Steps] = {
     "question": _keys(),
     "question-scored": _keys("7"),
     "question-no-score-yet": _keys("enter"),
+    "picklist-opened": _keys("8", "enter"),
     "picklist": _keys("8", "enter", "down", "down"),
     "thanks-promoter": _keys("9", "enter", "down", "enter"),
     "thanks-passive": _keys("7", "enter", "escape"),
@@ -52,7 +53,7 @@ def test_screen(snap_compare: Any, locale: str, theme: str, screen: str) -> None
     assert snap_compare(app, run_before=SCREENS[screen])
 
 
-@pytest.mark.parametrize("screen", ["question-scored", "picklist"])
+@pytest.mark.parametrize("screen", ["question-scored", "picklist-opened", "picklist"])
 def test_big_screen(snap_compare: Any, screen: str) -> None:
     """A 1080p console with a 16-pixel-wide font: big cells and block digits."""
     app = make_app(locale="nl", env={"TERM": "linux"})

@@ -14,6 +14,32 @@
 
   function pct(x) { return x === null ? null : 100 * x; }
   function fmt(x, d) { return x === null || x === undefined ? "—" : Number(x).toFixed(d); }
+  // Signed, one decimal, as the server writes it (-0 shows as +0.0 on both sides).
+  function signed(x) {
+    if (x === null || x === undefined) { return "—"; }
+    var v = x + 0;
+    return (v >= 0 ? "+" : "") + v.toFixed(1);
+  }
+  function signedCi(c) { return c ? signed(c[0]) + " to " + signed(c[1]) : "—"; }
+
+  // Draws a label beside chosen points ("n = 1" by a small-n bucket).
+  function pointLabels(datasetIndex, labelOf) {
+    return {
+      id: "pointLabels",
+      afterDatasetsDraw: function (chart) {
+        var meta = chart.getDatasetMeta(datasetIndex), ctx = chart.ctx;
+        ctx.save();
+        ctx.fillStyle = GREY;
+        ctx.font = "11px " + Chart.defaults.font.family;
+        ctx.textAlign = "center";
+        meta.data.forEach(function (el, i) {
+          var text = labelOf(i);
+          if (text && el && !el.skip) { ctx.fillText(text, el.x, el.y - 10); }
+        });
+        ctx.restore();
+      }
+    };
+  }
 
   // NPS over time with its 95 % interval as a band (hi filled down to lo).
   var line = data.timeline;
@@ -52,17 +78,27 @@
   Object.keys(data.report.by_qos).forEach(function (metric) {
     var buckets = data.report.by_qos[metric], rr = data.response_by_qos[metric];
     var blabels = data.bucket_labels[metric];
+    // Small-n buckets (one or two answers): a hollow grey circle and its n, never a
+    // confident diamond, since the adjusted-Wald interval may not even hold the point.
+    var small = data.small_n[metric];
     new Chart(document.getElementById("chart-nps-" + metric), {
       type: "bar",
       data: {
         labels: blabels,
         datasets: [
           { type: "line", label: "NPS", data: buckets.map(function (b) { return b.nps; }),
-            borderColor: BLUE, backgroundColor: BLUE, showLine: false, pointRadius: 5, pointStyle: "rectRot" },
+            borderColor: BLUE, backgroundColor: BLUE, showLine: false, pointRadius: 5,
+            pointStyle: small.map(function (s) { return s ? "circle" : "rectRot"; }),
+            pointBorderColor: small.map(function (s) { return s ? GREY : BLUE; }),
+            pointBackgroundColor: small.map(function (s) { return s ? "rgba(0, 0, 0, 0)" : BLUE; }),
+            pointBorderWidth: small.map(function (s) { return s ? 2 : 1; }) },
           { type: "bar", label: "95 % interval", data: buckets.map(function (b) { return b.nps_ci95; }),
-            backgroundColor: BAND, borderColor: "rgba(36, 86, 199, 0.5)", borderWidth: 1, barPercentage: 0.5 }
+            backgroundColor: small.map(function (s) { return s ? "rgba(154, 163, 178, 0.14)" : BAND; }),
+            borderColor: small.map(function (s) { return s ? "rgba(154, 163, 178, 0.6)" : "rgba(36, 86, 199, 0.5)"; }),
+            borderWidth: 1, barPercentage: 0.5 }
         ]
       },
+      plugins: [pointLabels(0, function (i) { return small[i] ? "n = " + buckets[i].n : null; })],
       options: {
         scales: { y: { suggestedMin: -100, suggestedMax: 100, title: { display: true, text: "NPS" } } },
         plugins: { tooltip: { callbacks: { afterBody: function (items) {
@@ -107,9 +143,8 @@
                scales: { x: { title: { display: true, text: "score" } }, y: { beginAtZero: true, ticks: { precision: 0 } } } }
   });
 
-  // Reasons, most frequent first.
-  var reasons = Object.keys(data.report.reasons).map(function (k) { return [k, data.report.reasons[k]]; })
-    .sort(function (a, b) { return b[1] - a[1]; });
+  // Reasons in the server's order (most given first), the order of the table beside it.
+  var reasons = data.reasons_order.map(function (k) { return [k, data.report.reasons[k]]; });
   new Chart(document.getElementById("chart-reasons"), {
     type: "bar",
     data: { labels: reasons.map(function (r) { return r[0].charAt(0).toUpperCase() + r[0].slice(1); }),
@@ -117,5 +152,151 @@
     options: { indexAxis: "y", plugins: { legend: { display: false } },
                scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } }
   });
+  drawCosts();
   document.body.setAttribute("data-charts", "ready");
+
+  // -- What quality costs ---------------------------------------------------------------------------
+  function drawCosts() {
+    var el2 = document.getElementById("impact-data");
+    if (!el2) { return; }
+    var costs = JSON.parse(el2.textContent), impact = costs.impact, whatif = costs.whatif;
+    var REGS = ["rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start"];
+    var TITLES = { rebuffer_pct: "Rebuffering (per % stalled)", startup_s: "Startup (per s)",
+                   bitrate_mbps: "Bitrate (per Mbit/s)", failed: "Failed session", no_start: "Never started" };
+    var UNITS = { rebuffer_pct: "%", startup_s: "s", bitrate_mbps: "Mbit/s" };
+    var labels2 = REGS.map(function (r) { return TITLES[r]; });
+
+    // Dots at each estimate, drawn over the interval bars (a forest plot).
+    function dots(estimates) {
+      return {
+        id: "estimates",
+        afterDatasetsDraw: function (chart) {
+          var ctx = chart.ctx, x = chart.scales.x, y = chart.scales.y;
+          ctx.save();
+          // A metric with no estimate (no variation, or too few answers) says so.
+          ctx.fillStyle = GREY;
+          ctx.font = "12px " + Chart.defaults.font.family;
+          ctx.textAlign = "center";
+          ctx.textBaseline = "middle";
+          estimates[0].forEach(function (v, i) {
+            if (v === null && estimates[1][i] === null) {
+              ctx.fillText("no estimate", (chart.chartArea.left + chart.chartArea.right) / 2, y.getPixelForValue(i));
+            }
+          });
+          estimates.forEach(function (values, d) {
+            var meta = chart.getDatasetMeta(d);
+            if (meta.hidden) { return; }
+            meta.data.forEach(function (bar, i) {
+              if (values[i] === null || !bar) { return; }
+              ctx.beginPath();
+              ctx.fillStyle = d === 0 ? BLUE : "#5d6675";
+              ctx.arc(x.getPixelForValue(values[i]), bar.y, 4.5, 0, 2 * Math.PI);
+              ctx.fill();
+            });
+          });
+          ctx.restore();
+        }
+      };
+    }
+    function effects(kind) { return REGS.map(function (r) { return impact.effects[kind][r]; }); }
+    var adj = effects("adjusted"), unadj = effects("unadjusted");
+    new Chart(document.getElementById("chart-forest"), {
+      type: "bar",
+      data: { labels: labels2, datasets: [
+        { label: "adjusted (same region, model, firmware, content)", data: adj.map(function (e) { return e.ci95; }),
+          backgroundColor: "rgba(36, 86, 199, 0.30)", borderColor: BLUE, borderWidth: 1, barPercentage: 0.8, categoryPercentage: 0.6 },
+        { label: "unadjusted", data: unadj.map(function (e) { return e.ci95; }),
+          backgroundColor: "rgba(154, 163, 178, 0.35)", borderColor: GREY, borderWidth: 1, barPercentage: 0.8, categoryPercentage: 0.6 }
+      ] },
+      plugins: [dots([adj.map(function (e) { return e.nps_points; }), unadj.map(function (e) { return e.nps_points; })])],
+      options: {
+        indexAxis: "y",
+        scales: { x: { title: { display: true, text: "NPS points per unit (0 = no cost)" },
+                       grid: { color: function (c) { return c.tick && c.tick.value === 0 ? "#3a4354" : "#e6e9ef"; } } } },
+        plugins: { tooltip: { callbacks: { label: function (item) {
+          var e = (item.datasetIndex === 0 ? adj : unadj)[item.dataIndex];
+          return item.dataset.label + ": " + signed(e.nps_points) + " (95 % CI " + signedCi(e.ci95) + ")";
+        } } } }
+      }
+    });
+
+    // Recoverable points: bars from 0, the interval as a whisker; the what-if moves them.
+    var rec = REGS.map(function (r) { return impact.recoverable[r]; });
+    var recValues = rec.map(function (x) { return x.nps_points; }), recCi = rec.map(function (x) { return x.ci95; });
+    var whisker = {
+      id: "whisker",
+      afterDatasetsDraw: function (chart) {
+        var ctx = chart.ctx, x = chart.scales.x, meta = chart.getDatasetMeta(0);
+        ctx.save();
+        ctx.fillStyle = GREY;
+        ctx.font = "12px " + Chart.defaults.font.family;
+        ctx.textBaseline = "middle";
+        recValues.forEach(function (v, i) {
+          if (v === null) { ctx.fillText("no estimate", chart.chartArea.left + 6, chart.scales.y.getPixelForValue(i)); }
+        });
+        ctx.strokeStyle = "#1d2330";
+        ctx.lineWidth = 1.5;
+        meta.data.forEach(function (bar, i) {
+          var c = recCi[i];
+          if (!c || !bar) { return; }
+          var a = x.getPixelForValue(c[0]), b = x.getPixelForValue(c[1]);
+          ctx.beginPath();
+          ctx.moveTo(a, bar.y); ctx.lineTo(b, bar.y);
+          ctx.moveTo(a, bar.y - 5); ctx.lineTo(a, bar.y + 5);
+          ctx.moveTo(b, bar.y - 5); ctx.lineTo(b, bar.y + 5);
+          ctx.stroke();
+        });
+        ctx.restore();
+      }
+    };
+    // The axis holds every whisker (Chart.js sizes it to the bars alone), and 0.
+    function recRange() {
+      var lo = 0, hi = 0;
+      var all = recValues.slice();
+      recCi.forEach(function (c) { if (c) { all.push(c[0], c[1]); } });
+      all.forEach(function (v) {
+        if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      });
+      var pad = 0.05 * ((hi - lo) || 1);
+      return { min: lo < 0 ? lo - pad : 0, max: hi + pad };
+    }
+    var recChart = new Chart(document.getElementById("chart-recoverable"), {
+      type: "bar",
+      data: { labels: REGS.map(function (r) { return TITLES[r].replace(/ \(.*\)$/, ""); }),
+              datasets: [{ label: "NPS points won", data: recValues, backgroundColor: GREEN, barPercentage: 0.6 }] },
+      plugins: [whisker],
+      options: {
+        indexAxis: "y",
+        scales: { x: { suggestedMin: recRange().min, suggestedMax: recRange().max,
+                       title: { display: true, text: "NPS points won (with 95 % interval)" } } },
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (item) {
+          return signed(recValues[item.dataIndex]) + " points (95 % CI " + signedCi(recCi[item.dataIndex]) + ")";
+        } } } }
+      }
+    });
+
+    Object.keys(whatif).forEach(function (metric) {
+      var input = document.getElementById("whatif-" + metric);
+      if (!input) { return; }
+      var i = REGS.indexOf(metric), steps = whatif[metric].steps;
+      var worseAbove = metric !== "bitrate_mbps";
+      input.addEventListener("input", function () {
+        var step = steps[Number(input.value)];
+        var text = String(step.target) + " " + UNITS[metric];
+        document.getElementById("whatif-" + metric + "-target").textContent = text;
+        var row = document.querySelector('#recoverable tr[data-regressor="' + metric + '"]');
+        row.querySelector("td.target").textContent = (worseAbove ? "at most " : "at least ") + text;
+        row.querySelector("td.points").textContent = signed(step.nps_points);
+        row.querySelector("td.ci").textContent = signedCi(step.ci95);
+        recValues[i] = step.nps_points;
+        recCi[i] = step.ci95;
+        recChart.data.datasets[0].data = recValues.slice();
+        var range = recRange();
+        recChart.options.scales.x.suggestedMin = range.min;
+        recChart.options.scales.x.suggestedMax = range.max;
+        recChart.update();
+        document.body.setAttribute("data-whatif", metric + ":" + input.value);
+      });
+    });
+  }
 }());

@@ -1,0 +1,217 @@
+"""Reads for ``GET /v1/at-risk`` (contract section 7), in SQL both backends accept.
+
+Three queries, each bounded so that the answer stays fast at millions of sessions:
+
+* :func:`read_training_rows`: the answered surveys the risk model learns from, joined to
+  their sessions, newest first and at most ``max_rows`` of them (walked backwards along
+  the surveys' ``shown_us`` index, so the cost does not grow with the history kept);
+* :func:`read_ranked_boxes`: the risk model evaluated on each of the window's sessions
+  and averaged per box *in the database* (never a row per session in Python), ranked
+  there, and only the first ``limit`` boxes sent back;
+* :func:`read_box_sums`: section 7's sums over the window for those boxes alone;
+* :func:`read_last_answers`: the latest answered survey of each of those boxes.
+
+``style`` is the backend's placeholder style: ``?`` (SQLite) or ``$`` (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import Filters
+from .segments import Fetch
+from .sql import placeholders
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRow:
+    """One answered survey and what its session measured."""
+
+    score: int
+    rebuffer_ratio: float
+    startup_ms: int | None
+    avg_bitrate_kbps: float | None
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BoxSums:
+    """The window's sessions of one box, added up (section 7's figures come from these)."""
+
+    box_id: str
+    sessions: int
+    rebuffer_s: float
+    watch_s: float
+    #: Σ startup_ms and the count of sessions with a frame (startup_ms not null).
+    startup_ms_sum: int
+    framed: int
+    #: Σ avg_bitrate_kbps · watch_s and Σ watch_s over the sessions with a bitrate.
+    bitrate_watch_sum: float
+    bitrate_watch_s: float
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LastAnswer:
+    """A box's latest answered survey before the window's end."""
+
+    score: int
+    answered_us: int
+
+
+#: The model's coefficients in this order: intercept, then rebuffer_pct, startup_s,
+#: bitrate_mbps, failed, no_start; then the values put in for a session without a
+#: startup time or bitrate.
+Ranking = tuple[float, float, float, float, float, float, float, float]
+
+
+def _f8(value: float, style: str) -> str:
+    """A float as an SQL literal: written into the text rather than bound, so that SQLite
+    does not convert a parameter on every row (PostgreSQL folds the cast once). ``repr``
+    round-trips a double exactly, and the value is the model's, never input."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite coefficient: {value!r}")
+    return f"({value!r})" if style == "?" else f"CAST({value!r} AS DOUBLE PRECISION)"
+
+
+async def read_training_rows(fetch: Fetch, style: str, *, shown_from_us: int, to_us: int,
+                             max_rows: int) -> list[TrainingRow]:
+    """The latest ``max_rows`` answered surveys shown in ``[shown_from_us, to_us)`` and
+    answered before ``to_us`` whose session is stored, newest ``shown_at`` first (ties: the
+    larger id first). Sessions that showed a frame but have no bitrate are left out, as
+    section 6 leaves them out: their bitrate cannot be put in."""
+    ph = placeholders(style, 4).split(", ")
+    rows = await fetch(
+        "SELECT v.score, s.rebuffer_ratio, s.startup_ms, s.avg_bitrate_kbps, s.failed "
+        "FROM surveys v JOIN sessions s ON s.id = v.session_id "
+        f"WHERE v.shown_us >= {ph[0]} AND v.shown_us < {ph[1]} AND v.outcome = 'answered' "
+        f"AND v.answered_us < {ph[2]} "
+        "AND (s.startup_ms IS NULL OR s.avg_bitrate_kbps IS NOT NULL) "
+        f"ORDER BY v.shown_us DESC, v.id DESC LIMIT {ph[3]}",
+        (shown_from_us, to_us, to_us, max_rows),
+    )
+    return [TrainingRow(int(r[0]), float(r[1]), r[2], r[3], bool(r[4])) for r in rows]
+
+
+def _window_where(window: Filters, add: Callable[[Any], str]) -> str:
+    """The window's conditions over ``sessions``: ``started_us`` in range, then the
+    batch attributes."""
+    assert window.from_us is not None and window.to_us is not None
+    where = [f"started_us >= {add(window.from_us)}", f"started_us < {add(window.to_us)}"]
+    for col in ("region", "model", "firmware"):
+        value = getattr(window, col)
+        if value is not None:
+            where.append(f"{col} = {add(value)}")
+    return " AND ".join(where)
+
+
+def _adder(style: str, params: list[Any]) -> Callable[[Any], str]:
+    def add(value: Any) -> str:
+        # Numbered in both dialects (SQLite's ``?NNN``), so the text's order never matters.
+        params.append(value)
+        return f"{style}{len(params)}"
+
+    return add
+
+
+async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: Ranking,
+                            limit: int) -> list[tuple[str, float]]:
+    """(box_id, risk) of the first ``limit`` boxes with a session in ``window``
+    (``from_us``/``to_us`` by ``started_us``; ``region``, ``model``, ``firmware`` against
+    each session's batch attributes), riskiest first, then by ``box_id`` in code-point
+    order.
+
+    A box's risk is the mean over its window's sessions of the logistic model
+    ``ranking`` gives each session (see :mod:`collector.at_risk`): computed and ranked
+    in the database, so only ``limit`` rows leave it however many boxes the window
+    holds. Nothing else is aggregated here: on every session of the window, each
+    aggregate costs (twice the time with the figures' nine); the figures are read for
+    the listed boxes alone (:func:`read_box_sums`).
+    """
+    params: list[Any] = []
+    add = _adder(style, params)
+    where = _window_where(window, add)
+    c = [_f8(float(v), style) for v in ranking]
+
+    def k(value: float) -> str:
+        # Constants typed as doubles too: in PostgreSQL ``startup_ms / 1000.0`` would be
+        # numeric arithmetic, many times slower per row than double precision.
+        return _f8(value, style)
+
+    # Each session's regressors as the model was trained on them: a session without a
+    # frame (or without a bitrate) takes the training mean, its loss being no_start's.
+    eta = (f"{c[0]} + {c[1]} * ({k(100.0)} * rebuffer_ratio) "
+           f"+ {c[2]} * (CASE WHEN startup_ms IS NULL THEN {c[6]} ELSE startup_ms / {k(1000.0)} END) "
+           f"+ {c[3]} * (CASE WHEN avg_bitrate_kbps IS NULL THEN {c[7]} "
+           f"ELSE avg_bitrate_kbps / {k(1000.0)} END) "
+           f"+ {c[4]} * (CASE WHEN failed THEN {k(1.0)} ELSE {k(0.0)} END) "
+           f"+ {c[5]} * (CASE WHEN startup_ms IS NULL THEN {k(1.0)} ELSE {k(0.0)} END)")
+    # Clamped so that exp() neither overflows nor underflows (PostgreSQL raises on
+    # both); beyond ±500 the probability is 0 or 1 to within 1e-217 anyway.
+    clamped = (f"CASE WHEN eta > {k(500.0)} THEN {k(500.0)} WHEN eta < {k(-500.0)} "
+               f"THEN {k(-500.0)} ELSE eta END")
+    # Code points: SQLite's BINARY collation compares UTF-8 bytes, which orders as code
+    # points; PostgreSQL needs the "C" collation for that whatever the database's is.
+    order_id = "box_id" if style == "?" else 'box_id COLLATE "C"'
+    rows = await fetch(
+        f"WITH s AS (SELECT box_id, {eta} AS eta FROM sessions WHERE {where}), "
+        f"b AS (SELECT box_id, avg({k(1.0)} / ({k(1.0)} + exp(-({clamped})))) AS risk "
+        "FROM s GROUP BY box_id) "
+        f"SELECT box_id, risk FROM b ORDER BY risk DESC, {order_id} LIMIT {add(limit)}",
+        params,
+    )
+    return [(str(r[0]), float(r[1])) for r in rows]
+
+
+async def read_box_sums(fetch: Fetch, style: str, window: Filters,
+                        box_ids: Sequence[str]) -> dict[str, BoxSums]:
+    """The window's sessions of each of ``box_ids`` added up (through the sessions' box
+    index: a few rows per box, whatever the window holds of other boxes)."""
+    if not box_ids:
+        return {}
+    params: list[Any] = []
+    add = _adder(style, params)
+    where = _window_where(window, add)
+    if style == "?":
+        boxes = f"box_id IN ({', '.join(add(b) for b in box_ids)})"
+    else:
+        boxes = f"box_id = ANY({add(list(box_ids))}::text[])"
+    rows = await fetch(
+        "SELECT box_id, count(*), sum(rebuffer_s), sum(watch_s), sum(startup_ms), "
+        "count(startup_ms), sum(avg_bitrate_kbps * watch_s), "
+        "sum(CASE WHEN avg_bitrate_kbps IS NULL THEN 0 ELSE watch_s END), "
+        f"sum(CASE WHEN failed THEN 1 ELSE 0 END) FROM sessions WHERE {where} AND {boxes} "
+        "GROUP BY box_id",
+        params,
+    )
+    return {str(r[0]): BoxSums(str(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4] or 0),
+                               int(r[5]), float(r[6] or 0.0), float(r[7]), int(r[8]))
+            for r in rows}
+
+
+async def read_last_answers(fetch: Fetch, style: str, box_ids: Sequence[str],
+                            to_us: int) -> dict[str, LastAnswer]:
+    """Per box, its latest answered survey with ``answered_at`` before ``to_us``, ties
+    going to the larger id; boxes without one are absent."""
+    if not box_ids:
+        return {}
+    if style == "?":
+        sql = ("SELECT box_id, id, score, answered_us FROM surveys WHERE outcome = 'answered' "
+               f"AND answered_us < ? AND box_id IN ({placeholders('?', len(box_ids))})")
+        params: list[Any] = [to_us, *box_ids]
+    else:
+        sql = ("SELECT box_id, id, score, answered_us FROM surveys WHERE outcome = 'answered' "
+               "AND answered_us < $1 AND box_id = ANY($2::text[])")
+        params = [to_us, list(box_ids)]
+    best: dict[str, tuple[int, str, int]] = {}
+    for r in await fetch(sql, params):
+        # Ids are stored lower-case (SQLite) or as uuid (PostgreSQL, whose text form is
+        # lower-case): compared as text they order the same on both.
+        key = (int(r[3]), str(r[1]), int(r[2]))
+        box = str(r[0])
+        if box not in best or key[:2] > best[box][:2]:
+            best[box] = key
+    return {box: LastAnswer(score, us) for box, (us, _, score) in best.items()}
