@@ -326,3 +326,18 @@ def test_a_channel_the_collector_would_refuse_is_no_channel() -> None:
 
     assert parse_event_line(b'{"event": "play", "channel": "NPO\\u00001"}').channel is None
     assert parse_event_line(b'{"event": "play", "channel": "NPO1"}').channel == "NPO1"
+
+
+def test_describe_sets_channel_and_content_type_where_given() -> None:
+    # A source that learns them after play (mpv's metadata): a None leaves the field as is.
+    r = run([
+        E("play", 0.0, channel="NPO1", content_type="live"),
+        E("describe", 1.0, channel="RTL4"),
+        E("describe", 2.0, content_type="vod"),
+        E("stop", 3.0),
+    ]).record
+    assert (r.channel, r.content_type) == ("RTL4", "vod")
+    q = run([E("play", 0.0, channel="NPO1"), E("first_frame", 0.5), E("describe", 1.0),
+             E("stop", 3.0)])
+    assert (q.record.channel, q.record.content_type) == ("NPO1", None)
+    assert q.record.qos.watch_s == 3.0 and q.record.qos.startup_ms == 500
