@@ -184,6 +184,7 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3, store: bool = Tr
             rows = rows_from_batch(decode_batch(body), utcnow())
             raw_batches.append([session_values(r) for _, r in rows])  # type: ignore[arg-type]
     http_rates, raw_rates, ratios, cpu = [], [], [], []
+    counted: list[int] = []
     for _round in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             port = free_port()
@@ -195,6 +196,12 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3, store: bool = Tr
                 cpu0 = process_cpu_s(proc.pid)
                 http_s = asyncio.run(uploaders(url, bodies, tokens))
                 cpu.append((process_cpu_s(proc.pid) - cpu0) / n * 1e6)
+                if store:  # outside the timing: every record sent is counted, once
+                    rep = asyncio.run(get_report(url))
+                    if rep["sessions"]["count"] != n:
+                        raise SystemExit(f"sent {n} sessions, the report counts "
+                                         f"{rep['sessions']['count']}")
+                    counted.append(rep["sessions"]["count"])
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -207,10 +214,19 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3, store: bool = Tr
             "raw_rec_per_s": round(statistics.median(raw_rates)),
             "ratio": round(statistics.median(ratios), 3),
             "ratios": [round(r, 3) for r in ratios],
-            "collector_cpu_us_per_record": round(statistics.median(cpu), 1)}
+            "collector_cpu_us_per_record": round(statistics.median(cpu), 1),
+            "report_sessions": counted}
 
 
-async def fill_store(db: Path, n: int) -> None:
+async def get_report(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{url}/v1/report", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+        rep: dict[str, Any] = await r.json()
+        assert r.status == 200, rep
+        return rep
+
+
+async def fill_store(db: Path, n: int) -> list[dict[str, Any]]:
     store = make_storage(Settings(db=f"sqlite:///{db}", admin_token=ADMIN))
     await store.open()
     try:
@@ -231,17 +247,41 @@ async def fill_store(db: Path, n: int) -> None:
         print(f"  stored {len(records)} records in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     finally:
         await store.close()
+    return records
 
 
-def bench_report(n: int) -> dict[str, float]:
+def check_report(rep: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The unfiltered report counts what was stored, each record once (a fast but wrong
+    report must not pass as a benchmark result). Returns the figures checked."""
+    sessions = [r for r in records if r["kind"] == "session"]
+    scores = [r["score"] for r in records if r["kind"] == "survey"]
+    promoters = sum(1 for x in scores if x >= 9)
+    detractors = sum(1 for x in scores if x <= 6)
+    want = {"sessions": len(sessions), "answered": len(scores),
+            "failed": sum(1 for r in sessions if r["qos"]["failed"]),
+            "promoters": promoters, "detractors": detractors,
+            "nps": 100 * (promoters - detractors) / len(scores) if scores else None}
+    got = {"sessions": rep["sessions"]["count"], "answered": rep["surveys"]["answered"],
+           "failed": rep["sessions"]["failed"], "promoters": rep["promoters"],
+           "detractors": rep["detractors"], "nps": rep["nps"]}
+    if got["nps"] is not None and want["nps"] is not None and abs(got["nps"] - want["nps"]) < 1e-9:
+        got["nps"] = want["nps"]
+    if got != want:
+        raise SystemExit(f"GET /v1/report disagrees with the stored records: {got} != {want}")
+    return want
+
+
+def bench_report(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "report.db"
-        asyncio.run(fill_store(db, n))
+        records = asyncio.run(fill_store(db, n))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = start_collector(db, port)
         try:
             asyncio.run(wait_ready(url))
+
+            reports: list[dict[str, Any]] = []
 
             async def timed() -> list[float]:
                 out = []
@@ -256,14 +296,20 @@ def bench_report(n: int) -> dict[str, float]:
                             rep = await r.json()
                             assert r.status == 200, rep
                         out.append(time.perf_counter() - t)
+                        reports.append(rep)
                 return out
 
             times = asyncio.run(timed())
         finally:
             proc.terminate()
             proc.wait(30)
+    checked = check_report(reports[0], records)
+    # The same question answers the same figures each time.
+    if any(rep != reports[0] for rep in reports[1:5]):
+        raise SystemExit("GET /v1/report answered different figures to the same question")
     return {"records": n, "report_median_s": statistics.median(times[1:5]),
-            "report_region_s": statistics.median(times[5:8]), "report_channel_s": statistics.median(times[8:11])}
+            "report_region_s": statistics.median(times[5:8]), "report_channel_s": statistics.median(times[8:11]),
+            "checked": checked}
 
 
 def main() -> None:

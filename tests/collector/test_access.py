@@ -108,15 +108,16 @@ async def test_the_store_refuses_an_upload_whose_token_it_does_not_hold(
         await store.add_box_token("stb-1", good := token_hash("nbx_good2"), 2)
         rng = random.Random(3)
         now_us = int(time.time() * 1e6)
-        rows = [[session_row(rng, started_us=now_us - 3_600_000_000)] for _ in range(4)]
+        rows = [[session_row(rng, started_us=now_us - 3_600_000_000)] for _ in range(5)]
+        # A good upload after the refused ones too: a refusal must not end the group.
         auths = [UploadAuth(good, "stb-1"), UploadAuth(token_hash("nbx_unknown"), "stb-1"),
-                 UploadAuth(revoked, "stb-1"), UploadAuth(good, "stb-9")]
+                 UploadAuth(revoked, "stb-1"), UploadAuth(good, "stb-9"), UploadAuth(good, "stb-1")]
         answers = await asyncio.gather(*(store.ingest(r, a) for r, a in zip(rows, auths, strict=True)),
                                        return_exceptions=True)
-        assert answers[0] == [True]
-        assert [getattr(a, "kind", a) for a in answers[1:]] == ["unknown", "revoked", "other_box"]
-        assert all(isinstance(a, TokenRefusedError) for a in answers[1:])
-        assert (await store.counts())["sessions"] == 1
+        assert answers[0] == [True] and answers[4] == [True]
+        assert [getattr(a, "kind", a) for a in answers[1:4]] == ["unknown", "revoked", "other_box"]
+        assert all(isinstance(a, TokenRefusedError) for a in answers[1:4])
+        assert (await store.counts())["sessions"] == 2
         # Refused rows were not stored: the same ids, under a good token, are new.
         assert await store.ingest(rows[1], UploadAuth(good, "stb-1")) == [True]
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import logging
 import zlib
@@ -246,3 +247,69 @@ async def test_the_rate_limit_comes_before_the_body_is_read(
         # A missing or unknown token is still 401 first (nobody's rate to check).
         status, body = await api.upload("nbx_unknown", None, raw=b"{not json")
         assert (status, body["error"]) == (401, "unauthorized")
+
+
+# -- the contract's edges, at one byte or one unit either side ------------------------------
+
+#: §3: "a body over 1 MiB as sent or over 8 MiB after decompression" (written out here,
+#: not taken from protocol.limits, so that a wrong limit there fails).
+ONE_MIB = 1024 * 1024
+EIGHT_MIB = 8 * 1024 * 1024
+
+
+def padded(doc: dict[str, Any], size: int) -> bytes:
+    """``doc`` as JSON of exactly ``size`` bytes: blanks before the closing brace."""
+    body = orjson.dumps(doc)
+    assert body.endswith(b"}") and len(body) < size
+    out = body[:-1] + b" " * (size - len(body)) + b"}"
+    assert len(out) == size
+    return out
+
+
+async def test_body_limits_at_one_byte_either_side(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    for size, status in ((ONE_MIB - 1, 200), (ONE_MIB, 200), (ONE_MIB + 1, 413)):
+        code, body = await api.upload(token, None, raw=padded(batch("stb-1", [session_record()]), size))
+        assert code == status, (size, body)
+        assert body["accepted"] == 1 if status == 200 else body["error"] == "too_large"
+    # Gzip: the compressed body is small, the limit is on what it inflates to.
+    for size, status in ((EIGHT_MIB, 200), (EIGHT_MIB + 1, 413)):
+        raw = gzip.compress(padded(batch("stb-1", [session_record()]), size))
+        assert len(raw) < ONE_MIB
+        code, body = await api.upload(token, None, raw=raw, headers={"Content-Encoding": "gzip"})
+        assert code == status, (size, body)
+        assert body["accepted"] == 1 if status == 200 else body["error"] == "too_large"
+    rep = await api.report()
+    assert rep["sessions"]["count"] == 3
+
+
+async def test_counts_and_startup_at_two_to_the_31_minus_one_are_accepted(api: Api) -> None:
+    """§3: counts and ``startup_ms`` are integers below 2^31, so 2^31 - 1 must be stored on
+    both backends (a 32-bit column holds it) and reported (start-up in the open bucket)."""
+    token = await api.enrol("stb-1")
+    big = 2**31 - 1
+    s = session_record(startup_ms=big, rebuffer_count=big)
+    s["qos"]["bitrate_switches"] = big
+    v = survey_record(session_id=s["id"], score=4)
+    status, body = await api.upload(token, batch("stb-1", [s, v]))
+    assert (status, body) == (200, {"accepted": 2, "duplicates": 0, "rejected": []})
+    rep = await api.report()
+    assert [b["n"] for b in rep["by_qos"]["startup_ms"]] == [0, 0, 0, 1]
+    resp = await api.client.get("/v1/export", params={"kind": "session"}, headers=api.admin)
+    (line,) = [orjson.loads(x) for x in (await resp.read()).splitlines()]
+    assert (line["qos"]["startup_ms"], line["qos"]["rebuffer_count"],
+            line["qos"]["bitrate_switches"]) == (big, big, big)
+
+
+@pytest.mark.parametrize("field", ["startup_ms", "rebuffer_count", "bitrate_switches"])
+async def test_counts_and_startup_at_two_to_the_31_are_rejected(api: Api, field: str) -> None:
+    """§3 "below 2^31": 2^31 itself is rejected, naming the field. (The rule arrives on main
+    with the lead's "< 2^31" change; until then this test fails on a branch without it.)"""
+    token = await api.enrol("stb-1")
+    s = session_record()
+    s["qos"][field] = 2**31
+    status, body = await api.upload(token, batch("stb-1", [s, session_record()]))
+    assert status == 200 and body["accepted"] == 1
+    (rejected,) = body["rejected"]
+    assert rejected["index"] == 0 and rejected["id"] == s["id"]
+    assert rejected["error"].startswith(f"records[0].qos.{field}:"), rejected

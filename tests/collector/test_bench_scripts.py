@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
+
+from bench.ingest import check_report, make_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +26,8 @@ def run_bench(*args: str) -> dict[str, object]:
 def test_ingest_benchmark_runs_both_sides() -> None:
     out = run_bench("ingest", "--records", "3200", "--rounds", "1", "--recent")
     assert out["records"] == 3200 and out["stored"] is True
+    # The collector's report counted every record the uploaders sent, once.
+    assert out["report_sessions"] == [3200]
     assert isinstance(out["http_rec_per_s"], int) and out["http_rec_per_s"] > 0
     assert isinstance(out["raw_rec_per_s"], int) and out["raw_rec_per_s"] > 0
 
@@ -31,6 +36,29 @@ def test_report_benchmark_runs() -> None:
     out = run_bench("report", "--records", "2000")
     assert out["records"] == 2000
     assert isinstance(out["report_median_s"], float) and out["report_median_s"] > 0
+    # The timed report is the right one: its figures are the stored records', counted
+    # here from the same generator (seeded; only the times depend on the clock).
+    records = make_records(2000, seed=2, surveys_every=20)
+    scores = [r["score"] for r in records if r["kind"] == "survey"]
+    p, d = sum(1 for x in scores if x in (9, 10)), sum(1 for x in scores if x <= 6)
+    assert out["checked"] == {
+        "sessions": 2000, "answered": len(scores),
+        "failed": sum(1 for r in records if r["kind"] == "session" and r["qos"]["failed"]),
+        "promoters": p, "detractors": d, "nps": 100 * (p - d) / len(scores)}
+    assert len(scores) > 50 and p and d
+
+
+def test_report_benchmark_refuses_a_wrong_report() -> None:
+    records = make_records(100, seed=2, surveys_every=20)
+    n = sum(1 for r in records if r["kind"] == "session")
+    empty = {"sessions": {"count": 0, "failed": 0}, "surveys": {"answered": 0},
+             "promoters": 0, "detractors": 0, "nps": None}
+    with pytest.raises(SystemExit, match="disagrees"):
+        check_report(empty, records)
+    doubled = {"sessions": {"count": 2 * n, "failed": 0}, "surveys": {"answered": 5},
+               "promoters": 0, "detractors": 0, "nps": None}
+    with pytest.raises(SystemExit, match="disagrees"):
+        check_report(doubled, records)
 
 
 def test_impact_benchmark_runs(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from scipy import stats as sps
 
+from tests import reference as contract
 from tests.collector.conftest import Api, batch, session_record, survey_record
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -44,6 +45,15 @@ def generate(seed: int, n_sessions: int) -> list[tuple[str, dict[str, Any], dict
     return out
 
 
+def metric(s: dict[str, Any], name: str) -> float | None:
+    """A session's QoS metric as §3 defines it, from the record as sent."""
+    q = s["qos"]
+    if name == "rebuffer_ratio":
+        return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
+    value: float | None = q[name]
+    return value
+
+
 def reference(data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, region: str | None = None,
               channel: str | None = None, lo: datetime | None = None, hi: datetime | None = None) -> dict[str, Any]:
     def in_range(t: str) -> bool:
@@ -75,15 +85,13 @@ def reference(data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, region:
     br = [(v["score"], s["qos"]["avg_bitrate_kbps"]) for s, v in answered if s["qos"]["avg_bitrate_kbps"] is not None]
     ref["br_spearman"] = sps.spearmanr([a for a, _ in br], [b for _, b in br])[0]
     ref["br_n"] = len(br)
-    edges = [(0, 0), (0, 0.005), (0.005, 0.01), (0.01, 0.02), (0.02, 0.05), (0.05, math.inf)]
-    ref["rb_buckets"] = []
-    for i, (a, b) in enumerate(edges):
-        def inside(x: float, a: float = a, b: float = b, i: int = i) -> bool:
-            return x == 0 if i == 0 else a < x <= b
-        ref["rb_buckets"].append({
-            "sessions": sum(1 for _, s, _ in sessions if inside(s["qos"]["rebuffer_s"] / s["qos"]["watch_s"])),
-            "scores": [v["score"] for s, v in answered if inside(s["qos"]["rebuffer_s"] / s["qos"]["watch_s"])],
-        })
+    su = [(v["score"], s["qos"]["startup_ms"]) for s, v in answered if s["qos"]["startup_ms"] is not None]
+    ref["su_spearman"] = sps.spearmanr([a for a, _ in su], [b for _, b in su])[0]
+    ref["su_n"] = len(su)
+    ref["figures"] = contract.answer_figures(scores, [v.get("reason") for _, v in answered])
+    ref["by_qos"] = {m: contract.by_qos(m, [metric(s, m) for _, s, _ in sessions],
+                                        [(metric(s, m), v["score"]) for s, v in answered])
+                     for m in contract.BUCKET_EDGES}
     return ref
 
 
@@ -113,16 +121,11 @@ def check(rep: dict[str, Any], ref: dict[str, Any]) -> None:
     assert c["p_value"] == pytest.approx(ref["p_value"], rel=0.05, abs=1e-12)
     assert rep["correlation"]["avg_bitrate_kbps"]["n"] == ref["br_n"]
     assert rep["correlation"]["avg_bitrate_kbps"]["spearman"] == pytest.approx(ref["br_spearman"], abs=0.01)
-    buckets = rep["by_qos"]["rebuffer_ratio"]
-    assert len(buckets) == 6 and len(rep["by_qos"]["avg_bitrate_kbps"]) == 5 and len(rep["by_qos"]["startup_ms"]) == 4
-    for got, want in zip(buckets, ref["rb_buckets"], strict=True):
-        assert got["sessions"] == want["sessions"]
-        assert got["n"] == len(want["scores"])
-        if want["scores"]:
-            assert got["mean_score"] == pytest.approx(sum(want["scores"]) / len(want["scores"]))
-        else:
-            assert got["nps"] is None and got["nps_ci95"] is None and got["mean_score"] is None
-    assert sum(rep["score_histogram"]) == ref["answered"]
+    assert rep["correlation"]["startup_ms"]["n"] == ref["su_n"]
+    assert rep["correlation"]["startup_ms"]["spearman"] == pytest.approx(ref["su_spearman"], abs=0.01)
+    # Every figure of every bucket of every metric, the histogram, passives and reasons.
+    contract.assert_close(rep["by_qos"], ref["by_qos"], "by_qos")
+    contract.assert_close(rep, ref["figures"])
 
 
 @pytest.mark.parametrize("surveys_first", [False, True])
@@ -177,6 +180,58 @@ async def test_bucket_edges_and_dismissals(api: Api) -> None:
     assert rep["score_histogram"] == hist
     c = rep["correlation"]["rebuffer_ratio"]
     assert c["n"] == 3 and c["spearman"] == pytest.approx(sps.spearmanr([10, 3, 7], [0, 0.005, 0.0051])[0])
+
+
+def edge_values(metric: str) -> list[tuple[float, int]]:
+    """(value, the bucket §4 puts it in) at and just past every edge of ``metric``: x = lo
+    of the first bucket, then each closed upper edge (its own bucket: lo < x <= hi) and the
+    smallest step above it (the next bucket). Start-up is whole milliseconds: one step is 1."""
+    edges = contract.BUCKET_EDGES[metric]
+    out: list[tuple[float, int]] = [(edges[0][0], 0)]
+    for i, (_, hi) in enumerate(edges):
+        if hi is None:
+            continue
+        above = hi + 1 if metric == "startup_ms" else hi * (1 + 1e-9) if hi else 1e-9
+        out += [(hi, i), (above, i + 1)]
+    return out
+
+
+async def test_every_bucket_edge_goes_to_the_lower_bucket(api: Api) -> None:
+    token = await api.enrol("stb-edges")
+    recs: list[dict[str, Any]] = []
+    sent: list[tuple[dict[str, Any], int]] = []
+    rng = random.Random(17)
+    for m in contract.BUCKET_EDGES:
+        for x, _ in edge_values(m):
+            # The other metrics null (bitrate, start-up) or exactly 0 (rebuffer ratio), so
+            # that each session tells about one metric's edge.
+            watch = 1000.0
+            s = session_record(watch_s=watch, bitrate=x if m == "avg_bitrate_kbps" else None,
+                               startup_ms=int(x) if m == "startup_ms" else None,
+                               rebuffer_s=x * watch if m == "rebuffer_ratio" else 0.0,
+                               rebuffer_count=1 if m == "rebuffer_ratio" and x else 0)
+            score = rng.randint(0, 10)
+            recs += [s, survey_record(session_id=s["id"], score=score)]
+            sent.append((s, score))
+    status, body = await api.upload(token, batch("stb-edges", recs))
+    assert status == 200 and body["accepted"] == len(recs), body
+    rep = await api.report()
+    for m in contract.BUCKET_EDGES:
+        # The contract's words, checked on the reference itself before it judges the report.
+        for x, bucket in edge_values(m):
+            assert contract.bucket_of(m, x) == bucket, (m, x)
+        want = contract.by_qos(m, [metric(s, m) for s, _ in sent],
+                               [(metric(s, m), score) for s, score in sent])
+        contract.assert_close(rep["by_qos"][m], want, f"by_qos.{m}")
+    # Each edge value is where the hand-made list says, one session each.
+    bitrate = [b["sessions"] for b in rep["by_qos"]["avg_bitrate_kbps"]]
+    assert bitrate == [2, 2, 2, 2, 1]  # 0, 1000 | 1000+, 2500 | 2500+, 5000 | 5000+, 8000 | 8000+
+    startup = [b["sessions"] for b in rep["by_qos"]["startup_ms"]]
+    assert startup == [2, 2, 2, 1]  # 0, 1000 | 1001, 2000 | 2001, 5000 | 5001
+    ratio = [b["sessions"] for b in rep["by_qos"]["rebuffer_ratio"]]
+    # 0 (twice) | 1e-9, 0.005 | 0.005+, 0.01 | 0.01+, 0.02 | 0.02+, 0.05 | 0.05+; the 16
+    # sessions of the other two metrics have ratio 0 and sit in the first bucket too.
+    assert ratio == [2 + 16, 2, 2, 2, 2, 1]
 
 
 async def test_channel_filter_waits_for_the_session(api: Api) -> None:

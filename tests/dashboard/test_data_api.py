@@ -11,10 +11,10 @@ import aiohttp
 import jsonschema
 
 from collector.app import STORE
-from collector.buckets import BUCKETS, bucket_index
 from collector.dashboard.analysis import count_responses
 from collector.dashboard.openapi import openapi_document
 from collector.model import Filters
+from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, session_record, survey_record
 
 from .conftest import ADMIN as DASH_ADMIN
@@ -34,7 +34,7 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
     now = datetime.now(UTC).replace(hour=12)
     token = await api.enrol("stb-rr")
     records: list[dict[str, Any]] = []
-    expected = {i: [0, 0] for i in range(len(BUCKETS["rebuffer_ratio"]))}  # shown, answered
+    expected = {i: [0, 0] for i in range(len(contract.BUCKET_EDGES["rebuffer_ratio"]))}  # shown, answered
     plan = [(0.0, "answered"), (0.0, "answered"), (0.0, "dismissed"), (6.0, "answered"),
             (6.0, "timeout"), (90.0, "dismissed"), (90.0, "timeout"), (90.0, "answered")]
     for day in range(3):
@@ -45,7 +45,7 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
             v = survey_record(session_id=s["id"], shown=started + timedelta(minutes=17),
                               outcome=outcome, score=3 if rebuffer_s > 50 else 9)
             records += [s, v]
-            idx = bucket_index("rebuffer_ratio", rebuffer_s / 1000.0)
+            idx = contract.bucket_of("rebuffer_ratio", rebuffer_s / 1000.0)
             assert idx is not None
             expected[idx][0] += 1
             expected[idx][1] += outcome == "answered"

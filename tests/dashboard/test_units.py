@@ -6,12 +6,13 @@ import math
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
+from scipy import stats as sps
 
 from collector.dashboard.analysis import DAY_US, MIN_US, Counts, compare, periods, wilson95
 from collector.dashboard.auth import Signer
 from collector.dashboard.views import is_tls, same_origin
 from collector.export import csv_cell
-from collector.stats import adjusted_wald
+from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api
 
 KEY = b"k" * 32
@@ -72,8 +73,9 @@ def test_origin_check() -> None:
 def test_comparison_is_the_z_test_on_adjusted_wald() -> None:
     now, before = Counts(400, 300, 150, 60), Counts(400, 300, 120, 90)
     result = compare(now, before)
-    e1, v1 = adjusted_wald(150, 60, 300)
-    e2, v2 = adjusted_wald(120, 90, 300)
+    # The estimates and variances from §4's words (tests/reference.py), not the collector's.
+    e1, v1 = contract.adjusted_wald(150, 60, 300)
+    e2, v2 = contract.adjusted_wald(120, 90, 300)
     z = (e1 - e2) / math.sqrt(v1 + v2)
     assert result["z"] == pytest.approx(z)
     assert result["p_value"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)))
@@ -94,8 +96,22 @@ def test_periods_and_wilson() -> None:
     assert len(long) == 143 and long[0] == (0, 7 * DAY_US) and long[-1][1] == 1000 * DAY_US
     assert len(periods(MIN_US, 253402300799000000, "day")) <= 400
     assert wilson95(0, 0) is None
-    lo, hi = wilson95(0, 10) or (1.0, 0.0)
-    assert lo == 0.0 and 0.2 < hi < 0.35
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (1, 10), (5, 10), (10, 10), (3, 7), (0, 1), (1, 1),
+                                      (17, 400), (399, 400), (250, 1000), (1, 100000)])
+def test_wilson_interval_is_scipys(k: int, n: int) -> None:
+    got = wilson95(k, n)
+    assert got is not None
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    # scipy takes z = norm.ppf(0.975) = 1.959964..., the dashboard 1.96: the ends differ
+    # by under 1e-5. A wrong constant or term moves them by far more.
+    assert got == pytest.approx([ci.low, ci.high], abs=3e-5)
+    # And exactly: Wilson's ends are the roots in p of (k/n - p)^2 = z^2 p (1 - p) / n.
+    z, ph = 1.96, k / n
+    a, b, c = 1 + z * z / n, -(2 * ph + z * z / n), ph * ph
+    root = math.sqrt(b * b - 4 * a * c)
+    assert got == pytest.approx([(-b - root) / (2 * a), (-b + root) / (2 * a)], abs=1e-12)
 
 
 @pytest.mark.parametrize(("value", "cell"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import tracemalloc
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -90,9 +91,16 @@ def test_media_types() -> None:
 
 
 def test_body_over_one_mib_as_sent_is_too_large() -> None:
+    # The contract's figures written out: a wrong MAX_BODY_BYTES must fail here.
+    assert MAX_BODY_BYTES == 1024 * 1024 and MAX_INFLATED_BYTES == 8 * 1024 * 1024
     with pytest.raises(TooLargeError):
-        inflate(b" " * (MAX_BODY_BYTES + 1), gzipped=False)
-    assert len(inflate(b" " * MAX_BODY_BYTES, gzipped=False)) == MAX_BODY_BYTES
+        inflate(b" " * (1024 * 1024 + 1), gzipped=False)
+    assert len(inflate(b" " * (1024 * 1024), gzipped=False)) == 1024 * 1024
+    # Gzip too: the 1 MiB is counted as sent, before inflating (random bytes do not shrink).
+    noise = gzip.compress(random.Random(3).randbytes(1024 * 1024))
+    assert len(noise) > 1024 * 1024
+    with pytest.raises(TooLargeError):
+        inflate(noise, gzipped=True)
 
 
 def test_gzip_bomb_is_refused_without_inflating_it() -> None:
@@ -112,8 +120,8 @@ def test_gzip_bomb_is_refused_without_inflating_it() -> None:
 
 
 def test_gzip_exactly_at_the_limit_is_accepted() -> None:
-    body = b" " * MAX_INFLATED_BYTES
-    assert len(inflate(gzip.compress(body), gzipped=True)) == MAX_INFLATED_BYTES
+    body = b" " * (8 * 1024 * 1024)
+    assert len(inflate(gzip.compress(body), gzipped=True)) == 8 * 1024 * 1024
     with pytest.raises(TooLargeError):
         inflate(gzip.compress(body + b" "), gzipped=True)
 

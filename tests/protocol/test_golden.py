@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,10 +23,67 @@ from protocol import (
 from tests.golden import vectors
 
 
+def _when(text: str) -> datetime:
+    """RFC 3339 read by the standard library, not by the decoder under test."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+
+
+def _expected_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the contract says a valid record means, from its JSON: the named fields only
+    (others ignored), ids compared case-blind (UUIDs), times as instants, optional fields
+    absent as null, numbers as numbers (1800 and 1800.0 alike)."""
+    out: dict[str, Any] = {"id": rec["id"].lower(), "kind": rec["kind"]}
+    if rec["kind"] == "session":
+        out |= {"started_at": _when(rec["started_at"]), "ended_at": _when(rec["ended_at"]),
+                "channel": rec["channel"], "content_type": rec["content_type"],
+                "qos": {k: rec["qos"][k] for k in ("startup_ms", "watch_s", "rebuffer_count",
+                                                   "rebuffer_s", "avg_bitrate_kbps",
+                                                   "bitrate_switches", "failed")}}
+    else:
+        answered = rec.get("answered_at")
+        out |= {"session_id": rec["session_id"] and rec["session_id"].lower(),
+                "shown_at": _when(rec["shown_at"]),
+                "answered_at": _when(answered) if answered else None,
+                "outcome": rec["outcome"], "score": rec.get("score"),
+                "reason": rec.get("reason"), "locale": rec.get("locale")}
+    return out
+
+
+def _decoded_fields(r: Any) -> dict[str, Any]:
+    out = {f: getattr(r, f) for f in _FIELDS[r.kind]}
+    if r.kind == "session":
+        out["qos"] = {f: getattr(r.qos, f) for f in _FIELDS["qos"]}
+    return out
+
+
+_FIELDS = {
+    "session": ("id", "kind", "started_at", "ended_at", "channel", "content_type"),
+    "survey": ("id", "kind", "session_id", "shown_at", "answered_at", "outcome", "score",
+               "reason", "locale"),
+    "qos": ("startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
+            "bitrate_switches", "failed"),
+}
+
+
 @pytest.mark.parametrize(("name", "vector"), vectors("valid"))
 def test_valid_vectors_decode(name: str, vector: dict[str, Any]) -> None:
-    decoded = decode_batch(orjson.dumps(vector["batch"]))
+    doc = vector["batch"]
+    decoded = decode_batch(orjson.dumps(doc))
     assert [type(r) for r in decoded.records] == [Accepted] * vector["expect"]["accepted"]
+    assert len(doc["records"]) == vector["expect"]["accepted"]
+    # Every field of every record decodes to what the vector says, not merely "accepted".
+    for sent, got in zip(doc["records"], decoded.accepted, strict=True):
+        fields = _decoded_fields(got.record)
+        want = _expected_fields(sent)
+        assert fields == want, name
+        for key in ("startup_ms", "rebuffer_count", "bitrate_switches"):
+            if key in fields.get("qos", {}):
+                assert type(fields["qos"][key]) in (int, type(None)), key  # JSON integers
+    env = decoded.envelope
+    assert (env.box_id, env.sent_at) == (doc["box_id"], _when(doc["sent_at"]))
+    box = doc.get("box")
+    assert (None if env.box is None else (env.box.model, env.box.firmware, env.box.region)) == \
+        (None if box is None else (box.get("model"), box.get("firmware"), box.get("region")))
 
 
 @pytest.mark.parametrize(("name", "vector"), vectors("invalid_record"))

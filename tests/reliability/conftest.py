@@ -15,10 +15,12 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from tests import reference as contract
 from tests.collector.conftest import db_url  # noqa: F401  (a fixture: SQLite and PostgreSQL)
 
 ROOT = Path(__file__).parents[2]
@@ -131,3 +133,48 @@ async def export_ids(http: aiohttp.ClientSession, base: str, kind: str) -> list[
     return [orjson.loads(line)["id"] for line in body.splitlines() if line.strip()]
 
 
+
+
+async def fetch_report(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    async with http.get(base + "/v1/report", headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+def check_report_counts_acknowledged(report: dict[str, Any], acked: list[dict[str, Any]]) -> None:
+    """The report's figures are those of the acknowledged records (wire JSON), each once.
+
+    Stored primary keys cannot double; the report's counts can (a resent record added to
+    the aggregates again), so this checks what an operator reads: sessions, surveys,
+    answers, the histogram and every bucket's sessions and answers."""
+    ids = [r["id"] for r in acked]
+    assert len(set(ids)) == len(ids), "the same record acknowledged twice in the test's list"
+    sessions = [r for r in acked if r["kind"] == "session"]
+    surveys = [r for r in acked if r["kind"] == "survey"]
+    by_id = {s["id"]: s for s in sessions}
+    surveyed = {v["session_id"] for v in surveys}
+    answered = [v for v in surveys if v["outcome"] == "answered"]
+
+    def metric(s: dict[str, Any], m: str) -> float | None:
+        q = s["qos"]
+        if m == "rebuffer_ratio":
+            return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
+        value: float | None = q[m]
+        return value
+
+    want: dict[str, Any] = {
+        "sessions": {"count": len(sessions),
+                     "surveyed": sum(1 for s in sessions if s["id"] in surveyed),
+                     "failed": sum(1 for s in sessions if s["qos"]["failed"])},
+        "surveys": {"shown": len(surveys), "answered": len(answered),
+                    "dismissed": sum(1 for v in surveys if v["outcome"] == "dismissed"),
+                    "timeout": sum(1 for v in surveys if v["outcome"] == "timeout")},
+        **contract.answer_figures([v["score"] for v in answered],
+                                  [v.get("reason") for v in answered]),
+        "by_qos": {m: contract.by_qos(m, [metric(s, m) for s in sessions],
+                                      [(metric(by_id[v["session_id"]], m), v["score"])
+                                       for v in answered if v["session_id"] in by_id])
+                   for m in contract.BUCKET_EDGES},
+    }
+    contract.assert_close(report, want)

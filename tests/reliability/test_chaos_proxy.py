@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from collector.settings import Settings
-from protocol import Qos, SessionRecord, SurveyRecord
+from protocol import Qos, SessionRecord, SurveyRecord, record_to_json
 from stb_widget.buffer import SqliteBuffer
 from stb_widget.clock import SystemClock
 from stb_widget.config import parse_config
@@ -24,7 +25,7 @@ from stb_widget.sync import Uploader
 from tests.collector.conftest import serve
 
 from .chaos import ChaosProxy
-from .conftest import ADMIN, export_ids, scale
+from .conftest import ADMIN, check_report_counts_acknowledged, export_ids, fetch_report, scale
 
 
 def box_config(tmp: Path, box: str, url: str, token: str) -> Any:
@@ -52,6 +53,7 @@ class Box:
         self.buffer = buffer
         self.uploader = uploader
         self.made: list[str] = []
+        self.records: list[dict[str, Any]] = []
         self.confirmed: list[str] = []
 
     async def produce(self, n: int, rng: random.Random) -> None:
@@ -61,6 +63,7 @@ class Box:
             s = session(now, i)
             await self.buffer.add_session(s)
             self.made.append(s.id)
+            self.records.append(orjson.loads(orjson.dumps(record_to_json(s))))
             if rng.random() < 0.25:
                 sv = SurveyRecord(id=uuid7(), kind="survey", session_id=s.id, shown_at=now,
                                   answered_at=now, outcome="answered", score=rng.randint(0, 10),
@@ -69,6 +72,7 @@ class Box:
                 self.confirmed.append(sv.id)
                 await self.buffer.finished(sv)
                 self.made.append(sv.id)
+                self.records.append(orjson.loads(orjson.dumps(record_to_json(sv))))
             await asyncio.sleep(rng.uniform(0.0, 0.08))
 
 
@@ -121,12 +125,16 @@ async def test_agents_behind_a_chaos_proxy_lose_and_double_nothing(tmp_path: Pat
 
         stored = Counter(await export_ids(client.session, upstream, "session")
                          + await export_ids(client.session, upstream, "survey"))
+        report = await fetch_report(client.session, upstream)
     made = [i for b in boxes for i in b.made]
     lost = [i for i in made if stored[i] == 0]
     doubled = [i for i, n in stored.items() if n > 1]
     assert not lost, f"{len(lost)} of {len(made)} records lost"
     assert not doubled, f"{len(doubled)} records doubled"
     assert set(stored) == set(made)
+    # Every box made every record once and the buffers drained: the report counts each of
+    # them once (duplicates resent through the chaos must not add up again).
+    check_report_counts_acknowledged(report, [r for b in boxes for r in b.records])
     faults = Counter(s.fault for seen in proxy.log.values() for s in seen)
     # Every fault happened, and the collector saw resends of stored batches.
     assert all(faults[f] > 0 for f in ("reset", "reset_after", "stall", "truncate", "429",

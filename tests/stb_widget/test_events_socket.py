@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import pytest
 from stb_widget.agent import Agent
 from stb_widget.buffer import MemoryBuffer
 from stb_widget.config import BufferSection
-from stb_widget.errors import EventError
-from stb_widget.events import parse_event_line
+from stb_widget.errors import EventError, SourceError
+from stb_widget.events import PlayerEvent, parse_event_line
 from stb_widget.sources.events_socket import EventsSocketSource
 
 from .conftest import FakeClock, make_config
@@ -141,17 +142,37 @@ async def test_a_zap_on_the_event_feed_is_not_asked(tmp_path: Path) -> None:
 
 async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "s.sock"
-    first = EventsSocketSource(path, _ignore)
-    await first.start()
-    # a crashed agent leaves its socket behind: the next one binds anyway
-    second = EventsSocketSource(path, _ignore)
-    await second.start()
-    await second.close()
-    await first.close()
+    # A crashed agent leaves its bound socket file behind, with nobody listening on it.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    assert path.is_socket()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_unix_connection(str(path))
+    got: list[PlayerEvent] = []
 
+    async def feed(event: PlayerEvent) -> None:
+        got.append(event)
 
-async def _ignore(event: object) -> None:
-    return None
+    source = EventsSocketSource(path, feed)
+    await source.start()
+    task = asyncio.create_task(source.run())
+    try:
+        await send(path, {"event": "play", "channel": "NPO1", "at": 1.0})
+        for _ in range(300):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert [(e.kind, e.channel) for e in got] == [("play", "NPO1")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not path.exists()  # closing removes its own socket file
+    # A file that is no socket is not the agent's to delete.
+    path.write_text("keep me")
+    with pytest.raises(SourceError, match="no socket"):
+        await EventsSocketSource(path, feed).start()
+    assert path.read_text() == "keep me"
 
 
 def test_parser() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import timedelta
+
+import pytest
 
 from stb_widget.events import PlayerEvent
 from stb_widget.tracker import FinishedSession, SessionTracker
@@ -70,6 +74,24 @@ def test_stall_later_than_5s_after_seek_is_counted() -> None:
         E("stop", 30.0),
     ]).record.qos
     assert q.rebuffer_count == 1 and q.rebuffer_s == 2.0
+
+
+def test_stall_at_exactly_5s_after_seek_is_the_seeks_own() -> None:
+    # "Within 5 s" includes 5 s itself (contract section 2): the window is closed. 10.0 and
+    # 15.0 are exact in binary, so the difference is exactly 5.0 and not a rounding artefact.
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("seek", 10.0), E("stall_start", 15.0), E("stall_end", 17.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 0 and q.rebuffer_s == 0.0
+    # Just past the window it counts: the edge sits at 5 s, not somewhere later.
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("seek", 10.0), E("stall_start", 15.0 + 2**-40), E("stall_end", 17.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 1 and q.rebuffer_s == pytest.approx(2.0)
 
 
 def test_stall_before_first_frame_is_startup() -> None:
@@ -196,6 +218,107 @@ def test_stall_starting_while_paused_counts_once_it_outlasts_the_pause() -> None
     assert q.watch_s == 17.0
 
 
+# -- each rule once more where a mutant showed it untested (scripts/mutation) -----------------
+
+def test_every_stall_counts_once() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("stall_start", 10.0), E("stall_end", 12.0),
+        E("stall_start", 20.0), E("stall_end", 23.0),
+        E("stall_start", 25.0), E("bitrate", 26.0, kbps=3000), E("stall_end", 26.5),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 3 and q.rebuffer_s == pytest.approx(6.5)
+
+
+def test_stall_from_a_pause_counts_once_after_an_earlier_stall() -> None:
+    # A stall before; then one that starts while paused and outlasts the pause, with an
+    # event in the middle of it: one more, not two, and not a reset to one.
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("stall_start", 5.0), E("stall_end", 6.0),
+        E("pause", 10.0), E("stall_start", 11.0), E("resume", 15.0),
+        E("bitrate", 16.0, kbps=3000), E("bitrate", 17.0, kbps=4000), E("stall_end", 18.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 2 and q.rebuffer_s == pytest.approx(1.0 + 3.0)
+
+
+def test_stall_ending_the_moment_the_pause_ends_is_not_counted() -> None:
+    # It never outlasted the pause: no stall time, so no stall.
+    q = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("pause", 10.0), E("stall_start", 11.0), E("resume", 15.0), E("stall_end", 15.0),
+        E("stop", 30.0),
+    ]).record.qos
+    assert q.rebuffer_count == 0 and q.rebuffer_s == 0.0
+    assert q.watch_s == 25.0
+
+
+def test_figures_are_rounded_to_the_millisecond() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 0.5),
+        E("bitrate", 0.5, kbps=1000.12345),
+        E("stall_start", 2.0), E("stall_end", 3.23456),
+        E("stop", 10.12345),
+    ]).record.qos
+    assert q.watch_s == 10.123 and q.rebuffer_s == 1.235 and q.avg_bitrate_kbps == 1000.123
+
+
+def test_short_sessions_keep_their_length_and_average() -> None:
+    # Under a second played: still a time-weighted average, and watch_s not rounded up.
+    q = run([
+        E("play", 0.0), E("first_frame", 0.0), E("bitrate", 0.0, kbps=3000),
+        E("bitrate", 0.25, kbps=5000), E("stop", 0.5),
+    ]).record.qos
+    assert q.avg_bitrate_kbps == 4000.0 and q.watch_s == 0.5
+
+
+def test_bitrate_without_time_played_falls_back_to_the_last_known() -> None:
+    # No frame: nothing weighted. The last nominal rung is the answer; without one, the
+    # last measured figure; a later unknown bitrate (kbps None) clears the measured one.
+    nominal_then_measured = run([
+        E("play", 0.0), E("bitrate", 0.1, kbps=3000), E("bitrate", 0.2, kbps=2500, nominal=False),
+        E("stop", 2.0),
+    ]).record.qos
+    assert nominal_then_measured.avg_bitrate_kbps == 3000
+    measured_only = run([
+        E("play", 0.0), E("bitrate", 0.1, kbps=2500, nominal=False), E("stop", 2.0),
+    ]).record.qos
+    assert measured_only.avg_bitrate_kbps == 2500
+
+
+def test_unknown_bitrate_stops_weighting() -> None:
+    q = run([
+        E("play", 0.0), E("first_frame", 0.0), E("bitrate", 0.0, kbps=5000),
+        E("bitrate", 4.0), E("stop", 10.0),
+    ]).record.qos
+    assert q.avg_bitrate_kbps == 5000.0
+
+
+def test_record_kind_and_id_from_the_clock() -> None:
+    clock = FakeClock()
+    tracker = SessionTracker(clock)
+    tracker.feed(PlayerEvent("play", 0.0))
+    done = tracker.feed(PlayerEvent("stop", 1.0))
+    assert done is not None and done.record.kind == "session"
+    # A UUIDv7 whose first 48 bits are the wall clock's milliseconds at play.
+    assert uuid.UUID(done.record.id).int >> 80 == int(BASE_WALL.timestamp() * 1000)
+    assert uuid.UUID(done.record.id).version == 7
+
+
+def test_events_after_the_session_ended_are_ignored_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    tracker = SessionTracker(FakeClock())
+    tracker.feed(PlayerEvent("play", 0.0))
+    assert tracker.feed(PlayerEvent("stop", 1.0)) is not None
+    with caplog.at_level(logging.DEBUG, logger="stb_widget.tracker"):
+        assert tracker.feed(PlayerEvent("stall_start", 2.0)) is None
+    assert tracker.open_session_id is None and tracker.close() is None
+    assert [r.getMessage() for r in caplog.records] == \
+        ["player event stall_start outside a session: ignored"]
+
+
 def test_a_channel_the_collector_would_refuse_is_no_channel() -> None:
     """U+0000 in a channel name (from a player's metadata) would get the session rejected
     by the collector (contract section 3): the agent keeps the session, without channel."""
@@ -203,3 +326,18 @@ def test_a_channel_the_collector_would_refuse_is_no_channel() -> None:
 
     assert parse_event_line(b'{"event": "play", "channel": "NPO\\u00001"}').channel is None
     assert parse_event_line(b'{"event": "play", "channel": "NPO1"}').channel == "NPO1"
+
+
+def test_describe_sets_channel_and_content_type_where_given() -> None:
+    # A source that learns them after play (mpv's metadata): a None leaves the field as is.
+    r = run([
+        E("play", 0.0, channel="NPO1", content_type="live"),
+        E("describe", 1.0, channel="RTL4"),
+        E("describe", 2.0, content_type="vod"),
+        E("stop", 3.0),
+    ]).record
+    assert (r.channel, r.content_type) == ("RTL4", "vod")
+    q = run([E("play", 0.0, channel="NPO1"), E("first_frame", 0.5), E("describe", 1.0),
+             E("stop", 3.0)])
+    assert (q.record.channel, q.record.content_type) == ("NPO1", None)
+    assert q.record.qos.watch_s == 3.0 and q.record.qos.startup_ms == 500
