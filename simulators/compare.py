@@ -116,7 +116,7 @@ def impact_lines(impact: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """``/v1/impact``'s slopes and intervals next to the planted ones."""
     truth = summary["ground_truth"]
     width = 2 + max(len(f"{k} ({u})") for k, u in UNITS.items())
-    out = [f"what quality costs, NPS points ({impact.get('answers')} answers, "
+    out = [f"what quality costs, NPS points (GET /v1/impact: {impact.get('answers')} answers, "
            f"{impact.get('boxes')} boxes):",
            f"{'':{width}}{'planted':>9}{'adjusted [95 % interval]':>30}"
            f"{'unadjusted [95 % interval]':>30}"]

@@ -58,7 +58,11 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     # The data API and the CSV also take the admin bearer token (for scripts).
     ("GET", "/dashboard/api/data"): ADMIN_ONLY,
     ("GET", "/dashboard/detractors.csv"): ADMIN_ONLY,
+    ("GET", "/dashboard/api/impact"): ADMIN_ONLY,
+    ("GET", "/dashboard/api/at-risk"): ADMIN_ONLY,
+    ("GET", "/dashboard/at-risk.csv"): ADMIN_ONLY,
     ("GET", "/dashboard/static/{name}"): PUBLIC,
+    ("GET", "/"): COOKIE_ONLY_303,  # a new user types the bare address
 }
 
 #: With a valid session cookie (and no bearer token).
@@ -66,6 +70,9 @@ WITH_SESSION = {
     ("GET", "/dashboard"): 200,
     ("GET", "/dashboard/api/data"): 200,
     ("GET", "/dashboard/detractors.csv"): 200,
+    ("GET", "/dashboard/api/impact"): 200,
+    ("GET", "/dashboard/api/at-risk"): 200,
+    ("GET", "/dashboard/at-risk.csv"): 200,
 }
 
 
