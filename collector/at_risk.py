@@ -64,6 +64,7 @@ from protocol.timefmt import from_micros
 
 from .errors import BadQueryError
 from .model import Filters
+from .query import check_keys
 from .storage import Storage
 from .storage.at_risk import (
     BoxSums,
@@ -347,13 +348,7 @@ async def compute_at_risk(storage: Storage, *, to: datetime | None, window_days:
 def parse_at_risk_query(query: Mapping[str, str], keys: Iterable[str]) -> dict[str, Any]:
     """``compute_at_risk``'s keyword arguments from a query string; an unknown, repeated
     or out-of-range parameter raises :class:`BadQueryError` naming it."""
-    seen: set[str] = set()
-    for key in keys:
-        if key not in _PARAMS:
-            raise BadQueryError(f"{key}: unknown parameter; known: {', '.join(sorted(_PARAMS))}")
-        if key in seen:
-            raise BadQueryError(f"{key}: given more than once")
-        seen.add(key)
+    check_keys(keys, _PARAMS)
     out: dict[str, Any] = {}
     for name, bounds in (("window_days", WINDOW_DAYS), ("limit", LIMIT)):
         text = query.get(name)

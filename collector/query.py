@@ -12,6 +12,22 @@ from .model import Filters
 FILTER_PARAMS = ("from", "to", "region", "model", "firmware", "channel", "content_type")
 
 
+def check_keys(keys: Iterable[str], allowed: Iterable[str]) -> None:
+    """Raise :class:`BadQueryError` for the first key that is unknown or repeated.
+
+    ``keys`` lists every key present, with repeats (``[k for k, _ in query.items()]``:
+    multidict's ``keys()`` lists a repeated key once).
+    """
+    known = set(allowed)
+    seen: set[str] = set()
+    for key in keys:
+        if key not in known:
+            raise BadQueryError(f"{key}: unknown parameter; known: {', '.join(sorted(known))}")
+        if key in seen:
+            raise BadQueryError(f"{key}: given more than once")
+        seen.add(key)
+
+
 def parse_filters(
     query: Mapping[str, str], keys: Iterable[str], allowed_extra: Iterable[str] = ()
 ) -> Filters:
@@ -19,14 +35,7 @@ def parse_filters(
 
     ``keys`` lists every key present (with repeats), so a repeat can be detected.
     """
-    allowed = set(FILTER_PARAMS) | set(allowed_extra)
-    seen: set[str] = set()
-    for key in keys:
-        if key not in allowed:
-            raise BadQueryError(f"{key}: unknown parameter; known: {', '.join(sorted(allowed))}")
-        if key in seen:
-            raise BadQueryError(f"{key}: given more than once")
-        seen.add(key)
+    check_keys(keys, (*FILTER_PARAMS, *allowed_extra))
     times: dict[str, int | None] = {}
     for key in ("from", "to"):
         value = query.get(key)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import EventError, SourceError
 from ..events import MAX_LINE, parse_event_line
-from . import Feed
+from . import Feed, ServedSource
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,14 @@ _LOG_FIRST = 20
 _LOG_EVERY = 1000
 
 
-class EventsSocketSource:
+class EventsSocketSource(ServedSource):
     """Listens on ``path`` and feeds each good line to ``feed``."""
 
     def __init__(self, path: str | Path, feed: Feed, mode: int = 0o660) -> None:
+        super().__init__()
         self._path = Path(path)
         self._feed = feed
         self._mode = mode
-        self._server: asyncio.AbstractServer | None = None
-        self._conns: set[asyncio.Task[None]] = set()
         self._inherited = False
         self.bad_lines = 0
 
@@ -73,27 +72,9 @@ class EventsSocketSource:
                 f"{exc.strerror or exc}{hint}") from exc
         log.info("listening for player events on %s", self._path)
 
-    async def run(self) -> None:
-        """Serve until cancelled."""
-        if self._server is None:
-            await self.start()
-        assert self._server is not None
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self.close()
-
-    async def close(self) -> None:
-        """Stop listening and drop the writers."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._conns):
-                task.cancel()
-            await asyncio.gather(*self._conns, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
-            if not self._inherited:  # systemd's socket stays for the next start
-                self._path.unlink(missing_ok=True)
+    def _closed(self) -> None:
+        if not self._inherited:  # systemd's socket stays for the next start
+            self._path.unlink(missing_ok=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -46,7 +46,7 @@ import orjson
 
 from ..errors import EventError, SourceError
 from ..events import parse_event_line
-from . import Feed
+from . import Feed, ServedSource
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,14 @@ class _TooLarge(Exception):
     """The body went over MAX_BODY (internal: answered 413)."""
 
 
-class HttpEventsSource:
+class HttpEventsSource(ServedSource):
     """Serves ``POST /events`` on 127.0.0.1:``port`` and feeds each good line to ``feed``."""
 
     def __init__(self, port: int, feed: Feed, *, host: str = HOST) -> None:
+        super().__init__()
         self._port = port
         self._host = host
         self._feed = feed
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
         self.bad_lines = 0
         self.accepted = 0
 
@@ -113,26 +112,6 @@ class HttpEventsSource:
             raise SourceError(f"player.http_port: cannot listen on {self._host}:{self._port}: "
                               f"{exc.strerror or exc}") from exc
         log.info("listening for player events on http://%s:%d/events", self._host, self.port)
-
-    async def run(self) -> None:
-        """Serve until cancelled."""
-        if self._server is None:
-            await self.start()
-        assert self._server is not None
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self.close()
-
-    async def close(self) -> None:
-        """Stop listening and drop the connections."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._conns):
-                task.cancel()
-            await asyncio.gather(*self._conns, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from collector.app import SERVER_KWARGS, create_app
 from collector.settings import Settings
+from collector.storage import Storage, make_storage
 
 ADMIN = "test-admin-token-0123456789"
 
@@ -126,6 +127,17 @@ def settings_factory(db_url: str) -> Callable[..., Settings]:
         return Settings(db=db_url, admin_token=kw.pop("admin_token", ADMIN), **kw)
 
     return make
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Storage]:
+    """An open store on the test's backend, without HTTP in front."""
+    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
+    await st.open()
+    try:
+        yield st
+    finally:
+        await st.close()
 
 
 @pytest.fixture

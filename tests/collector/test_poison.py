@@ -10,21 +10,20 @@ Two layers, each tested on its own:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pytest
 
 from collector.errors import StorageError
 from collector.ingest import rows_from_batch
 from collector.model import Row, SessionRow
 from collector.settings import Settings
-from collector.storage import Storage, make_storage
+from collector.storage import Storage
 from protocol import decode_batch
 
-from .conftest import ADMIN, Api, batch, serve, session_record, survey_record
+from .conftest import Api, batch, serve, session_record, survey_record
 
 GOOD_BOXES = 8
 
@@ -33,17 +32,6 @@ def rows_of(box_id: str, records: list[dict[str, Any]]) -> list[Row]:
     decoded = decode_batch(orjson.dumps(batch(box_id, records)))
     assert not decoded.rejected, decoded.rejected
     return [row for _, row in rows_from_batch(decoded, datetime.now(UTC))]
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Storage]:
-    # A large queue and group, so that concurrent uploads really share commits.
-    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
-    await st.open()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 def poisoned(db_url: str) -> list[Callable[[SessionRow], SessionRow]]:

@@ -6,7 +6,7 @@ import asyncio
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -88,16 +88,6 @@ def dataset(seed: int, n: int, days: int = 5) -> list[Row]:
         if rng.random() < 0.03:
             rows.append(survey_row(rng, None, shown_us=T0 + rng.randrange(days * DAY_US)))
     return rows
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Storage]:
-    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
-    await st.open()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def agg_tables(st: Storage) -> dict[str, list[tuple[Any, ...]]]:
