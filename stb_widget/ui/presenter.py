@@ -30,7 +30,7 @@ from .lirc import DEFAULT_LIRCD_SOCKET
 
 log = logging.getLogger(__name__)
 
-_VT: Final = re.compile(r"^/dev/tty\d+$")
+_VT: Final = re.compile(r"/dev/tty\d+")
 #: Safety net for a prompt that hangs: no word from it for this long ends it.
 _SILENCE_S: Final = 600.0
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
@@ -116,7 +116,7 @@ class TextualPresenter:
         # the agent's environment would give a wrongly sized screen.
         env.pop("COLUMNS", None)
         env.pop("LINES", None)
-        if _VT.match(terminal):
+        if _VT.fullmatch(terminal):
             env["TERM"] = "linux"  # a virtual console, whatever the agent was started from
         env.setdefault("TERM", "linux")
         # This process's import path as site.py and .pth files made it, for the child's

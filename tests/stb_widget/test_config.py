@@ -79,6 +79,8 @@ def test_placeholder_tokens_are_refused(tmp_path: Path, token: str) -> None:
         ("extra = 1\n" + GOOD, "extra: unknown key"),
         (GOOD.replace('source = "mpv"', 'source = "vlc"'), "player.source: must be one of"),
         (GOOD.replace('box_id = "stb-000123"', 'box_id = "a b"'), "box_id: must be"),
+        # A trailing newline passed `$` with re.match (issue 16, finding 10).
+        (GOOD.replace('box_id = "stb-000123"', 'box_id = "nlbox\\n"'), "box_id: must be"),
         (GOOD.replace('box_id = "stb-000123"\n', ""), "box_id: is required"),
         (GOOD.replace('token = "abc"\n', ""), "collector.token: is required"),
         (GOOD.replace('url = "https://collector.example.net/"', 'url = "ftp://x"'),
