@@ -39,7 +39,17 @@ import pytest
 
 from tests.collector.conftest import batch, session_record
 
-from .conftest import ADMIN, ROOT, CollectorProcess, enrol, export_ids, free_port, require
+from .conftest import (
+    ADMIN,
+    ROOT,
+    CollectorProcess,
+    check_report_counts_acknowledged,
+    enrol,
+    export_ids,
+    fetch_report,
+    free_port,
+    require,
+)
 from .test_collector_kill9 import Uploader
 
 
@@ -111,6 +121,7 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
     rng = random.Random(5)
     restarts = 2
     probes: list[tuple[int, str | None, bytes]] = []
+    probes_acked: list[dict[str, object]] = []  # sent after the server came back
     recovered_s: list[float] = []
     try:
         async with aiohttp.ClientSession() as http:
@@ -129,8 +140,11 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
                     await asyncio.to_thread(own_postgres.start)
                     # The same collector process serves again by itself.
                     t0 = time.monotonic()
-                    while (await _post(http, proc.url, probe_token, [session_record()],
-                                       "pgf-probe"))[0] != 200:
+                    while True:
+                        probe = session_record()
+                        if (await _post(http, proc.url, probe_token, [probe], "pgf-probe"))[0] == 200:
+                            probes_acked.append(probe)
+                            break
                         assert time.monotonic() - t0 < 30, "the collector did not reconnect"
                         await asyncio.sleep(0.2)
                     recovered_s.append(time.monotonic() - t0)
@@ -143,6 +157,7 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
                     t.cancel()
             sessions = await export_ids(http, proc.url, "session")
             surveys = await export_ids(http, proc.url, "survey")
+            report = await fetch_report(http, proc.url)
         assert await proc.stop() == 0
     finally:
         if proc.proc is not None and proc.proc.returncode is None:
@@ -157,6 +172,11 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
     assert not [i for i, n in stored.items() if n > 1], "records stored twice"
     sent = set().union(*(u.sent for u in uploaders))
     assert set(acked) == sent  # every batch was acknowledged in the end
+    # What the operator reads adds up to what was acknowledged, each once (the probes sent
+    # while the server was down were answered 503 and are not stored: the server was
+    # stopped before they were sent).
+    check_report_counts_acknowledged(
+        report, [r for u in uploaders for r in u.acked_records] + probes_acked)
     failures: Counter[str] = sum((u.failures for u in uploaders), Counter())
     assert "http_500" not in failures, failures
     assert failures["http_503"] > 0  # the uploads did meet the restarts
