@@ -56,14 +56,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from protocol import format_rfc3339, parse_rfc3339, to_micros, utcnow
 from protocol.timefmt import from_micros
 
 from .errors import BadQueryError
 from .model import Filters
+from .numeric import np, npt
 from .query import check_keys
 from .storage import Storage
 from .storage.at_risk import (

@@ -40,23 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-# One BLAS thread (unless the operator says otherwise), set before numpy loads it: the
-# products here are N x K with K a few dozen, which threads do not speed up, and on a
-# busy machine OpenBLAS's spinning threads made the estimator 10 times slower (measured:
-# 4.6 s against 0.6 s for 35,000 rows at a load average of 10 on 2 CPUs) while taking
-# CPU from the event loop.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import numpy as np
-import numpy.typing as npt
-
 from .errors import CollectorError
 from .model import Filters
+from .numeric import np, npt
 from .stats import Z95_CONTRACT, t_quantile_two_sided, t_two_sided_p
 from .storage import Storage
 from .storage.impact_sql import ImpactData, StratumCounts
