@@ -53,12 +53,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from collector.buckets import BUCKETS, bucket_index  # noqa: E402
 from collector.model import Filters, SessionRow  # noqa: E402
-from collector.report import build_report, compute_report  # noqa: E402
+from collector.report import build_report  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import Storage, make_storage  # noqa: E402
 from collector.storage.aggregates import DAY_US, FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
 from collector.storage.postgres import month_bounds  # noqa: E402
 from collector.storage.sql import SESSION_COLUMNS, SURVEY_COLUMNS, session_values  # noqa: E402
+from tests.report_from_rows import compute_report, session_groups  # noqa: E402
 
 DAYS = 30
 REGIONS = ["NL-NH", "NL-ZH", "NL-UT", "NL-GE"]
@@ -262,7 +263,7 @@ async def time_reports(url: str, raw_too: bool) -> dict[str, Any]:
                          "answered": rep["surveys"]["answered"]}
             if raw_too and name in ("all", "7 days, edges 12:34 / 15:00"):
                 t = time.perf_counter()
-                exact = compute_report(await store.session_groups(f), await store.survey_facts(f))
+                exact = compute_report(await session_groups(store, f), await store.survey_facts(f))
                 out[name]["from_raw_rows_ms"] = round((time.perf_counter() - t) * 1000, 1)
                 assert {k: v for k, v in exact.items() if k != "correlation"} == \
                        {k: v for k, v in rep.items() if k != "correlation"}

@@ -90,18 +90,6 @@ class Filters:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionGroup:
-    """A count of sessions sharing bucket indices, failure and surveyed flags."""
-
-    rb_bucket: int | None
-    br_bucket: int | None
-    su_bucket: int | None
-    failed: bool
-    surveyed: bool
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
 class SurveyFact:
     """One survey in range, with its session's metrics where the session is known."""
 

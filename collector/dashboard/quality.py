@@ -26,7 +26,7 @@ from typing import Any
 from ..buckets import METRICS
 from ..model import SurveyFact
 from ..stats import nps, nps_ci95
-from ..storage.aggregates import ReportData
+from ..storage.report_sql import ReportData
 
 #: The what-if's metrics, in the contract's units, and the slider's steps for each (the
 #: contract's default targets, 0 %, 2 s and 5 Mbit/s, are steps).

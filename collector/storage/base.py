@@ -6,10 +6,10 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from ..model import Filters, Row, SessionGroup, SurveyFact, TokenInfo, UploadAuth
-from .aggregates import ReportData
+from ..model import Filters, Row, SurveyFact, TokenInfo, UploadAuth
 from .impact_sql import ImpactData
 from .outbox import OutboxAlert, OutboxPolicy
+from .report_sql import ReportData
 from .segments import Fetch
 
 
@@ -93,10 +93,6 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def session_groups(self, filters: Filters) -> list[SessionGroup]:
-        """Counts of matching sessions by bucket indices, failure and surveyed flags."""
-
-    @abc.abstractmethod
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         """Every matching survey with its session's metrics where the session is known."""
 
@@ -143,47 +139,48 @@ class Storage(abc.ABC):
     async def delete_box(self, box_id: str) -> int:
         """Delete every record and token of one box; answer how many records."""
 
-    # -- dashboard and retention (not abstract, so a backend can add them later) ----------
+    # -- dashboard and retention --------------------------------------------------------
+    @abc.abstractmethod
     async def bad_detractors(
         self, filters: Filters, bad: BadQuality, limit: int
     ) -> list[DetractorRow]:
         """Answered detractors (0-6) whose session is known and had bad quality (or
         failed), newest ``shown_at`` first, at most ``limit``."""
-        raise NotImplementedError(f"{type(self).__name__} has no bad_detractors yet")
 
+    @abc.abstractmethod
     async def purge_before(self, cutoff_us: int) -> int:
         """Delete sessions started and surveys shown before ``cutoff_us``; answer how many."""
-        raise NotImplementedError(f"{type(self).__name__} has no purge_before yet")
 
+    @abc.abstractmethod
     async def rebuild_aggregates(self) -> None:
         """Recompute the report's aggregates from the stored rows (after a bulk load, or
         to check them: they must come out equal to those kept on ingest)."""
-        raise NotImplementedError(f"{type(self).__name__} has no rebuild_aggregates")
 
+    @abc.abstractmethod
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         """Known values of region, model, firmware, channel and content_type (at most
         ``limit`` each, sorted), for the dashboard's filter suggestions."""
-        raise NotImplementedError(f"{type(self).__name__} has no segment_values yet")
 
+    @abc.abstractmethod
     async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
         """Per QoS metric and bucket: (surveys shown, surveys answered) among the matching
         surveys whose session is known and has the metric."""
-        raise NotImplementedError(f"{type(self).__name__} has no response_counts yet")
 
+    @abc.abstractmethod
     async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
         """The oldest ``limit`` alerts waiting for delivery."""
-        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
 
+    @abc.abstractmethod
     async def outbox_put_once(self, mark_key: str, alert: OutboxAlert) -> bool:
         """Keep ``alert`` in the outbox and ``mark_key`` in ``nps_meta``, in one
         transaction, unless the mark is there already; answer whether it was kept."""
-        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
 
+    @abc.abstractmethod
     async def outbox_delete(self, alert_id: str) -> None:
         """Forget a delivered alert."""
-        raise NotImplementedError(f"{type(self).__name__} has no alert outbox")
+
+    @abc.abstractmethod
     def sql_reader(self) -> tuple[Fetch, str]:
         """The store's read function (SQL and parameters to rows, off the event loop) and
         its placeholder style (``?`` or ``$``), for query modules written once for both
         backends (``collector.storage.at_risk``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no sql_reader yet")

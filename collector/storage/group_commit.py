@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 from ..errors import CollectorError, OverloadedError, StorageError, TokenRefusedError
 from ..model import Row, TokenInfo, UploadAuth
-from .aggregates import SessionCounts
 
 log = logging.getLogger("collector.storage")
 
@@ -20,9 +19,7 @@ class Upload(NamedTuple):
     rows: Sequence[Row]
     #: The token to check before storing the rows (if any).
     auth: UploadAuth | None
-    #: Its sessions counted for the aggregates ahead of the writer, as if none were
-    #: surveyed (``Deltas.count_sessions``), if the store did so.
-    counts: SessionCounts | None = None
+
 #: Per upload, True/False per row (new or held), or why its token was refused (then
 #: nothing of it was stored).
 WriteResult = list[bool] | TokenRefusedError
@@ -91,16 +88,14 @@ class GroupCommitQueue:
             await self._task
             self._task = None
 
-    async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None,
-                     counts: SessionCounts | None = None) -> list[bool]:
+    async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
         """Queue rows; answer per row whether it was new, once committed (raises
-        :class:`TokenRefusedError` if ``auth`` was refused in the write transaction).
-        ``counts``: see :attr:`Upload.counts`."""
+        :class:`TokenRefusedError` if ``auth`` was refused in the write transaction)."""
         if self._waiting >= self._max_batches:
             raise OverloadedError(self._retry_after_s)
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._waiting += 1
-        self._queue.put_nowait(_Pending(Upload(rows, auth, counts), future))
+        self._queue.put_nowait(_Pending(Upload(rows, auth), future))
         return await future
 
     async def _run(self) -> None:

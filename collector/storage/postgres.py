@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,38 +48,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import ConfigError, StorageError, StoreClosedError, TokenRefusedError
-from ..model import (
-    Filters,
-    Row,
-    SessionGroup,
-    SessionRow,
-    SurveyFact,
-    SurveyRow,
-    TokenInfo,
-    UploadAuth,
-)
+from ..model import Filters, Row, SessionRow, SurveyFact, SurveyRow, TokenInfo, UploadAuth
 from ..settings import Settings
-from .aggregates import (
-    BIN_KEY,
-    BIN_VEC,
-    DAY_US,
-    HOURLY,
-    KEY,
-    SEGMENT,
-    SESSION_VEC,
-    SURVEY_VEC,
-    Deltas,
-    Joined,
-    ReportData,
-    aggregate_ddl,
-    day_of,
-    day_ranges,
-    day_sql,
-    read_report_data,
-    rebuild_params,
-    rebuild_sql,
-    upsert_sql,
-)
+from .aggregate_sql import day_ranges
+from .aggregates import DAY_US, HOURLY, aggregate_ddl, day_of, day_sql
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
 from .impact_sql import ImpactData, read_impact_data
@@ -91,21 +63,21 @@ from .outbox import (
     pending_rows,
     write_postgres,
 )
+from .report_sql import ReportData, read_report_data
 from .segments import Fetch, read_response_counts, read_segment_values
-from .sql import (
-    JOINED_COLUMNS,
-    SESSION_COLUMNS,
-    SESSION_FACT_COLUMNS,
-    SURVEY_COLUMNS,
-    SURVEY_FACT_COLUMNS,
-    joined_row,
-    session_facts_row,
-    session_joined,
-    session_values,
-    survey_facts_of,
-    survey_facts_row,
-    where_sessions,
-    where_surveys,
+from .sql import SESSION_COLUMNS, SURVEY_COLUMNS, where_sessions, where_surveys
+from .store_logic import (
+    Dialect,
+    Insert,
+    Mark,
+    Op,
+    Run,
+    RunIds,
+    delete_records,
+    drive_async,
+    rebuild_all,
+    rebuild_days,
+    store_new,
 )
 
 log = logging.getLogger("collector.storage")
@@ -255,21 +227,58 @@ class _Retry(Exception):
     """The group meets a partition that was dropped meanwhile: make it and write again."""
 
 
-def _upsert_unnest(table: str, key: Sequence[str], vec: Sequence[str]) -> str:
-    types = {"lvl": "smallint", "day": "integer", "metric": "smallint", "bin": "integer"}
-    # Integer columns travel as one array literal of text each (see _apply).
-    arrays = ", ".join(
-        f"${i + 1}::text::text[]" if c in SEGMENT else f"${i + 1}::text::{types.get(c, 'bigint')}[]"
-        for i, c in enumerate((*key, *vec))
-    )
-    return upsert_sql(table, key, vec, f"SELECT * FROM unnest({arrays})", "postgresql")
+#: A group's new rows are copied into temporary tables first (``ON COMMIT DELETE ROWS``:
+#: empty in every transaction), marked, aggregated from, and moved into the partitioned
+#: tables by one statement each.
+DIALECT = Dialect(
+    name="postgresql", style="$",
+    new_sessions="new_sessions", new_surveys="new_surveys",
+    mark_table="new_sessions", mark_cond="true",
+    old_survey="NOT EXISTS (SELECT 1 FROM new_surveys n WHERE n.id = v.id)",
+    publish={
+        "sessions": f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+                    f"SELECT {', '.join(SESSION_COLUMNS)} FROM new_sessions",
+        "surveys": f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
+                   f"SELECT {', '.join(SURVEY_COLUMNS)} FROM new_surveys",
+    },
+    in_ids_param=" = ANY($1::uuid[])",
+)
+_GROUP_STATEMENTS = DIALECT.group_statements()
+#: Made in each write transaction where missing (so also behind pgbouncer, where the
+#: next transaction may run on another server connection); quiet when they exist.
+_NEW_TABLES = (
+    "SET LOCAL client_min_messages TO warning; "
+    "CREATE TEMP TABLE IF NOT EXISTS new_sessions (LIKE sessions INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS; "
+    "CREATE TEMP TABLE IF NOT EXISTS new_surveys (LIKE surveys INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS"
+)
 
 
-_UPSERTS = {
-    "agg_sessions": _upsert_unnest("agg_sessions", KEY, SESSION_VEC),
-    "agg_surveys": _upsert_unnest("agg_surveys", KEY, SURVEY_VEC),
-    "agg_bins": _upsert_unnest("agg_bins", BIN_KEY, BIN_VEC),
-}
+def _ops(conn: asyncpg.Connection) -> Callable[[Op], Awaitable[Any]]:
+    """Performs :mod:`~collector.storage.store_logic` operations on ``conn``."""
+    async def do(op: Op) -> Any:
+        if isinstance(op, Run):
+            # No command timeout for a rebuild: a long range is big work, done under the
+            # rebuild lock.
+            timeout = 86_400 if op.long else None
+            if op.fetch:
+                return await conn.fetch(op.sql, *op.params, timeout=timeout)
+            await conn.execute(op.sql, *op.params, timeout=timeout)
+            return None
+        if isinstance(op, RunIds):
+            return await conn.fetch(op.sql, list(op.ids))
+        if isinstance(op, Insert):
+            columns = SessionRow._fields if op.table == "sessions" else SurveyRow._fields
+            await conn.copy_records_to_table(f"new_{op.table}", records=op.rows, columns=columns)
+            return None
+        if isinstance(op, Mark):
+            await conn.execute(_NEW_TABLES)
+            return None
+        await conn.execute("DELETE FROM record_ids WHERE id = ANY($1::uuid[])", list(op.ids))
+        return None
+
+    return do
 
 
 class PostgresStorage(Storage):
@@ -497,7 +506,8 @@ class PostgresStorage(Storage):
             sessions = [r for i, r in first.items() if i in new and isinstance(r, SessionRow)]
             surveys = [r for i, r in first.items() if i in new and isinstance(r, SurveyRow)]
             try:
-                await self._store_new(conn, sessions, surveys)
+                await drive_async(store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys),
+                                  _ops(conn))
             except asyncpg.CheckViolationError as exc:
                 if "no partition" in str(exc) or \
                         str(getattr(exc, "constraint_name", "")).endswith("_default_outside"):
@@ -507,64 +517,6 @@ class PostgresStorage(Storage):
             dropped = await write_postgres(conn, self.outbox, uploads,
                                            _results(uploads, refused, new))
         return refused, new, dropped
-
-    async def _store_new(
-        self, conn: asyncpg.Connection, sessions: list[SessionRow], surveys: list[SurveyRow]
-    ) -> None:
-        """Insert new rows and keep the aggregates; the same steps as the SQLite store."""
-        deltas = Deltas()
-        new_session_ids = [s.id for s in sessions]
-        new_survey_ids = {v.id for v in surveys}
-        if surveys:
-            await conn.copy_records_to_table(
-                "surveys", records=surveys, columns=SURVEY_COLUMNS)
-        surveyed: set[str] = set()
-        their_surveys: list[Any] = []
-        if new_session_ids:
-            # The new sessions' surveys, new or stored earlier, in one look-up.
-            their_surveys = await conn.fetch(
-                f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
-                "WHERE session_id = ANY($1::uuid[])", new_session_ids)
-            surveyed = {str(r[1]) for r in their_surveys}
-            # Copied as they are, ``surveyed`` left to its default; the few sessions whose
-            # survey is here already get their own copy.
-            plain = [s for s in sessions if s.id not in surveyed] if surveyed else sessions
-            if plain:
-                await conn.copy_records_to_table(
-                    "sessions", records=plain, columns=SessionRow._fields)
-            if surveyed:
-                await conn.copy_records_to_table(
-                    "sessions", records=[session_values(s, True) for s in sessions if s.id in surveyed],
-                    columns=SESSION_COLUMNS)
-        deltas.new_sessions(sessions, surveyed)
-        new_sessions = {s.id: s for s in sessions}
-        linked = list({v.session_id for v in surveys
-                       if v.session_id is not None and v.session_id not in new_sessions})
-        # Only the sessions a survey needs (most sessions have none).
-        joined: dict[str, Joined] = {
-            sid: session_joined(new_sessions[sid]) for sid in
-            {v.session_id for v in surveys} | surveyed if sid in new_sessions}
-        if linked:
-            for r in await conn.fetch(
-                f"UPDATE sessions SET surveyed = true WHERE id = ANY($1::uuid[]) AND NOT surveyed "
-                f"RETURNING {', '.join(SESSION_FACT_COLUMNS)}", linked):
-                facts = session_facts_row(r)
-                deltas.session(facts, False, -1)
-                deltas.session(facts, True, 1)
-            for r in await conn.fetch(
-                f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id = ANY($1::uuid[])",
-                linked):
-                joined[str(r[0])] = joined_row(r[1:])
-        for v in surveys:
-            deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
-        # Surveys stored earlier whose session arrives now move to its segment and bins.
-        for r in their_surveys:
-            if str(r[0]) in new_survey_ids:
-                continue
-            moved = survey_facts_row(r[2:])
-            deltas.survey(moved, None, -1)
-            deltas.survey(moved, joined[str(r[1])], 1)
-        await _apply(conn, deltas)
 
     async def _locked(self, work: Any) -> Any:
         """Run ``work(conn)`` in a transaction that excludes every ingest (aggregate rebuilds)."""
@@ -579,13 +531,7 @@ class PostgresStorage(Storage):
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
         async def work(conn: asyncpg.Connection) -> None:
-            days = await conn.fetch(
-                f"SELECT DISTINCT {day_sql('started_us', 'postgresql')} FROM sessions UNION "
-                f"SELECT DISTINCT {day_sql('shown_us', 'postgresql')} FROM surveys")
-            for table in ("agg_sessions", "agg_surveys", "agg_bins"):
-                await conn.execute(f"DELETE FROM {table}")
-            # Day by day: each statement reads one day's rows through the time indexes.
-            await _rebuild_days(conn, [(int(r[0]), int(r[0]) + 1) for r in sorted(days)])
+            await drive_async(rebuild_all(DIALECT), _ops(conn))
 
         await self._locked(work)
 
@@ -602,13 +548,6 @@ class PostgresStorage(Storage):
 
     async def impact_data(self, filters: Filters) -> ImpactData:
         return await read_impact_data(self._fetch, filters, "$")
-
-    async def session_groups(self, filters: Filters) -> list[SessionGroup]:
-        where, params = where_sessions(filters, "$")
-        rows = await self._fetch(
-            "SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) FROM sessions "
-            f"{where} GROUP BY 1, 2, 3, 4, 5", params)
-        return [SessionGroup(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows]
 
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         where, params = where_surveys(filters, "$")
@@ -707,7 +646,8 @@ class PostgresStorage(Storage):
     # -- deletion and retention ------------------------------------------------------------------
     async def delete_box(self, box_id: str) -> int:
         async def work(conn: asyncpg.Connection) -> int:
-            n = await _delete_records(conn, "{p}box_id = $1", "{p}box_id = $1", box_id)
+            n = await drive_async(
+                delete_records(DIALECT, "{p}box_id = $1", "{p}box_id = $1", box_id), _ops(conn))
             await conn.execute("DELETE FROM box_tokens WHERE box_id = $1", box_id)
             await conn.execute("DELETE FROM alert_outbox WHERE box_id = $1", box_id)
             return n
@@ -761,7 +701,8 @@ class PostgresStorage(Storage):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE (lvl < {HOURLY} AND day < $1) "
                     f"OR (lvl >= {HOURLY} AND day < $2)", cut_day, cut_day * 24)
-            await _rebuild_days(conn, day_ranges(d for d in days if d >= cut_day))
+            await drive_async(rebuild_days(DIALECT, day_ranges(d for d in days if d >= cut_day)),
+                              _ops(conn))
             return n
 
         n: int = await self._locked(work)
@@ -787,82 +728,6 @@ class PostgresStorage(Storage):
         )
         return [DetractorRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
                              r[11], r[12], r[13], r[14], r[15], bool(r[16])) for r in rows]
-
-
-def _text_array(values: Sequence[str]) -> str:
-    """A PostgreSQL array literal of text values: each element double-quoted, with
-    backslashes and double quotes escaped by a backslash (the array input syntax), so
-    that any string, empty included, reads back as itself. Far cheaper than asyncpg's
-    encoder of a list, which checks several abstract types per element."""
-    quoted: dict[str, str] = {}
-    out = []
-    for v in values:
-        q = quoted.get(v)
-        if q is None:
-            q = quoted[v] = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        out.append(q)
-    return "{" + ",".join(out) + "}"
-
-
-async def _apply(conn: asyncpg.Connection, deltas: Deltas) -> None:
-    """Add the deltas to the aggregates, each table's rows in key order."""
-    for table, rows in (("agg_sessions", deltas.session_rows()),
-                        ("agg_surveys", deltas.survey_rows()),
-                        ("agg_bins", deltas.bin_rows())):
-        if rows:
-            # Integers as '{1,2,3}' literals: joining them is C work in Python and parsing
-            # them is quick for the server, where asyncpg's array encoder costs several
-            # isinstance checks per element (a third of the write path in a profile).
-            # Segment values go the same way, each double-quoted (see _text_array).
-            columns: list[Any] = []
-            for i, col in enumerate(zip(*rows, strict=True)):
-                if 2 <= i < 2 + len(SEGMENT):
-                    columns.append(_text_array(col))
-                else:
-                    columns.append("{" + ",".join(map(str, col)) + "}")
-            await conn.execute(_UPSERTS[table], *columns)
-
-
-async def _rebuild_days(conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]]) -> None:
-    """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
-    for d0, d1 in ranges:
-        for sql, kind in rebuild_sql("postgresql", "$"):
-            # No command timeout: a long range is big work, done under the rebuild lock.
-            await conn.execute(sql, *rebuild_params(kind, d0, d1), timeout=86_400)
-
-
-async def _delete_records(conn: asyncpg.Connection, session_cond: str, survey_cond: str,
-                          param: Any) -> int:
-    """Delete matching sessions and surveys (``{p}`` is the table alias) and keep the
-    aggregates, the surveyed flags and the id registry right; as the SQLite store does."""
-    def cond(c: str, alias: str) -> str:
-        return c.format(p=alias)
-
-    days: set[int] = set()
-    for sql in (
-        f"SELECT DISTINCT {day_sql('s.started_us', 'postgresql')} FROM sessions s WHERE {cond(session_cond, 's.')}",
-        f"SELECT DISTINCT {day_sql('v.shown_us', 'postgresql')} FROM surveys v WHERE {cond(survey_cond, 'v.')}",
-        f"SELECT DISTINCT {day_sql('v.shown_us', 'postgresql')} FROM surveys v "
-        f"JOIN sessions s ON s.id = v.session_id WHERE {cond(session_cond, 's.')}",
-    ):
-        days.update(int(r[0]) for r in await conn.fetch(sql, param))
-    linked = [r[0] for r in await conn.fetch(
-        f"SELECT DISTINCT v.session_id FROM surveys v WHERE {cond(survey_cond, 'v.')} "
-        "AND v.session_id IS NOT NULL", param)]
-    gone = [r[0] for r in await conn.fetch(
-        f"DELETE FROM sessions WHERE {cond(session_cond, '')} RETURNING id", param)]
-    gone += [r[0] for r in await conn.fetch(
-        f"DELETE FROM surveys WHERE {cond(survey_cond, '')} RETURNING id", param)]
-    if gone:
-        await conn.execute("DELETE FROM record_ids WHERE id = ANY($1::uuid[])", gone)
-    if linked:
-        for r in await conn.fetch(
-            "UPDATE sessions SET surveyed = false WHERE surveyed AND id = ANY($1::uuid[]) AND NOT "
-            "EXISTS (SELECT 1 FROM surveys v WHERE v.session_id = sessions.id) RETURNING started_us",
-            linked):
-            days.add(day_of(r[0]))
-    await _rebuild_days(conn, day_ranges(days))
-    return len(gone)
 
 
 async def _partitions(conn: asyncpg.Connection, table: str) -> list[tuple[str, int]]:

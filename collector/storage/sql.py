@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ..model import Filters, SessionRow, SurveyRow
-from .aggregates import Joined, SessionFacts, SurveyFacts
 
 #: The ``sessions`` table's columns: a :class:`SessionRow`'s fields, then ``surveyed``.
 SESSION_COLUMNS = (*SessionRow._fields, "surveyed")
@@ -17,28 +15,6 @@ SURVEY_COLUMNS = SurveyRow._fields
 def session_values(r: SessionRow, surveyed: bool = False) -> tuple[Any, ...]:
     """A session row's values in :data:`SESSION_COLUMNS` order (for either store)."""
     return (*r, surveyed)
-
-
-def session_joined(r: SessionRow) -> Joined:
-    """What a survey's aggregates need of its session row."""
-    return Joined(r.channel, r.content_type, r.rb_fine, r.br_fine, r.su_fine,
-                  r.rb_pos, r.br_pos, r.su_pos)
-
-
-def survey_facts_of(r: SurveyRow) -> SurveyFacts:
-    """What the aggregates need of a survey row."""
-    return SurveyFacts(r.shown_us, r.region, r.model, r.firmware, r.outcome, r.score, r.reason)
-
-
-#: Columns that give :class:`SessionFacts` (in order), for flips of the surveyed flag.
-SESSION_FACT_COLUMNS = ("started_us", "region", "model", "firmware", "channel", "content_type",
-                        "rb_bucket", "br_bucket", "su_bucket", "failed")
-#: Columns that give :class:`Joined` (after the id), for surveys that find their session.
-JOINED_COLUMNS = ("channel", "content_type", "rb_fine", "br_fine", "su_fine", "rb_pos",
-                  "br_pos", "su_pos")
-#: Columns that give :class:`SurveyFacts` (after the session id), for surveys whose session
-#: arrives later.
-SURVEY_FACT_COLUMNS = ("shown_us", "region", "model", "firmware", "outcome", "score", "reason")
 
 
 class _Params:
@@ -92,18 +68,3 @@ def where_surveys(f: Filters, style: str) -> tuple[str, list[Any]]:
         if value is not None:
             parts.append(f"s.{col} = {p.add(value)}")
     return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
-
-
-def session_facts_row(r: Sequence[Any]) -> SessionFacts:
-    """:class:`SessionFacts` from a row of :data:`SESSION_FACT_COLUMNS`."""
-    return SessionFacts(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))
-
-
-def joined_row(r: Sequence[Any]) -> Joined:
-    """:class:`Joined` from a row of :data:`JOINED_COLUMNS`."""
-    return Joined(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-
-
-def survey_facts_row(r: Sequence[Any]) -> SurveyFacts:
-    """:class:`SurveyFacts` from a row of :data:`SURVEY_FACT_COLUMNS`."""
-    return SurveyFacts(r[0], r[1], r[2], r[3], r[4], r[5], r[6])

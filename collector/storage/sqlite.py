@@ -15,37 +15,8 @@ import aiosqlite
 import orjson
 
 from ..errors import StorageError, StoreClosedError, TokenRefusedError
-from ..model import (
-    Filters,
-    Row,
-    SessionGroup,
-    SessionRow,
-    SurveyFact,
-    SurveyRow,
-    TokenInfo,
-    UploadAuth,
-)
-from .aggregates import (
-    BIN_KEY,
-    BIN_VEC,
-    KEY,
-    SESSION_VEC,
-    SURVEY_VEC,
-    Deltas,
-    Joined,
-    ReportData,
-    SessionCounts,
-    aggregate_ddl,
-    day_of,
-    day_ranges,
-    day_sql,
-    fine_bin,
-    fine_pos,
-    read_report_data,
-    rebuild_params,
-    rebuild_sql,
-    upsert_parts,
-)
+from ..model import Filters, Row, SessionRow, SurveyFact, SurveyRow, TokenInfo, UploadAuth
+from .aggregates import aggregate_ddl, fine_bin, fine_pos
 from .base import BadQuality, DetractorRow, ExportRow, Storage
 from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
 from .impact_sql import ImpactData, read_impact_data
@@ -57,23 +28,23 @@ from .outbox import (
     pending_rows,
     write_sqlite,
 )
+from .report_sql import ReportData, read_report_data
 from .segments import Fetch, read_response_counts, read_segment_values
-from .sql import (
-    JOINED_COLUMNS,
-    SESSION_COLUMNS,
-    SESSION_FACT_COLUMNS,
-    SURVEY_COLUMNS,
-    SURVEY_FACT_COLUMNS,
-    joined_row,
-    session_facts_row,
-    session_joined,
-    session_values,
-    survey_facts_of,
-    survey_facts_row,
-    where_sessions,
-    where_surveys,
-)
+from .sql import where_sessions, where_surveys
 from .sqlite_writer import WriterThread, connect, insert_rows, transaction
+from .store_logic import (
+    Dialect,
+    Forget,
+    Insert,
+    Mark,
+    Op,
+    Run,
+    RunIds,
+    delete_records,
+    drive_sync,
+    rebuild_all,
+    store_new,
+)
 
 log = logging.getLogger("collector.storage")
 
@@ -156,6 +127,57 @@ def _chunks(ids: Sequence[_T]) -> list[list[_T]]:
     return [list(ids[i:i + _ID_CHUNK]) for i in range(0, len(ids), _ID_CHUNK)]
 
 
+#: A group's new rows are those above the largest rowids before it (``?1`` sessions, ``?2``
+#: surveys, see :class:`~collector.storage.store_logic.Mark`): the writer is the only one.
+DIALECT = Dialect(
+    name="sqlite", style="?",
+    new_sessions="(SELECT * FROM sessions WHERE rowid > ?1)",
+    new_surveys="(SELECT * FROM surveys WHERE rowid > ?2)",
+    mark_table="sessions", mark_cond="rowid > ?1", old_survey="v.rowid <= ?2",
+    publish={}, in_ids_param=" IN ({ids})",
+)
+_GROUP_STATEMENTS = DIALECT.group_statements()
+
+
+class _Ops:
+    """Performs :mod:`~collector.storage.store_logic` operations on the writer's connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.marks: tuple[int, int] = (0, 0)
+
+    def __call__(self, op: Op) -> Any:
+        db = self.db
+        if isinstance(op, Run):
+            params = op.params
+            if not params:
+                # The group's rowid marks, as many as the statement numbers.
+                params = self.marks if "?2" in op.sql else self.marks[:1] if "?1" in op.sql else ()
+            cur = db.execute(op.sql, params)
+            return cur.fetchall() if op.fetch else None
+        if isinstance(op, RunIds):
+            return _select_in(db, op.sql, op.ids)
+        if isinstance(op, Insert):
+            columns = SessionRow._fields if op.table == "sessions" else SurveyRow._fields
+            insert_rows(db, f"INSERT INTO {op.table} ({', '.join(columns)})", op.rows)
+            return None
+        if isinstance(op, Mark):
+            row = db.execute("SELECT (SELECT coalesce(max(rowid), 0) FROM sessions), "
+                             "(SELECT coalesce(max(rowid), 0) FROM surveys)").fetchone()
+            self.marks = (int(row[0]), int(row[1]))
+            return None
+        assert isinstance(op, Forget)  # no id registry: nothing to forget
+        return None
+
+
+def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> list[Any]:
+    """``sql`` with ``{ids}`` replaced by placeholders, run over ``ids`` in chunks."""
+    out: list[Any] = []
+    for chunk in _chunks(ids):
+        out.extend(db.execute(sql.format(ids=",".join("?" * len(chunk))), chunk).fetchall())
+    return out
+
+
 class SQLiteStorage(Storage):
     """The embedded default: one file, WAL, ``synchronous=FULL``, group commit."""
 
@@ -227,10 +249,7 @@ class SQLiteStorage(Storage):
         self._check_open()
         if not rows:
             return []
-        # The sessions' aggregate counts need no database: counted here, on the event
-        # loop, not on the one writer, which adds them up if it stores every row.
-        counts = Deltas.count_sessions(r for r in rows if isinstance(r, SessionRow))
-        return await self._writes.submit(rows, auth, counts)
+        return await self._writes.submit(rows, auth)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
@@ -265,22 +284,9 @@ class SQLiteStorage(Storage):
         )
         self._rebuild_all(db)
 
-    def _rebuild_all(self, db: sqlite3.Connection) -> None:
-        days = sorted(int(r[0]) for r in db.execute(
-            f"SELECT DISTINCT {day_sql('started_us', 'sqlite')} FROM sessions UNION "
-            f"SELECT DISTINCT {day_sql('shown_us', 'sqlite')} FROM surveys"
-        ).fetchall())
-        for table in ("agg_sessions", "agg_surveys", "agg_bins"):
-            db.execute(f"DELETE FROM {table}")
-        # Day by day: each statement reads one day's rows through the time indexes.
-        self._rebuild_days(db, [(d, d + 1) for d in days])
-
     @staticmethod
-    def _rebuild_days(db: sqlite3.Connection, ranges: Sequence[tuple[int, int]]) -> None:
-        """Recompute the aggregates of whole days from the raw rows (inside a transaction)."""
-        for d0, d1 in ranges:
-            for sql, kind in rebuild_sql("sqlite", "?"):
-                db.execute(sql, rebuild_params(kind, d0, d1))
+    def _rebuild_all(db: sqlite3.Connection) -> None:
+        drive_sync(rebuild_all(DIALECT), _Ops(db))
 
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
@@ -308,7 +314,7 @@ class SQLiteStorage(Storage):
         # One row for all the tokens: every row stepped is a release of the GIL, and taking
         # it back waits while the event loop decodes (see ``insert_rows``).
         found: dict[bytes, TokenInfo] = {}
-        for (doc,) in self._select_in(
+        for (doc,) in _select_in(
                 db, "SELECT json_group_array(json_array(hex(token_hash), box_id, revoked)) "
                 "FROM box_tokens WHERE token_hash IN ({ids})", hashes):
             for token_hex, box_id, revoked in orjson.loads(doc):
@@ -344,7 +350,7 @@ class SQLiteStorage(Storage):
         held: set[str] = set()
         for table, ids in (("surveys", sessions), ("sessions", surveys)) if other_kind_only else (
                 ("sessions", sessions | surveys), ("surveys", sessions | surveys)):
-            held.update(r[0] for r in self._select_in(
+            held.update(r[0] for r in _select_in(
                 db, f"SELECT id FROM {table} WHERE id IN ({{ids}})", list(ids)))
         return held
 
@@ -355,21 +361,14 @@ class SQLiteStorage(Storage):
         results: list[WriteResult] = []
         sessions: list[SessionRow] = []
         surveys: list[SurveyRow] = []
-        counts: list[SessionCounts] | None = []
         for i, u in enumerate(uploads):
             if i in refused:
                 results.append(refused[i])
                 continue
-            if counts is not None:
-                if u.counts is not None:
-                    counts.append(u.counts)
-                else:
-                    counts = None
             res = []
             for r in u.rows:
                 if r.id in held:
                     res.append(False)
-                    counts = None  # not every row is stored: count the stored ones
                     continue
                 held.add(r.id)
                 res.append(True)
@@ -380,122 +379,8 @@ class SQLiteStorage(Storage):
                     surveys.append(r)
             results.append(res)
         if sessions or surveys:
-            self._store_new(db, sessions, surveys, counts)
+            drive_sync(store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys), _Ops(db))
         return results
-
-    @staticmethod
-    def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> list[Any]:
-        """``sql`` with ``{ids}`` replaced by placeholders, run over ``ids`` in chunks."""
-        out: list[Any] = []
-        for chunk in _chunks(ids):
-            out.extend(db.execute(sql.format(ids=",".join("?" * len(chunk))), chunk).fetchall())
-        return out
-
-    def _store_new(
-        self, db: sqlite3.Connection, sessions: list[SessionRow], surveys: list[SurveyRow],
-        counts: Sequence[SessionCounts] | None = None,
-    ) -> None:
-        """Insert new rows and keep the aggregates; the same steps as the PostgreSQL store.
-        ``counts``, if given, counts ``sessions`` as not surveyed (:meth:`ingest`)."""
-        deltas = Deltas()
-        new_session_ids = [s.id for s in sessions]
-        new_survey_ids = {v.id for v in surveys}
-        if surveys:
-            insert_rows(db, f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)})",
-                        surveys)
-        # A survey and its session join in whatever order they arrive: the new sessions'
-        # surveys, new or stored earlier, in one look-up.
-        their_surveys = self._select_in(
-            db, f"SELECT id, session_id, {', '.join(SURVEY_FACT_COLUMNS)} FROM surveys "
-            "WHERE session_id IN ({ids})", new_session_ids)
-        surveyed = {r[1] for r in their_surveys}
-        if sessions:
-            # Bound as they are, ``surveyed`` left to its default; the few sessions whose
-            # survey is here already get their own statement.
-            plain = [s for s in sessions if s.id not in surveyed] if surveyed else sessions
-            insert_rows(db, f"INSERT INTO sessions ({', '.join(SessionRow._fields)})", plain)
-            if surveyed:
-                insert_rows(db, f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)})",
-                            [session_values(s, True) for s in sessions if s.id in surveyed])
-            if counts is None:
-                deltas.new_sessions(sessions, surveyed)
-            else:
-                for c in counts:
-                    deltas.add_counts(c)
-                if surveyed:
-                    deltas.surveyed_now(s for s in sessions if s.id in surveyed)
-        new_sessions = {s.id: s for s in sessions}
-        linked = list({v.session_id for v in surveys
-                       if v.session_id is not None and v.session_id not in new_sessions})
-        flipped = self._select_in(
-            db, f"UPDATE sessions SET surveyed = 1 WHERE surveyed = 0 AND id IN ({{ids}}) "
-            f"RETURNING {', '.join(SESSION_FACT_COLUMNS)}", linked)
-        for r in flipped:
-            facts = session_facts_row(r)
-            deltas.session(facts, False, -1)
-            deltas.session(facts, True, 1)
-        # Only the sessions a survey needs (most sessions have none).
-        joined: dict[str, Joined] = {
-            sid: session_joined(new_sessions[sid]) for sid in
-            {v.session_id for v in surveys} | {r[1] for r in their_surveys} if sid in new_sessions}
-        for r in self._select_in(
-            db, f"SELECT id, {', '.join(JOINED_COLUMNS)} FROM sessions WHERE id IN ({{ids}})", linked):
-            joined[r[0]] = joined_row(r[1:])
-        for v in surveys:
-            deltas.survey(survey_facts_of(v), joined.get(v.session_id) if v.session_id else None)
-        # Surveys stored earlier whose session arrives now move to its segment and bins.
-        for r in their_surveys:
-            if r[0] in new_survey_ids:
-                continue
-            moved = survey_facts_row(r[2:])
-            deltas.survey(moved, None, -1)
-            deltas.survey(moved, joined[r[1]], 1)
-        self._apply(db, deltas)
-
-    @staticmethod
-    def _apply(db: sqlite3.Connection, deltas: Deltas) -> None:
-        for table, key, vec, rows in (
-            ("agg_sessions", KEY, SESSION_VEC, deltas.session_rows()),
-            ("agg_surveys", KEY, SURVEY_VEC, deltas.survey_rows()),
-            ("agg_bins", BIN_KEY, BIN_VEC, deltas.bin_rows()),
-        ):
-            if rows:
-                head, tail = upsert_parts(table, key, vec, "sqlite")
-                insert_rows(db, head, rows, tail)
-
-    def _delete_records(
-        self, db: sqlite3.Connection, session_cond: str, survey_cond: str, param: Any
-    ) -> int:
-        """Delete the sessions and surveys matching the conditions (``{p}`` is the table
-        alias) inside the caller's transaction, and keep the aggregates and the surveyed
-        flags of what remains right: the days they touch are recomputed from the rows."""
-        def cond(c: str, alias: str) -> str:
-            return c.format(p=alias)
-
-        days: set[int] = set()
-        for sql in (
-            f"SELECT DISTINCT {day_sql('s.started_us', 'sqlite')} FROM sessions s WHERE {cond(session_cond, 's.')}",
-            f"SELECT DISTINCT {day_sql('v.shown_us', 'sqlite')} FROM surveys v WHERE {cond(survey_cond, 'v.')}",
-            # Surveys kept whose session goes: they leave its segment and bins.
-            f"SELECT DISTINCT {day_sql('v.shown_us', 'sqlite')} FROM surveys v "
-            f"JOIN sessions s ON s.id = v.session_id WHERE {cond(session_cond, 's.')}",
-        ):
-            days.update(r[0] for r in db.execute(sql, (param,)).fetchall())
-        linked = [r[0] for r in db.execute(
-            f"SELECT DISTINCT v.session_id FROM surveys v WHERE {cond(survey_cond, 'v.')} "
-            "AND v.session_id IS NOT NULL", (param,),
-        ).fetchall()]
-        n = db.execute(f"DELETE FROM sessions WHERE {cond(session_cond, '')}", (param,)).rowcount
-        n += db.execute(f"DELETE FROM surveys WHERE {cond(survey_cond, '')}", (param,)).rowcount
-        # Sessions kept that lose their last survey are no longer surveyed.
-        for r in self._select_in(
-            db, "UPDATE sessions SET surveyed = 0 WHERE surveyed = 1 AND id IN ({ids}) AND NOT "
-            "EXISTS (SELECT 1 FROM surveys v WHERE v.session_id = sessions.id) RETURNING started_us",
-            linked,
-        ):
-            days.add(day_of(r[0]))
-        self._rebuild_days(db, day_ranges(days))
-        return n
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         self._check_open()
@@ -516,14 +401,6 @@ class SQLiteStorage(Storage):
             raise StorageError(f"read failed: {exc}") from exc
         finally:
             self._readers.put_nowait(conn)
-
-    async def session_groups(self, filters: Filters) -> list[SessionGroup]:
-        where, params = where_sessions(filters, "?")
-        rows = await self._fetch(
-            "SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) FROM sessions "
-            f"{where} GROUP BY 1, 2, 3, 4, 5", params,
-        )
-        return [SessionGroup(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows]
 
     async def report_data(self, filters: Filters) -> ReportData:
         return await read_report_data(self._fetch, filters, "?")
@@ -605,7 +482,8 @@ class SQLiteStorage(Storage):
         self._check_open()
 
         def delete(db: sqlite3.Connection) -> int:
-            n = self._delete_records(db, "{p}box_id = ?", "{p}box_id = ?", box_id)
+            n = drive_sync(delete_records(DIALECT, "{p}box_id = ?", "{p}box_id = ?", box_id),
+                           _Ops(db))
             db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
             db.execute("DELETE FROM alert_outbox WHERE box_id = ?", (box_id,))
             return n
@@ -675,7 +553,8 @@ class SQLiteStorage(Storage):
         self._check_open()
 
         def purge(db: sqlite3.Connection) -> int:
-            return self._delete_records(db, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us)
+            return drive_sync(
+                delete_records(DIALECT, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us), _Ops(db))
 
         try:
             return await self._writer.run(lambda db: transaction(db, purge))

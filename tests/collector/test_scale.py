@@ -14,20 +14,20 @@ from scipy import stats as sps
 
 from collector.buckets import bucket_index
 from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
-from collector.report import build_report, compute_report
+from collector.report import build_report
 from collector.settings import Settings
 from collector.storage import Storage, make_storage
 from collector.storage.aggregates import (
     DAY_US,
     FINE_EDGES,
-    Deltas,
     coarse_of_fine,
     fine_bin,
     fine_of,
-    plan,
 )
+from collector.storage.report_sql import plan
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
+from tests.report_from_rows import compute_report, session_groups
 
 T0 = 1_790_000_000_000_000  # 2026-09-21T...: µs, deliberately not on a day boundary
 REGIONS = ["NL-NH", "NL-ZH", None]
@@ -115,7 +115,7 @@ FILTERS = [
 
 async def raw_report(st: Storage, f: Filters) -> dict[str, Any]:
     """The report computed from every raw row (the path before the aggregates)."""
-    return compute_report(await st.session_groups(f), await st.survey_facts(f))
+    return compute_report(await session_groups(st, f), await st.survey_facts(f))
 
 
 def contract_report(rows: list[Row], f: Filters) -> dict[str, Any]:
@@ -239,19 +239,6 @@ async def test_late_session_moves_its_surveys(store: Storage) -> None:
     assert after["by_qos"]["rebuffer_ratio"][0]["n"] == 1
     assert after == await raw_report(store, f)
     check_against_contract(after, [s, v], f)
-
-
-def test_sessions_counted_on_the_event_loop_add_up_to_sessions_counted_when_stored() -> None:
-    rows = [r for r in dataset(4, 300) if isinstance(r, SessionRow)]
-    surveyed = {r.id for r in rows[::4]}
-    when_stored = Deltas()
-    when_stored.new_sessions(rows, surveyed)
-    ahead = Deltas()
-    ahead.add_counts(Deltas.count_sessions(rows[:100]))
-    ahead.add_counts(Deltas.count_sessions(rows[100:]))
-    ahead.surveyed_now(r for r in rows if r.id in surveyed)
-    assert ahead.session_rows() == when_stored.session_rows()
-    assert sum(vec[0] for vec in ahead.sessions.values() if vec) > 0
 
 
 async def test_an_id_held_as_either_kind_is_a_duplicate_in_later_groups(store: Storage) -> None:

@@ -1,0 +1,314 @@
+"""The aggregates of a write group, computed by the database from the rows just stored.
+
+Ingest keeps the aggregate tables (see :mod:`collector.storage.aggregates`) in the very
+transaction that stores the records, so an acknowledgement means the aggregates are on
+disk too. Nothing is counted in Python: each aggregate table gets one
+``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` over the rows of this write
+group, which the caller names as two relations (a dialect's choice, see
+:mod:`collector.storage.store_logic`):
+
+* ``{ns}``: the sessions stored by this group (with their ``surveyed`` flag already set);
+* ``{nv}``: the surveys stored by this group.
+
+What a group changes, by table:
+
+* ``agg_sessions``: its sessions, plus ``surveyed`` for each session stored earlier whose
+  first survey arrives now (read before :data:`FLIP_SURVEYED` sets the flag);
+* ``agg_surveys``: its surveys, under their session's channel and content type where the
+  session is known; surveys stored earlier whose session arrives now leave channel ``''``
+  (counted -1 there) for their session's segment (+1);
+* ``agg_bins``: its answered surveys whose session is known, and the moved ones.
+
+Each statement first sums the group by hour and full segment (``d``), then spreads those
+sums over every level (see :func:`levels`) and writes the rows sorted by key: two
+collector instances on one PostgreSQL database take the aggregate rows' locks in the same
+order, one table after the other, so they never wait for each other in a cycle. One
+statement per table also keeps PostgreSQL's rule that an upsert touches a row once.
+
+The SQL is the same text for SQLite and PostgreSQL and is generated from the vectors
+(:data:`~collector.storage.aggregates.SESSION_VEC`, ``SURVEY_VEC``, ``BIN_VEC``) and the
+metric list, so a new metric or level needs no change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from protocol import REASONS
+
+from ..buckets import BUCKETS, METRICS
+from .aggregates import (
+    BIN_COMBINE,
+    BIN_KEY,
+    BIN_VEC,
+    BUCKET_COLUMN,
+    DAY_US,
+    FINE_COLUMN,
+    HOUR_US,
+    HOURLY,
+    KEY,
+    LEVEL_OF,
+    METRIC_ID,
+    POS_COLUMN,
+    SEGMENT,
+    SESSION_VEC,
+    SURVEY_VEC,
+    bucket_vec_name,
+    unit_sql,
+)
+
+#: A level: its number, whether its ``day`` column holds the hour (else the day), and the
+#: segment columns it keeps (the others are ``''``).
+Level = tuple[int, bool, tuple[str, ...]]
+
+
+def levels() -> list[Level]:
+    """Every level an aggregate key is kept at: the detail (0), the rollup (1), one kept
+    segment column each (2 to 6), and the rollup and single columns again by hour."""
+    out: list[Level] = [(0, False, SEGMENT), (1, False, ())]
+    out += [(LEVEL_OF[c], False, (c,)) for c in SEGMENT]
+    out += [(HOURLY + 1, True, ())]
+    out += [(HOURLY + LEVEL_OF[c], True, (c,)) for c in SEGMENT]
+    return out
+
+
+def _case(cond: str, then: str = "1") -> str:
+    return f"CASE WHEN {cond} THEN {then} ELSE 0 END"
+
+
+def session_counts(s: str) -> list[str]:
+    """Per column of :data:`SESSION_VEC`, what one session row (alias ``s``) adds."""
+    exprs = {"n": "1", "surveyed": _case(f"{s}.surveyed"), "failed": _case(f"{s}.failed")}
+    for metric in METRICS:
+        col = BUCKET_COLUMN[metric]
+        for i in range(len(BUCKETS[metric])):
+            exprs[bucket_vec_name(metric, i)] = _case(f"{s}.{col} = {i}")
+    return [exprs[c] for c in SESSION_VEC]
+
+
+#: A survey answered with a score: counted in the histogram and the bins.
+ANSWERED: Final = "{v}.outcome = 'answered' AND {v}.score IS NOT NULL"
+
+
+def survey_counts(v: str) -> list[str]:
+    """Per column of :data:`SURVEY_VEC`, what one survey row (alias ``v``) adds."""
+    answered = ANSWERED.format(v=v)
+    exprs = {"shown": "1"}
+    exprs.update({o: _case(f"{v}.outcome = '{o}'") for o in ("answered", "dismissed", "timeout")})
+    exprs.update({f"h{i}": _case(f"{answered} AND {v}.score = {i}") for i in range(11)})
+    exprs.update({f"r_{r}": _case(f"{answered} AND {v}.reason = '{r}'") for r in REASONS})
+    return [exprs[c] for c in SURVEY_VEC]
+
+
+def bin_counts(v: str, pos: str) -> list[str]:
+    """Per column of :data:`BIN_VEC`, what one answered survey adds to its session's bin
+    (``pos``: the session's position inside it); ``pmin``/``pmax`` are combined by
+    :data:`BIN_COMBINE`, the others summed."""
+    exprs = {f"s{i}": _case(f"{v}.score = {i}") for i in range(11)}
+    exprs.update({f"t{i}": _case(f"{v}.score = {i}", pos) for i in range(11)})
+    exprs.update({"q": f"CAST({pos} AS BIGINT) * {pos}", "pmin": pos, "pmax": pos})
+    return [exprs[c] for c in BIN_VEC]
+
+
+def _combine(table: str, col: str) -> str:
+    return BIN_COMBINE.get(col, "sum") if table == "agg_bins" else "sum"
+
+
+def _upsert_tail(table: str, key: Sequence[str], vec: Sequence[str], dialect: str) -> str:
+    def add(c: str) -> str:
+        how = _combine(table, c)
+        if how == "sum":
+            return f"{c} = {table}.{c} + excluded.{c}"
+        fn = how if dialect == "sqlite" else {"min": "least", "max": "greatest"}[how]
+        return f"{c} = {fn}({table}.{c}, excluded.{c})"
+
+    return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(add(c) for c in vec)}"
+
+
+def _spread(table: str, key: Sequence[str], vec: Sequence[str], parts: Sequence[str],
+            dialect: str) -> str:
+    """The upsert of ``table`` from ``parts``: SELECTs answering ``hour``, the segment
+    columns, any extra key columns, then the vector, one row per record (or per group)."""
+    extra = [c for c in key if c not in KEY]
+    cols = ["hour", *SEGMENT, *extra]
+    totals = ", ".join(f"{_combine(table, c)}({c}) AS {c}" for c in vec)
+    detail = (f"SELECT {', '.join(cols)}, {totals} FROM ({' UNION ALL '.join(parts)}) u "
+              f"GROUP BY {', '.join(cols)}")
+    spread = []
+    sums = ", ".join(f"{_combine(table, c)}({c})" for c in vec)
+    for lvl, hourly, kept in levels():
+        time = "hour" if hourly else unit_sql("hour", 24)
+        seg = ", ".join(c if c in kept else "''" for c in SEGMENT)
+        group = ", ".join(["2", *kept, *extra])
+        spread.append(f"SELECT {lvl} AS lvl, {time} AS day, {seg}{''.join(', ' + c for c in extra)}, "
+                      f"{sums} FROM d GROUP BY {group}")
+    order = ", ".join(str(i + 1) for i in range(len(key)))
+    # WHERE true: SQLite needs it before an upsert's ON CONFLICT (a parsing ambiguity).
+    return (f"WITH d AS MATERIALIZED ({detail}) "
+            f"INSERT INTO {table} ({', '.join((*key, *vec))}) "
+            f"SELECT * FROM ({' UNION ALL '.join(spread)}) z WHERE true ORDER BY {order} "
+            f"{_upsert_tail(table, key, vec, dialect)}")
+
+
+def _part(hour_of: str, seg: Sequence[str], extra: Sequence[str], counts: Sequence[str],
+          vec: Sequence[str], source: str, sign: int = 1) -> str:
+    signed = counts if sign == 1 else [f"-({c})" for c in counts]
+    cols = [f"{hour_of} AS hour", *(f"{e} AS {c}" for e, c in zip(seg, SEGMENT, strict=True)),
+            *extra, *(f"{e} AS {c}" for e, c in zip(signed, vec, strict=True))]
+    return f"SELECT {', '.join(cols)} FROM {source}"
+
+
+def _seg_of(alias: str, cols: Sequence[str] = SEGMENT) -> list[str]:
+    return [f"coalesce({alias}.{c}, '')" for c in cols]
+
+
+def sessions_sql(dialect: str) -> str:
+    """The ``agg_sessions`` upsert of a group: its sessions ``{ns}``, and ``surveyed`` for
+    each earlier session whose first survey is among ``{nv}`` (run before
+    :data:`FLIP_SURVEYED`)."""
+    hour = unit_sql("s.started_us", HOUR_US)
+    new = _part(hour, _seg_of("s"), (), session_counts("s"), SESSION_VEC, "{ns} s")
+    only_surveyed = ["1" if c == "surveyed" else "0" for c in SESSION_VEC]
+    flipped = _part(hour, _seg_of("s"), (), only_surveyed, SESSION_VEC,
+                    "sessions s WHERE NOT s.surveyed AND s.id IN "
+                    "(SELECT session_id FROM {nv} WHERE session_id IS NOT NULL)")
+    return _spread("agg_sessions", KEY, SESSION_VEC, [new, flipped], dialect)
+
+
+#: Earlier sessions whose first survey is among ``{nv}`` are surveyed now.
+FLIP_SURVEYED: Final = ("UPDATE sessions SET surveyed = true WHERE NOT surveyed AND id IN "
+                        "(SELECT session_id FROM {nv} WHERE session_id IS NOT NULL)")
+#: Sessions of the group whose survey was stored earlier (or in this group) are surveyed;
+#: ``{ns_table}`` is where the group's sessions are before they count.
+MARK_SURVEYED: Final = ("UPDATE {ns_table} SET surveyed = true WHERE {ns_cond} AND EXISTS "
+                        "(SELECT 1 FROM surveys v WHERE v.session_id = {ns_table}.id)")
+
+_MOVED: Final = "surveys v JOIN {ns} s ON s.id = v.session_id WHERE {old_v}"
+_SURVEY_SEG: Final = ("region", "model", "firmware")
+
+
+def surveys_sql(dialect: str) -> str:
+    """The ``agg_surveys`` upsert of a group: its surveys ``{nv}`` under their session's
+    segment where known, and the earlier surveys whose session is among ``{ns}`` moved from
+    channel ``''`` to it."""
+    hour = unit_sql("v.shown_us", HOUR_US)
+    joined = [*_seg_of("v", _SURVEY_SEG), *_seg_of("s", ("channel", "content_type"))]
+    alone = [*_seg_of("v", _SURVEY_SEG), "''", "''"]
+    counts = survey_counts("v")
+    parts = [
+        _part(hour, joined, (), counts, SURVEY_VEC,
+              "{nv} v LEFT JOIN sessions s ON s.id = v.session_id"),
+        _part(hour, alone, (), counts, SURVEY_VEC, _MOVED, -1),
+        _part(hour, joined, (), counts, SURVEY_VEC, _MOVED),
+    ]
+    return _spread("agg_surveys", KEY, SURVEY_VEC, parts, dialect)
+
+
+def bins_sql(dialect: str) -> str:
+    """The ``agg_bins`` upsert of a group: each answered survey of ``{nv}`` whose session is
+    known, and each earlier answered survey whose session is among ``{ns}``, in its
+    session's fine bin of every metric the session has."""
+    hour = unit_sql("v.shown_us", HOUR_US)
+    joined = [*_seg_of("v", _SURVEY_SEG), *_seg_of("s", ("channel", "content_type"))]
+    answered = ANSWERED.format(v="v")
+    parts = []
+    for metric in METRICS:
+        fine, pos = f"s.{FINE_COLUMN[metric]}", f"s.{POS_COLUMN[metric]}"
+        extra = (f"{METRIC_ID[metric]} AS metric", f"{fine} AS bin")
+        cond = f"{answered} AND {fine} IS NOT NULL"
+        for source in (f"{{nv}} v JOIN sessions s ON s.id = v.session_id WHERE {cond}",
+                       f"{_MOVED} AND {cond}"):
+            parts.append(_part(hour, joined, extra, bin_counts("v", f"coalesce({pos}, 0)"),
+                               BIN_VEC, source))
+    return _spread("agg_bins", BIN_KEY, BIN_VEC, parts, dialect)
+
+
+def group_sql(dialect: str) -> list[str]:
+    """The three upserts of a group, in the order every writer takes them."""
+    return [sessions_sql(dialect), surveys_sql(dialect), bins_sql(dialect)]
+
+
+# -- rebuilding from the raw rows (migration, bulk loads, deletions) ------------------------------
+
+def _sums(exprs: Iterable[str]) -> str:
+    return ", ".join(f"sum({e})" for e in exprs)
+
+
+def rebuild_sql(style: str) -> list[tuple[str, str]]:
+    """Statements that recompute the aggregates of days ``[d0, d1)`` from the raw rows, in
+    order. Each takes two parameters, by its flag: ``day`` ``(d0, d1)``, ``hour``
+    ``(24 d0, 24 d1)`` or ``us`` ``(d0 * DAY_US, d1 * DAY_US)``; ``style`` is ``?`` or
+    ``$`` (numbered)."""
+    def ph(i: int) -> str:
+        return "?" if style == "?" else f"${i}"
+
+    seg_s = ", ".join(_seg_of("s"))
+    seg_v = ", ".join([*_seg_of("v", _SURVEY_SEG), *_seg_of("s", ("channel", "content_type"))])
+    n_key = len(KEY)
+    answered = ANSWERED.format(v="v")
+    stmts: list[tuple[str, str]] = []
+    for table in ("agg_sessions", "agg_surveys", "agg_bins"):
+        stmts.append((f"DELETE FROM {table} WHERE lvl < {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "day"))
+        stmts.append((f"DELETE FROM {table} WHERE lvl >= {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "hour"))
+    group = ", ".join(str(i) for i in range(2, n_key + 1))
+    # The detail by day (level 0) and, to derive the hourly levels from, by hour (level
+    # HOURLY, removed at the end: no report reads the detail by hour).
+    for lvl, unit in ((0, DAY_US), (HOURLY, HOUR_US)):
+        stmts.append((
+            f"INSERT INTO agg_sessions ({', '.join((*KEY, *SESSION_VEC))}) "
+            f"SELECT {lvl}, {unit_sql('s.started_us', unit)}, {seg_s}, {_sums(session_counts('s'))} "
+            f"FROM sessions s WHERE s.started_us >= {ph(1)} AND s.started_us < {ph(2)} GROUP BY {group}", "us"))
+        stmts.append((
+            f"INSERT INTO agg_surveys ({', '.join((*KEY, *SURVEY_VEC))}) "
+            f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {_sums(survey_counts('v'))} "
+            f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
+            f"WHERE v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}", "us"))
+        for metric in METRICS:
+            col, pos = FINE_COLUMN[metric], f"coalesce(s.{POS_COLUMN[metric]}, 0)"
+            totals = ", ".join(f"{_combine('agg_bins', c)}({e})"
+                               for c, e in zip(BIN_VEC, bin_counts("v", pos), strict=True))
+            stmts.append((
+                f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
+                f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
+                f"{totals} FROM surveys v JOIN sessions s ON s.id = v.session_id "
+                f"WHERE {answered} AND s.{col} IS NOT NULL "
+                f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", "us"))
+    for table, vec, extra in (("agg_sessions", SESSION_VEC, ()), ("agg_surveys", SURVEY_VEC, ()),
+                              ("agg_bins", BIN_VEC, ("metric", "bin"))):
+        key_cols = (*KEY, *extra)
+        sums = ", ".join(f"{_combine(table, c)}({c})" for c in vec)
+        extra_sel = "".join(f", {c}" for c in extra)
+        for lvl, hourly, kept in levels():
+            if lvl == 0:
+                continue
+            base = HOURLY if hourly else 0
+            seg_sel = ", ".join(c if c in kept else "''" for c in SEGMENT)
+            group_by = ", ".join(["day", *kept, *extra])
+            stmts.append((
+                f"INSERT INTO {table} ({', '.join((*key_cols, *vec))}) "
+                f"SELECT {lvl}, day, {seg_sel}{extra_sel}, {sums} FROM {table} "
+                f"WHERE lvl = {base} AND day >= {ph(1)} AND day < {ph(2)} GROUP BY {group_by}",
+                "hour" if hourly else "day"))
+        stmts.append((f"DELETE FROM {table} WHERE lvl = {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "hour"))
+    return stmts
+
+
+def rebuild_params(kind: str, d0: int, d1: int) -> tuple[int, int]:
+    """The two parameters of a :func:`rebuild_sql` statement."""
+    if kind == "day":
+        return d0, d1
+    if kind == "hour":
+        return d0 * 24, d1 * 24
+    return d0 * DAY_US, d1 * DAY_US
+
+
+def day_ranges(days: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive days as ``[d0, d1)`` ranges."""
+    out: list[tuple[int, int]] = []
+    for d in sorted(set(days)):
+        if out and out[-1][1] == d:
+            out[-1] = (out[-1][0], d + 1)
+        else:
+            out.append((d, d + 1))
+    return out
