@@ -387,7 +387,7 @@ async def raw_copy(url: str, batches: list[list[tuple[Any, ...]]], connections: 
     return elapsed
 
 
-def bench_ingest(n: int, pg: str, instances: int, recent: bool = False) -> dict[str, Any]:
+def bench_ingest(n: int, pg: str, instances: int, recent: bool = False, rounds: int = 3) -> dict[str, Any]:
     import ingest as lead  # bench/ingest.py: the same records and uploaders as the SQLite figures
 
     from collector.ingest import rows_from_batch
@@ -407,6 +407,39 @@ def bench_ingest(n: int, pg: str, instances: int, recent: bool = False) -> dict[
             body = orjson.dumps(doc)
             bodies[i].append(body)
             raw_batches.append([_session_pg_row(r) for _, r in rows_from_batch(decode_batch(body), utcnow())])  # type: ignore[arg-type]
+    http_rates, raw_rates, ceil_rates = [], [], []
+    for _round in range(rounds):
+        http_rates.append(n / _http_round(lead, pg, instances, bodies))
+        name = asyncio.run(pg_database(pg))
+        try:
+            raw_rates.append(n / asyncio.run(raw_copy(f"{pg}/{name}", raw_batches, lead.UPLOADERS)))
+        finally:
+            asyncio.run(pg_drop(pg, name))
+        # The collector's own ceiling: the same uploads to a collector that stores nothing.
+        with tempfile.TemporaryDirectory() as tmp:
+            port = lead.free_port()
+            proc = lead.start_collector(Path(tmp) / "nostore.db", port, store=False)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                asyncio.run(lead.wait_ready(url))
+                tokens = asyncio.run(lead.enrol(url, lead.UPLOADERS))
+                ceil_rates.append(n / asyncio.run(lead.uploaders(url, bodies, tokens)))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    med = statistics.median
+    return {"records": n, "instances": instances, "recent": recent, "rounds": rounds,
+            "http_rec_per_s": [round(r) for r in http_rates],
+            "raw_copy_rec_per_s": [round(r) for r in raw_rates],
+            "nostore_ceiling_rec_per_s": [round(r) for r in ceil_rates],
+            "ratio_to_ceiling": [round(h / c, 3) for h, c in zip(http_rates, ceil_rates, strict=True)],
+            "ratio_to_raw_copy": [round(h / r, 3) for h, r in zip(http_rates, raw_rates, strict=True)],
+            "median_ratio_to_ceiling": round(med(h / c for h, c in zip(http_rates, ceil_rates, strict=True)), 3),
+            "median_ratio_to_raw_copy": round(med(h / r for h, r in zip(http_rates, raw_rates, strict=True)), 3)}
+
+
+def _http_round(lead: Any, pg: str, instances: int, bodies: list[list[bytes]]) -> float:
+    """One HTTP run on a fresh database: the seconds the uploads took."""
     name = asyncio.run(pg_database(pg))
     procs = []
     try:
@@ -419,20 +452,12 @@ def bench_ingest(n: int, pg: str, instances: int, recent: bool = False) -> dict[
         for u in urls:
             asyncio.run(lead.wait_ready(u))
         tokens = asyncio.run(lead.enrol(urls[0], lead.UPLOADERS))
-        http_s = asyncio.run(_upload_spread(lead, urls, bodies, tokens))
+        return asyncio.run(_upload_spread(lead, urls, bodies, tokens))
     finally:
         for p in procs:
             p.terminate()
             p.wait(30)
         asyncio.run(pg_drop(pg, name))
-    name = asyncio.run(pg_database(pg))
-    try:
-        raw_s = asyncio.run(raw_copy(f"{pg}/{name}", raw_batches, lead.UPLOADERS))
-    finally:
-        asyncio.run(pg_drop(pg, name))
-    http_rate, raw_rate = n / http_s, n / raw_s
-    return {"records": n, "instances": instances, "recent": recent, "http_rec_per_s": round(http_rate),
-            "raw_copy_rec_per_s": round(raw_rate), "ratio": round(http_rate / raw_rate, 3)}
 
 
 async def _upload_spread(lead: Any, urls: list[str], bodies: list[list[bytes]], tokens: list[str]) -> float:
@@ -468,11 +493,13 @@ def main() -> None:
     ap.add_argument("--keep", help="SQLite file or PostgreSQL database to keep (and reuse) the data in")
     ap.add_argument("--rebuild", action="store_true", help="with --keep: rebuild the aggregates of kept data")
     ap.add_argument("--recent", action="store_true", help="ingest: sessions of the last hour, not 30 days")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="ingest: HTTP, raw COPY and the no-store ceiling, this many times")
     args = ap.parse_args()
     if args.what == "report":
         result = bench_report(args.backend, args.records, args.pg, args.raw_too, args.keep, args.rebuild)
     else:
-        result = bench_ingest(args.records, args.pg, args.instances, args.recent)
+        result = bench_ingest(args.records, args.pg, args.instances, args.recent, args.rounds)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -44,6 +44,34 @@ def refusals(uploads: list[Upload], found: Mapping[bytes, TokenInfo]) -> dict[in
     return out
 
 
+def first_rows(uploads: list[Upload], refused: Mapping[int, TokenRefusedError]) -> dict[str, Row]:
+    """The group's records by id, each id's first occurrence, of the uploads not refused."""
+    first: dict[str, Row] = {}
+    for i, u in enumerate(uploads):
+        if i not in refused:
+            for r in u.rows:
+                first.setdefault(r.id, r)
+    return first
+
+
+def results_of(uploads: list[Upload], refused: Mapping[int, TokenRefusedError],
+               new: set[str]) -> list[WriteResult]:
+    """Per upload, its refusal or per row whether it was stored as new (a row's first
+    occurrence in the group, with its id among ``new``)."""
+    results: list[WriteResult] = []
+    seen: set[str] = set()
+    for i, u in enumerate(uploads):
+        if i in refused:
+            results.append(refused[i])
+            continue
+        res = []
+        for r in u.rows:
+            res.append(r.id in new and r.id not in seen)
+            seen.add(r.id)
+        results.append(res)
+    return results
+
+
 class _Pending:
     __slots__ = ("future", "upload")
 

@@ -48,37 +48,30 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import ConfigError, StorageError, StoreClosedError, TokenRefusedError
-from ..model import Filters, Row, SessionRow, SurveyFact, SurveyRow, TokenInfo, UploadAuth
+from ..model import Filters, Row, SessionRow, SurveyRow, TokenInfo
 from ..settings import Settings
+from . import store_logic as logic
 from .aggregate_sql import day_ranges
 from .aggregates import DAY_US, HOURLY, aggregate_ddl, day_of, day_sql
-from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .impact_sql import ImpactData, read_impact_data
+from .base import ExportRow
+from .group_commit import (
+    GroupCommitQueue,
+    Upload,
+    WriteResult,
+    first_rows,
+    refusals,
+    results_of,
+    upload_token_hashes,
+)
 from .outbox import (
     OUTBOX_INSERT,
-    PENDING_SQL,
     POSTGRES_DDL,
     OutboxAlert,
-    pending_rows,
     write_postgres,
 )
-from .report_sql import ReportData, read_report_data
-from .segments import Fetch, read_response_counts, read_segment_values
-from .sql import SESSION_COLUMNS, SURVEY_COLUMNS, where_sessions, where_surveys
-from .store_logic import (
-    Dialect,
-    Insert,
-    Mark,
-    Op,
-    Run,
-    RunIds,
-    delete_records,
-    drive_async,
-    rebuild_all,
-    rebuild_days,
-    store_new,
-)
+from .segments import Fetch
+from .sql import SESSION_COLUMNS, SURVEY_COLUMNS
+from .sql_store import SqlStore, export_sql
 
 log = logging.getLogger("collector.storage")
 
@@ -205,24 +198,6 @@ def _lock_key(uuid_text: str) -> int:
     return int(uuid_text.replace("-", "")[-16:], 16) - (1 << 63)
 
 
-def _results(uploads: list[Upload], refused: dict[int, TokenRefusedError],
-             new: set[str]) -> list[WriteResult]:
-    """Per upload, its refusal or per row whether it was stored as new (a row's first
-    occurrence in the group)."""
-    results: list[WriteResult] = []
-    seen: set[str] = set()
-    for i, u in enumerate(uploads):
-        if i in refused:
-            results.append(refused[i])
-            continue
-        res = []
-        for r in u.rows:
-            res.append(r.id in new and r.id not in seen)
-            seen.add(r.id)
-        results.append(res)
-    return results
-
-
 class _Retry(Exception):
     """The group meets a partition that was dropped meanwhile: make it and write again."""
 
@@ -230,7 +205,7 @@ class _Retry(Exception):
 #: A group's new rows are copied into temporary tables first (``ON COMMIT DELETE ROWS``:
 #: empty in every transaction), marked, aggregated from, and moved into the partitioned
 #: tables by one statement each.
-DIALECT = Dialect(
+DIALECT = logic.Dialect(
     name="postgresql", style="$",
     new_sessions="new_sessions", new_surveys="new_surveys",
     mark_table="new_sessions", mark_cond="true",
@@ -255,10 +230,10 @@ _NEW_TABLES = (
 )
 
 
-def _ops(conn: asyncpg.Connection) -> Callable[[Op], Awaitable[Any]]:
+def _ops(conn: asyncpg.Connection) -> Callable[[logic.Op], Awaitable[Any]]:
     """Performs :mod:`~collector.storage.store_logic` operations on ``conn``."""
-    async def do(op: Op) -> Any:
-        if isinstance(op, Run):
+    async def do(op: logic.Op) -> Any:
+        if isinstance(op, logic.Run):
             # No command timeout for a rebuild: a long range is big work, done under the
             # rebuild lock.
             timeout = 86_400 if op.long else None
@@ -266,13 +241,13 @@ def _ops(conn: asyncpg.Connection) -> Callable[[Op], Awaitable[Any]]:
                 return await conn.fetch(op.sql, *op.params, timeout=timeout)
             await conn.execute(op.sql, *op.params, timeout=timeout)
             return None
-        if isinstance(op, RunIds):
+        if isinstance(op, logic.RunIds):
             return await conn.fetch(op.sql, list(op.ids))
-        if isinstance(op, Insert):
+        if isinstance(op, logic.Insert):
             columns = SessionRow._fields if op.table == "sessions" else SurveyRow._fields
             await conn.copy_records_to_table(f"new_{op.table}", records=op.rows, columns=columns)
             return None
-        if isinstance(op, Mark):
+        if isinstance(op, logic.Mark):
             await conn.execute(_NEW_TABLES)
             return None
         await conn.execute("DELETE FROM record_ids WHERE id = ANY($1::uuid[])", list(op.ids))
@@ -281,7 +256,7 @@ def _ops(conn: asyncpg.Connection) -> Callable[[Op], Awaitable[Any]]:
     return do
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(SqlStore):
     """The scale-out backend: one PostgreSQL database, any number of collector instances."""
 
     def __init__(self, dsn: str | None, settings: Settings) -> None:
@@ -322,7 +297,7 @@ class PostgresStorage(Storage):
             # Ahead of time: this month and the next two, so ingest rarely makes one.
             await self._ensure_partitions([now, now + 31 * DAY_US, now + 62 * DAY_US])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            await self._close_pool()
+            await self._release()
             raise StorageError(f"cannot open PostgreSQL store {self.location}: {exc}") from exc
         self._writes.start()
         self._state = "open"
@@ -371,16 +346,7 @@ class PostgresStorage(Storage):
                 "INSERT INTO nps_meta (key, value) VALUES ('schema_version', $1) "
                 "ON CONFLICT (key) DO NOTHING", SCHEMA_VERSION)
 
-    async def close(self) -> None:
-        if self._state in ("closed", "new"):
-            self._state = "closed"
-            return
-        self._state = "closing"
-        await self._writes.stop()
-        await self._close_pool()
-        self._state = "closed"
-
-    async def _close_pool(self) -> None:
+    async def _release(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -422,17 +388,6 @@ class PostgresStorage(Storage):
         self._partitions.update(wanted)
 
     # -- writes ----------------------------------------------------------------------------
-    @property
-    def queue_depth(self) -> int:
-        """Batches waiting for the writer."""
-        return self._writes.depth
-
-    async def ingest(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
-        self._check_open()
-        if not rows:
-            return []
-        return await self._writes.submit(rows, auth)
-
     async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
         every: dict[str, Row] = {}
         for u in uploads:
@@ -455,7 +410,7 @@ class PostgresStorage(Storage):
             refused, new, dropped = await self._write_transaction(uploads)
         if dropped and self.outbox is not None:
             self.outbox.dropped(dropped)
-        return _results(uploads, refused, new)
+        return results_of(uploads, refused, new)
 
     @staticmethod
     async def _refusals(conn: asyncpg.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
@@ -485,11 +440,7 @@ class PostgresStorage(Storage):
             await conn.execute("SET LOCAL synchronous_commit TO on; "
                                f"SELECT pg_advisory_xact_lock_shared({_LOCK_CLASS}, {_LOCK_REBUILD})")
             refused = await self._refusals(conn, uploads)
-            first: dict[str, Row] = {}
-            for i, u in enumerate(uploads):
-                if i not in refused:
-                    for r in u.rows:
-                        first.setdefault(r.id, r)
+            first = first_rows(uploads, refused)
             locks = sorted({_lock_key(r.id) for r in first.values() if isinstance(r, SessionRow)}
                            | {_lock_key(r.session_id) for r in first.values()
                               if isinstance(r, SurveyRow) and r.session_id is not None})
@@ -506,7 +457,7 @@ class PostgresStorage(Storage):
             sessions = [r for i, r in first.items() if i in new and isinstance(r, SessionRow)]
             surveys = [r for i, r in first.items() if i in new and isinstance(r, SurveyRow)]
             try:
-                await drive_async(store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys),
+                await logic.drive_async(logic.store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys),
                                   _ops(conn))
             except asyncpg.CheckViolationError as exc:
                 if "no partition" in str(exc) or \
@@ -515,11 +466,11 @@ class PostgresStorage(Storage):
                 raise
             # The alerts in the same transaction as the records that raise them.
             dropped = await write_postgres(conn, self.outbox, uploads,
-                                           _results(uploads, refused, new))
+                                           results_of(uploads, refused, new))
         return refused, new, dropped
 
     async def _locked(self, work: Any) -> Any:
-        """Run ``work(conn)`` in a transaction that excludes every ingest (aggregate rebuilds)."""
+        """logic.Run ``work(conn)`` in a transaction that excludes every ingest (aggregate rebuilds)."""
         pool = self._check_open()
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -531,7 +482,7 @@ class PostgresStorage(Storage):
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
         async def work(conn: asyncpg.Connection) -> None:
-            await drive_async(rebuild_all(DIALECT), _ops(conn))
+            await logic.drive_async(logic.rebuild_all(DIALECT), _ops(conn))
 
         await self._locked(work)
 
@@ -543,31 +494,9 @@ class PostgresStorage(Storage):
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StorageError(f"read failed: {exc}") from exc
 
-    async def report_data(self, filters: Filters) -> ReportData:
-        return await read_report_data(self._fetch, filters, "$")
-
-    async def impact_data(self, filters: Filters) -> ImpactData:
-        return await read_impact_data(self._fetch, filters, "$")
-
-    async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
-        where, params = where_surveys(filters, "$")
-        rows = await self._fetch(
-            "SELECT v.outcome, v.score, v.reason, s.id IS NOT NULL, s.rebuffer_ratio, "
-            "s.avg_bitrate_kbps, s.startup_ms FROM surveys v "
-            f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params)
-        return [SurveyFact(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
-
     async def export_rows(self, kind: str, filters: Filters) -> AsyncIterator[ExportRow]:
         pool = self._check_open()
-        if kind == "session":
-            where, params = where_sessions(filters, "$")
-            sql = ("SELECT raw, box_id, received_us, model, firmware, region, clock_shift_s "
-                   f"FROM sessions {where} ORDER BY received_us, id")
-        else:
-            where, params = where_surveys(filters, "$")
-            sql = ("SELECT v.raw, v.box_id, v.received_us, v.model, v.firmware, v.region, "
-                   "v.clock_shift_s FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
-                   f"{where} ORDER BY v.received_us, v.id")
+        sql, params = export_sql(kind, filters, "$", ("received_us, id", "v.received_us, v.id"))
         try:
             # A server-side cursor: memory stays flat however many rows there are.
             async with pool.acquire() as conn, conn.transaction(readonly=True):
@@ -575,13 +504,6 @@ class PostgresStorage(Storage):
                     yield ExportRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"export failed: {exc}") from exc
-
-    async def counts(self) -> dict[str, int]:
-        # From the rollup aggregates: exact, and a count(*) over millions of rows is not.
-        rows = await self._fetch(
-            "SELECT (SELECT coalesce(sum(n), 0) FROM agg_sessions WHERE lvl = 1), "
-            "(SELECT coalesce(sum(shown), 0) FROM agg_surveys WHERE lvl = 1)", ())
-        return {"sessions": int(rows[0][0]), "surveys": int(rows[0][1])}
 
     # -- tokens and meta ---------------------------------------------------------------------
     async def _execute(self, sql: str, *params: Any) -> str:
@@ -602,15 +524,6 @@ class PostgresStorage(Storage):
             "UPDATE box_tokens SET revoked = true WHERE box_id = $1 AND NOT revoked", box_id)
         return int(status.split()[-1])
 
-    async def lookup_token(self, token_hash: bytes) -> TokenInfo | None:
-        rows = await self._fetch(
-            "SELECT box_id, revoked FROM box_tokens WHERE token_hash = $1", (token_hash,))
-        return TokenInfo(rows[0][0], bool(rows[0][1])) if rows else None
-
-    async def get_meta(self, key: str) -> str | None:
-        rows = await self._fetch("SELECT value FROM nps_meta WHERE key = $1", (key,))
-        return str(rows[0][0]) if rows else None
-
     async def set_meta_once(self, key: str, value: str) -> str:
         await self._execute(
             "INSERT INTO nps_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -620,9 +533,6 @@ class PostgresStorage(Storage):
         return kept
 
     # -- alert outbox ------------------------------------------------------------------------
-    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
-        return pending_rows(await self._fetch(PENDING_SQL.format(p="$1"), (limit,)))
-
     async def outbox_delete(self, alert_id: str) -> None:
         await self._execute("DELETE FROM alert_outbox WHERE id = $1", alert_id)
 
@@ -646,8 +556,8 @@ class PostgresStorage(Storage):
     # -- deletion and retention ------------------------------------------------------------------
     async def delete_box(self, box_id: str) -> int:
         async def work(conn: asyncpg.Connection) -> int:
-            n = await drive_async(
-                delete_records(DIALECT, "{p}box_id = $1", "{p}box_id = $1", box_id), _ops(conn))
+            n = await logic.drive_async(
+                logic.delete_records(DIALECT, "{p}box_id = $1", "{p}box_id = $1", box_id), _ops(conn))
             await conn.execute("DELETE FROM box_tokens WHERE box_id = $1", box_id)
             await conn.execute("DELETE FROM alert_outbox WHERE box_id = $1", box_id)
             return n
@@ -657,12 +567,6 @@ class PostgresStorage(Storage):
 
     def sql_reader(self) -> tuple[Fetch, str]:
         return self._fetch, "$"
-
-    async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
-        return await read_segment_values(self._fetch, limit)
-
-    async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
-        return await read_response_counts(self._fetch, filters, "$")
 
     async def purge_before(self, cutoff_us: int) -> int:
         """Delete sessions started and surveys shown before ``cutoff_us``: monthly partitions
@@ -701,34 +605,12 @@ class PostgresStorage(Storage):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE (lvl < {HOURLY} AND day < $1) "
                     f"OR (lvl >= {HOURLY} AND day < $2)", cut_day, cut_day * 24)
-            await drive_async(rebuild_days(DIALECT, day_ranges(d for d in days if d >= cut_day)),
+            await logic.drive_async(logic.rebuild_days(DIALECT, day_ranges(d for d in days if d >= cut_day)),
                               _ops(conn))
             return n
 
         n: int = await self._locked(work)
         return n
-
-    async def bad_detractors(
-        self, filters: Filters, bad: BadQuality, limit: int
-    ) -> list[DetractorRow]:
-        where, params = where_surveys(filters, "$")
-        k = len(params)
-        cond = (f"v.outcome = 'answered' AND v.score <= 6 AND (s.failed "
-                f"OR s.rebuffer_ratio > ${k + 1} OR s.startup_ms > ${k + 2} "
-                f"OR s.avg_bitrate_kbps <= ${k + 3})")
-        where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-        rows = await self._fetch(
-            "SELECT v.id::text, v.box_id, v.shown_us, v.score, v.reason, v.region, v.model, "
-            "v.firmware, s.id::text, s.channel, s.content_type, s.startup_ms, s.watch_s, "
-            "s.rebuffer_count, s.rebuffer_ratio, s.avg_bitrate_kbps, s.failed "
-            f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
-            f"ORDER BY v.shown_us DESC, v.id LIMIT ${k + 4}",
-            [*params, bad.rebuffer_ratio_above, bad.startup_ms_above,
-             bad.bitrate_kbps_at_most, limit],
-        )
-        return [DetractorRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-                             r[11], r[12], r[13], r[14], r[15], bool(r[16])) for r in rows]
-
 
 async def _partitions(conn: asyncpg.Connection, table: str) -> list[tuple[str, int]]:
     """(name, upper bound in µs) of each partition of ``table``."""

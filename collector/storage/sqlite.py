@@ -15,36 +15,20 @@ import aiosqlite
 import orjson
 
 from ..errors import StorageError, StoreClosedError, TokenRefusedError
-from ..model import Filters, Row, SessionRow, SurveyFact, SurveyRow, TokenInfo, UploadAuth
+from ..model import Filters, SessionRow, SurveyRow, TokenInfo
+from . import group_commit
+from . import store_logic as logic
 from .aggregates import aggregate_ddl, fine_bin, fine_pos
-from .base import BadQuality, DetractorRow, ExportRow, Storage
-from .group_commit import GroupCommitQueue, Upload, WriteResult, refusals, upload_token_hashes
-from .impact_sql import ImpactData, read_impact_data
+from .base import ExportRow
 from .outbox import (
     OUTBOX_INSERT,
-    PENDING_SQL,
     SQLITE_DDL,
     OutboxAlert,
-    pending_rows,
     write_sqlite,
 )
-from .report_sql import ReportData, read_report_data
-from .segments import Fetch, read_response_counts, read_segment_values
-from .sql import where_sessions, where_surveys
+from .segments import Fetch
+from .sql_store import SqlStore, export_sql
 from .sqlite_writer import WriterThread, connect, insert_rows, transaction
-from .store_logic import (
-    Dialect,
-    Forget,
-    Insert,
-    Mark,
-    Op,
-    Run,
-    RunIds,
-    delete_records,
-    drive_sync,
-    rebuild_all,
-    store_new,
-)
 
 log = logging.getLogger("collector.storage")
 
@@ -129,7 +113,7 @@ def _chunks(ids: Sequence[_T]) -> list[list[_T]]:
 
 #: A group's new rows are those above the largest rowids before it (``?1`` sessions, ``?2``
 #: surveys, see :class:`~collector.storage.store_logic.Mark`): the writer is the only one.
-DIALECT = Dialect(
+DIALECT = logic.Dialect(
     name="sqlite", style="?",
     new_sessions="(SELECT * FROM sessions WHERE rowid > ?1)",
     new_surveys="(SELECT * FROM surveys WHERE rowid > ?2)",
@@ -146,27 +130,27 @@ class _Ops:
         self.db = db
         self.marks: tuple[int, int] = (0, 0)
 
-    def __call__(self, op: Op) -> Any:
+    def __call__(self, op: logic.Op) -> Any:
         db = self.db
-        if isinstance(op, Run):
+        if isinstance(op, logic.Run):
             params = op.params
             if not params:
                 # The group's rowid marks, as many as the statement numbers.
                 params = self.marks if "?2" in op.sql else self.marks[:1] if "?1" in op.sql else ()
             cur = db.execute(op.sql, params)
             return cur.fetchall() if op.fetch else None
-        if isinstance(op, RunIds):
+        if isinstance(op, logic.RunIds):
             return _select_in(db, op.sql, op.ids)
-        if isinstance(op, Insert):
+        if isinstance(op, logic.Insert):
             columns = SessionRow._fields if op.table == "sessions" else SurveyRow._fields
             insert_rows(db, f"INSERT INTO {op.table} ({', '.join(columns)})", op.rows)
             return None
-        if isinstance(op, Mark):
+        if isinstance(op, logic.Mark):
             row = db.execute("SELECT (SELECT coalesce(max(rowid), 0) FROM sessions), "
                              "(SELECT coalesce(max(rowid), 0) FROM surveys)").fetchone()
             self.marks = (int(row[0]), int(row[1]))
             return None
-        assert isinstance(op, Forget)  # no id registry: nothing to forget
+        assert isinstance(op, logic.Forget)  # no id registry: nothing to forget
         return None
 
 
@@ -178,7 +162,7 @@ def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> list[Any
     return out
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SqlStore):
     """The embedded default: one file, WAL, ``synchronous=FULL``, group commit."""
 
     def __init__(
@@ -191,7 +175,7 @@ class SQLiteStorage(Storage):
         self._writer = WriterThread(path)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
-        self._writes = GroupCommitQueue(
+        self._writes = group_commit.GroupCommitQueue(
             self._write_group, name="sqlite-writer", max_batches=queue_batches,
             max_records=group_records, retry_after_s=retry_after_s,
             may_be_one_upload=_may_be_one_upload,
@@ -211,7 +195,7 @@ class SQLiteStorage(Storage):
                 self._all_readers.append(conn)
                 self._readers.put_nowait(conn)
         except (OSError, sqlite3.Error) as exc:
-            await self._close_connections()
+            await self._release()
             raise StorageError(f"cannot open SQLite store {self.location}: {exc}") from exc
         self._writes.start()
         self._state = "open"
@@ -220,16 +204,7 @@ class SQLiteStorage(Storage):
         """A read-only connection on its own aiosqlite thread, with the writer's settings."""
         return await aiosqlite.Connection(partial(connect, self.path, query_only=True), 64)
 
-    async def close(self) -> None:
-        if self._state in ("closed", "new"):
-            self._state = "closed"
-            return
-        self._state = "closing"
-        await self._writes.stop()
-        await self._close_connections()
-        self._state = "closed"
-
-    async def _close_connections(self) -> None:
+    async def _release(self) -> None:
         for conn in self._all_readers:
             await conn.close()
         self._all_readers.clear()
@@ -240,17 +215,6 @@ class SQLiteStorage(Storage):
             raise StoreClosedError(f"store {self.location} is {self._state}, not open")
 
     # -- writes --------------------------------------------------------------------------
-    @property
-    def queue_depth(self) -> int:
-        """Batches waiting for the writer."""
-        return self._writes.depth
-
-    async def ingest(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
-        self._check_open()
-        if not rows:
-            return []
-        return await self._writes.submit(rows, auth)
-
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema; a store made before the aggregates existed gets the fine-bin
         columns and its aggregates computed from its rows, once."""
@@ -286,16 +250,16 @@ class SQLiteStorage(Storage):
 
     @staticmethod
     def _rebuild_all(db: sqlite3.Connection) -> None:
-        drive_sync(rebuild_all(DIALECT), _Ops(db))
+        logic.drive_sync(logic.rebuild_all(DIALECT), _Ops(db))
 
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
         self._check_open()
         await self._writer.run(lambda db: transaction(db, self._rebuild_all))
 
-    async def _write_group(self, uploads: list[Upload]) -> list[WriteResult]:
+    async def _write_group(self, uploads: list[group_commit.Upload]) -> list[group_commit.WriteResult]:
         # The whole group, statements and aggregate deltas alike, in one hop to the writer.
-        def write(db: sqlite3.Connection) -> tuple[list[WriteResult], int]:
+        def write(db: sqlite3.Connection) -> tuple[list[group_commit.WriteResult], int]:
             results = self._write_uploads(db, uploads)
             # The alerts in the same transaction as the records that raise them.
             return results, write_sqlite(db, self.outbox, uploads, results)
@@ -305,10 +269,10 @@ class SQLiteStorage(Storage):
             self.outbox.dropped(dropped)
         return results
 
-    def _refusals(self, db: sqlite3.Connection, uploads: list[Upload]) -> dict[int, TokenRefusedError]:
+    def _refusals(self, db: sqlite3.Connection, uploads: list[group_commit.Upload]) -> dict[int, TokenRefusedError]:
         """The uploads whose token does not allow them, read in the write transaction: a
         token revoked by ``box-revoke`` (another process) stops working at once."""
-        hashes = upload_token_hashes(uploads)
+        hashes = group_commit.upload_token_hashes(uploads)
         if not hashes:
             return {}
         # One row for all the tokens: every row stepped is a release of the GIL, and taking
@@ -319,9 +283,9 @@ class SQLiteStorage(Storage):
                 "FROM box_tokens WHERE token_hash IN ({ids})", hashes):
             for token_hex, box_id, revoked in orjson.loads(doc):
                 found[bytes.fromhex(token_hex)] = TokenInfo(box_id, bool(revoked))
-        return refusals(uploads, found)
+        return group_commit.refusals(uploads, found)
 
-    def _write_uploads(self, db: sqlite3.Connection, uploads: list[Upload]) -> list[WriteResult]:
+    def _write_uploads(self, db: sqlite3.Connection, uploads: list[group_commit.Upload]) -> list[group_commit.WriteResult]:
         refused = self._refusals(db, uploads)
         # Nearly every group holds no record the store already has, so it is stored
         # straight away: a record held shows as a primary-key conflict, which rolls the
@@ -337,7 +301,7 @@ class SQLiteStorage(Storage):
         db.execute("RELEASE fresh")
         return results
 
-    def _held(self, db: sqlite3.Connection, uploads: list[Upload],
+    def _held(self, db: sqlite3.Connection, uploads: list[group_commit.Upload],
               refused: dict[int, TokenRefusedError], other_kind_only: bool) -> set[str]:
         """The ids of the group's records that the store holds: as the other kind of record
         only, or as either."""
@@ -354,33 +318,15 @@ class SQLiteStorage(Storage):
                 db, f"SELECT id FROM {table} WHERE id IN ({{ids}})", list(ids)))
         return held
 
-    def _store_group(self, db: sqlite3.Connection, uploads: list[Upload],
-                     refused: dict[int, TokenRefusedError], held: set[str]) -> list[WriteResult]:
+    def _store_group(self, db: sqlite3.Connection, uploads: list[group_commit.Upload],
+                     refused: dict[int, TokenRefusedError], held: set[str]) -> list[group_commit.WriteResult]:
         """Store the records of the group that are not ``held`` (nor earlier in the group)."""
-        held = set(held)
-        results: list[WriteResult] = []
-        sessions: list[SessionRow] = []
-        surveys: list[SurveyRow] = []
-        for i, u in enumerate(uploads):
-            if i in refused:
-                results.append(refused[i])
-                continue
-            res = []
-            for r in u.rows:
-                if r.id in held:
-                    res.append(False)
-                    continue
-                held.add(r.id)
-                res.append(True)
-                if isinstance(r, SessionRow):
-                    sessions.append(r)
-                else:
-                    assert isinstance(r, SurveyRow)
-                    surveys.append(r)
-            results.append(res)
+        new = {i: r for i, r in group_commit.first_rows(uploads, refused).items() if i not in held}
+        sessions = [r for r in new.values() if isinstance(r, SessionRow)]
+        surveys = [r for r in new.values() if isinstance(r, SurveyRow)]
         if sessions or surveys:
-            drive_sync(store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys), _Ops(db))
-        return results
+            logic.drive_sync(logic.store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys), _Ops(db))
+        return group_commit.results_of(uploads, refused, set(new))
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         self._check_open()
@@ -402,32 +348,9 @@ class SQLiteStorage(Storage):
         finally:
             self._readers.put_nowait(conn)
 
-    async def report_data(self, filters: Filters) -> ReportData:
-        return await read_report_data(self._fetch, filters, "?")
-
-    async def impact_data(self, filters: Filters) -> ImpactData:
-        return await read_impact_data(self._fetch, filters, "?")
-
-    async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
-        where, params = where_surveys(filters, "?")
-        rows = await self._fetch(
-            "SELECT v.outcome, v.score, v.reason, s.id IS NOT NULL, s.rebuffer_ratio, "
-            "s.avg_bitrate_kbps, s.startup_ms FROM surveys v "
-            f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params,
-        )
-        return [SurveyFact(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
-
     async def export_rows(self, kind: str, filters: Filters) -> AsyncIterator[ExportRow]:
         self._check_open()
-        if kind == "session":
-            where, params = where_sessions(filters, "?")
-            sql = ("SELECT raw, box_id, received_us, model, firmware, region, clock_shift_s "
-                   f"FROM sessions {where} ORDER BY rowid")
-        else:
-            where, params = where_surveys(filters, "?")
-            sql = ("SELECT v.raw, v.box_id, v.received_us, v.model, v.firmware, v.region, "
-                   f"v.clock_shift_s FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
-                   f"{where} ORDER BY v.rowid")
+        sql, params = export_sql(kind, filters, "?", ("rowid", "v.rowid"))
         # Its own connection: a long export must not hold a reader the report needs.
         conn = await self._connect_reader()
         try:
@@ -441,15 +364,6 @@ class SQLiteStorage(Storage):
         finally:
             await conn.close()
 
-    async def counts(self) -> dict[str, int]:
-        # From the rollup aggregates: exact, and a count(*) over millions of rows is not
-        # what a readiness probe should cost.
-        rows = await self._fetch(
-            "SELECT (SELECT coalesce(sum(n), 0) FROM agg_sessions WHERE lvl = 1), "
-            "(SELECT coalesce(sum(shown), 0) FROM agg_surveys WHERE lvl = 1)", ()
-        )
-        return {"sessions": int(rows[0][0]), "surveys": int(rows[0][1])}
-
     # -- tokens and meta -----------------------------------------------------------------
     async def add_box_token(self, box_id: str, token_hash: bytes, issued_us: int) -> None:
         await self._write(
@@ -462,16 +376,6 @@ class SQLiteStorage(Storage):
             "UPDATE box_tokens SET revoked = 1 WHERE box_id = ? AND revoked = 0", (box_id,)
         )
 
-    async def lookup_token(self, token_hash: bytes) -> TokenInfo | None:
-        rows = await self._fetch(
-            "SELECT box_id, revoked FROM box_tokens WHERE token_hash = ?", (token_hash,)
-        )
-        return TokenInfo(rows[0][0], bool(rows[0][1])) if rows else None
-
-    async def get_meta(self, key: str) -> str | None:
-        rows = await self._fetch("SELECT value FROM nps_meta WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
     async def set_meta_once(self, key: str, value: str) -> str:
         await self._write("INSERT OR IGNORE INTO nps_meta (key, value) VALUES (?, ?)", (key, value))
         kept = await self.get_meta(key)
@@ -482,7 +386,7 @@ class SQLiteStorage(Storage):
         self._check_open()
 
         def delete(db: sqlite3.Connection) -> int:
-            n = drive_sync(delete_records(DIALECT, "{p}box_id = ?", "{p}box_id = ?", box_id),
+            n = logic.drive_sync(logic.delete_records(DIALECT, "{p}box_id = ?", "{p}box_id = ?", box_id),
                            _Ops(db))
             db.execute("DELETE FROM box_tokens WHERE box_id = ?", (box_id,))
             db.execute("DELETE FROM alert_outbox WHERE box_id = ?", (box_id,))
@@ -491,9 +395,6 @@ class SQLiteStorage(Storage):
         return await self._writer.run(lambda db: transaction(db, delete))
 
     # -- alert outbox --------------------------------------------------------------------
-    async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
-        return pending_rows(await self._fetch(PENDING_SQL.format(p="?"), (limit,)))
-
     async def outbox_delete(self, alert_id: str) -> None:
         await self._write("DELETE FROM alert_outbox WHERE id = ?", (alert_id,))
 
@@ -514,47 +415,15 @@ class SQLiteStorage(Storage):
             raise StorageError(f"write failed: {exc}") from exc
 
     # -- dashboard and retention ---------------------------------------------------------
-    async def bad_detractors(
-        self, filters: Filters, bad: BadQuality, limit: int
-    ) -> list[DetractorRow]:
-        where, params = where_surveys(filters, "?")
-        cond = ("v.outcome = 'answered' AND v.score <= 6 AND (s.failed = 1 "
-                "OR s.rebuffer_ratio > ? OR s.startup_ms > ? OR s.avg_bitrate_kbps <= ?)")
-        where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-        rows = await self._fetch(
-            "SELECT v.id, v.box_id, v.shown_us, v.score, v.reason, v.region, v.model, "
-            "v.firmware, s.id, s.channel, s.content_type, s.startup_ms, s.watch_s, "
-            "s.rebuffer_count, s.rebuffer_ratio, s.avg_bitrate_kbps, s.failed "
-            f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
-            "ORDER BY v.shown_us DESC, v.id LIMIT ?",
-            [*params, bad.rebuffer_ratio_above, bad.startup_ms_above,
-             bad.bitrate_kbps_at_most, limit],
-        )
-        return [
-            DetractorRow(
-                survey_id=r[0], box_id=r[1], shown_us=r[2], score=r[3], reason=r[4],
-                region=r[5], model=r[6], firmware=r[7], session_id=r[8], channel=r[9],
-                content_type=r[10], startup_ms=r[11], watch_s=r[12], rebuffer_count=r[13],
-                rebuffer_ratio=r[14], avg_bitrate_kbps=r[15], failed=bool(r[16]),
-            )
-            for r in rows
-        ]
-
     def sql_reader(self) -> tuple[Fetch, str]:
         return self._fetch, "?"
-
-    async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
-        return await read_segment_values(self._fetch, limit)
-
-    async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
-        return await read_response_counts(self._fetch, filters, "?")
 
     async def purge_before(self, cutoff_us: int) -> int:
         self._check_open()
 
         def purge(db: sqlite3.Connection) -> int:
-            return drive_sync(
-                delete_records(DIALECT, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us), _Ops(db))
+            return logic.drive_sync(
+                logic.delete_records(DIALECT, "{p}started_us < ?", "{p}shown_us < ?", cutoff_us), _Ops(db))
 
         try:
             return await self._writer.run(lambda db: transaction(db, purge))
