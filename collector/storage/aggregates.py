@@ -220,8 +220,9 @@ _SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
 
 # -- schema -------------------------------------------------------------------------------------
 
-def aggregate_ddl(count_type: str) -> list[str]:
-    """CREATE TABLE statements of the three aggregate tables (both dialects)."""
+def aggregate_ddl(count_type: str, storage: str = "") -> list[str]:
+    """CREATE TABLE statements of the three aggregate tables (both dialects); ``storage``
+    follows each (PostgreSQL's ``WITH (fillfactor = ...)``)."""
     seg = ", ".join(f"{c} TEXT NOT NULL" for c in SEGMENT)
 
     def counts(vec: Sequence[str]) -> str:
@@ -229,10 +230,10 @@ def aggregate_ddl(count_type: str) -> list[str]:
 
     return [
         f"CREATE TABLE IF NOT EXISTS agg_sessions (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, {counts(SESSION_VEC)}, PRIMARY KEY ({', '.join(KEY)}))",
+        f"{seg}, {counts(SESSION_VEC)}, PRIMARY KEY ({', '.join(KEY)})){storage}",
         f"CREATE TABLE IF NOT EXISTS agg_surveys (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, {counts(SURVEY_VEC)}, PRIMARY KEY ({', '.join(KEY)}))",
+        f"{seg}, {counts(SURVEY_VEC)}, PRIMARY KEY ({', '.join(KEY)})){storage}",
         f"CREATE TABLE IF NOT EXISTS agg_bins (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
         f"{seg}, metric SMALLINT NOT NULL, bin INTEGER NOT NULL, {counts(BIN_VEC)}, "
-        f"PRIMARY KEY ({', '.join(BIN_KEY)}))",
+        f"PRIMARY KEY ({', '.join(BIN_KEY)})){storage}",
     ]
