@@ -487,24 +487,6 @@ def upsert_sql(table: str, key: Sequence[str], vec: Sequence[str], values: str, 
 
 # -- schema -------------------------------------------------------------------------------------
 
-def aggregate_ddl(count_type: str) -> list[str]:
-    """CREATE TABLE statements of the three aggregate tables (both dialects)."""
-    seg = ", ".join(f"{c} TEXT NOT NULL" for c in SEGMENT)
-
-    def counts(vec: Sequence[str]) -> str:
-        return ", ".join(f"{c} {count_type} NOT NULL DEFAULT 0" for c in vec)
-
-    return [
-        f"CREATE TABLE IF NOT EXISTS agg_sessions (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, {counts(SESSION_VEC)}, PRIMARY KEY ({', '.join(KEY)}))",
-        f"CREATE TABLE IF NOT EXISTS agg_surveys (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, {counts(SURVEY_VEC)}, PRIMARY KEY ({', '.join(KEY)}))",
-        f"CREATE TABLE IF NOT EXISTS agg_bins (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, metric SMALLINT NOT NULL, bin INTEGER NOT NULL, {counts(BIN_VEC)}, "
-        f"PRIMARY KEY ({', '.join(BIN_KEY)}))",
-    ]
-
-
 # -- rebuilding from the raw rows (migration, bulk loads, deletions) ------------------------------
 
 def _sum_case(cond: str) -> str:

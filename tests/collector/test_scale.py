@@ -470,8 +470,10 @@ async def test_sqlite_store_from_before_the_aggregates_is_migrated(tmp_path: Any
     await st.close()
     import sqlite3
 
-    # What the first version of the store looked like: no fine bins, no aggregates.
+    # What the first version of the store looked like: no fine bins, no aggregates, no
+    # schema version recorded.
     conn = sqlite3.connect(tmp_path / "old.db")
+    conn.execute("DELETE FROM nps_meta WHERE key = 'schema_version'")
     for table in ("agg_sessions", "agg_surveys", "agg_bins"):
         conn.execute(f"DROP TABLE {table}")
     for col in ("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"):
