@@ -104,6 +104,22 @@ def by_qos(metric: str, session_values: Iterable[float | None],
             for i, (lo, hi) in enumerate(edges)]
 
 
+def session_figures(sessions: Iterable[tuple[float | None, bool, bool]]) -> dict[str, int]:
+    """§4's ``sessions`` block from (``startup_ms``, ``failed``, surveyed) of each session in
+    range: ``exited_before_start`` no frame shown (startup_ms null) and not failed,
+    ``start_failures`` no frame shown and failed."""
+    out = {"count": 0, "surveyed": 0, "failed": 0, "exited_before_start": 0, "start_failures": 0}
+    for startup_ms, failed, surveyed in sessions:
+        out["count"] += 1
+        out["surveyed"] += 1 if surveyed else 0
+        out["failed"] += 1 if failed else 0
+        if startup_ms is None and not failed:
+            out["exited_before_start"] += 1
+        if startup_ms is None and failed:
+            out["start_failures"] += 1
+    return out
+
+
 def answer_figures(scores: Sequence[int], reasons: Iterable[str | None]) -> dict[str, Any]:
     """The report's top-level NPS figures from the answered surveys' scores and reasons."""
     given = [r for r in reasons if r is not None]

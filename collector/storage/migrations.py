@@ -172,6 +172,11 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         Backfill("sessions", _V1_METRICS, _V1_DERIVED, _fine_v1),
         RebuildAggregates(),
     )),
+    # The start funnel of contract section 4: agg_sessions gains exited_before_start and
+    # start_failures, computed from the stored sessions by the rebuild.
+    Migration(2, "the start funnel's session counts (exited_before_start, start_failures)", (
+        RebuildAggregates(),
+    )),
 )
 
 

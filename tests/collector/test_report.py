@@ -70,8 +70,8 @@ def reference(data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, region:
     d = sum(x <= 6 for x in scores)
     n = len(scores)
     ref: dict[str, Any] = {
-        "sessions": {"count": len(sessions), "surveyed": sum(1 for _, _, v in sessions if v),
-                     "failed": sum(1 for _, s, _ in sessions if s["qos"]["failed"])},
+        "sessions": contract.session_figures(
+            (s["qos"]["startup_ms"], s["qos"]["failed"], bool(v)) for _, s, v in sessions),
         "shown": len(surveys), "answered": n, "promoters": p, "detractors": d,
         "nps": 100 * (p - d) / n if n else None,
     }
