@@ -17,8 +17,10 @@ class SessionRow(NamedTuple):
     so that the single writer does no per-record work that needs no database.
 
     Besides :data:`SESSION_HEAD`, it holds each metric's four columns
-    (:attr:`collector.metrics.Metric.columns`): a new metric appends its four fields at
-    the end, as a migration appends its columns (checked below, at import)."""
+    (:attr:`collector.metrics.Metric.columns`), checked below at import. The order is
+    ``collector.storage.schema``'s (checked there): the bucket, fine-bin and position
+    columns each in a group in metric-table order, and the value of a metric added after
+    the first three after the positions."""
 
     id: str
     box_id: str

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from ..metrics import METRICS
+from ..metrics import BY_NAME, METRICS, Metric
 from ..model import SessionRow, SurveyRow
 from .aggregates import (
     BIN_KEY,
@@ -207,6 +207,16 @@ def _per_metric(suffix: str, type_: str) -> tuple[Column, ...]:
     return tuple(Column(f"{m.prefix}_{suffix}", type_, nullable=True) for m in METRICS)
 
 
+def _value(m: Metric) -> Column:
+    """A metric's value column: an integer or a float, as the metric table says."""
+    return Column(m.name, "int32" if m.integer else "float", nullable=m.nullable)
+
+
+#: The metrics of the first schema, whose value columns lie among the other QoS columns of
+#: ``sessions``; a later metric's value column comes after the derived columns.
+_FIRST_METRICS: Final = ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms")
+LATER_VALUES: Final = tuple(_value(m) for m in METRICS if m.name not in _FIRST_METRICS)
+
 #: The session columns derived at ingest from each metric's value: its contract bucket,
 #: its fine bin and its position in the fine bin (see ``collector.storage.aggregates``).
 BUCKET_COLUMNS: Final = _per_metric("bucket", "int16")
@@ -241,16 +251,16 @@ TABLES: Final[tuple[Table, ...]] = (
         Column("id", "uuid"), Column("box_id", "text"), Column("received_us", "int64"),
         Column("started_us", "int64"), Column("ended_us", "int64"),
         Column("channel", "text", nullable=True), Column("content_type", "text", nullable=True),
-        Column("startup_ms", "int32", nullable=True), Column("watch_s", "float"),
+        _value(BY_NAME["startup_ms"]), Column("watch_s", "float"),
         Column("rebuffer_count", "int32"), Column("rebuffer_s", "float"),
-        Column("avg_bitrate_kbps", "float", nullable=True), Column("bitrate_switches", "int32"),
-        Column("failed", "bool"), Column("rebuffer_ratio", "float"),
+        _value(BY_NAME["avg_bitrate_kbps"]), Column("bitrate_switches", "int32"),
+        Column("failed", "bool"), _value(BY_NAME["rebuffer_ratio"]),
         *BUCKET_COLUMNS,
         Column("model", "text", nullable=True), Column("firmware", "text", nullable=True),
         Column("region", "text", nullable=True), Column("clock_shift_s", "float"),
         # The record's named fields as received, JSON.
         Column("raw", "bytes"),
-        *FINE_COLUMNS, *POS_COLUMNS,
+        *FINE_COLUMNS, *POS_COLUMNS, *LATER_VALUES,
         Column("surveyed", "bool", default=False),
     ), primary_key=("id",), partition=Partition("started_us"), indexes=(
         Index("sessions_id", ("id",), only="postgresql"),
