@@ -19,6 +19,7 @@ BUCKET_EDGES: dict[str, list[tuple[float, float | None]]] = {
     "rebuffer_ratio": [(0, 0), (0, 0.005), (0.005, 0.01), (0.01, 0.02), (0.02, 0.05), (0.05, None)],
     "avg_bitrate_kbps": [(0, 1000), (1000, 2500), (2500, 5000), (5000, 8000), (8000, None)],
     "startup_ms": [(0, 1000), (1000, 2000), (2000, 5000), (5000, None)],
+    "video_height": [(0, 576), (576, 720), (720, 1080), (1080, None)],
 }
 
 #: The reasons of §3, in the contract's order.

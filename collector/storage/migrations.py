@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import MigrationRequiredError, SchemaError, SchemaTooNewError
+from ..metrics import BY_NAME
 from .aggregates import day_sql, fine_bin_pos, rebuild_params, rebuild_sql
 from .schema import TABLE, TABLES, Dialect, ddl
 
@@ -161,6 +162,17 @@ def _fine_v1(values: tuple[Any, ...]) -> tuple[int | None, ...]:
     return (*(b[0] for b in bins), *(b[1] for b in bins))
 
 
+def _new_metric(version: int, name: str) -> Migration:
+    """A metric added to the table: its session columns and its bucket counts, null and
+    zero for the sessions stored before (which never had a value)."""
+    m = BY_NAME[name]
+    return Migration(version, f"the {name} metric", (
+        AddColumns("sessions", m.columns),
+        AddColumns("agg_sessions", m.count_columns),
+        RecreateIndex("sessions", "sessions_started"),
+    ))
+
+
 #: Every migration, by version from 1, consecutive.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     # Version 0 is a SQLite store made before the aggregates: this is the upgrade the
@@ -177,6 +189,10 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "the start funnel's session counts (exited_before_start, start_failures)", (
         RebuildAggregates(),
     )),
+    # No stored session has a video height (the field was not stored before): null columns
+    # and zero counts are right, no rebuild needed. The index of the report's raw reads
+    # covers the new bucket.
+    _new_metric(3, "video_height"),
 )
 
 
