@@ -42,8 +42,8 @@ from bench.collector_process import free_port, wait_ready  # noqa: E402
 from collector.ingest import rows_from_batch  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import make_storage  # noqa: E402
+from collector.storage.schema import ddl  # noqa: E402
 from collector.storage.sql import SESSION_COLUMNS, session_values  # noqa: E402
-from collector.storage.sqlite import SCHEMA  # noqa: E402
 from protocol import decode_batch, utcnow  # noqa: E402
 from stb_widget.ids import uuid7  # noqa: E402
 
@@ -144,7 +144,8 @@ def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]]) -> float:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(SCHEMA)
+    for stmt in ddl("sqlite"):
+        conn.execute(stmt)
     sql = (f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})")
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""``nps-collector``: serve, enrol and revoke boxes, show the admin token, purge old records."""
+"""``nps-collector``: serve, migrate the data store, enrol and revoke boxes, show the admin
+token, purge old records."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the collector", epilog=environment_help(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_setting_flags(serve)
+    p = sub.add_parser(
+        "migrate",
+        help="bring the data store's schema to this version's, printing progress (serve does "
+             "the same at start where that is safe; a database newer than this version is "
+             "refused)")
+    _add_setting_flags(p, only=("db",))
     for name, helptext in (
         ("box-token", "print a new upload token for BOX_ID"),
         ("box-revoke", "revoke every token issued so far to BOX_ID"),
@@ -99,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                         print=lambda msg: print(msg, flush=True), access_log=None,
                         **SERVER_KWARGS)
             return 0
+        if args.command == "migrate":
+            _migrate(settings)
+            return 0
         if args.command == "box-token":
             _check_box_id(args.box_id)
             token = asyncio.run(_with_store(settings, lambda s: issue_box_token(s, args.box_id)))
@@ -134,6 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nps-collector: {exc}", file=sys.stderr)
         return 2
     return 2  # pragma: no cover
+
+
+def _migrate(settings: Settings) -> None:
+    from .storage.migrations import LATEST, migrate_url
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    done = asyncio.run(migrate_url(settings.db, progress=say))
+    if done.found is None:
+        say(f"made a new data store at schema version {done.now}")
+    elif done.applied:
+        say(f"migrated the data store from schema version {done.found} to {done.now}")
+    else:
+        say(f"the data store is at schema version {LATEST} already: nothing to do")
 
 
 def _kept_admin_token(settings: Settings, create: bool) -> Callable[[Storage], Awaitable[str]]:

@@ -19,6 +19,18 @@ class StoreClosedError(StorageError):
     """The store was used after :meth:`close`."""
 
 
+class SchemaError(StorageError):
+    """The data store's schema cannot be used or migrated; the message says why."""
+
+
+class SchemaTooNewError(SchemaError):
+    """The data store was upgraded by a newer collector than this one."""
+
+
+class MigrationRequiredError(SchemaError):
+    """The data store needs a migration that only ``nps-collector migrate`` applies."""
+
+
 class OverloadedError(CollectorError):
     """The write queue is full: shed load and tell the box when to come back."""
 

@@ -38,24 +38,21 @@ from typing import Final
 
 from protocol import REASONS
 
-from ..buckets import BUCKETS, METRICS
+from ..metrics import METRICS
 from .aggregates import (
     BIN_COMBINE,
     BIN_KEY,
     BIN_VEC,
-    BUCKET_COLUMN,
     DAY_US,
-    FINE_COLUMN,
     HOUR_US,
     HOURLY,
     KEY,
     LEVEL_OF,
     METRIC_ID,
-    POS_COLUMN,
     SEGMENT,
     SESSION_VEC,
     SURVEY_VEC,
-    bucket_vec_name,
+    session_conditions,
     unit_sql,
 )
 
@@ -80,12 +77,8 @@ def _case(cond: str, then: str = "1") -> str:
 
 def session_counts(s: str) -> list[str]:
     """Per column of :data:`SESSION_VEC`, what one session row (alias ``s``) adds."""
-    exprs = {"n": "1", "surveyed": _case(f"{s}.surveyed"), "failed": _case(f"{s}.failed")}
-    for metric in METRICS:
-        col = BUCKET_COLUMN[metric]
-        for i in range(len(BUCKETS[metric])):
-            exprs[bucket_vec_name(metric, i)] = _case(f"{s}.{col} = {i}")
-    return [exprs[c] for c in SESSION_VEC]
+    conditions = session_conditions(s)
+    return [_case(conditions[c]) for c in SESSION_VEC]
 
 
 #: A survey answered with a score: counted in the histogram and the bins.
@@ -226,8 +219,8 @@ def bins_sql(dialect: str) -> str:
     answered = ANSWERED.format(v="v")
     parts = []
     for metric in METRICS:
-        fine, pos = f"s.{FINE_COLUMN[metric]}", f"s.{POS_COLUMN[metric]}"
-        extra = (f"{METRIC_ID[metric]} AS metric", f"{fine} AS bin")
+        fine, pos = f"s.{metric.fine_column}", f"s.{metric.pos_column}"
+        extra = (f"{METRIC_ID[metric.name]} AS metric", f"{fine} AS bin")
         cond = f"{answered} AND {fine} IS NOT NULL"
         for source in (f"{{nv}} v JOIN sessions s ON s.id = v.session_id WHERE {cond}",
                        f"{_MOVED} AND {cond}"):
@@ -277,12 +270,12 @@ def rebuild_sql(style: str) -> list[tuple[str, str]]:
             f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
             f"WHERE v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}", "us"))
         for metric in METRICS:
-            col, pos = FINE_COLUMN[metric], f"coalesce(s.{POS_COLUMN[metric]}, 0)"
+            col, pos = metric.fine_column, f"coalesce(s.{metric.pos_column}, 0)"
             totals = ", ".join(f"{_combine('agg_bins', c)}({e})"
                                for c, e in zip(BIN_VEC, bin_counts("v", pos), strict=True))
             stmts.append((
                 f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
-                f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
+                f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {METRIC_ID[metric.name]}, s.{col}, "
                 f"{totals} FROM surveys v JOIN sessions s ON s.id = v.session_id "
                 f"WHERE {answered} AND s.{col} IS NOT NULL "
                 f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", "us"))

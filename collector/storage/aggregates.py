@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 from protocol import REASONS
 
-from ..buckets import BUCKETS, METRICS, bucket_index
+from ..metrics import BY_NAME, METRICS, START, bucket_index
 
 DAY_US: Final = 86_400_000_000
 HOUR_US: Final = 3_600_000_000
@@ -58,17 +58,53 @@ KEY: Final = ("lvl", "day", *SEGMENT)
 #: The key of ``agg_bins``.
 BIN_KEY: Final = (*KEY, "metric", "bin")
 
-#: Column names of the session counts, in vector order.
+#: The session counts that are not a metric's buckets, each with the condition (SQL over
+#: a session row aliased ``{s}``) under which a session counts there. The start funnel
+#: (contract section 4): no frame shown is a null start-up time, whose bucket is then null
+#: too (the bucket is read: it is in the index the report's raw reads use).
+SESSION_FLAGS: Final = {
+    "n": "1 = 1",
+    "surveyed": "{s}.surveyed",
+    "failed": "{s}.failed",
+    "exited_before_start": f"{{s}}.{START.bucket_column} IS NULL AND NOT {{s}}.failed",
+    "start_failures": f"{{s}}.{START.bucket_column} IS NULL AND {{s}}.failed",
+}
+#: Column names of the session counts, in vector order: the counts of each metric's
+#: buckets follow the metric table.
 SESSION_VEC: Final = (
-    "n", "surveyed", "failed",
-    *(f"rb{i}" for i in range(len(BUCKETS["rebuffer_ratio"]))),
-    *(f"br{i}" for i in range(len(BUCKETS["avg_bitrate_kbps"]))),
-    *(f"su{i}" for i in range(len(BUCKETS["startup_ms"]))),
+    *SESSION_FLAGS,
+    *(c for m in METRICS for c in m.count_columns),
 )
-_BUCKET_PREFIX: Final = {"rebuffer_ratio": "rb", "avg_bitrate_kbps": "br", "startup_ms": "su"}
-#: The session columns holding each metric's contract bucket.
-BUCKET_COLUMN: Final = {"rebuffer_ratio": "rb_bucket", "avg_bitrate_kbps": "br_bucket",
-                        "startup_ms": "su_bucket"}
+
+
+def session_conditions(s: str) -> dict[str, str]:
+    """Per column of :data:`SESSION_VEC`, the SQL condition under which one session row
+    (aliased ``s``) counts there."""
+    out = {c: cond.format(s=s) for c, cond in SESSION_FLAGS.items()}
+    for m in METRICS:
+        out.update({c: f"{s}.{m.bucket_column} = {i}" for i, c in enumerate(m.count_columns)})
+    return out
+
+
+def session_counts(buckets: Sequence[int | None], failed: bool, surveyed: bool,
+                   count: int = 1) -> dict[str, int]:
+    """What ``count`` sessions with these buckets (in table order) and flags add to each
+    column of :data:`SESSION_VEC` (columns they add nothing to left out): Python's
+    :func:`session_conditions`."""
+    out = {"n": count}
+    if surveyed:
+        out["surveyed"] = count
+    if failed:
+        out["failed"] = count
+    if buckets[_START_INDEX] is None:
+        out["start_failures" if failed else "exited_before_start"] = count
+    for m, b in zip(METRICS, buckets, strict=True):
+        if b is not None:
+            out[m.count_columns[b]] = count
+    return out
+
+
+_START_INDEX: Final = METRICS.index(START)
 #: Column names of the survey counts, in vector order.
 SURVEY_VEC: Final = (
     "shown", "answered", "dismissed", "timeout",
@@ -84,15 +120,13 @@ SURVEY_VEC: Final = (
 BIN_VEC: Final = (*(f"s{i}" for i in range(11)), *(f"t{i}" for i in range(11)), "q", "pmin", "pmax")
 #: How each column of :data:`BIN_VEC` combines (the others are summed).
 BIN_COMBINE: Final = {"pmin": "min", "pmax": "max"}
-_PMIN, _PMAX = 23, 24
+_PMIN, _PMAX = BIN_VEC.index("pmin"), BIN_VEC.index("pmax")
+#: Where the sums of positions (``t0``) and of squared positions (``q``) start in :data:`BIN_VEC`.
+_T0, _Q = BIN_VEC.index("t0"), BIN_VEC.index("q")
 
-#: Metric numbers in ``agg_bins.metric``, and the session columns holding fine bins.
-METRIC_ID: Final = {m: i for i, m in enumerate(METRICS)}
-FINE_COLUMN: Final = {"rebuffer_ratio": "rb_fine", "avg_bitrate_kbps": "br_fine",
-                      "startup_ms": "su_fine"}
-#: The session columns holding the value's position inside its fine bin (0 to 1000).
-POS_COLUMN: Final = {"rebuffer_ratio": "rb_pos", "avg_bitrate_kbps": "br_pos",
-                     "startup_ms": "su_pos"}
+#: Metric numbers in ``agg_bins.metric``: their index in the metric table.
+METRIC_ID: Final = {m.name: i for i, m in enumerate(METRICS)}
+#: A session's value inside its fine bin is kept as a position from 0 to this.
 POS_SCALE: Final = 1000
 
 # -- fine bins --------------------------------------------------------------------------------
@@ -116,17 +150,12 @@ def _edges(start: float, stop: float, coarse: Iterable[float]) -> tuple[float, .
     return tuple(sorted(out))
 
 
-def _coarse_edges(metric: str) -> list[float]:
-    return [b.hi for b in BUCKETS[metric] if b.hi is not None]
-
-
 #: Upper edges of the fine bins: bin ``i`` holds ``FINE_EDGES[i-1] < x <= FINE_EDGES[i]``,
 #: bin 0 holds exactly 0, and bin ``len(edges)`` everything above the last edge. Every edge
 #: of the contract's buckets is an edge here, so each fine bin lies in one bucket.
 FINE_EDGES: Final[dict[str, tuple[float, ...]]] = {
-    "rebuffer_ratio": _edges(1e-6, 1.0, _coarse_edges("rebuffer_ratio")),
-    "avg_bitrate_kbps": _edges(1.0, 200_000.0, _coarse_edges("avg_bitrate_kbps")),
-    "startup_ms": _edges(1.0, 600_000.0, _coarse_edges("startup_ms")),
+    m.name: _edges(*m.fine_range, (b.hi for b in m.buckets if b.hi is not None))
+    for m in METRICS
 }
 
 
@@ -151,17 +180,19 @@ def fine_bin_pos(metric: str, value: float | None) -> tuple[int | None, int | No
     return fine, min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
 
 
-#: A session's fine bins, then its positions inside them: columns ``rb_fine`` to ``su_pos``.
-Fine = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
-
-
-def fine_of(rebuffer_ratio: float, avg_bitrate_kbps: float | None,
-            startup_ms: float | None) -> Fine:
-    """A session's fine bins and positions (rebuffer ratio, bitrate, start-up)."""
-    rb, rbp = fine_bin_pos("rebuffer_ratio", rebuffer_ratio)
-    br, brp = fine_bin_pos("avg_bitrate_kbps", avg_bitrate_kbps)
-    su, sup = fine_bin_pos("startup_ms", startup_ms)
-    return rb, br, su, rbp, brp, sup
+def metric_columns(values: Mapping[str, float | None]) -> dict[str, Any]:
+    """A session's per-metric columns (value, bucket, fine bin, position; see
+    :attr:`collector.metrics.Metric.columns`) from its values by metric name (a metric
+    not given is null)."""
+    out: dict[str, Any] = {}
+    for m in METRICS:
+        value = values.get(m.name)
+        fine, pos = fine_bin_pos(m.name, value)
+        out[m.name] = value
+        out[m.bucket_column] = bucket_index(m.name, value)
+        out[m.fine_column] = fine
+        out[m.pos_column] = pos
+    return out
 
 
 def fine_pos(metric: str, value: float | None) -> int | None:
@@ -173,7 +204,7 @@ def coarse_of_fine(metric: str, fine: int) -> int:
     """The contract bucket that fine bin ``fine`` lies in."""
     edges = FINE_EDGES[metric]
     if fine >= len(edges):
-        return len(BUCKETS[metric]) - 1
+        return len(BY_NAME[metric].buckets) - 1
     idx = bucket_index(metric, edges[fine])
     assert idx is not None
     return idx
@@ -199,12 +230,7 @@ def day_sql(col: str, dialect: str) -> str:
 LEVEL_OF: Final = {c: 2 + i for i, c in enumerate(SEGMENT)}
 
 
-def bucket_vec_name(metric: str, bucket: int) -> str:
-    """The :data:`SESSION_VEC` column counting sessions in ``bucket`` of ``metric``."""
-    return f"{_BUCKET_PREFIX[metric]}{bucket}"
-
-
-# -- the vectors' columns -----------------------------------------------------------------------
+# -- the vectors' columns ------------------------------------------------------------------------
 
 def empty_bin() -> list[int]:
     """A bin's vector before anything is counted in it."""
@@ -216,24 +242,3 @@ def empty_bin() -> list[int]:
 
 _SESSION_POS: Final = {c: i for i, c in enumerate(SESSION_VEC)}
 _SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
-
-
-# -- schema -------------------------------------------------------------------------------------
-
-def aggregate_ddl(count_type: str, storage: str = "") -> list[str]:
-    """CREATE TABLE statements of the three aggregate tables (both dialects); ``storage``
-    follows each (PostgreSQL's ``WITH (fillfactor = ...)``)."""
-    seg = ", ".join(f"{c} TEXT NOT NULL" for c in SEGMENT)
-
-    def counts(vec: Sequence[str]) -> str:
-        return ", ".join(f"{c} {count_type} NOT NULL DEFAULT 0" for c in vec)
-
-    return [
-        f"CREATE TABLE IF NOT EXISTS agg_sessions (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, {counts(SESSION_VEC)}, PRIMARY KEY ({', '.join(KEY)})){storage}",
-        f"CREATE TABLE IF NOT EXISTS agg_surveys (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, {counts(SURVEY_VEC)}, PRIMARY KEY ({', '.join(KEY)})){storage}",
-        f"CREATE TABLE IF NOT EXISTS agg_bins (lvl SMALLINT NOT NULL, day INTEGER NOT NULL, "
-        f"{seg}, metric SMALLINT NOT NULL, bin INTEGER NOT NULL, {counts(BIN_VEC)}, "
-        f"PRIMARY KEY ({', '.join(BIN_KEY)})){storage}",
-    ]

@@ -14,8 +14,8 @@ transaction (:meth:`~collector.storage.base.Storage.outbox_put_once`). One box c
 fill the outbox: at most ``OutboxPolicy.per_box`` of its alerts wait at
 once; the rest are dropped and counted (``nps_webhook_deliveries_total{result="dropped"}``).
 
-Both stores create the table with their schema (:data:`SQLITE_DDL`, :data:`POSTGRES_DDL`)
-and call :func:`write_sqlite` / :func:`write_postgres` inside their write transaction.
+The table is declared with the others in :mod:`collector.storage.schema`; both stores
+call :func:`write_sqlite` / :func:`write_postgres` inside their write transaction.
 """
 
 from __future__ import annotations
@@ -63,16 +63,6 @@ class OutboxPolicy:
     dropped: Callable[[int], None]
 
 
-SQLITE_DDL = (
-    "CREATE TABLE IF NOT EXISTS alert_outbox (id TEXT PRIMARY KEY, box_id TEXT NOT NULL, "
-    "created_us INTEGER NOT NULL, body BLOB NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS alert_outbox_box ON alert_outbox (box_id)",
-)
-POSTGRES_DDL = (
-    "CREATE TABLE IF NOT EXISTS alert_outbox (id text PRIMARY KEY, box_id text NOT NULL, "
-    "created_us bigint NOT NULL, body bytea NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS alert_outbox_box ON alert_outbox (box_id)",
-)
 #: The oldest pending alerts first (placeholders differ: ``?`` or ``$1``).
 PENDING_SQL = "SELECT id, box_id, body FROM alert_outbox ORDER BY created_us, id LIMIT {p}"
 #: One alert in; ``{conflict}``/``{tail}``: each database's way to keep an id held.

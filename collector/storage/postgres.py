@@ -47,12 +47,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import ConfigError, StorageError, StoreClosedError, TokenRefusedError
+from ..errors import ConfigError, SchemaError, StorageError, StoreClosedError, TokenRefusedError
 from ..model import Filters, Row, SessionRow, SurveyRow, TokenInfo
 from ..settings import Settings
 from . import store_logic as logic
 from .aggregate_sql import day_ranges
-from .aggregates import DAY_US, HOURLY, aggregate_ddl, day_of, day_sql
+from .aggregates import DAY_US, HOURLY, day_of, day_sql
 from .base import ExportRow
 from .group_commit import (
     GroupCommitQueue,
@@ -63,12 +63,13 @@ from .group_commit import (
     results_of,
     upload_token_hashes,
 )
+from .migrations import upgrade_postgres
 from .outbox import (
     OUTBOX_INSERT,
-    POSTGRES_DDL,
     OutboxAlert,
     write_postgres,
 )
+from .schema import PARTITION_MAX_US, PARTITION_MIN_US
 from .segments import Fetch
 from .sql import SESSION_COLUMNS, SURVEY_COLUMNS
 from .sql_store import SqlStore, export_sql
@@ -76,37 +77,11 @@ from .sql_store import SqlStore, export_sql
 log = logging.getLogger("collector.storage")
 
 #: Advisory lock keys (the two-int form, so they never meet the one-bigint keys taken on
-#: session ids): schema changes, and aggregate rebuilds (shared by every ingest).
+#: session ids): aggregate rebuilds (shared by every ingest) and partitions; schema changes
+#: take key 1 (:mod:`.migrations`).
 _LOCK_CLASS = 0x4E5053  # "NPS"
-_LOCK_SCHEMA = 1
 _LOCK_REBUILD = 2
 _LOCK_PARTITIONS = 3
-
-SCHEMA_VERSION = "1"
-
-_SESSION_TYPES = (
-    "uuid", "text", "bigint", "bigint", "bigint", "text", "text", "integer", "double precision",
-    "integer", "double precision", "double precision", "integer", "boolean", "double precision",
-    "smallint", "smallint", "smallint", "text", "text", "text", "double precision", "bytea",
-    "integer", "integer", "integer", "smallint", "smallint", "smallint", "boolean",
-)
-_SURVEY_TYPES = (
-    "uuid", "text", "bigint", "uuid", "bigint", "bigint", "text", "smallint", "text", "text",
-    "text", "text", "text", "double precision", "bytea",
-)
-_NULLABLE_SESSION = {"channel", "content_type", "startup_ms", "avg_bitrate_kbps", "rb_bucket",
-                     "br_bucket", "su_bucket", "model", "firmware", "region", "rb_fine",
-                     "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
-_NULLABLE_SURVEY = {"session_id", "answered_us", "score", "reason", "locale", "model",
-                    "firmware", "region"}
-
-
-def _columns(cols: Sequence[str], types: Sequence[str], nullable: set[str]) -> str:
-    return ", ".join(
-        f"{c} {t}{'' if c in nullable else ' NOT NULL'}{' DEFAULT false' if c == 'surveyed' else ''}"
-        for c, t in zip(cols, types, strict=True)
-    )
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -116,46 +91,9 @@ def _us(dt: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-#: Monthly partitions cover 1900 to 2200; a time outside (a box clock gone very wrong)
-#: lands in the DEFAULT partition instead of making a partition of its own.
-_MIN_US = _us(datetime(1900, 1, 1, tzinfo=UTC))
-_MAX_US = _us(datetime(2200, 1, 1, tzinfo=UTC))
-
-
-SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS nps_meta (key text PRIMARY KEY, value text NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS box_tokens (token_hash bytea PRIMARY KEY, box_id text NOT NULL, "
-    "issued_us bigint NOT NULL, revoked boolean NOT NULL DEFAULT false)",
-    "CREATE INDEX IF NOT EXISTS box_tokens_box ON box_tokens (box_id)",
-    # A partitioned table can only have unique keys that include the partition key, so
-    # uniqueness of ids across partitions (and kinds) lives here; t_us is the record's time,
-    # for retention.
-    "CREATE TABLE IF NOT EXISTS record_ids (id uuid PRIMARY KEY, t_us bigint NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS record_ids_t ON record_ids (t_us)",
-    f"CREATE TABLE IF NOT EXISTS sessions ({_columns(SESSION_COLUMNS, _SESSION_TYPES, _NULLABLE_SESSION)}) "
-    "PARTITION BY RANGE (started_us)",
-    "CREATE INDEX IF NOT EXISTS sessions_id ON sessions (id)",
-    # Covering the report's edge reads (the partial days of a range): an index-only scan.
-    "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_us) "
-    "INCLUDE (rb_bucket, br_bucket, su_bucket, failed, surveyed)",
-    "CREATE INDEX IF NOT EXISTS sessions_box ON sessions (box_id)",
-    f"CREATE TABLE IF NOT EXISTS surveys ({_columns(SURVEY_COLUMNS, _SURVEY_TYPES, _NULLABLE_SURVEY)}) "
-    "PARTITION BY RANGE (shown_us)",
-    "CREATE INDEX IF NOT EXISTS surveys_session ON surveys (session_id)",
-    "CREATE INDEX IF NOT EXISTS surveys_shown ON surveys (shown_us)",
-    "CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id)",
-    # Only times without a monthly partition of their own: an in-range row that finds its
-    # month missing (dropped by another instance's purge) fails instead of settling here,
-    # where it would block making that month's partition again.
-    *(f"CREATE TABLE IF NOT EXISTS {t}_default PARTITION OF {t} (CONSTRAINT {t}_default_outside "
-      f"CHECK ({c} < {_MIN_US} OR {c} >= {_MAX_US})) DEFAULT"
-      for t, c in (("sessions", "started_us"), ("surveys", "shown_us"))),
-    # Room in each page for the new version of a row the ingest upserts add to: an update
-    # on the same page that changes no key is HOT (no index entry to add), the common
-    # case of an aggregate row, which changes with every group touching its key.
-    *aggregate_ddl("bigint", " WITH (fillfactor = 50)"),
-    *POSTGRES_DDL,
-]
+#: Monthly partitions cover 1900 to 2200 (see :mod:`.schema`).
+_MIN_US = PARTITION_MIN_US
+_MAX_US = PARTITION_MAX_US
 
 _DSN_OPTIONS = ("pool_min", "pool_max", "connect_timeout", "command_timeout", "start_timeout",
                 "pgbouncer")
@@ -299,6 +237,9 @@ class PostgresStorage(SqlStore):
             now = _us(datetime.now(UTC))
             # Ahead of time: this month and the next two, so ingest rarely makes one.
             await self._ensure_partitions([now, now + 31 * DAY_US, now + 62 * DAY_US])
+        except SchemaError:
+            await self._release()
+            raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             await self._release()
             raise StorageError(f"cannot open PostgreSQL store {self.location}: {exc}") from exc
@@ -339,15 +280,12 @@ class PostgresStorage(SqlStore):
                 delay = min(START_RETRY_MAX_S, delay * 2)
 
     async def _migrate(self) -> None:
-        """Create the schema, idempotent; two instances starting at once take turns."""
+        """Bring the schema to the latest version (see :mod:`.migrations`); two instances
+        starting at once take turns."""
         assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _LOCK_SCHEMA)
-            for stmt in SCHEMA:
-                await conn.execute(stmt)
-            await conn.execute(
-                "INSERT INTO nps_meta (key, value) VALUES ('schema_version', $1) "
-                "ON CONFLICT (key) DO NOTHING", SCHEMA_VERSION)
+        async with self._pool.acquire() as conn:
+            await upgrade_postgres(conn, self.location, at_start=True,
+                                   progress=lambda m: log.info("%s", m))
 
     async def _release(self) -> None:
         if self._pool is not None:

@@ -9,18 +9,20 @@ the hourly ones, and only the partial hours at its very edges from the raw rows 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
-from ..buckets import METRICS
+from ..metrics import BY_NAME, METRICS, NAMES
 from ..model import Filters
 from .aggregate_sql import ANSWERED, survey_counts
 from .aggregates import (
     _PMAX,
     _PMIN,
+    _Q,
     _SESSION_POS,
     _SURVEY_POS,
+    _T0,
     BIN_COMBINE,
     BIN_VEC,
     DAY_US,
@@ -30,8 +32,8 @@ from .aggregates import (
     SEGMENT,
     SESSION_VEC,
     SURVEY_VEC,
-    bucket_vec_name,
     empty_bin,
+    session_counts,
 )
 from .sql import where_sessions, where_surveys
 
@@ -39,17 +41,24 @@ from .sql import where_sessions, where_surveys
 
 @dataclass
 class ReportData:
-    """Everything the report is computed from: counts, never records."""
+    """Everything the report is computed from: counts, never records. Read by column
+    name (:meth:`session`, :meth:`survey`, :meth:`bucket_sessions`), never by position."""
 
     sessions: list[int] = field(default_factory=lambda: [0] * len(SESSION_VEC))
     surveys: list[int] = field(default_factory=lambda: [0] * len(SURVEY_VEC))
-    #: (metric, fine bin) -> the count of each score 0..10.
+    #: (metric name, fine bin) -> the bin's vector (:data:`BIN_VEC`).
     bins: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def add_sessions(self, row: Sequence[Any]) -> None:
-        """Add a row of session counts (nulls, from an empty sum, count as 0)."""
+        """Add a row of session counts in :data:`SESSION_VEC` order (nulls, from an empty
+        sum, count as 0)."""
         for i, v in enumerate(row):
             self.sessions[i] += int(v or 0)
+
+    def add_session_counts(self, counts: Mapping[str, int]) -> None:
+        """Add session counts by column name."""
+        for name, v in counts.items():
+            self.sessions[_SESSION_POS[name]] += v
 
     def add_surveys(self, row: Sequence[Any]) -> None:
         """Add a row of survey counts."""
@@ -57,7 +66,7 @@ class ReportData:
             self.surveys[i] += int(v or 0)
 
     def add_bin(self, metric: str, fine: int, counts: Sequence[Any]) -> None:
-        """Add score counts to one fine bin."""
+        """Add a bin's vector (:data:`BIN_VEC`) to one fine bin of ``metric``."""
         vec = self.bins.get((metric, fine))
         if vec is None:
             vec = self.bins[(metric, fine)] = empty_bin()
@@ -66,9 +75,22 @@ class ReportData:
         vec[_PMIN] = min(vec[_PMIN], int(counts[_PMIN]))
         vec[_PMAX] = max(vec[_PMAX], int(counts[_PMAX]))
 
+    def add_scores(self, metric: str, fine: int, score: int, pos: int, count: int) -> None:
+        """Add ``count`` answers of ``score`` at position ``pos`` to one fine bin."""
+        counts = empty_bin()
+        counts[score] = count
+        counts[_T0 + score] = pos * count
+        counts[_Q] = pos * pos * count
+        counts[_PMIN] = counts[_PMAX] = pos
+        self.add_bin(metric, fine, counts)
+
     def session(self, name: str) -> int:
         """One session count by its column name."""
         return self.sessions[_SESSION_POS[name]]
+
+    def bucket_sessions(self, metric: str) -> list[int]:
+        """The sessions in each of ``metric``'s buckets."""
+        return [self.session(c) for c in BY_NAME[metric].count_columns]
 
     def survey(self, name: str) -> int:
         """One survey count by its column name."""
@@ -161,17 +183,26 @@ def _total(column: str) -> str:
     return f"CAST({how}({column}) AS BIGINT)"
 
 
-Query = tuple[str, list[Any]]
+#: (kind, SQL, parameters): kind ``agg`` (reads the aggregates) or ``raw`` (the raw rows).
+Query = tuple[str, str, list[Any]]
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
 
 
-def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], list[Query]]:
-    """(session-count queries, survey-count queries, bin queries) for ``f``.
+#: The columns a report reads of the raw sessions (grouped, then counted).
+_RAW_SESSION: Final = (*(m.bucket_column for m in METRICS), "failed", "surveyed")
+#: The columns a report reads of the raw sessions of answered surveys (grouped, then counted).
+_RAW_BIN: Final = (*(f"s.{m.fine_column}" for m in METRICS),
+                   *(f"s.{m.pos_column}" for m in METRICS), "v.score")
 
-    Session and survey queries answer one row of counts in :data:`SESSION_VEC` /
-    :data:`SURVEY_VEC` order; bin queries answer ``(metric, bin, s0..s10)`` rows from the
-    aggregates or ``(rb_fine, br_fine, su_fine, rb_pos, br_pos, su_pos, score, count)``
-    rows from the raw rows (told apart by their width).
+
+def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], list[Query]]:
+    """(session-count queries, survey-count queries, bin queries) for ``f``: each a list of
+    (kind, SQL, parameters), kind ``agg`` or ``raw``.
+
+    Session and survey queries of the aggregates answer one row of counts in
+    :data:`SESSION_VEC` / :data:`SURVEY_VEC` order, bin queries ``(metric, bin, BIN_VEC)``
+    rows. Of the raw rows, session queries answer :data:`_RAW_SESSION` and a count, survey
+    queries a row in :data:`SURVEY_VEC` order, bin queries :data:`_RAW_BIN` and a count.
     """
     pl = plan(f)
     sq: list[Query] = []
@@ -181,30 +212,38 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
         for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
             p = Params(style)
             where = _agg_where(f, p, span)
-            out.append((f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
+            out.append(("agg", f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
                         p.values))
         p = Params(style)
         where = _agg_where(f, p, span)
         sums = ", ".join(_total(c) for c in BIN_VEC)
-        bq.append((f"SELECT metric, bin, {sums} FROM agg_bins "
+        bq.append(("agg", f"SELECT metric, bin, {sums} FROM agg_bins "
                    f"WHERE {where} GROUP BY metric, bin", p.values))
     for lo, hi in pl.raw:
         edge = replace(f, from_us=lo, to_us=hi)
         where, params = where_sessions(edge, style)
         # Grouped rather than summed with CASE: the grouping columns are in the index on
         # started_us, and the database groups far faster than it evaluates 18 CASEs a row.
-        sq.append(("SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) "
-                   f"FROM sessions {where} GROUP BY 1, 2, 3, 4, 5", params))
+        group = ", ".join(str(i + 1) for i in range(len(_RAW_SESSION)))
+        sq.append(("raw", f"SELECT {', '.join(_RAW_SESSION)}, count(*) "
+                   f"FROM sessions {where} GROUP BY {group}", params))
         where, params = where_surveys(edge, style)
         # The session is needed only where a filter reaches the survey through it.
         join = " LEFT JOIN sessions s ON s.id = v.session_id" if edge.through_session else ""
-        vq.append((f"SELECT {', '.join(f'sum({e})' for e in survey_counts('v'))} FROM surveys v{join} {where}", params))
+        vq.append(("raw", f"SELECT {', '.join(f'sum({e})' for e in survey_counts('v'))} FROM surveys v{join} {where}", params))
         cond = ANSWERED.format(v='v')
         where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-        bq.append(("SELECT s.rb_fine, s.br_fine, s.su_fine, s.rb_pos, s.br_pos, s.su_pos, v.score, "
-                   f"count(*) FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
-                   "GROUP BY 1, 2, 3, 4, 5, 6, 7", params))
+        group = ", ".join(str(i + 1) for i in range(len(_RAW_BIN)))
+        bq.append(("raw", f"SELECT {', '.join(_RAW_BIN)}, count(*) "
+                   f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+                   f"GROUP BY {group}", params))
     return sq, vq, bq
+
+
+def _raw_session_counts(row: Sequence[Any]) -> dict[str, int]:
+    """Session counts by column name from a row of :data:`_RAW_SESSION` and a count."""
+    k = len(METRICS)
+    return session_counts(row[:k], bool(row[k]), bool(row[k + 1]), int(row[k + 2]))
 
 
 async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: bool = True) -> ReportData:
@@ -212,40 +251,28 @@ async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: 
     sq, vq, bq = report_queries(f, style)
     queries = [*sq, *vq, *bq]
     if concurrent:
-        answers = await asyncio.gather(*(fetch(q, p) for q, p in queries))
+        answers = await asyncio.gather(*(fetch(q, p) for _, q, p in queries))
     else:
-        answers = [await fetch(q, p) for q, p in queries]
+        answers = [await fetch(q, p) for _, q, p in queries]
     data = ReportData()
     it = iter(answers)
-    for _ in sq:
+    for kind, _, _ in sq:
         for row in next(it):
-            if len(row) == len(SESSION_VEC):
+            if kind == "agg":
                 data.add_sessions(row)
-                continue
-            vec = [0] * len(SESSION_VEC)
-            count = int(row[5])
-            vec[0] = count
-            vec[1] = count if row[4] else 0
-            vec[2] = count if row[3] else 0
-            for metric, b in zip(METRICS, row[:3], strict=True):
-                if b is not None:
-                    vec[_SESSION_POS[bucket_vec_name(metric, b)]] = count
-            data.add_sessions(vec)
+            else:
+                data.add_session_counts(_raw_session_counts(row))
     for _ in vq:
         for row in next(it):
             data.add_surveys(row)
-    for _ in bq:
+    k = len(METRICS)
+    for kind, _, _ in bq:
         for row in next(it):
-            if len(row) == 2 + len(BIN_VEC):
-                data.add_bin(METRICS[row[0]], row[1], row[2:])
+            if kind == "agg":
+                data.add_bin(NAMES[row[0]], row[1], row[2:])
                 continue
-            score, count = row[6], row[7]
-            for metric, fine, pos in zip(METRICS, row[:3], row[3:6], strict=True):
+            score, count = row[2 * k], row[2 * k + 1]
+            for name, fine, pos in zip(NAMES, row[:k], row[k:2 * k], strict=True):
                 if fine is not None:
-                    counts = empty_bin()
-                    counts[score] = count
-                    counts[11 + score] = (pos or 0) * count
-                    counts[22] = (pos or 0) ** 2 * count
-                    counts[_PMIN] = counts[_PMAX] = pos or 0
-                    data.add_bin(metric, fine, counts)
+                    data.add_scores(name, fine, score, pos or 0, count)
     return data

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from ..model import Filters, SessionRow, SurveyRow
+from ..metrics import METRICS
+from ..model import Filters, SessionGroup, SessionRow, SurveyFact, SurveyRow
 
 #: The ``sessions`` table's columns: a :class:`SessionRow`'s fields, then ``surveyed``.
 SESSION_COLUMNS = (*SessionRow._fields, "surveyed")
@@ -68,3 +70,30 @@ def where_surveys(f: Filters, style: str) -> tuple[str, list[Any]]:
         if value is not None:
             parts.append(f"s.{col} = {p.add(value)}")
     return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
+
+
+def session_groups_sql(where: str) -> str:
+    """Sessions counted by each metric's bucket, failed and surveyed (rows for
+    :func:`session_group_row`); ``where`` from :func:`where_sessions`."""
+    cols = (*(m.bucket_column for m in METRICS), "failed", "surveyed")
+    group = ", ".join(str(i + 1) for i in range(len(cols)))
+    return f"SELECT {', '.join(cols)}, count(*) FROM sessions {where} GROUP BY {group}"
+
+
+def session_group_row(r: Sequence[Any]) -> SessionGroup:
+    """:class:`SessionGroup` from a row of :func:`session_groups_sql`."""
+    k = len(METRICS)
+    return SessionGroup(tuple(r[:k]), bool(r[k]), bool(r[k + 1]), int(r[k + 2]))
+
+
+def survey_facts_sql(where: str) -> str:
+    """Surveys with their session's metric values (rows for :func:`survey_fact_row`);
+    ``where`` from :func:`where_surveys`."""
+    values = ", ".join(f"s.{m.name}" for m in METRICS)
+    return (f"SELECT v.outcome, v.score, v.reason, s.id IS NOT NULL, {values} FROM surveys v "
+            f"LEFT JOIN sessions s ON s.id = v.session_id {where}")
+
+
+def survey_fact_row(r: Sequence[Any]) -> SurveyFact:
+    """:class:`SurveyFact` from a row of :func:`survey_facts_sql`."""
+    return SurveyFact(r[0], r[1], r[2], bool(r[3]), tuple(r[4:]))

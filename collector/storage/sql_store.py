@@ -15,7 +15,7 @@ from .impact_sql import ImpactData, read_impact_data
 from .outbox import PENDING_SQL, OutboxAlert, pending_rows
 from .report_sql import ReportData, read_report_data
 from .segments import read_response_counts, read_segment_values
-from .sql import where_sessions, where_surveys
+from .sql import survey_fact_row, survey_facts_sql, where_sessions, where_surveys
 
 
 def _ph(style: str, i: int) -> str:
@@ -79,11 +79,7 @@ class SqlStore(Storage, abc.ABC):
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         fetch, style = self.sql_reader()
         where, params = where_surveys(filters, style)
-        rows = await fetch(
-            "SELECT v.outcome, v.score, v.reason, s.id IS NOT NULL, s.rebuffer_ratio, "
-            "s.avg_bitrate_kbps, s.startup_ms FROM surveys v "
-            f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params)
-        return [SurveyFact(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [survey_fact_row(r) for r in await fetch(survey_facts_sql(where), params)]
 
     async def counts(self) -> dict[str, int]:
         # From the rollup aggregates: exact, and a count(*) over millions of rows is not

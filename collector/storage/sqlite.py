@@ -14,15 +14,14 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from ..errors import StorageError, StoreClosedError, TokenRefusedError
+from ..errors import SchemaError, StorageError, StoreClosedError, TokenRefusedError
 from ..model import Filters, SessionRow, SurveyRow, TokenInfo
 from . import group_commit
 from . import store_logic as logic
-from .aggregates import aggregate_ddl, fine_bin, fine_pos
 from .base import ExportRow
+from .migrations import upgrade_sqlite
 from .outbox import (
     OUTBOX_INSERT,
-    SQLITE_DDL,
     OutboxAlert,
     write_sqlite,
 )
@@ -32,79 +31,9 @@ from .sqlite_writer import WriterThread, connect, insert_rows, transaction
 
 log = logging.getLogger("collector.storage")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nps_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS box_tokens (
-    token_hash BLOB PRIMARY KEY,
-    box_id TEXT NOT NULL,
-    issued_us INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS box_tokens_box ON box_tokens (box_id);
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    box_id TEXT NOT NULL,
-    received_us INTEGER NOT NULL,
-    started_us INTEGER NOT NULL,
-    ended_us INTEGER NOT NULL,
-    channel TEXT,
-    content_type TEXT,
-    startup_ms INTEGER,
-    watch_s REAL NOT NULL,
-    rebuffer_count INTEGER NOT NULL,
-    rebuffer_s REAL NOT NULL,
-    avg_bitrate_kbps REAL,
-    bitrate_switches INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    rebuffer_ratio REAL NOT NULL,
-    rb_bucket INTEGER,
-    br_bucket INTEGER,
-    su_bucket INTEGER,
-    model TEXT,
-    firmware TEXT,
-    region TEXT,
-    clock_shift_s REAL NOT NULL,
-    surveyed INTEGER NOT NULL DEFAULT 0,
-    raw BLOB NOT NULL,
-    rb_fine INTEGER,
-    br_fine INTEGER,
-    su_fine INTEGER,
-    rb_pos INTEGER,
-    br_pos INTEGER,
-    su_pos INTEGER
-);
-CREATE INDEX IF NOT EXISTS sessions_started ON sessions
-    (started_us, rb_bucket, br_bucket, su_bucket, failed, surveyed);
-CREATE INDEX IF NOT EXISTS sessions_box ON sessions (box_id);
-CREATE TABLE IF NOT EXISTS surveys (
-    id TEXT PRIMARY KEY,
-    box_id TEXT NOT NULL,
-    received_us INTEGER NOT NULL,
-    session_id TEXT,
-    shown_us INTEGER NOT NULL,
-    answered_us INTEGER,
-    outcome TEXT NOT NULL,
-    score INTEGER,
-    reason TEXT,
-    locale TEXT,
-    model TEXT,
-    firmware TEXT,
-    region TEXT,
-    clock_shift_s REAL NOT NULL,
-    raw BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS surveys_shown ON surveys (shown_us);
-CREATE INDEX IF NOT EXISTS surveys_session ON surveys (session_id);
-CREATE INDEX IF NOT EXISTS surveys_box ON surveys (box_id);
-"""
-
 #: SQLite's limit on bound parameters is 32766 in current builds; stay well under.
 _ID_CHUNK = 900
 _T = TypeVar("_T")
-
-
-#: Columns derived at ingest that a store made by an older version lacks.
-_DERIVED = {"rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"}
 
 
 def _chunks(ids: Sequence[_T]) -> list[list[_T]]:
@@ -194,6 +123,9 @@ class SQLiteStorage(SqlStore):
                 conn = await self._connect_reader()
                 self._all_readers.append(conn)
                 self._readers.put_nowait(conn)
+        except SchemaError:
+            await self._release()
+            raise
         except (OSError, sqlite3.Error) as exc:
             await self._release()
             raise StorageError(f"cannot open SQLite store {self.location}: {exc}") from exc
@@ -216,37 +148,8 @@ class SQLiteStorage(SqlStore):
 
     # -- writes --------------------------------------------------------------------------
     def _migrate(self, db: sqlite3.Connection) -> None:
-        """Create the schema; a store made before the aggregates existed gets the fine-bin
-        columns and its aggregates computed from its rows, once."""
-        had_sessions = db.execute(
-            "SELECT name FROM sqlite_master WHERE name = 'sessions'").fetchone() is not None
-        columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)").fetchall()}
-
-        def migrate(db: sqlite3.Connection) -> None:
-            migrating = had_sessions and not _DERIVED.issubset(columns)
-            for col in sorted(_DERIVED - columns) if had_sessions else ():
-                db.execute(f"ALTER TABLE sessions ADD COLUMN {col} INTEGER")
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            for stmt in (*aggregate_ddl("INTEGER"), *SQLITE_DDL):
-                db.execute(stmt)
-            if migrating:
-                self._backfill(db)
-
-        transaction(db, migrate)
-
-    def _backfill(self, db: sqlite3.Connection) -> None:
-        rows = db.execute(
-            "SELECT id, rebuffer_ratio, avg_bitrate_kbps, startup_ms FROM sessions").fetchall()
-        db.executemany(
-            "UPDATE sessions SET rb_fine = ?, br_fine = ?, su_fine = ?, rb_pos = ?, br_pos = ?, "
-            "su_pos = ? WHERE id = ?",
-            [(fine_bin("rebuffer_ratio", r[1]), fine_bin("avg_bitrate_kbps", r[2]),
-              fine_bin("startup_ms", r[3]), fine_pos("rebuffer_ratio", r[1]),
-              fine_pos("avg_bitrate_kbps", r[2]), fine_pos("startup_ms", r[3]), r[0]) for r in rows],
-        )
-        self._rebuild_all(db)
+        """Bring the schema to the latest version (see :mod:`.migrations`)."""
+        upgrade_sqlite(db, self.location, at_start=True, progress=lambda m: log.info("%s", m))
 
     @staticmethod
     def _rebuild_all(db: sqlite3.Connection) -> None:

@@ -1,6 +1,6 @@
 """The NPS, interval and bucket rules, and the report built from facts, against the
 contract's words in tests/reference.py: fast (no server, no database), so that mutation
-testing (scripts/mutation) can run them for every mutant of stats.py, buckets.py and
+testing (scripts/mutation) can run them for every mutant of stats.py, metrics.py and
 report.py."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import random
 import pytest
 from scipy import stats as sps
 
-from collector.buckets import BUCKETS, METRICS, Bucket, _buckets, bucket_index
-from collector.model import SurveyFact
+from collector.metrics import BY_NAME, METRICS, Bucket, Metric, bucket_index
+from collector.model import SessionGroup, SurveyFact
 from collector.stats import adjusted_wald, nps, nps_ci95
 from tests import reference as contract
-from tests.report_from_rows import SessionGroup, compute_report
+from tests.report_from_rows import compute_report
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 50, 333])
@@ -43,9 +43,9 @@ def test_interval_is_clamped_and_null_without_answers() -> None:
 
 
 def test_buckets_are_the_contracts() -> None:
-    assert set(METRICS) == set(BUCKETS)
+    assert [m.name for m in METRICS] == list(contract.BUCKET_EDGES)
     for m in METRICS:
-        assert [(b.lo, b.hi) for b in BUCKETS[m]] == contract.BUCKET_EDGES[m], m
+        assert [(b.lo, b.hi) for b in m.buckets] == contract.BUCKET_EDGES[m.name], m
 
 
 @pytest.mark.parametrize("metric", list(contract.BUCKET_EDGES))
@@ -78,11 +78,12 @@ def _facts(seed: int, n: int) -> list[SurveyFact]:
         ratio = rng.choice([0.0, 0.005, 0.01, 0.02, 0.05, rng.random() * 0.1])
         bitrate = rng.choice([None, 0.0, 1000.0, 2500.0, 5000.0, 8000.0, rng.uniform(0, 12000)])
         startup = rng.choice([None, 0, 1000, 1001, 2000, 5000, 5001, rng.randint(0, 9000)])
+        height = rng.choice([None, 0, 576, 577, 720, 721, 1080, 1081, rng.randint(0, 4320)])
         reason = rng.choice([None, *contract.REASONS]) if score is not None else None
-        out.append(SurveyFact(outcome, score, reason, has_session,
-                              ratio if has_session else None,
-                              bitrate if has_session else None,
-                              startup if has_session else None))
+        values = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
+                  "video_height": height}
+        out.append(SurveyFact.of(outcome, score, reason, has_session,
+                                 values if has_session else {}))
     return out
 
 
@@ -96,12 +97,13 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
         ratio = rng.choice([0.0, 0.005, 0.0051, 0.03, 0.2])
         bitrate = rng.choice([None, 1000.0, 4000.0, 9000.0])
         startup = rng.choice([None, 0, 1000, 3000, 7000])
+        height = rng.choice([None, 480, 576, 720, 1080, 2160])
         count = rng.randint(1, 5)
-        groups.append(SessionGroup(contract.bucket_of("rebuffer_ratio", ratio),
-                                   contract.bucket_of("avg_bitrate_kbps", bitrate),
-                                   contract.bucket_of("startup_ms", startup),
-                                   rng.random() < 0.1, rng.random() < 0.3, count))
-        values += [{"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}] * count
+        value = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
+                 "video_height": height}
+        groups.append(SessionGroup.of({m: contract.bucket_of(m, x) for m, x in value.items()},
+                                      rng.random() < 0.1, rng.random() < 0.3, count))
+        values += [value] * count
     rep = compute_report(groups, facts)
     answered = [f for f in facts if f.outcome == "answered"]
     shown = len(facts)
@@ -114,8 +116,8 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
                     "timeout": sum(1 for f in facts if f.outcome == "timeout"),
                     "response_rate": len(answered) / shown},
         **contract.answer_figures(scores, [f.reason for f in answered]),
-        "by_qos": {m: contract.by_qos(m, [v[m] for v in values],
-                                      [(getattr(f, m), f.score) for f in answered
+        "by_qos": {m: contract.by_qos(m, [v.get(m) for v in values],
+                                      [(f.value(m), f.score) for f in answered
                                        if f.has_session and f.score is not None])
                    for m in contract.BUCKET_EDGES},
     }
@@ -135,11 +137,20 @@ def test_empty_report() -> None:
 
 
 def test_bucket_table_builder() -> None:
-    # BUCKETS is built at import; the builder is checked on its own too (mutation testing
-    # only reaches code that runs after import).
+    # The buckets are built from the edges; the builder is checked on its own too
+    # (mutation testing only reaches code that runs after import).
     for m, edges in contract.BUCKET_EDGES.items():
-        flat = [edges[0][0], *(hi for _, hi in edges)]
-        assert _buckets(*flat) == tuple(Bucket(lo, hi) for lo, hi in edges), m
+        flat = (edges[0][0], *(hi for _, hi in edges))
+        table = Metric(m, "u", "T", m, flat, (1.0, 2.0), "xx")
+        assert table.buckets == tuple(Bucket(lo, hi) for lo, hi in edges), m
+        assert table.count_columns == tuple(f"xx{i}" for i in range(len(edges))), m
+        assert BY_NAME[m].buckets == table.buckets, m
+
+
+def _fact(score: int, ratio: float, bitrate: float, startup: int, height: int) -> SurveyFact:
+    return SurveyFact.of("answered", score, None, True, {
+        "rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
+        "video_height": height})
 
 
 def test_small_samples_are_exact_and_constant_sides_null() -> None:
@@ -148,23 +159,22 @@ def test_small_samples_are_exact_and_constant_sides_null() -> None:
     startups = [90, 700, 1500, 2600, 4000, 6000, 9000, 15000, 30000, 60000]
     scores = [10, 9, 9, 8, 10, 6, 7, 3, 5, 0]
     rates = [0.0, 0.001, 0.003, 0.007, 0.012, 0.03, 0.06, 0.1, 0.2, 0.4]
+    heights = [144, 240, 360, 480, 576, 720, 1080, 1440, 2160, 4320]
     rates_n = [800.0, 1500.0, 2400.0, 3100.0, 4500.0, 5200.0, 7000.0, 8600.0, 11000.0, 20000.0]
     for n in (3, 4, 10):
-        facts = [SurveyFact("answered", scores[i], None, True, rates[i], rates_n[i], startups[i])
-                 for i in range(n)]
+        facts = [_fact(scores[i], rates[i], rates_n[i], startups[i], heights[i]) for i in range(n)]
         rep = compute_report([], facts)
         for m, xs in (("startup_ms", startups), ("rebuffer_ratio", rates),
-                      ("avg_bitrate_kbps", rates_n)):
+                      ("avg_bitrate_kbps", rates_n), ("video_height", heights)):
             exact = sps.spearmanr(scores[:n], xs[:n])
             got = rep["correlation"][m]
             assert got["n"] == n
             assert got["spearman"] == pytest.approx(exact.statistic, abs=1e-9), (m, n)
             assert got["p_value"] == pytest.approx(exact.pvalue, rel=1e-6, abs=1e-12), (m, n)
     # One side constant: null figures, the count kept.
-    same = [SurveyFact("answered", 7, None, True, rates[i], rates_n[i], startups[i])
-            for i in range(10)]
+    same = [_fact(7, rates[i], rates_n[i], startups[i], heights[i]) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], same)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}
-    flat = [SurveyFact("answered", scores[i], None, True, 0.0, 5000.0, 800) for i in range(10)]
+    flat = [_fact(scores[i], 0.0, 5000.0, 800, 1080) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], flat)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}

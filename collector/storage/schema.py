@@ -1,0 +1,321 @@
+"""The store's schema, declared once: tables, columns, keys and indexes, from which the
+DDL of both SQLite and PostgreSQL is generated.
+
+Each column has a *portable* type (:data:`TYPES` maps it to each dialect's), its
+nullability and default; each table its primary key, its indexes and, in PostgreSQL, its
+partitioning. Where the dialects differ on purpose it is said here, once:
+
+* PostgreSQL keeps ``sessions`` and ``surveys`` in monthly partitions (of ``started_us``
+  and ``shown_us``). A partitioned table can only have unique keys that include the
+  partition key, so there the records' primary keys are dropped and uniqueness of ids
+  across partitions (and kinds) lives in ``record_ids``, a table only PostgreSQL has.
+* SQLite has no ``INCLUDE`` in an index: the included columns join the key instead,
+  which gives the same index-only scans.
+
+The ``sessions`` columns derived from a QoS metric (its bucket, fine bin and position in
+the fine bin) and the aggregate tables' vectors are generated from the metrics, so a new
+metric changes this table by itself. :class:`~collector.model.SessionRow` and
+:class:`~collector.model.SurveyRow` are tuples bound as they are, so their field order
+must be the tables' column order: checked when this module is imported.
+
+A fresh database is made at the latest schema from here; an older one is brought to it
+by the numbered migrations in :mod:`collector.storage.migrations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from ..metrics import BY_NAME, METRICS, Metric
+from ..model import SessionRow, SurveyRow
+from .aggregates import (
+    BIN_KEY,
+    BIN_VEC,
+    KEY,
+    SEGMENT,
+    SESSION_VEC,
+    SURVEY_VEC,
+)
+
+Dialect = Literal["sqlite", "postgresql"]
+DIALECTS: Final[tuple[Dialect, ...]] = ("sqlite", "postgresql")
+
+#: Portable column types: (SQLite, PostgreSQL). SQLite stores by affinity, so every
+#: integer width is INTEGER there; booleans are 0/1 and UUIDs their text.
+TYPES: Final[dict[str, tuple[str, str]]] = {
+    "text": ("TEXT", "text"),
+    "int16": ("INTEGER", "smallint"),
+    "int32": ("INTEGER", "integer"),
+    "int64": ("INTEGER", "bigint"),
+    "float": ("REAL", "double precision"),
+    "bool": ("INTEGER", "boolean"),
+    "bytes": ("BLOB", "bytea"),
+    "uuid": ("TEXT", "uuid"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: name, portable type (a key of :data:`TYPES`), nullability and default
+    (a Python value, written in each dialect's spelling)."""
+
+    name: str
+    type: str
+    nullable: bool = False
+    default: bool | int | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"column {self.name}: unknown portable type {self.type!r}")
+
+    def ddl(self, dialect: Dialect) -> str:
+        """The column's definition in a CREATE TABLE or ADD COLUMN."""
+        out = f"{self.name} {TYPES[self.type][DIALECTS.index(dialect)]}"
+        if not self.nullable:
+            out += " NOT NULL"
+        if self.default is not None:
+            out += f" DEFAULT {_literal(self.default, dialect)}"
+        return out
+
+
+def _literal(value: bool | int, dialect: Dialect) -> str:
+    if isinstance(value, bool):
+        return ("true" if value else "false") if dialect == "postgresql" else str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """A plain (non-unique) index; ``include`` columns are carried in the index for
+    index-only scans (PostgreSQL ``INCLUDE``, appended to the key in SQLite)."""
+
+    name: str
+    columns: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    #: Only in this dialect (None: both).
+    only: Dialect | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """PostgreSQL range partitioning by ``column``: a partition a month (made by the store
+    as times arrive) and a DEFAULT partition for times outside the monthly years."""
+
+    column: str
+
+
+#: Monthly partitions cover 1900 to 2200; a time outside (a box clock gone very wrong)
+#: lands in the DEFAULT partition instead of making a partition of its own.
+PARTITION_MIN_US: Final = int((datetime(1900, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC))
+                              .total_seconds()) * 1_000_000
+PARTITION_MAX_US: Final = int((datetime(2200, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC))
+                              .total_seconds()) * 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table: columns in order, primary key, indexes; PostgreSQL partitioning, and the
+    one dialect it exists in, if only one."""
+
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    partition: Partition | None = None
+    only: Dialect | None = None
+    #: Derived data that migrations may drop and make again (the aggregates).
+    derived: bool = False
+    #: PostgreSQL storage parameters (``WITH (...)``), if any.
+    pg_with: str = ""
+    _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"table {self.name}: a column is declared twice")
+        known = set(names)
+        for idx in self.indexes:
+            if not known.issuperset((*idx.columns, *idx.include)):
+                raise ValueError(f"index {idx.name}: a column is not in {self.name}")
+        if not known.issuperset(self.primary_key):
+            raise ValueError(f"table {self.name}: a primary-key column is not in it")
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """The columns' names, in order."""
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        """The column called ``name`` (KeyError naming the table if there is none)."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"table {self.name} has no column {name}") from None
+
+    def exists_in(self, dialect: Dialect) -> bool:
+        """Whether the table exists in ``dialect``."""
+        return self.only is None or self.only == dialect
+
+    def create(self, dialect: Dialect) -> list[str]:
+        """CREATE statements of the table, its indexes (and PostgreSQL's DEFAULT partition),
+        each idempotent (``IF NOT EXISTS``)."""
+        if not self.exists_in(dialect):
+            return []
+        parts = [c.ddl(dialect) for c in self.columns]
+        partitioned = dialect == "postgresql" and self.partition is not None
+        if self.primary_key and not partitioned:
+            parts.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        stmt = f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(parts)})"
+        if partitioned:
+            assert self.partition is not None
+            stmt += f" PARTITION BY RANGE ({self.partition.column})"
+        if dialect == "postgresql" and self.pg_with:
+            stmt += f" WITH ({self.pg_with})"
+        out = [stmt]
+        for idx in self.indexes:
+            if idx.only is not None and idx.only != dialect:
+                continue
+            if dialect == "postgresql":
+                cols = f"({', '.join(idx.columns)})"
+                if idx.include:
+                    cols += f" INCLUDE ({', '.join(idx.include)})"
+            else:
+                cols = f"({', '.join((*idx.columns, *idx.include))})"
+            out.append(f"CREATE INDEX IF NOT EXISTS {idx.name} ON {self.name} {cols}")
+        if partitioned:
+            assert self.partition is not None
+            c = self.partition.column
+            # Only times without a monthly partition of their own: an in-range row that
+            # finds its month missing (dropped by another instance's purge) fails instead
+            # of settling here, where it would block making that month's partition again.
+            out.append(
+                f"CREATE TABLE IF NOT EXISTS {self.name}_default PARTITION OF {self.name} "
+                f"(CONSTRAINT {self.name}_default_outside CHECK ({c} < {PARTITION_MIN_US} "
+                f"OR {c} >= {PARTITION_MAX_US})) DEFAULT")
+        return out
+
+    def add_column(self, name: str, dialect: Dialect) -> str:
+        """ALTER TABLE adding column ``name`` as declared here (on a partitioned table the
+        partitions get it too)."""
+        return f"ALTER TABLE {self.name} ADD COLUMN {self.column(name).ddl(dialect)}"
+
+
+# -- the tables ----------------------------------------------------------------------------
+
+def _per_metric(suffix: str, type_: str) -> tuple[Column, ...]:
+    """One nullable column per QoS metric: ``<prefix>_<suffix>`` (null where the metric is)."""
+    return tuple(Column(f"{m.prefix}_{suffix}", type_, nullable=True) for m in METRICS)
+
+
+def _value(m: Metric) -> Column:
+    """A metric's value column: an integer or a float, as the metric table says."""
+    return Column(m.name, "int32" if m.integer else "float", nullable=m.nullable)
+
+
+#: The metrics of the first schema, whose value columns lie among the other QoS columns of
+#: ``sessions``; a later metric's value column comes after the derived columns.
+_FIRST_METRICS: Final = ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms")
+LATER_VALUES: Final = tuple(_value(m) for m in METRICS if m.name not in _FIRST_METRICS)
+
+#: The session columns derived at ingest from each metric's value: its contract bucket,
+#: its fine bin and its position in the fine bin (see ``collector.storage.aggregates``).
+BUCKET_COLUMNS: Final = _per_metric("bucket", "int16")
+FINE_COLUMNS: Final = _per_metric("fine", "int32")
+POS_COLUMNS: Final = _per_metric("pos", "int16")
+assert tuple(c.name for c in FINE_COLUMNS) == tuple(m.fine_column for m in METRICS)
+assert tuple(c.name for c in POS_COLUMNS) == tuple(m.pos_column for m in METRICS)
+
+_SEGMENT_COLUMNS = tuple(Column(c, "text") for c in SEGMENT)
+
+
+def _counts(names: Sequence[str]) -> tuple[Column, ...]:
+    return tuple(Column(n, "int64", default=0) for n in names)
+
+
+def _aggregate(name: str, key: Sequence[str], vec: Sequence[str],
+               extra_key: tuple[Column, ...] = ()) -> Table:
+    # Nulls are kept as '' in the segment columns, so that the key can be a primary key.
+    # On PostgreSQL, room in each page for the new version of a row that ingest adds to:
+    # an update on the same page that changes no indexed column is HOT (no index entry).
+    return Table(name, (Column("lvl", "int16"), Column("day", "int32"), *_SEGMENT_COLUMNS,
+                        *extra_key, *_counts(vec)), primary_key=tuple(key), derived=True,
+                 pg_with="fillfactor = 50")
+
+
+TABLES: Final[tuple[Table, ...]] = (
+    Table("nps_meta", (Column("key", "text"), Column("value", "text")), primary_key=("key",)),
+    Table("box_tokens", (Column("token_hash", "bytes"), Column("box_id", "text"),
+                         Column("issued_us", "int64"), Column("revoked", "bool", default=False)),
+          primary_key=("token_hash",), indexes=(Index("box_tokens_box", ("box_id",)),)),
+    # t_us is the record's time, for retention.
+    Table("record_ids", (Column("id", "uuid"), Column("t_us", "int64")), primary_key=("id",),
+          indexes=(Index("record_ids_t", ("t_us",)),), only="postgresql"),
+    Table("sessions", (
+        Column("id", "uuid"), Column("box_id", "text"), Column("received_us", "int64"),
+        Column("started_us", "int64"), Column("ended_us", "int64"),
+        Column("channel", "text", nullable=True), Column("content_type", "text", nullable=True),
+        _value(BY_NAME["startup_ms"]), Column("watch_s", "float"),
+        Column("rebuffer_count", "int32"), Column("rebuffer_s", "float"),
+        _value(BY_NAME["avg_bitrate_kbps"]), Column("bitrate_switches", "int32"),
+        Column("failed", "bool"), _value(BY_NAME["rebuffer_ratio"]),
+        *BUCKET_COLUMNS,
+        Column("model", "text", nullable=True), Column("firmware", "text", nullable=True),
+        Column("region", "text", nullable=True), Column("clock_shift_s", "float"),
+        # The record's named fields as received, JSON.
+        Column("raw", "bytes"),
+        *FINE_COLUMNS, *POS_COLUMNS, *LATER_VALUES,
+        Column("surveyed", "bool", default=False),
+    ), primary_key=("id",), partition=Partition("started_us"), indexes=(
+        Index("sessions_id", ("id",), only="postgresql"),
+        # Covering the report's edge reads (the partial days of a range): an index-only scan.
+        Index("sessions_started", ("started_us",),
+              include=(*(c.name for c in BUCKET_COLUMNS), "failed", "surveyed")),
+        Index("sessions_box", ("box_id",)),
+    )),
+    Table("surveys", (
+        Column("id", "uuid"), Column("box_id", "text"), Column("received_us", "int64"),
+        Column("session_id", "uuid", nullable=True), Column("shown_us", "int64"),
+        Column("answered_us", "int64", nullable=True), Column("outcome", "text"),
+        Column("score", "int16", nullable=True), Column("reason", "text", nullable=True),
+        Column("locale", "text", nullable=True), Column("model", "text", nullable=True),
+        Column("firmware", "text", nullable=True), Column("region", "text", nullable=True),
+        Column("clock_shift_s", "float"), Column("raw", "bytes"),
+    ), primary_key=("id",), partition=Partition("shown_us"), indexes=(
+        Index("surveys_shown", ("shown_us",)),
+        Index("surveys_session", ("session_id",)),
+        Index("surveys_box", ("box_id",)),
+    )),
+    _aggregate("agg_sessions", KEY, SESSION_VEC),
+    _aggregate("agg_surveys", KEY, SURVEY_VEC),
+    _aggregate("agg_bins", BIN_KEY, BIN_VEC,
+               extra_key=(Column("metric", "int16"), Column("bin", "int32"))),
+    # The alert outbox (collector.storage.outbox).
+    Table("alert_outbox", (Column("id", "text"), Column("box_id", "text"),
+                           Column("created_us", "int64"), Column("body", "bytes")),
+          primary_key=("id",), indexes=(Index("alert_outbox_box", ("box_id",)),)),
+)
+
+TABLE: Final[dict[str, Table]] = {t.name: t for t in TABLES}
+
+
+def ddl(dialect: Dialect) -> list[str]:
+    """Every CREATE statement of the latest schema in ``dialect``, in order, idempotent."""
+    return [stmt for t in TABLES for stmt in t.create(dialect)]
+
+
+def _check_rows() -> None:
+    """The row tuples are bound as they are: their fields must be the columns, in order."""
+    sessions = TABLE["sessions"].column_names
+    if (*SessionRow._fields, "surveyed") != sessions:
+        raise AssertionError(f"SessionRow's fields {SessionRow._fields} are not the sessions "
+                             f"table's columns {sessions} (less the last, surveyed)")
+    if SurveyRow._fields != TABLE["surveys"].column_names:
+        raise AssertionError(f"SurveyRow's fields {SurveyRow._fields} are not the surveys "
+                             f"table's columns {TABLE['surveys'].column_names}")
+
+
+_check_rows()
