@@ -323,9 +323,8 @@ async def found_version(db: Db) -> int | None:
     """The database's schema version; None for an empty database (no ``sessions``)."""
     tables = await db.tables()
     if "nps_meta" in tables:
-        rows = await db.fetch(f"SELECT value FROM nps_meta WHERE key = {db.ph(1)}", VERSION_KEY)
-        if rows:
-            value = rows[0][0]
+        value = await _recorded(db)
+        if value is not None:
             try:
                 return int(value)
             except ValueError:
@@ -378,9 +377,15 @@ async def upgrade(db: Db, *, at_start: bool, progress: Progress | None = None,
                     await _apply(db, step, say)
         if rebuild:
             await _rebuild_aggregates(db, say)
-        # Also where nothing was pending: a database made before versions were recorded.
-        await _record(db, latest)
+        # Also a database made before versions were recorded, with nothing pending.
+        if pending or await _recorded(db) != str(latest):
+            await _record(db, latest)
         return Upgrade(found, latest, tuple(m.version for m in pending))
+
+
+async def _recorded(db: Db) -> str | None:
+    rows = await db.fetch(f"SELECT value FROM nps_meta WHERE key = {db.ph(1)}", VERSION_KEY)
+    return str(rows[0][0]) if rows else None
 
 
 async def _record(db: Db, version: int) -> None:
