@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from collector.buckets import BUCKETS, bucket_index  # noqa: E402
+from collector.metrics import BY_NAME, bucket_index  # noqa: E402
 from collector.model import Filters, SessionRow  # noqa: E402
 from collector.report import build_report, compute_report  # noqa: E402
 from collector.settings import Settings  # noqa: E402
@@ -89,7 +89,7 @@ def _ids(rng: np.random.Generator, n: int) -> list[str]:
 
 def _buckets(metric: str, x: np.ndarray) -> np.ndarray:
     """bucket_index, vectorised: lo < x <= hi, the first bucket also takes x == lo."""
-    his = np.array([b.hi for b in BUCKETS[metric] if b.hi is not None])
+    his = np.array([b.hi for b in BY_NAME[metric].buckets if b.hi is not None])
     idx = np.searchsorted(his, x, side="left")
     if metric == "rebuffer_ratio":
         idx = np.where(x == 0, 0, np.searchsorted(his[1:], x, side="left") + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
@@ -11,12 +12,13 @@ import orjson
 from protocol import from_micros
 from protocol.codec import named_fields
 from protocol.timefmt import format_rfc3339
-from protocol.types import RECORD_TYPES
+from protocol.types import RECORD_TYPES, Qos
 
 from .storage import ExportRow
 
-QOS_FIELDS = ("startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
-              "bitrate_switches", "failed")
+#: The contract's ``qos`` fields, in the wire type's order (a field added there is
+#: exported with no change here).
+QOS_FIELDS = tuple(f.name for f in dataclasses.fields(Qos))
 TAIL = ("box_id", "received_at", "box_model", "box_firmware", "box_region", "clock_shift_s")
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "session": ("id", "kind", "started_at", "ended_at", "channel", "content_type",

@@ -10,9 +10,9 @@ import orjson
 from protocol import Accepted, DecodedBatch, Rejected, SessionRecord, SurveyRecord, to_micros
 from protocol.limits import CLOCK_SKEW_TOLERANCE_S
 
-from .buckets import bucket_index
+from .metrics import METRICS
 from .model import Row, SessionRow, SurveyRow
-from .storage.aggregates import fine_of
+from .storage.aggregates import metric_columns
 
 
 def clock_shift_us(sent_at: datetime, received_at: datetime) -> int:
@@ -78,22 +78,15 @@ def _row(
     shift_s = shift / 1_000_000
     if isinstance(rec, SessionRecord):
         q = rec.qos
-        ratio = q.rebuffer_ratio
-        rb_fine, br_fine, su_fine, rb_pos, br_pos, su_pos = fine_of(
-            ratio, q.avg_bitrate_kbps, q.startup_ms)
         return SessionRow(
             id=rec.id, box_id=box_id, received_us=received_us,
             started_us=to_micros(rec.started_at) + shift, ended_us=to_micros(rec.ended_at) + shift,
             channel=rec.channel, content_type=rec.content_type,
-            startup_ms=q.startup_ms, watch_s=q.watch_s, rebuffer_count=q.rebuffer_count,
-            rebuffer_s=q.rebuffer_s, avg_bitrate_kbps=q.avg_bitrate_kbps,
-            bitrate_switches=q.bitrate_switches, failed=q.failed, rebuffer_ratio=ratio,
-            rb_bucket=bucket_index("rebuffer_ratio", ratio),
-            br_bucket=bucket_index("avg_bitrate_kbps", q.avg_bitrate_kbps),
-            su_bucket=bucket_index("startup_ms", q.startup_ms),
+            watch_s=q.watch_s, rebuffer_count=q.rebuffer_count, rebuffer_s=q.rebuffer_s,
+            bitrate_switches=q.bitrate_switches, failed=q.failed,
             model=model, firmware=firmware, region=region, clock_shift_s=shift_s, raw=raw,
-            rb_fine=rb_fine, br_fine=br_fine, su_fine=su_fine,
-            rb_pos=rb_pos, br_pos=br_pos, su_pos=su_pos,
+            # Each metric's value, bucket, fine bin and position, from the metric table.
+            **metric_columns({m.name: getattr(q, m.source) for m in METRICS}),
         )
     assert isinstance(rec, SurveyRecord)
     return SurveyRow(

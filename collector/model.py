@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
+
+from .metrics import BY_NAME, METRICS
 
 
 class SessionRow(NamedTuple):
@@ -11,7 +14,11 @@ class SessionRow(NamedTuple):
 
     A tuple in the column order of the ``sessions`` table (less ``surveyed``, which the
     store sets): it is built once, on the event loop, and either store binds it as it is,
-    so that the single writer does no per-record work that needs no database."""
+    so that the single writer does no per-record work that needs no database.
+
+    Besides :data:`SESSION_HEAD`, it holds each metric's four columns
+    (:attr:`collector.metrics.Metric.columns`): a new metric appends its four fields at
+    the end, as a migration appends its columns (checked below, at import)."""
 
     id: str
     box_id: str
@@ -45,6 +52,17 @@ class SessionRow(NamedTuple):
     rb_pos: int | None
     br_pos: int | None
     su_pos: int | None
+
+
+#: The fields of a :class:`SessionRow` that belong to no metric.
+SESSION_HEAD: Final = ("id", "box_id", "received_us", "started_us", "ended_us", "channel",
+                       "content_type", "watch_s", "rebuffer_count", "rebuffer_s",
+                       "bitrate_switches", "failed", "model", "firmware", "region",
+                       "clock_shift_s", "raw")
+# Every metric of the table has its columns here, and nothing else is here.
+assert sorted(SessionRow._fields) == sorted(
+    (*SESSION_HEAD, *(c for m in METRICS for c in m.columns))), \
+    "SessionRow's fields must be SESSION_HEAD and each metric's columns"
 
 
 class SurveyRow(NamedTuple):
@@ -93,12 +111,20 @@ class Filters:
 class SessionGroup:
     """A count of sessions sharing bucket indices, failure and surveyed flags."""
 
-    rb_bucket: int | None
-    br_bucket: int | None
-    su_bucket: int | None
+    #: The bucket index of each metric, in the metric table's order (None: no value).
+    buckets: tuple[int | None, ...]
     failed: bool
     surveyed: bool
     count: int
+
+    @classmethod
+    def of(cls, buckets: Mapping[str, int | None], failed: bool, surveyed: bool,
+           count: int) -> SessionGroup:
+        """A group from its buckets by metric name (a metric not given: no value)."""
+        return cls(tuple(buckets.get(m.name) for m in METRICS), failed, surveyed, count)
+
+
+_METRIC_INDEX: Final = {m.name: i for i, m in enumerate(METRICS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +135,19 @@ class SurveyFact:
     score: int | None
     reason: str | None
     has_session: bool
-    rebuffer_ratio: float | None
-    avg_bitrate_kbps: float | None
-    startup_ms: float | None
+    #: The session's value of each metric, in the metric table's order (None: unknown).
+    values: tuple[float | None, ...]
+
+    @classmethod
+    def of(cls, outcome: str, score: int | None, reason: str | None, has_session: bool,
+           values: Mapping[str, float | None]) -> SurveyFact:
+        """A fact from its session's values by metric name (a metric not given: null)."""
+        return cls(outcome, score, reason, has_session, tuple(values.get(m.name) for m in METRICS))
+
+    def value(self, metric: str) -> float | None:
+        """The session's value of ``metric``."""
+        assert metric in BY_NAME, metric
+        return self.values[_METRIC_INDEX[metric]]
 
 
 @dataclass(frozen=True, slots=True)

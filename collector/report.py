@@ -7,26 +7,20 @@ from typing import Any
 
 from protocol import REASONS
 
-from .buckets import BUCKETS, METRICS
+from .metrics import BY_NAME, METRICS, NAMES
 from .model import Filters, SurveyFact
 from .stats import nps, nps_ci95, t_test_p_value
 from .storage import Storage
 from .storage.aggregates import (
+    BIN_VEC,
     FINE_EDGES,
-    SESSION_VEC,
     Deltas,
     Joined,
     ReportData,
     SurveyFacts,
     coarse_of_fine,
-    fine_bin,
-    fine_pos,
+    fine_bin_pos,
 )
-
-
-def _fact_metric(f: SurveyFact, metric: str) -> float | None:
-    value: float | None = getattr(f, metric)
-    return value
 
 
 def _nps_block(histogram: list[int]) -> dict[str, Any]:
@@ -52,41 +46,43 @@ def compute_report(groups: list[Any], facts: list[SurveyFact]) -> dict[str, Any]
     facts are binned exactly as ingest bins them, so the answer is the stores' answer."""
     data = ReportData()
     for g in groups:
-        row = [0] * len(SESSION_VEC)
-        row[0] = g.count
-        row[1] = g.count if g.surveyed else 0
-        row[2] = g.count if g.failed else 0
-        for metric, idx in zip(METRICS, (g.rb_bucket, g.br_bucket, g.su_bucket), strict=True):
+        counts = {"n": g.count}
+        if g.surveyed:
+            counts["surveyed"] = g.count
+        if g.failed:
+            counts["failed"] = g.count
+        for m, idx in zip(METRICS, g.buckets, strict=True):
             if idx is not None:
-                row[SESSION_VEC.index(f"{_PREFIX[metric]}{idx}")] = g.count
-        data.add_sessions(row)
+                counts[m.count_columns[idx]] = g.count
+        data.add_session_counts(counts)
     deltas = Deltas()
     for f in facts:
         joined = None
         if f.has_session:
-            fines = [fine_bin(m, _fact_metric(f, m)) for m in METRICS]
-            joined = Joined(None, None, fines[0], fines[1], fines[2],
-                            *(fine_pos(m, _fact_metric(f, m)) for m in METRICS))
+            fine_pos = [fine_bin_pos(m, f.value(m)) for m in NAMES]
+            joined = Joined(None, None, tuple(b for b, _ in fine_pos), tuple(p for _, p in fine_pos))
         deltas.survey(SurveyFacts(0, None, None, None, f.outcome, f.score, f.reason), joined)
     for key, vec in deltas.surveys.items():
         if key[0] == 1:
             data.add_surveys(vec)
     for key, vec in deltas.bins.items():
         if key[0] == 1:
-            data.add_bin(METRICS[key[-2]], key[-1], vec)
+            data.add_bin(NAMES[key[-2]], key[-1], vec)
     return compute_report_data(data)
 
 
-_PREFIX = {"rebuffer_ratio": "rb", "avg_bitrate_kbps": "br", "startup_ms": "su"}
+#: Where a fine bin's vector (:data:`BIN_VEC`) holds the count of score 0, the sum of
+#: positions of score 0, the sum of squared positions, the least and greatest position.
+_S0, _T0, _Q, _PMIN, _PMAX = (BIN_VEC.index(c) for c in ("s0", "t0", "q", "pmin", "pmax"))
 
 
 def _exact_bin(metric: str, fine: int) -> bool:
-    """Whether every value of the bin is the same: the bin of exact zeros, and start-up bins
-    (whole milliseconds) that hold at most one integer."""
+    """Whether every value of the bin is the same: the bin of exact zeros, and bins of a
+    whole-number metric (milliseconds, pixels) that hold at most one integer."""
     if fine == 0:
         return True
     edges = FINE_EDGES[metric]
-    if metric == "startup_ms" and 0 < fine < len(edges):
+    if BY_NAME[metric].integer and 0 < fine < len(edges):
         return math.floor(edges[fine]) - math.floor(edges[fine - 1]) <= 1
     return False
 
@@ -106,7 +102,7 @@ def bins_spearman(metric: str, bins: list[tuple[int, list[int]]]) -> dict[str, A
     is of second order in the bins' shares: on skewed, tied and narrow data the tests find
     it under 0.001, against the contract's 0.01 (checked against scipy).
     """
-    score_totals = [sum(v[s] for _, v in bins) for s in range(11)]
+    score_totals = [sum(v[_S0 + s] for _, v in bins) for s in range(11)]
     n_total = sum(score_totals)
     if n_total < 3:
         return {"spearman": None, "p_value": None, "n": n_total}
@@ -120,25 +116,25 @@ def bins_spearman(metric: str, bins: list[tuple[int, list[int]]]) -> dict[str, A
     sxx = sxy = 0.0
     below = 0
     for fine, v in bins:
-        n_b = sum(v[:11])
+        n_b = sum(v[_S0:_S0 + 11])
         x = below + (n_b + 1) / 2.0 - mean
         below += n_b
         sxx += n_b * x * x
-        sxy += x * sum(v[s] * score_rank[s] for s in range(11))
+        sxy += x * sum(v[_S0 + s] * score_rank[s] for s in range(11))
         if n_b < 2 or _exact_bin(metric, fine):
             continue
-        sum_t = sum(v[11:22])
-        if v[22] * n_b == sum_t * sum_t:  # every position alike: tied values
+        sum_t = sum(v[_T0:_T0 + 11])
+        if v[_Q] * n_b == sum_t * sum_t:  # every position alike: tied values
             continue
         mean_t = sum_t / n_b
-        var_t = (v[22] * n_b - sum_t * sum_t) / (n_b * n_b)
+        var_t = (v[_Q] * n_b - sum_t * sum_t) / (n_b * n_b)
         # Ranks inside the bin as a straight line of the positions: as steep as the ranks
         # of distinct values spread over the positions' range, and no steeper than makes
         # the line's spread the ranks' (ties flatten ranks, a spread-out few steepen them).
-        span = max(v[24] - v[23], 1)
+        span = max(v[_PMAX] - v[_PMIN], 1)
         slope = min(n_b / span, math.sqrt((n_b * n_b - 1) / 12.0 / var_t))
         sxx += slope * slope * var_t * n_b
-        sxy += slope * sum((v[11 + s] - v[s] * mean_t) * score_rank[s] for s in range(11))
+        sxy += slope * sum((v[_T0 + s] - v[_S0 + s] * mean_t) * score_rank[s] for s in range(11))
     if sxx <= 0.0 or syy <= 0.0:
         return {"spearman": None, "p_value": None, "n": n_total}
     r = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
@@ -158,18 +154,19 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
 
     by_qos: dict[str, list[dict[str, Any]]] = {}
     correlation: dict[str, dict[str, Any]] = {}
-    for m in METRICS:
-        per_bucket = [[0] * 11 for _ in BUCKETS[m]]
+    for m in NAMES:
+        buckets = BY_NAME[m].buckets
+        sessions_in = data.bucket_sessions(m)
+        per_bucket = [[0] * 11 for _ in buckets]
         fine = sorted((b, counts) for (metric, b), counts in data.bins.items()
                       if metric == m and any(counts))
         for b, counts in fine:
             target = per_bucket[coarse_of_fine(m, b)]
             for s in range(11):
-                target[s] += counts[s]
+                target[s] += counts[_S0 + s]
         by_qos[m] = [
-            {"lo": b.lo, "hi": b.hi, "sessions": data.session(f"{_PREFIX[m]}{i}"),
-             **_nps_block(per_bucket[i])}
-            for i, b in enumerate(BUCKETS[m])
+            {"lo": b.lo, "hi": b.hi, "sessions": sessions_in[i], **_nps_block(per_bucket[i])}
+            for i, b in enumerate(buckets)
         ]
         correlation[m] = bins_spearman(m, fine)
 

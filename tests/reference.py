@@ -1,7 +1,7 @@
 """The report's rules written once more, here, straight from the contract's words (§4).
 
 Tests compare the collector with this, never with the collector's own helpers: a
-deliberate bug in ``collector/stats.py``, ``collector/buckets.py`` or ``collector/report.py``
+deliberate bug in ``collector/stats.py``, ``collector/metrics.py`` or ``collector/report.py``
 (a promoter threshold of 8, a Wald constant of 0.5, an edge on the wrong side) then fails a
 test instead of agreeing with itself. Deliberately naive: linear scans, no binning, no
 shared code with the collector.

@@ -16,7 +16,7 @@ from typing import Any
 
 from protocol.timefmt import from_micros, to_micros
 
-from ..buckets import BUCKETS, METRICS, bucket_index
+from ..metrics import METRICS, bucket_index
 from ..model import Filters, SurveyFact
 from ..report import build_report
 from ..stats import adjusted_wald, nps, nps_ci95
@@ -105,10 +105,11 @@ def count_responses(facts: Sequence[SurveyFact]) -> dict[str, list[tuple[int, in
     """Per metric and bucket: (shown, answered) among ``facts`` whose session is known and
     has the metric (what ``Storage.response_counts`` answers, for stores without it)."""
     out: dict[str, list[tuple[int, int]]] = {}
-    for m in METRICS:
-        counts = [[0, 0] for _ in BUCKETS[m]]
+    for metric in METRICS:
+        m = metric.name
+        counts = [[0, 0] for _ in metric.buckets]
         for f in facts:
-            idx = bucket_index(m, getattr(f, m)) if f.has_session else None
+            idx = bucket_index(m, f.value(m)) if f.has_session else None
             if idx is not None:
                 counts[idx][0] += 1
                 counts[idx][1] += f.outcome == "answered"
@@ -123,14 +124,14 @@ def response_by_qos(counts: dict[str, list[tuple[int, int]]],
     line up. A survey counts where its session is known and has the metric, like the
     report's ``by_qos``."""
     return {
-        m: [
+        m.name: [
             {
-                "lo": b.lo, "hi": b.hi, "sessions": report["by_qos"][m][i]["sessions"],
+                "lo": b.lo, "hi": b.hi, "sessions": report["by_qos"][m.name][i]["sessions"],
                 "shown": shown, "answered": answered,
                 "response_rate": answered / shown if shown else None,
                 "response_ci95": wilson95(answered, shown),
             }
-            for i, (b, (shown, answered)) in enumerate(zip(BUCKETS[m], counts[m], strict=True))
+            for i, (b, (shown, answered)) in enumerate(zip(m.buckets, counts[m.name], strict=True))
         ]
         for m in METRICS
     }

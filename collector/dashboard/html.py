@@ -12,14 +12,13 @@ import orjson
 
 from protocol.timefmt import from_micros
 
-from ..buckets import BUCKETS
+from ..metrics import BY_NAME, METRICS
 from ..storage.base import DetractorRow
 
-METRIC_TITLES = {
-    "rebuffer_ratio": "Rebuffer ratio",
-    "avg_bitrate_kbps": "Average bitrate",
-    "startup_ms": "Startup time",
-}
+METRIC_TITLES = {m.name: m.title for m in METRICS}
+#: How a value in each unit is shown: times, divided by, and the unit shown (a unit not
+#: listed is shown as it is).
+_SHOWN_AS = {"ratio": (100, 1, "%"), "ms": (1, 1000, "s")}
 REASON_TITLES = {
     "picture": "Picture", "buffering": "Buffering", "content": "Content", "price": "Price",
     "interface": "Interface", "support": "Support", "other": "Other",
@@ -55,23 +54,15 @@ def fmt_pct(value: float | None) -> str:
 
 def bucket_label(metric: str, index: int) -> str:
     """A bucket's human label, e.g. ``0.5–1 %`` or ``> 8000 kbps``."""
-    b = BUCKETS[metric][index]
-    if metric == "rebuffer_ratio":
-        if b.hi == b.lo:
-            return "none"
+    m = BY_NAME[metric]
+    b = m.buckets[index]
+    if b.hi == b.lo:
+        return "none"
+    times, per, unit = _SHOWN_AS.get(m.unit, (1, 1, m.unit))
 
-        def pct(x: float) -> str:
-            return f"{100 * x:g}"
+    def num(x: float) -> str:
+        return f"{x * times / per:g}"
 
-        return f"> {pct(b.lo)} %" if b.hi is None else f"{pct(b.lo)}–{pct(b.hi)} %"
-    unit = "kbps" if metric == "avg_bitrate_kbps" else "ms"
-    if metric == "startup_ms":
-        def num(x: float) -> str:
-            return f"{x / 1000:g}"
-        unit = "s"
-    else:
-        def num(x: float) -> str:
-            return f"{x:g}"
     if b.hi is None:
         return f"> {num(b.lo)} {unit}"
     if index == 0:

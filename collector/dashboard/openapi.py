@@ -12,8 +12,8 @@ from typing import Any
 
 from protocol import CONTENT_TYPES, REASONS, batch_schema
 
-from ..buckets import METRICS
 from ..impact import impact_schema
+from ..metrics import NAMES as METRICS
 from ..query import FILTER_PARAMS
 
 _DEF_NAMES = {"session": "SessionRecord", "survey": "SurveyRecord"}

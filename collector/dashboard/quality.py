@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..buckets import METRICS
+from ..metrics import ALWAYS as _ALWAYS
+from ..metrics import NAMES as METRICS
 from ..model import SurveyFact
 from ..stats import nps, nps_ci95
 from ..storage.aggregates import ReportData
@@ -88,15 +89,15 @@ def impact_rows(facts: Sequence[SurveyFact]) -> dict[str, MetricRows]:
     for f in facts:
         if f.outcome != "answered" or f.score is None or not f.has_session:
             continue
-        framed = f.startup_ms is not None
-        if framed and f.avg_bitrate_kbps is None:
+        startup_ms, bitrate_kbps = f.value("startup_ms"), f.value("avg_bitrate_kbps")
+        framed = startup_ms is not None
+        if framed and bitrate_kbps is None:
             continue
         n += 1
-        rebuffer.append(100.0 * (f.rebuffer_ratio or 0.0))
-        if framed:
-            assert f.startup_ms is not None and f.avg_bitrate_kbps is not None
-            startup.append(f.startup_ms / 1000.0)
-            bitrate.append(f.avg_bitrate_kbps / 1000.0)
+        rebuffer.append(100.0 * (f.value("rebuffer_ratio") or 0.0))
+        if startup_ms is not None and bitrate_kbps is not None:
+            startup.append(startup_ms / 1000.0)
+            bitrate.append(bitrate_kbps / 1000.0)
     return {"rebuffer_pct": MetricRows.of(rebuffer, n), "startup_s": MetricRows.of(startup, n),
             "bitrate_mbps": MetricRows.of(bitrate, n)}
 
@@ -141,11 +142,11 @@ def unknown_rows(data: ReportData, report: Mapping[str, Any],
     for (metric, _fine), counts in data.bins.items():
         for s in range(11):
             hist[metric][s] += counts[s]
-    shown_known = sum(shown for shown, _ in responses["rebuffer_ratio"])
-    answered_known = sum(a for _, a in responses["rebuffer_ratio"])
+    shown_known = sum(shown for shown, _ in responses[_ALWAYS])
+    answered_known = sum(a for _, a in responses[_ALWAYS])
     out: dict[str, dict[str, Any]] = {}
     for m in METRICS:
-        h = [hist["rebuffer_ratio"][s] - hist[m][s] for s in range(11)]
+        h = [hist[_ALWAYS][s] - hist[m][s] for s in range(11)]
         n = sum(h)
         p, d = h[9] + h[10], sum(h[:7])
         shown = shown_known - sum(s for s, _ in responses[m])

@@ -15,10 +15,10 @@ from protocol import CONTENT_TYPES, REASONS, to_micros
 
 from ..app import ADMIN_HASH, SETTINGS, STORE, ApiError, json_response, require_admin
 from ..at_risk import compute_at_risk, parse_at_risk_query
-from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
 from ..export import csv_line
 from ..impact import compute_impact
+from ..metrics import BY_NAME, METRICS, NAMES
 from ..model import Filters
 from ..query import parse_filters
 from ..report import build_report, compute_report_data
@@ -368,7 +368,8 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
             "previous_period": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
             **compare(Counts.of_report(report), Counts.of_report(prev_report)),
         },
-        "bucket_labels": {m: [h.bucket_label(m, i) for i in range(len(BUCKETS[m]))] for m in METRICS},
+        "bucket_labels": {m.name: [h.bucket_label(m.name, i) for i in range(len(m.buckets))]
+                          for m in METRICS},
     }
 
 
@@ -561,7 +562,7 @@ def _kpis(data: Mapping[str, Any]) -> str:
 
 def _qos_tables(data: Mapping[str, Any]) -> str:
     out = []
-    for m in METRICS:
+    for m in NAMES:
         rows = []
         for i, (b, rr) in enumerate(zip(data["report"]["by_qos"][m], data["response_by_qos"][m], strict=True)):
             small = data["small_n"][m][i]
@@ -577,7 +578,7 @@ def _qos_tables(data: Mapping[str, Any]) -> str:
         rows.append(
             f'<tr data-metric="{m}" data-bucket="unknown" class="unknown'
             f'{" small-n" if is_small_n(u["n"], u["nps"], u["nps_ci95"]) else ""}">'
-            f'<th scope="row">unknown <span class="sub">({_UNKNOWN_WHY[m]})</span></th>'
+            f'<th scope="row">unknown <span class="sub">({h.e(BY_NAME[m].unknown_why)})</span></th>'
             f'<td class="num">{u["sessions"]}</td><td class="num">{u["shown"]}</td>'
             f'<td class="num rr">{h.fmt_pct(u["response_rate"])}</td>'
             f'<td class="num n">{u["n"]}</td><td class="num nps">{h.fmt_nps(u["nps"])}</td>'
@@ -597,12 +598,6 @@ def _qos_tables(data: Mapping[str, Any]) -> str:
             f'<th>Answers</th><th>NPS</th><th>95 % CI</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
         )
     return "".join(out)
-
-
-#: Why a session has no value of a metric (the bucket tables' "unknown" row).
-_UNKNOWN_WHY = {"rebuffer_ratio": "not measured; every stored session has one",
-                "avg_bitrate_kbps": "no picture shown, or the box sent no bitrate",
-                "startup_ms": "no picture shown"}
 
 
 def _small_attrs(small: bool, n: int) -> str:

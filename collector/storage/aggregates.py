@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Final
 
 from protocol import REASONS
 
-from ..buckets import BUCKETS, METRICS, bucket_index
+from ..metrics import BY_NAME, METRICS, NAMES, bucket_index
 from ..model import Filters, SessionRow
 
 DAY_US: Final = 86_400_000_000
@@ -61,14 +61,12 @@ KEY: Final = ("lvl", "day", *SEGMENT)
 #: The key of ``agg_bins``.
 BIN_KEY: Final = (*KEY, "metric", "bin")
 
-#: Column names of the session counts, in vector order.
+#: Column names of the session counts, in vector order: the counts of each metric's
+#: buckets follow the metric table.
 SESSION_VEC: Final = (
     "n", "surveyed", "failed",
-    *(f"rb{i}" for i in range(len(BUCKETS["rebuffer_ratio"]))),
-    *(f"br{i}" for i in range(len(BUCKETS["avg_bitrate_kbps"]))),
-    *(f"su{i}" for i in range(len(BUCKETS["startup_ms"]))),
+    *(c for m in METRICS for c in m.count_columns),
 )
-_BUCKET_PREFIX: Final = {"rebuffer_ratio": "rb", "avg_bitrate_kbps": "br", "startup_ms": "su"}
 #: Column names of the survey counts, in vector order.
 SURVEY_VEC: Final = (
     "shown", "answered", "dismissed", "timeout",
@@ -84,15 +82,13 @@ SURVEY_VEC: Final = (
 BIN_VEC: Final = (*(f"s{i}" for i in range(11)), *(f"t{i}" for i in range(11)), "q", "pmin", "pmax")
 #: How each column of :data:`BIN_VEC` combines (the others are summed).
 BIN_COMBINE: Final = {"pmin": "min", "pmax": "max"}
-_PMIN, _PMAX = 23, 24
+_PMIN, _PMAX = BIN_VEC.index("pmin"), BIN_VEC.index("pmax")
+#: Where the sums of positions (``t0``) and of squared positions (``q``) start in :data:`BIN_VEC`.
+_T0, _Q = BIN_VEC.index("t0"), BIN_VEC.index("q")
 
-#: Metric numbers in ``agg_bins.metric``, and the session columns holding fine bins.
-METRIC_ID: Final = {m: i for i, m in enumerate(METRICS)}
-FINE_COLUMN: Final = {"rebuffer_ratio": "rb_fine", "avg_bitrate_kbps": "br_fine",
-                      "startup_ms": "su_fine"}
-#: The session columns holding the value's position inside its fine bin (0 to 1000).
-POS_COLUMN: Final = {"rebuffer_ratio": "rb_pos", "avg_bitrate_kbps": "br_pos",
-                     "startup_ms": "su_pos"}
+#: Metric numbers in ``agg_bins.metric``: their index in the metric table.
+METRIC_ID: Final = {m.name: i for i, m in enumerate(METRICS)}
+#: A session's value inside its fine bin is kept as a position from 0 to this.
 POS_SCALE: Final = 1000
 
 # -- fine bins --------------------------------------------------------------------------------
@@ -116,17 +112,12 @@ def _edges(start: float, stop: float, coarse: Iterable[float]) -> tuple[float, .
     return tuple(sorted(out))
 
 
-def _coarse_edges(metric: str) -> list[float]:
-    return [b.hi for b in BUCKETS[metric] if b.hi is not None]
-
-
 #: Upper edges of the fine bins: bin ``i`` holds ``FINE_EDGES[i-1] < x <= FINE_EDGES[i]``,
 #: bin 0 holds exactly 0, and bin ``len(edges)`` everything above the last edge. Every edge
 #: of the contract's buckets is an edge here, so each fine bin lies in one bucket.
 FINE_EDGES: Final[dict[str, tuple[float, ...]]] = {
-    "rebuffer_ratio": _edges(1e-6, 1.0, _coarse_edges("rebuffer_ratio")),
-    "avg_bitrate_kbps": _edges(1.0, 200_000.0, _coarse_edges("avg_bitrate_kbps")),
-    "startup_ms": _edges(1.0, 600_000.0, _coarse_edges("startup_ms")),
+    m.name: _edges(*m.fine_range, (b.hi for b in m.buckets if b.hi is not None))
+    for m in METRICS
 }
 
 
@@ -151,17 +142,19 @@ def fine_bin_pos(metric: str, value: float | None) -> tuple[int | None, int | No
     return fine, min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
 
 
-#: A session's fine bins, then its positions inside them: columns ``rb_fine`` to ``su_pos``.
-Fine = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
-
-
-def fine_of(rebuffer_ratio: float, avg_bitrate_kbps: float | None,
-            startup_ms: float | None) -> Fine:
-    """A session's fine bins and positions (rebuffer ratio, bitrate, start-up)."""
-    rb, rbp = fine_bin_pos("rebuffer_ratio", rebuffer_ratio)
-    br, brp = fine_bin_pos("avg_bitrate_kbps", avg_bitrate_kbps)
-    su, sup = fine_bin_pos("startup_ms", startup_ms)
-    return rb, br, su, rbp, brp, sup
+def metric_columns(values: Mapping[str, float | None]) -> dict[str, Any]:
+    """A session's per-metric columns (value, bucket, fine bin, position; see
+    :attr:`collector.metrics.Metric.columns`) from its values by metric name (a metric
+    not given is null)."""
+    out: dict[str, Any] = {}
+    for m in METRICS:
+        value = values.get(m.name)
+        fine, pos = fine_bin_pos(m.name, value)
+        out[m.name] = value
+        out[m.bucket_column] = bucket_index(m.name, value)
+        out[m.fine_column] = fine
+        out[m.pos_column] = pos
+    return out
 
 
 def fine_pos(metric: str, value: float | None) -> int | None:
@@ -173,7 +166,7 @@ def coarse_of_fine(metric: str, fine: int) -> int:
     """The contract bucket that fine bin ``fine`` lies in."""
     edges = FINE_EDGES[metric]
     if fine >= len(edges):
-        return len(BUCKETS[metric]) - 1
+        return len(BY_NAME[metric].buckets) - 1
     idx = bucket_index(metric, edges[fine])
     assert idx is not None
     return idx
@@ -200,20 +193,19 @@ def day_sql(col: str, dialect: str) -> str:
 Key = tuple[Any, ...]
 
 
+#: What a session is counted by, less its hour and surveyed flag: its segment, each
+#: metric's bucket (in table order) and its failed flag. Columns of ``sessions`` and
+#: attributes of a ``SessionRow``.
+COUNTED: Final = (*SEGMENT, *(m.bucket_column for m in METRICS), "failed")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionFacts:
     """What the session aggregates need of a session."""
 
     started_us: int
-    region: str | None
-    model: str | None
-    firmware: str | None
-    channel: str | None
-    content_type: str | None
-    rb_bucket: int | None
-    br_bucket: int | None
-    su_bucket: int | None
-    failed: bool
+    #: The values of :data:`COUNTED`.
+    counted: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,22 +214,19 @@ class Joined:
 
     channel: str | None
     content_type: str | None
-    rb_fine: int | None
-    br_fine: int | None
-    su_fine: int | None
-    rb_pos: int | None = None
-    br_pos: int | None = None
-    su_pos: int | None = None
+    #: The session's fine bin of each metric, in table order.
+    fines: tuple[int | None, ...]
+    #: The session's position inside each of those bins, in table order.
+    positions: tuple[int | None, ...] = ()
 
     def fine(self, metric: str) -> int | None:
         """The session's fine bin of ``metric``."""
-        value: int | None = getattr(self, FINE_COLUMN[metric])
-        return value
+        return self.fines[METRIC_ID[metric]]
 
     def pos(self, metric: str) -> int:
         """The session's position inside that bin."""
-        value: int | None = getattr(self, POS_COLUMN[metric])
-        return value or 0
+        i = METRIC_ID[metric]
+        return (self.positions[i] if i < len(self.positions) else None) or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,10 +268,8 @@ def _keys(t_us: int, seg: tuple[str, ...]) -> list[Key]:
 
 
 assert len(SEGMENT) == 5  # _keys writes the levels out
-#: What a session is counted by, less its hour and surveyed flag: attributes that a
-#: ``SessionRow`` and a ``SessionFacts`` share.
-_SESSION_COUNTED: Final = attrgetter("region", "model", "firmware", "channel", "content_type",
-                                     "rb_bucket", "br_bucket", "su_bucket", "failed")
+#: :data:`COUNTED` of a ``SessionRow``.
+_SESSION_COUNTED: Final = attrgetter(*COUNTED)
 _H1, _H2, _H3, _H4, _H5, _H6 = (HOURLY + i for i in range(1, 7))
 
 
@@ -300,18 +287,24 @@ def _count_rows(rows: Iterable[SessionRow], surveyed: Container[str],
 
 def _fold(pending: dict[tuple[int, tuple[Any, ...]], int], into: SessionCounts) -> None:
     """Add sessions counted by hour and counted columns to ``into``, by hour and segment."""
-    for (hour, (r, m, f, c, t, rb, br, su, failed, surveyed)), count in pending.items():
+    n_seg = len(SEGMENT)
+    for (hour, counted), count in pending.items():
         if not count:
             continue
-        seg: tuple[str, ...] = (r or "", m or "", f or "", c or "", t or "")
+        seg: tuple[str, ...] = tuple(v or "" for v in counted[:n_seg])
+        buckets = counted[n_seg:-2]
+        failed, surveyed = counted[-2], counted[-1]
         counts = into.get((hour, seg))
         if counts is None:
             counts = into[(hour, seg)] = {}
-        for i in (0, 1 if surveyed else -1, 2 if failed else -1,
-                  -1 if rb is None else _RB_POS[rb], -1 if br is None else _BR_POS[br],
-                  -1 if su is None else _SU_POS[su]):
-            if i >= 0:
-                counts[i] = counts.get(i, 0) + count
+        idx = [0]
+        if surveyed:
+            idx.append(1)
+        if failed:
+            idx.append(2)
+        idx += [pos[b] for pos, b in zip(_BUCKET_POS, buckets, strict=True) if b is not None]
+        for i in idx:
+            counts[i] = counts.get(i, 0) + count
 
 
 @dataclass
@@ -341,7 +334,7 @@ class Deltas:
 
     def session(self, s: SessionFacts, surveyed: bool, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a session."""
-        k = (s.started_us // HOUR_US, (*_SESSION_COUNTED(s), surveyed))
+        k = (s.started_us // HOUR_US, (*s.counted, surveyed))
         pending = self._pending
         pending[k] = pending.get(k, 0) + sign
 
@@ -418,7 +411,7 @@ class Deltas:
             self._add(self.surveys, key, len(SURVEY_VEC), idx, sign)
         if answered and joined is not None:
             assert v.score is not None
-            for metric in METRICS:
+            for metric in NAMES:
                 fine = joined.fine(metric)
                 if fine is None:
                     continue
@@ -428,8 +421,8 @@ class Deltas:
                     if vec is None:
                         vec = self.bins[(*key, METRIC_ID[metric], fine)] = empty_bin()
                     vec[v.score] += sign
-                    vec[11 + v.score] += sign * pos
-                    vec[22] += sign * pos * pos
+                    vec[_T0 + v.score] += sign * pos
+                    vec[_Q] += sign * pos * pos
                     # Bins are only ever added to on ingest (deletions recompute whole days),
                     # so the least and greatest positions can be kept incrementally.
                     vec[_PMIN] = min(vec[_PMIN], pos)
@@ -465,10 +458,8 @@ def empty_bin() -> list[int]:
 
 
 _SESSION_POS: Final = {c: i for i, c in enumerate(SESSION_VEC)}
-#: Where each bucket's count is in :data:`SESSION_VEC`, by bucket number.
-_RB_POS, _BR_POS, _SU_POS = (
-    tuple(_SESSION_POS[f"{_BUCKET_PREFIX[m]}{b}"] for b in range(len(BUCKETS[m])))
-    for m in ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms"))
+#: Where each bucket's count is in :data:`SESSION_VEC`: by metric (table order), by bucket.
+_BUCKET_POS: Final = tuple(tuple(_SESSION_POS[c] for c in m.count_columns) for m in METRICS)
 _SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
 
 
@@ -505,10 +496,8 @@ def _sum_case(cond: str) -> str:
 def _session_sums(prefix: str = "") -> list[str]:
     p = prefix
     out = ["count(*)", _sum_case(f"{p}surveyed"), _sum_case(f"{p}failed")]
-    for metric in METRICS:
-        col = {"rebuffer_ratio": "rb_bucket", "avg_bitrate_kbps": "br_bucket",
-               "startup_ms": "su_bucket"}[metric]
-        out += [_sum_case(f"{p}{col} = {i}") for i in range(len(BUCKETS[metric]))]
+    for m in METRICS:
+        out += [_sum_case(f"{p}{m.bucket_column} = {i}") for i in range(len(m.buckets))]
     return out
 
 
@@ -557,11 +546,11 @@ def rebuild_sql(dialect: str, style: str) -> list[tuple[str, str]]:
             f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id "
             f"WHERE v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}", "us"))
         for metric in METRICS:
-            col = FINE_COLUMN[metric]
+            col = metric.fine_column
             stmts.append((
                 f"INSERT INTO agg_bins ({', '.join((*BIN_KEY, *BIN_VEC))}) "
-                f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {METRIC_ID[metric]}, s.{col}, "
-                f"{', '.join(_bin_sums(f's.{POS_COLUMN[metric]}'))} FROM surveys v JOIN sessions s ON s.id = v.session_id "
+                f"SELECT {lvl}, {unit_sql('v.shown_us', unit)}, {seg_v}, {METRIC_ID[metric.name]}, s.{col}, "
+                f"{', '.join(_bin_sums(f's.{metric.pos_column}'))} FROM surveys v JOIN sessions s ON s.id = v.session_id "
                 f"WHERE {_ANSWERED} AND s.{col} IS NOT NULL "
                 f"AND v.shown_us >= {ph(1)} AND v.shown_us < {ph(2)} GROUP BY {group}, {n_key + 1}, {n_key + 2}", "us"))
     for table, vec, extra in (("agg_sessions", SESSION_VEC, ()), ("agg_surveys", SURVEY_VEC, ()),
@@ -605,17 +594,24 @@ def day_ranges(days: Iterable[int]) -> list[tuple[int, int]]:
 
 @dataclass
 class ReportData:
-    """Everything the report is computed from: counts, never records."""
+    """Everything the report is computed from: counts, never records. Read by column
+    name (:meth:`session`, :meth:`survey`, :meth:`bucket_sessions`), never by position."""
 
     sessions: list[int] = field(default_factory=lambda: [0] * len(SESSION_VEC))
     surveys: list[int] = field(default_factory=lambda: [0] * len(SURVEY_VEC))
-    #: (metric, fine bin) -> the count of each score 0..10.
+    #: (metric name, fine bin) -> the bin's vector (:data:`BIN_VEC`).
     bins: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def add_sessions(self, row: Sequence[Any]) -> None:
-        """Add a row of session counts (nulls, from an empty sum, count as 0)."""
+        """Add a row of session counts in :data:`SESSION_VEC` order (nulls, from an empty
+        sum, count as 0)."""
         for i, v in enumerate(row):
             self.sessions[i] += int(v or 0)
+
+    def add_session_counts(self, counts: Mapping[str, int]) -> None:
+        """Add session counts by column name."""
+        for name, v in counts.items():
+            self.sessions[_SESSION_POS[name]] += v
 
     def add_surveys(self, row: Sequence[Any]) -> None:
         """Add a row of survey counts."""
@@ -623,7 +619,7 @@ class ReportData:
             self.surveys[i] += int(v or 0)
 
     def add_bin(self, metric: str, fine: int, counts: Sequence[Any]) -> None:
-        """Add score counts to one fine bin."""
+        """Add a bin's vector (:data:`BIN_VEC`) to one fine bin of ``metric``."""
         vec = self.bins.get((metric, fine))
         if vec is None:
             vec = self.bins[(metric, fine)] = empty_bin()
@@ -632,9 +628,22 @@ class ReportData:
         vec[_PMIN] = min(vec[_PMIN], int(counts[_PMIN]))
         vec[_PMAX] = max(vec[_PMAX], int(counts[_PMAX]))
 
+    def add_scores(self, metric: str, fine: int, score: int, pos: int, count: int) -> None:
+        """Add ``count`` answers of ``score`` at position ``pos`` to one fine bin."""
+        counts = empty_bin()
+        counts[score] = count
+        counts[_T0 + score] = pos * count
+        counts[_Q] = pos * pos * count
+        counts[_PMIN] = counts[_PMAX] = pos
+        self.add_bin(metric, fine, counts)
+
     def session(self, name: str) -> int:
         """One session count by its column name."""
         return self.sessions[_SESSION_POS[name]]
+
+    def bucket_sessions(self, metric: str) -> list[int]:
+        """The sessions in each of ``metric``'s buckets."""
+        return [self.session(c) for c in BY_NAME[metric].count_columns]
 
     def survey(self, name: str) -> int:
         """One survey count by its column name."""
@@ -727,17 +736,26 @@ def _total(column: str) -> str:
     return f"CAST({how}({column}) AS BIGINT)"
 
 
-Query = tuple[str, list[Any]]
+#: (kind, SQL, parameters): kind ``agg`` (reads the aggregates) or ``raw`` (the raw rows).
+Query = tuple[str, str, list[Any]]
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
 
 
-def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], list[Query]]:
-    """(session-count queries, survey-count queries, bin queries) for ``f``.
+#: The columns a report reads of the raw sessions (grouped, then counted).
+_RAW_SESSION: Final = (*(m.bucket_column for m in METRICS), "failed", "surveyed")
+#: The columns a report reads of the raw sessions of answered surveys (grouped, then counted).
+_RAW_BIN: Final = (*(f"s.{m.fine_column}" for m in METRICS),
+                   *(f"s.{m.pos_column}" for m in METRICS), "v.score")
 
-    Session and survey queries answer one row of counts in :data:`SESSION_VEC` /
-    :data:`SURVEY_VEC` order; bin queries answer ``(metric, bin, s0..s10)`` rows from the
-    aggregates or ``(rb_fine, br_fine, su_fine, rb_pos, br_pos, su_pos, score, count)``
-    rows from the raw rows (told apart by their width).
+
+def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], list[Query]]:
+    """(session-count queries, survey-count queries, bin queries) for ``f``: each a list of
+    (kind, SQL, parameters), kind ``agg`` or ``raw``.
+
+    Session and survey queries of the aggregates answer one row of counts in
+    :data:`SESSION_VEC` / :data:`SURVEY_VEC` order, bin queries ``(metric, bin, BIN_VEC)``
+    rows. Of the raw rows, session queries answer :data:`_RAW_SESSION` and a count, survey
+    queries a row in :data:`SURVEY_VEC` order, bin queries :data:`_RAW_BIN` and a count.
     """
     from .sql import where_sessions, where_surveys
 
@@ -749,30 +767,48 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
         for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
             p = Params(style)
             where = _agg_where(f, p, span)
-            out.append((f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
+            out.append(("agg", f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
                         p.values))
         p = Params(style)
         where = _agg_where(f, p, span)
         sums = ", ".join(_total(c) for c in BIN_VEC)
-        bq.append((f"SELECT metric, bin, {sums} FROM agg_bins "
+        bq.append(("agg", f"SELECT metric, bin, {sums} FROM agg_bins "
                    f"WHERE {where} GROUP BY metric, bin", p.values))
     for lo, hi in pl.raw:
         edge = replace(f, from_us=lo, to_us=hi)
         where, params = where_sessions(edge, style)
         # Grouped rather than summed with CASE: the grouping columns are in the index on
         # started_us, and the database groups far faster than it evaluates 18 CASEs a row.
-        sq.append(("SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) "
-                   f"FROM sessions {where} GROUP BY 1, 2, 3, 4, 5", params))
+        group = ", ".join(str(i + 1) for i in range(len(_RAW_SESSION)))
+        sq.append(("raw", f"SELECT {', '.join(_RAW_SESSION)}, count(*) "
+                   f"FROM sessions {where} GROUP BY {group}", params))
         where, params = where_surveys(edge, style)
         # The session is needed only where a filter reaches the survey through it.
         join = " LEFT JOIN sessions s ON s.id = v.session_id" if edge.through_session else ""
-        vq.append((f"SELECT {', '.join(_survey_sums())} FROM surveys v{join} {where}", params))
+        vq.append(("raw", f"SELECT {', '.join(_survey_sums())} FROM surveys v{join} {where}", params))
         cond = f"{_ANSWERED}"
         where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-        bq.append(("SELECT s.rb_fine, s.br_fine, s.su_fine, s.rb_pos, s.br_pos, s.su_pos, v.score, "
-                   f"count(*) FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
-                   "GROUP BY 1, 2, 3, 4, 5, 6, 7", params))
+        group = ", ".join(str(i + 1) for i in range(len(_RAW_BIN)))
+        bq.append(("raw", f"SELECT {', '.join(_RAW_BIN)}, count(*) "
+                   f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+                   f"GROUP BY {group}", params))
     return sq, vq, bq
+
+
+def _raw_session_counts(row: Sequence[Any]) -> dict[str, int]:
+    """Session counts by column name from a row of :data:`_RAW_SESSION` and a count."""
+    got = dict(zip(_RAW_SESSION, row, strict=False))
+    count = int(row[len(_RAW_SESSION)])
+    out = {"n": count}
+    if got["surveyed"]:
+        out["surveyed"] = count
+    if got["failed"]:
+        out["failed"] = count
+    for m in METRICS:
+        b = got[m.bucket_column]
+        if b is not None:
+            out[m.count_columns[b]] = count
+    return out
 
 
 async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: bool = True) -> ReportData:
@@ -782,40 +818,28 @@ async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: 
     sq, vq, bq = report_queries(f, style)
     queries = [*sq, *vq, *bq]
     if concurrent:
-        answers = await asyncio.gather(*(fetch(q, p) for q, p in queries))
+        answers = await asyncio.gather(*(fetch(q, p) for _, q, p in queries))
     else:
-        answers = [await fetch(q, p) for q, p in queries]
+        answers = [await fetch(q, p) for _, q, p in queries]
     data = ReportData()
     it = iter(answers)
-    for _ in sq:
+    for kind, _, _ in sq:
         for row in next(it):
-            if len(row) == len(SESSION_VEC):
+            if kind == "agg":
                 data.add_sessions(row)
-                continue
-            vec = [0] * len(SESSION_VEC)
-            count = int(row[5])
-            vec[0] = count
-            vec[1] = count if row[4] else 0
-            vec[2] = count if row[3] else 0
-            for metric, b in zip(METRICS, row[:3], strict=True):
-                if b is not None:
-                    vec[_SESSION_POS[f"{_BUCKET_PREFIX[metric]}{b}"]] = count
-            data.add_sessions(vec)
+            else:
+                data.add_session_counts(_raw_session_counts(row))
     for _ in vq:
         for row in next(it):
             data.add_surveys(row)
-    for _ in bq:
+    k = len(METRICS)
+    for kind, _, _ in bq:
         for row in next(it):
-            if len(row) == 2 + len(BIN_VEC):
-                data.add_bin(METRICS[row[0]], row[1], row[2:])
+            if kind == "agg":
+                data.add_bin(NAMES[row[0]], row[1], row[2:])
                 continue
-            score, count = row[6], row[7]
-            for metric, fine, pos in zip(METRICS, row[:3], row[3:6], strict=True):
+            score, count = row[2 * k], row[2 * k + 1]
+            for name, fine, pos in zip(NAMES, row[:k], row[k:2 * k], strict=True):
                 if fine is not None:
-                    counts = empty_bin()
-                    counts[score] = count
-                    counts[11 + score] = (pos or 0) * count
-                    counts[22] = (pos or 0) ** 2 * count
-                    counts[_PMIN] = counts[_PMAX] = pos or 0
-                    data.add_bin(metric, fine, counts)
+                    data.add_scores(name, fine, score, pos or 0, count)
     return data

@@ -100,10 +100,14 @@ from .sql import (
     SURVEY_FACT_COLUMNS,
     joined_row,
     session_facts_row,
+    session_group_row,
+    session_groups_sql,
     session_joined,
     session_values,
+    survey_fact_row,
     survey_facts_of,
     survey_facts_row,
+    survey_facts_sql,
     where_sessions,
     where_surveys,
 )
@@ -545,18 +549,11 @@ class PostgresStorage(Storage):
 
     async def session_groups(self, filters: Filters) -> list[SessionGroup]:
         where, params = where_sessions(filters, "$")
-        rows = await self._fetch(
-            "SELECT rb_bucket, br_bucket, su_bucket, failed, surveyed, count(*) FROM sessions "
-            f"{where} GROUP BY 1, 2, 3, 4, 5", params)
-        return [SessionGroup(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows]
+        return [session_group_row(r) for r in await self._fetch(session_groups_sql(where), params)]
 
     async def survey_facts(self, filters: Filters) -> list[SurveyFact]:
         where, params = where_surveys(filters, "$")
-        rows = await self._fetch(
-            "SELECT v.outcome, v.score, v.reason, s.id IS NOT NULL, s.rebuffer_ratio, "
-            "s.avg_bitrate_kbps, s.startup_ms FROM surveys v "
-            f"LEFT JOIN sessions s ON s.id = v.session_id {where}", params)
-        return [SurveyFact(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [survey_fact_row(r) for r in await self._fetch(survey_facts_sql(where), params)]
 
     async def export_rows(self, kind: str, filters: Filters) -> AsyncIterator[ExportRow]:
         pool = self._check_open()

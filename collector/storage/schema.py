@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from ..buckets import METRICS
+from ..metrics import METRICS
 from ..model import SessionRow, SurveyRow
 from .aggregates import (
     BIN_KEY,
     BIN_VEC,
-    FINE_COLUMN,
     KEY,
-    POS_COLUMN,
     SEGMENT,
     SESSION_VEC,
     SURVEY_VEC,
@@ -204,13 +202,9 @@ class Table:
 
 # -- the tables ----------------------------------------------------------------------------
 
-def _prefix(metric: str) -> str:
-    return FINE_COLUMN[metric].removesuffix("_fine")
-
-
 def _per_metric(suffix: str, type_: str) -> tuple[Column, ...]:
     """One nullable column per QoS metric: ``<prefix>_<suffix>`` (null where the metric is)."""
-    return tuple(Column(f"{_prefix(m)}_{suffix}", type_, nullable=True) for m in METRICS)
+    return tuple(Column(f"{m.prefix}_{suffix}", type_, nullable=True) for m in METRICS)
 
 
 #: The session columns derived at ingest from each metric's value: its contract bucket,
@@ -218,8 +212,8 @@ def _per_metric(suffix: str, type_: str) -> tuple[Column, ...]:
 BUCKET_COLUMNS: Final = _per_metric("bucket", "int16")
 FINE_COLUMNS: Final = _per_metric("fine", "int32")
 POS_COLUMNS: Final = _per_metric("pos", "int16")
-assert tuple(c.name for c in FINE_COLUMNS) == tuple(FINE_COLUMN[m] for m in METRICS)
-assert tuple(c.name for c in POS_COLUMNS) == tuple(POS_COLUMN[m] for m in METRICS)
+assert tuple(c.name for c in FINE_COLUMNS) == tuple(m.fine_column for m in METRICS)
+assert tuple(c.name for c in POS_COLUMNS) == tuple(m.pos_column for m in METRICS)
 
 _SEGMENT_COLUMNS = tuple(Column(c, "text") for c in SEGMENT)
 

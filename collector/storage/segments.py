@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..buckets import BUCKETS, METRICS
+from ..metrics import METRICS, NAMES
 from ..model import Filters
 from .sql import where_surveys
 
@@ -45,27 +45,22 @@ async def read_segment_values(fetch: Fetch, limit: int) -> dict[str, list[str]]:
     return out
 
 
-#: The stored bucket index column of each metric.
-_BUCKET_COLUMN = {"rebuffer_ratio": "rb_bucket", "avg_bitrate_kbps": "br_bucket",
-                  "startup_ms": "su_bucket"}
-
-
 async def read_response_counts(fetch: Fetch, filters: Filters, style: str) -> dict[str, list[tuple[int, int]]]:
     """Per metric, per bucket: (surveys shown, surveys answered) among the matching surveys
     whose session is known and has that metric. ``style`` is the backend's placeholder
     style (``?`` or ``$``)."""
     where, params = where_surveys(filters, style)
-    cols = ", ".join(f"s.{_BUCKET_COLUMN[m]}" for m in METRICS)
+    cols = ", ".join(f"s.{m.bucket_column}" for m in METRICS)
     rows = await fetch(
         f"SELECT {cols}, CASE WHEN v.outcome = 'answered' THEN 1 ELSE 0 END, count(*) "
         f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(METRICS) + 1))}", params,
     )
-    out = {m: [[0, 0] for _ in BUCKETS[m]] for m in METRICS}
+    out = {m.name: [[0, 0] for _ in m.buckets] for m in METRICS}
     for r in rows:
         answered, n = int(r[len(METRICS)]), int(r[len(METRICS) + 1])
-        for i, m in enumerate(METRICS):
+        for i, m in enumerate(NAMES):
             if r[i] is not None:
                 out[m][r[i]][0] += n
                 out[m][r[i]][1] += n * answered
-    return {m: [(shown, answered) for shown, answered in out[m]] for m in METRICS}
+    return {m: [(shown, answered) for shown, answered in out[m]] for m in NAMES}

@@ -1,6 +1,6 @@
 """The NPS, interval and bucket rules, and the report built from facts, against the
 contract's words in tests/reference.py: fast (no server, no database), so that mutation
-testing (scripts/mutation) can run them for every mutant of stats.py, buckets.py and
+testing (scripts/mutation) can run them for every mutant of stats.py, metrics.py and
 report.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from collector.buckets import BUCKETS, METRICS, Bucket, _buckets, bucket_index
+from collector.metrics import BY_NAME, METRICS, Bucket, Metric, bucket_index
 from collector.model import SessionGroup, SurveyFact
 from collector.report import compute_report
 from collector.stats import adjusted_wald, nps, nps_ci95
@@ -43,9 +43,9 @@ def test_interval_is_clamped_and_null_without_answers() -> None:
 
 
 def test_buckets_are_the_contracts() -> None:
-    assert set(METRICS) == set(BUCKETS)
+    assert [m.name for m in METRICS] == list(contract.BUCKET_EDGES)
     for m in METRICS:
-        assert [(b.lo, b.hi) for b in BUCKETS[m]] == contract.BUCKET_EDGES[m], m
+        assert [(b.lo, b.hi) for b in m.buckets] == contract.BUCKET_EDGES[m.name], m
 
 
 @pytest.mark.parametrize("metric", list(contract.BUCKET_EDGES))
@@ -79,10 +79,9 @@ def _facts(seed: int, n: int) -> list[SurveyFact]:
         bitrate = rng.choice([None, 0.0, 1000.0, 2500.0, 5000.0, 8000.0, rng.uniform(0, 12000)])
         startup = rng.choice([None, 0, 1000, 1001, 2000, 5000, 5001, rng.randint(0, 9000)])
         reason = rng.choice([None, *contract.REASONS]) if score is not None else None
-        out.append(SurveyFact(outcome, score, reason, has_session,
-                              ratio if has_session else None,
-                              bitrate if has_session else None,
-                              startup if has_session else None))
+        values = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}
+        out.append(SurveyFact.of(outcome, score, reason, has_session,
+                                 values if has_session else {}))
     return out
 
 
@@ -97,11 +96,10 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
         bitrate = rng.choice([None, 1000.0, 4000.0, 9000.0])
         startup = rng.choice([None, 0, 1000, 3000, 7000])
         count = rng.randint(1, 5)
-        groups.append(SessionGroup(contract.bucket_of("rebuffer_ratio", ratio),
-                                   contract.bucket_of("avg_bitrate_kbps", bitrate),
-                                   contract.bucket_of("startup_ms", startup),
-                                   rng.random() < 0.1, rng.random() < 0.3, count))
-        values += [{"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}] * count
+        value = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}
+        groups.append(SessionGroup.of({m: contract.bucket_of(m, x) for m, x in value.items()},
+                                      rng.random() < 0.1, rng.random() < 0.3, count))
+        values += [value] * count
     rep = compute_report(groups, facts)
     answered = [f for f in facts if f.outcome == "answered"]
     shown = len(facts)
@@ -114,8 +112,8 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
                     "timeout": sum(1 for f in facts if f.outcome == "timeout"),
                     "response_rate": len(answered) / shown},
         **contract.answer_figures(scores, [f.reason for f in answered]),
-        "by_qos": {m: contract.by_qos(m, [v[m] for v in values],
-                                      [(getattr(f, m), f.score) for f in answered
+        "by_qos": {m: contract.by_qos(m, [v.get(m) for v in values],
+                                      [(f.value(m), f.score) for f in answered
                                        if f.has_session and f.score is not None])
                    for m in contract.BUCKET_EDGES},
     }
@@ -135,11 +133,19 @@ def test_empty_report() -> None:
 
 
 def test_bucket_table_builder() -> None:
-    # BUCKETS is built at import; the builder is checked on its own too (mutation testing
-    # only reaches code that runs after import).
+    # The buckets are built from the edges; the builder is checked on its own too
+    # (mutation testing only reaches code that runs after import).
     for m, edges in contract.BUCKET_EDGES.items():
-        flat = [edges[0][0], *(hi for _, hi in edges)]
-        assert _buckets(*flat) == tuple(Bucket(lo, hi) for lo, hi in edges), m
+        flat = (edges[0][0], *(hi for _, hi in edges))
+        table = Metric(m, "u", "T", m, flat, (1.0, 2.0), "xx")
+        assert table.buckets == tuple(Bucket(lo, hi) for lo, hi in edges), m
+        assert table.count_columns == tuple(f"xx{i}" for i in range(len(edges))), m
+        assert BY_NAME[m].buckets == table.buckets, m
+
+
+def _fact(score: int, ratio: float, bitrate: float, startup: int) -> SurveyFact:
+    return SurveyFact.of("answered", score, None, True, {
+        "rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup})
 
 
 def test_small_samples_are_exact_and_constant_sides_null() -> None:
@@ -150,8 +156,7 @@ def test_small_samples_are_exact_and_constant_sides_null() -> None:
     rates = [0.0, 0.001, 0.003, 0.007, 0.012, 0.03, 0.06, 0.1, 0.2, 0.4]
     rates_n = [800.0, 1500.0, 2400.0, 3100.0, 4500.0, 5200.0, 7000.0, 8600.0, 11000.0, 20000.0]
     for n in (3, 4, 10):
-        facts = [SurveyFact("answered", scores[i], None, True, rates[i], rates_n[i], startups[i])
-                 for i in range(n)]
+        facts = [_fact(scores[i], rates[i], rates_n[i], startups[i]) for i in range(n)]
         rep = compute_report([], facts)
         for m, xs in (("startup_ms", startups), ("rebuffer_ratio", rates),
                       ("avg_bitrate_kbps", rates_n)):
@@ -161,10 +166,9 @@ def test_small_samples_are_exact_and_constant_sides_null() -> None:
             assert got["spearman"] == pytest.approx(exact.statistic, abs=1e-9), (m, n)
             assert got["p_value"] == pytest.approx(exact.pvalue, rel=1e-6, abs=1e-12), (m, n)
     # One side constant: null figures, the count kept.
-    same = [SurveyFact("answered", 7, None, True, rates[i], rates_n[i], startups[i])
-            for i in range(10)]
+    same = [_fact(7, rates[i], rates_n[i], startups[i]) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], same)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}
-    flat = [SurveyFact("answered", scores[i], None, True, 0.0, 5000.0, 800) for i in range(10)]
+    flat = [_fact(scores[i], 0.0, 5000.0, 800) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], flat)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from scipy import stats as sps
 
-from collector.buckets import bucket_index
+from collector.metrics import bucket_index
 from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
 from collector.report import build_report, compute_report
 from collector.settings import Settings
@@ -23,7 +23,7 @@ from collector.storage.aggregates import (
     Deltas,
     coarse_of_fine,
     fine_bin,
-    fine_of,
+    metric_columns,
     plan,
 )
 from tests import reference as contract
@@ -43,20 +43,13 @@ def session_row(rng: random.Random, *, started_us: int, box: str = "stb-1") -> S
         id=str(uuid.UUID(int=rng.getrandbits(128))), box_id=box, received_us=started_us,
         started_us=started_us, ended_us=started_us + int(watch * 1e6),
         channel=rng.choice(CHANNELS), content_type=rng.choice(["live", "vod", None]),
-        startup_ms=startup, watch_s=watch, rebuffer_count=1 if ratio else 0,
-        rebuffer_s=watch * ratio, avg_bitrate_kbps=bitrate, bitrate_switches=0,
-        failed=rng.random() < 0.05, rebuffer_ratio=ratio,
-        rb_bucket=bucket_index("rebuffer_ratio", ratio),
-        br_bucket=bucket_index("avg_bitrate_kbps", bitrate),
-        su_bucket=bucket_index("startup_ms", startup),
+        watch_s=watch, rebuffer_count=1 if ratio else 0,
+        rebuffer_s=watch * ratio, bitrate_switches=0,
+        failed=rng.random() < 0.05,
         model=rng.choice(["X-200", None]), firmware="4.2.1", region=rng.choice(REGIONS),
-        clock_shift_s=0.0, raw=b"{}", **fine_columns(ratio, bitrate, startup),
+        clock_shift_s=0.0, raw=b"{}", **metric_columns(
+            {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}),
     )
-
-
-def fine_columns(ratio: float, bitrate: float | None, startup: int | None) -> dict[str, int | None]:
-    return dict(zip(("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos"),
-                    fine_of(ratio, bitrate, startup), strict=True))
 
 
 def survey_row(rng: random.Random, s: SessionRow | None, *, shown_us: int) -> SurveyRow:
@@ -224,8 +217,8 @@ async def test_a_batch_sent_again_after_its_answer_changes_nothing(store: Storag
 async def test_late_session_moves_its_surveys(store: Storage) -> None:
     rng = random.Random(5)
     s = session_row(rng, started_us=T0)
-    s = s._replace(channel="RTL4", rebuffer_ratio=0.0, rb_bucket=0,
-                   **fine_columns(0.0, s.avg_bitrate_kbps, s.startup_ms))
+    s = s._replace(channel="RTL4", **metric_columns(
+        {"rebuffer_ratio": 0.0, "avg_bitrate_kbps": s.avg_bitrate_kbps, "startup_ms": s.startup_ms}))
     v = survey_row(rng, s, shown_us=T0 + DAY_US)._replace(outcome="answered", score=3)
     assert await store.ingest([v]) == [True]
     f = Filters(channel="RTL4")
@@ -355,7 +348,8 @@ def _skewed(seed: int, n: int, kind: str) -> list[SurveyFact]:
         elif kind == "heavy":
             quality = -math.log(ratio) / 4 - math.log(startup) / 3 + math.log(bitrate) / 2 - 2
         score = max(0, min(10, round(rng.gauss(8 + quality, 1.4))))
-        facts.append(SurveyFact("answered", score, None, True, ratio, bitrate, startup))
+        facts.append(SurveyFact.of("answered", score, None, True, {
+            "rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}))
     return facts
 
 
@@ -366,7 +360,7 @@ def test_spearman_from_fine_bins_within_contract(kind: str, seed: int) -> None:
     rep = compute_report([], facts)
     for metric in ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms"):
         xs = [f.score for f in facts]
-        ys = [getattr(f, metric) for f in facts]
+        ys = [f.value(metric) for f in facts]
         exact = sps.spearmanr(xs, ys)
         got = rep["correlation"][metric]
         assert got["n"] == len(facts)

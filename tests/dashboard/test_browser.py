@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from collector.buckets import METRICS
+from collector.metrics import NAMES as METRICS
 from tests.collector.conftest import batch, session_record, survey_record
 
 from .conftest import (

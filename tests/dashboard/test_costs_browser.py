@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 
-from collector.buckets import METRICS
 from collector.dashboard.quality import WHATIF_GRID
+from collector.metrics import NAMES as METRICS
 from collector.model import SurveyFact
 from tests.collector.conftest import batch, session_record, survey_record
 
@@ -80,10 +80,9 @@ async def load_costs_fleet(http: aiohttp.ClientSession, c: Collector) -> tuple[l
             reason = rng.choice(("buffering", "picture", "content")) if score <= 6 else rng.choice(("price", "other", None))
             records.append(survey_record(session_id=s["id"], shown=started + timedelta(seconds=watch + 3),
                                          outcome=outcome, score=score, reason=reason))
-            facts.append(SurveyFact(outcome=outcome, score=score if outcome == "answered" else None,
-                                    reason=None, has_session=True,
-                                    rebuffer_ratio=rebuffer_s / watch if watch else 0.0,
-                                    avg_bitrate_kbps=bitrate, startup_ms=startup))
+            facts.append(SurveyFact.of(outcome, score if outcome == "answered" else None, None, True, {
+                "rebuffer_ratio": rebuffer_s / watch if watch else 0.0,
+                "avg_bitrate_kbps": bitrate, "startup_ms": startup}))
         answer = await upload(http, c, token, batch(box_id, records, box=attrs))
         assert answer["accepted"] == len(records), answer
     return facts, regions
@@ -205,7 +204,7 @@ async def test_what_quality_costs_and_who_to_call(
     # small-n bucket, drawn as a hollow grey circle, not a confident diamond.
     for m in METRICS:
         assert await page.locator(f'tr[data-metric="{m}"][data-bucket="unknown"]').count() == 1
-    no_frame = sum(1 for f in facts if f.startup_ms is None and f.outcome == "answered")
+    no_frame = sum(1 for f in facts if f.value("startup_ms") is None and f.outcome == "answered")
     assert no_frame > 0
     assert int(await page.inner_text('tr[data-metric="startup_ms"][data-bucket="unknown"] td.n')) == no_frame
     last = len(rep["by_qos"]["rebuffer_ratio"]) - 1

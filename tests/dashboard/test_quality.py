@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from collector.buckets import METRICS
 from collector.dashboard.quality import (
     WHATIF_GRID,
     impact_rows,
@@ -24,6 +23,7 @@ from collector.dashboard.quality import (
     whatif,
 )
 from collector.dashboard.views import match_known, page_filters
+from collector.metrics import NAMES as METRICS
 from collector.model import Filters, SurveyFact
 from tests.collector.conftest import Api, batch, session_record, survey_record
 
@@ -32,8 +32,8 @@ from .test_data_api import login_client
 
 def fact(score: int | None, rr: float | None, su: float | None, br: float | None, *,
          outcome: str = "answered", has_session: bool = True) -> SurveyFact:
-    return SurveyFact(outcome=outcome, score=score, reason=None, has_session=has_session,
-                      rebuffer_ratio=rr, avg_bitrate_kbps=br, startup_ms=su)
+    return SurveyFact.of(outcome, score, None, has_session,
+                         {"rebuffer_ratio": rr, "avg_bitrate_kbps": br, "startup_ms": su})
 
 
 def reference_points(facts: list[SurveyFact], metric: str, target: float, coef: float,
@@ -44,16 +44,16 @@ def reference_points(facts: list[SurveyFact], metric: str, target: float, coef: 
     adding 0 for startup and bitrate; the interval is the slope's put through the same
     formula, ends ascending."""
     rows = [f for f in facts if f.outcome == "answered" and f.has_session
-            and not (f.startup_ms is not None and f.avg_bitrate_kbps is None)]
+            and not (f.value("startup_ms") is not None and f.value("avg_bitrate_kbps") is None)]
     gaps = []
     for f in rows:
-        framed = f.startup_ms is not None
+        framed = f.value("startup_ms") is not None
         if metric == "rebuffer_pct":
-            gaps.append(max(0.0, 100 * (f.rebuffer_ratio or 0.0) - target))
+            gaps.append(max(0.0, 100 * (f.value("rebuffer_ratio") or 0.0) - target))
         elif metric == "startup_s":
-            gaps.append(max(0.0, (f.startup_ms or 0) / 1000 - target) if framed else 0.0)
+            gaps.append(max(0.0, (f.value("startup_ms") or 0) / 1000 - target) if framed else 0.0)
         else:
-            gaps.append(max(0.0, target - (f.avg_bitrate_kbps or 0) / 1000) if framed else 0.0)
+            gaps.append(max(0.0, target - (f.value("avg_bitrate_kbps") or 0) / 1000) if framed else 0.0)
     mean = sum(gaps) / len(gaps)
     sign = 1.0 if metric == "bitrate_mbps" else -1.0
     return sign * coef * mean, sorted(sign * c * mean for c in ci)
@@ -224,7 +224,7 @@ async def test_unknown_rows_and_impact_api_through_the_store(api: Api) -> None:
         # at the default targets and with the contract's formula everywhere.
         impact = served["impact"]
         assert impact["answers"] == len([f for f in facts if f.outcome == "answered" and not (
-            f.startup_ms is not None and f.avg_bitrate_kbps is None)])
+            f.value("startup_ms") is not None and f.value("avg_bitrate_kbps") is None)])
         assert impact["answers"] >= 50 and impact["effects"]["adjusted"]["rebuffer_pct"]["nps_points"] is not None
         for metric, spec in served["whatif"].items():
             slope = impact["effects"]["adjusted"][metric]
