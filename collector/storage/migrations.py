@@ -17,14 +17,12 @@ refused (:class:`~collector.errors.SchemaTooNewError`): an older collector would
   fine-bin columns and at 0 (before the aggregates existed) when not.
 
 A migration is a list of steps from a small vocabulary, so that a new metric is one
-entry, e.g.::
+entry (:class:`AddMetric`), e.g.::
 
-    Migration(2, "video_height", (
-        AddColumns("sessions", ("video_height", "vh_bucket", "vh_fine", "vh_pos")),
-        Backfill("sessions", ("raw",), ("video_height", "vh_bucket", "vh_fine", "vh_pos"),
-                 compute=heights_from_raw),
-        RebuildAggregates(),
-    ))
+    Migration(3, "video_height", (AddMetric("video_height", value=height_from_raw),))
+
+which adds the metric's four session columns, fills them from the stored records, covers
+the new bucket in the time index and rebuilds the aggregates.
 
 Columns are added as :mod:`~collector.storage.schema` declares them; tables missing are
 made from there. Steps that only add columns or tables and rebuild the aggregates are
@@ -42,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import MigrationRequiredError, SchemaError, SchemaTooNewError
+from ..metrics import BY_NAME, bucket_index
 from .aggregates import day_sql, fine_bin_pos, rebuild_params, rebuild_sql
 from .schema import TABLE, TABLES, Dialect, ddl
 
@@ -119,12 +118,41 @@ class RunSql:
 
 
 @dataclass(frozen=True, slots=True)
+class AddMetric:
+    """A new QoS metric of the metric table (:mod:`collector.metrics`), in one step: its
+    four session columns added; on every stored session its value computed by ``value``
+    from the session's ``sources`` (by default its raw JSON as received; None where it
+    cannot be known), and its bucket, fine bin and position from that value; the
+    ``sessions_started`` index made again to cover its bucket; the aggregates rebuilt.
+    ``value`` None leaves the columns null (no stored session can have it)."""
+
+    metric: str
+    value: Callable[[tuple[Any, ...]], float | None] | None = None
+    sources: tuple[str, ...] = ("raw",)
+
+    def steps(self) -> tuple[Step, ...]:
+        """What it stands for, in the other steps' words."""
+        metric = BY_NAME[self.metric]
+        out: list[Step] = [AddColumns("sessions", metric.columns)]
+        if self.value is not None:
+            value = self.value
+
+            def derive(sources: tuple[Any, ...]) -> tuple[Any, ...]:
+                v = value(sources)
+                return (v, bucket_index(metric.name, v), *fine_bin_pos(metric.name, v))
+
+            out.append(Backfill("sessions", self.sources, metric.columns, derive))
+        return (*out, RecreateIndex("sessions", "sessions_started"), RebuildAggregates())
+
+
+@dataclass(frozen=True, slots=True)
 class RebuildAggregates:
     """Drop the aggregate tables, make them again as the schema declares them and compute
     them from the raw rows, day by day (once, after every pending migration's other steps)."""
 
 
-Step = CreateTables | AddColumns | Backfill | BackfillSql | RecreateIndex | RunSql | RebuildAggregates
+Step = (CreateTables | AddColumns | Backfill | BackfillSql | RecreateIndex | RunSql | AddMetric
+        | RebuildAggregates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +398,7 @@ async def upgrade(db: Db, *, at_start: bool, progress: Progress | None = None,
         rebuild = False
         for m in pending:
             say(f"migration {m.version}: {m.title}")
-            for step in m.steps:
+            for step in (s for given in m.steps for s in _expanded(given)):
                 if isinstance(step, RebuildAggregates):
                     rebuild = True
                 else:
@@ -381,6 +409,10 @@ async def upgrade(db: Db, *, at_start: bool, progress: Progress | None = None,
         if pending or await _recorded(db) != str(latest):
             await _record(db, latest)
         return Upgrade(found, latest, tuple(m.version for m in pending))
+
+
+def _expanded(step: Step) -> tuple[Step, ...]:
+    return step.steps() if isinstance(step, AddMetric) else (step,)
 
 
 async def _recorded(db: Db) -> str | None:
@@ -419,7 +451,7 @@ async def _apply(db: Db, step: Step, say: Progress) -> None:
     elif isinstance(step, RunSql):
         for stmt in step.sqlite if db.dialect == "sqlite" else step.postgresql:
             await db.execute(stmt)
-    else:  # pragma: no cover - RebuildAggregates is deferred by upgrade()
+    else:  # pragma: no cover - upgrade() defers RebuildAggregates and expands AddMetric
         raise SchemaError(f"unknown migration step {step!r}")
 
 

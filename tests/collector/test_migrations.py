@@ -32,11 +32,13 @@ from collector.storage.migrations import (
     LATEST,
     MIGRATIONS,
     VERSION_KEY,
+    AddMetric,
     Backfill,
     BackfillSql,
     Migration,
     RebuildAggregates,
     RunSql,
+    migrate_url,
     upgrade_sqlite,
 )
 from collector.storage.schema import TABLE, ddl
@@ -186,6 +188,20 @@ async def columns(url: str) -> dict[str, set[tuple[Any, ...]]]:
     return out
 
 
+async def indexes(url: str) -> dict[str, Any]:
+    """Per index of the schema's tables, its columns (SQLite) or definition (PostgreSQL)."""
+    if url.startswith("sqlite:///"):
+        out: dict[str, Any] = {}
+        for name in TABLE:
+            for il in await select(url, f"PRAGMA index_list({name})"):
+                if not il[1].startswith("sqlite_autoindex"):
+                    out[il[1]] = [r[2] for r in await select(url, f"PRAGMA index_info({il[1]})")]
+        return out
+    rows = await select(url, "SELECT tablename, indexname, indexdef FROM pg_indexes "
+                             "WHERE schemaname = current_schema()")
+    return {r[1]: r[2].replace(" ON ONLY ", " ON ").split(" USING ")[1] for r in rows if r[0] in TABLE}
+
+
 async def fresh_columns(url: str) -> dict[str, set[tuple[Any, ...]]]:
     """The columns of a database the new code makes from nothing at ``url``."""
     st = make_storage(Settings(db=url, admin_token=ADMIN))
@@ -207,6 +223,7 @@ async def test_old_store_migrates_with_the_report_unchanged(old_url: str, fresh_
     check_reports_unchanged(backend, await reports_of(url))
     # The migrated schema is the one the new code makes from nothing.
     assert await columns(url) == await fresh_columns(fresh_url)
+    assert await indexes(url) == await indexes(fresh_url)
 
 
 async def test_store_from_before_the_aggregates_migrates_at_start(tmp_path: Path) -> None:
@@ -336,3 +353,33 @@ def test_a_migration_not_safe_at_start_is_left_to_migrate(tmp_path: Path) -> Non
     assert upgrade_sqlite(conn, "x.db", at_start=False, migrations=offline).applied == (LATEST + 1,)
     assert conn.execute("SELECT value FROM nps_meta WHERE key = ?", (VERSION_KEY,)).fetchone() == (
         str(LATEST + 1),)
+
+
+def _startup_from_raw(sources: tuple[Any, ...]) -> int | None:
+    value: int | None = json.loads(sources[0])["qos"]["startup_ms"]
+    return value
+
+
+async def test_a_metric_is_added_by_one_step(old_url: str, fresh_url: str) -> None:
+    """``AddMetric`` on a store that lacks a metric's columns: here ``startup_ms``, dropped
+    from the old store, comes back from the records' raw JSON with every figure as before."""
+    assert (await asyncio.to_thread(nps_collector, "migrate", "--db", old_url)).returncode == 0
+    cols = ("startup_ms", "su_bucket", "su_fine", "su_pos")
+    if old_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(old_url[len("sqlite:///"):])
+        conn.execute("DROP INDEX sessions_started")  # SQLite drops no indexed column
+        for col in cols:
+            conn.execute(f"ALTER TABLE sessions DROP COLUMN {col}")
+        conn.commit()
+        conn.close()
+    else:
+        await select(old_url, "ALTER TABLE sessions " + ", ".join(f"DROP COLUMN {c}" for c in cols))
+    steps = (*MIGRATIONS, Migration(LATEST + 1, "test: startup_ms again",
+                                    (AddMetric("startup_ms", value=_startup_from_raw),)))
+    done = await migrate_url(old_url, migrations=steps)
+    assert done.applied == (LATEST + 1,)
+    # Back to the version this code knows, to open it.
+    await _write_version(old_url, LATEST)
+    check_reports_unchanged(backend_of(old_url), await reports_of(old_url))
+    assert await columns(old_url) == await fresh_columns(fresh_url)
+    assert await indexes(old_url) == await indexes(fresh_url)
