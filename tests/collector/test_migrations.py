@@ -383,3 +383,12 @@ async def test_a_metric_is_added_by_one_step(old_url: str, fresh_url: str) -> No
     check_reports_unchanged(backend_of(old_url), await reports_of(old_url))
     assert await columns(old_url) == await fresh_columns(fresh_url)
     assert await indexes(old_url) == await indexes(fresh_url)
+
+
+def test_the_migration_benchmark_runs() -> None:
+    """bench/migrate.py still runs (a tiny size; its figures live in bench/README.md)."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "migrate.py"), "--sessions", "1000",
+                           "--runs", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["sessions"] == 1000 and len(out["seconds"]) == 1
