@@ -22,7 +22,9 @@ entry (:class:`AddMetric`), e.g.::
     Migration(3, "video_height", (AddMetric("video_height", value=height_from_raw),))
 
 which adds the metric's four session columns, fills them from the stored records, covers
-the new bucket in the time index and rebuilds the aggregates.
+the new bucket in the time index and rebuilds the aggregates. New counts in the aggregate
+vectors only (say, the start funnel's) need no more than ``(RebuildAggregates(),)``: the
+aggregate tables are made again as the schema now declares them.
 
 Columns are added as :mod:`~collector.storage.schema` declares them; tables missing are
 made from there. Steps that only add columns or tables and rebuild the aggregates are
