@@ -149,14 +149,20 @@ def generate(n: int, seed: int, chunk: int, sqlite_types: bool) -> Iterator[tupl
         for i in range(k):
             st = int(started[i])
             w = float(watch[i])
-            sessions.append((
-                ids[i], f"box-{(off + i) % 200_000}", st + 60_000_000, st, st + int(w * 1e6),
-                CHANNELS[seg[3][i]], CONTENT_TYPES[seg[4][i]], int(startup[i]), w,
-                int(stalled[i]), w * float(ratio[i]), float(bitrate[i]), 1, flag(failed[i]),
-                float(ratio[i]), int(rb[i]), int(br[i]), int(su[i]), MODELS[seg[1][i]],
-                FIRMWARES[seg[2][i]], REGIONS[seg[0][i]], 0.0, RAW, int(rbf[i]), int(brf[i]),
-                int(suf[i]), int(rbp[i]), int(brp[i]), int(sup[i]), flag(surveyed[i]),
-            ))
+            # By name: the metrics this bench does not make (video_height) stay null.
+            sessions.append(tuple(map({
+                "id": ids[i], "box_id": f"box-{(off + i) % 200_000}", "received_us": st + 60_000_000,
+                "started_us": st, "ended_us": st + int(w * 1e6), "channel": CHANNELS[seg[3][i]],
+                "content_type": CONTENT_TYPES[seg[4][i]], "startup_ms": int(startup[i]), "watch_s": w,
+                "rebuffer_count": int(stalled[i]), "rebuffer_s": w * float(ratio[i]),
+                "avg_bitrate_kbps": float(bitrate[i]), "bitrate_switches": 1, "failed": flag(failed[i]),
+                "rebuffer_ratio": float(ratio[i]), "rb_bucket": int(rb[i]), "br_bucket": int(br[i]),
+                "su_bucket": int(su[i]), "model": MODELS[seg[1][i]], "firmware": FIRMWARES[seg[2][i]],
+                "region": REGIONS[seg[0][i]], "clock_shift_s": 0.0, "raw": RAW,
+                "rb_fine": int(rbf[i]), "br_fine": int(brf[i]), "su_fine": int(suf[i]),
+                "rb_pos": int(rbp[i]), "br_pos": int(brp[i]), "su_pos": int(sup[i]),
+                "surveyed": flag(surveyed[i]),
+            }.get, SESSION_COLUMNS)))
         surveys = []
         idx = np.nonzero(surveyed)[0]
         outcome_draw = rng.random(len(idx))

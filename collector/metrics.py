@@ -104,6 +104,9 @@ METRICS: Final[tuple[Metric, ...]] = (
     Metric("startup_ms", "ms", "Startup time", "startup_ms",
            (0, 1000, 2000, 5000, None), (1.0, 600_000.0), "su", integer=True,
            unknown_why="no picture shown"),
+    Metric("video_height", "px", "Video height", "video_height",
+           (0, 576, 720, 1080, None), (1.0, 20_000.0), "vh", integer=True,
+           unknown_why="the box's player does not tell"),
 )
 
 #: The metrics by name.

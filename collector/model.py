@@ -17,8 +17,10 @@ class SessionRow(NamedTuple):
     so that the single writer does no per-record work that needs no database.
 
     Besides :data:`SESSION_HEAD`, it holds each metric's four columns
-    (:attr:`collector.metrics.Metric.columns`): a new metric appends its four fields at
-    the end, as a migration appends its columns (checked below, at import)."""
+    (:attr:`collector.metrics.Metric.columns`), checked below at import. The order is
+    ``collector.storage.schema``'s (checked there): the bucket, fine-bin and position
+    columns each in a group in metric-table order, and the value of a metric added after
+    the first three after the positions."""
 
     id: str
     box_id: str
@@ -38,20 +40,24 @@ class SessionRow(NamedTuple):
     rb_bucket: int | None
     br_bucket: int | None
     su_bucket: int | None
+    vh_bucket: int | None
     model: str | None
     firmware: str | None
     region: str | None
     clock_shift_s: float
     #: The record's named fields as received, JSON.
     raw: bytes
-    #: Fine bins of the three metrics, then the value's position inside each (see
+    #: Fine bins of the metrics, then the value's position inside each (see
     #: ``collector.storage.aggregates``).
     rb_fine: int | None
     br_fine: int | None
     su_fine: int | None
+    vh_fine: int | None
     rb_pos: int | None
     br_pos: int | None
     su_pos: int | None
+    vh_pos: int | None
+    video_height: int | None
 
 
 #: The fields of a :class:`SessionRow` that belong to no metric.

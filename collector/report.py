@@ -7,7 +7,7 @@ from typing import Any
 
 from protocol import REASONS
 
-from .metrics import BY_NAME, METRICS, NAMES
+from .metrics import BY_NAME, NAMES
 from .model import Filters, SurveyFact
 from .stats import nps, nps_ci95, t_test_p_value
 from .storage import Storage
@@ -20,6 +20,7 @@ from .storage.aggregates import (
     SurveyFacts,
     coarse_of_fine,
     fine_bin_pos,
+    session_counts,
 )
 
 
@@ -46,15 +47,7 @@ def compute_report(groups: list[Any], facts: list[SurveyFact]) -> dict[str, Any]
     facts are binned exactly as ingest bins them, so the answer is the stores' answer."""
     data = ReportData()
     for g in groups:
-        counts = {"n": g.count}
-        if g.surveyed:
-            counts["surveyed"] = g.count
-        if g.failed:
-            counts["failed"] = g.count
-        for m, idx in zip(METRICS, g.buckets, strict=True):
-            if idx is not None:
-                counts[m.count_columns[idx]] = g.count
-        data.add_session_counts(counts)
+        data.add_session_counts(session_counts(g.buckets, g.failed, g.surveyed, g.count))
     deltas = Deltas()
     for f in facts:
         joined = None
@@ -144,7 +137,9 @@ def bins_spearman(metric: str, bins: list[tuple[int, list[int]]]) -> dict[str, A
 def compute_report_data(data: ReportData) -> dict[str, Any]:
     """The contract's report from the counts of :class:`ReportData`."""
     sessions = {"count": data.session("n"), "surveyed": data.session("surveyed"),
-                "failed": data.session("failed")}
+                "failed": data.session("failed"),
+                "exited_before_start": data.session("exited_before_start"),
+                "start_failures": data.session("start_failures")}
     histogram = [data.survey(f"h{i}") for i in range(11)]
     answered = sum(histogram)
     promoters = histogram[9] + histogram[10]

@@ -19,6 +19,7 @@ BUCKET_EDGES: dict[str, list[tuple[float, float | None]]] = {
     "rebuffer_ratio": [(0, 0), (0, 0.005), (0.005, 0.01), (0.01, 0.02), (0.02, 0.05), (0.05, None)],
     "avg_bitrate_kbps": [(0, 1000), (1000, 2500), (2500, 5000), (5000, 8000), (8000, None)],
     "startup_ms": [(0, 1000), (1000, 2000), (2000, 5000), (5000, None)],
+    "video_height": [(0, 576), (576, 720), (720, 1080), (1080, None)],
 }
 
 #: The reasons of §3, in the contract's order.
@@ -102,6 +103,22 @@ def by_qos(metric: str, session_values: Iterable[float | None],
             scores[i].append(score)
     return [{"lo": lo, "hi": hi, "sessions": sessions[i], **nps_block(scores[i])}
             for i, (lo, hi) in enumerate(edges)]
+
+
+def session_figures(sessions: Iterable[tuple[float | None, bool, bool]]) -> dict[str, int]:
+    """§4's ``sessions`` block from (``startup_ms``, ``failed``, surveyed) of each session in
+    range: ``exited_before_start`` no frame shown (startup_ms null) and not failed,
+    ``start_failures`` no frame shown and failed."""
+    out = {"count": 0, "surveyed": 0, "failed": 0, "exited_before_start": 0, "start_failures": 0}
+    for startup_ms, failed, surveyed in sessions:
+        out["count"] += 1
+        out["surveyed"] += 1 if surveyed else 0
+        out["failed"] += 1 if failed else 0
+        if startup_ms is None and not failed:
+            out["exited_before_start"] += 1
+        if startup_ms is None and failed:
+            out["start_failures"] += 1
+    return out
 
 
 def answer_figures(scores: Sequence[int], reasons: Iterable[str | None]) -> dict[str, Any]:

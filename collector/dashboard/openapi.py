@@ -109,8 +109,11 @@ def _report_schema() -> dict[str, Any]:
         "required": ["sessions", "surveys", "promoters", "passives", "detractors", "nps",
                      "nps_ci95", "score_histogram", "reasons", "by_qos", "correlation"],
         "properties": {
-            "sessions": {"type": "object", "required": ["count", "surveyed", "failed"],
-                         "properties": {"count": count, "surveyed": count, "failed": count}},
+            "sessions": {"type": "object",
+                         "required": ["count", "surveyed", "failed", "exited_before_start",
+                                      "start_failures"],
+                         "properties": {"count": count, "surveyed": count, "failed": count,
+                                        "exited_before_start": count, "start_failures": count}},
             "surveys": {"type": "object",
                         "required": ["shown", "answered", "dismissed", "timeout", "response_rate"],
                         "properties": {"shown": count, "answered": count, "dismissed": count,

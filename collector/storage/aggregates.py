@@ -44,7 +44,7 @@ from typing import Any, Final
 
 from protocol import REASONS
 
-from ..metrics import BY_NAME, METRICS, NAMES, bucket_index
+from ..metrics import BY_NAME, METRICS, NAMES, START, bucket_index
 from ..model import Filters, SessionRow
 
 DAY_US: Final = 86_400_000_000
@@ -61,12 +61,53 @@ KEY: Final = ("lvl", "day", *SEGMENT)
 #: The key of ``agg_bins``.
 BIN_KEY: Final = (*KEY, "metric", "bin")
 
+#: The session counts that are not a metric's buckets, each with the condition (SQL over
+#: a session row aliased ``{s}``) under which a session counts there. The start funnel
+#: (contract section 4): no frame shown is a null start-up time, whose bucket is then null
+#: too (the bucket is read: it is in the index the report's raw reads use).
+SESSION_FLAGS: Final = {
+    "n": "1 = 1",
+    "surveyed": "{s}.surveyed",
+    "failed": "{s}.failed",
+    "exited_before_start": f"{{s}}.{START.bucket_column} IS NULL AND NOT {{s}}.failed",
+    "start_failures": f"{{s}}.{START.bucket_column} IS NULL AND {{s}}.failed",
+}
 #: Column names of the session counts, in vector order: the counts of each metric's
 #: buckets follow the metric table.
 SESSION_VEC: Final = (
-    "n", "surveyed", "failed",
+    *SESSION_FLAGS,
     *(c for m in METRICS for c in m.count_columns),
 )
+
+
+def session_conditions(s: str) -> dict[str, str]:
+    """Per column of :data:`SESSION_VEC`, the SQL condition under which one session row
+    (aliased ``s``) counts there."""
+    out = {c: cond.format(s=s) for c, cond in SESSION_FLAGS.items()}
+    for m in METRICS:
+        out.update({c: f"{s}.{m.bucket_column} = {i}" for i, c in enumerate(m.count_columns)})
+    return out
+
+
+def session_counts(buckets: Sequence[int | None], failed: bool, surveyed: bool,
+                   count: int = 1) -> dict[str, int]:
+    """What ``count`` sessions with these buckets (in table order) and flags add to each
+    column of :data:`SESSION_VEC` (columns they add nothing to left out): Python's
+    :func:`session_conditions`."""
+    out = {"n": count}
+    if surveyed:
+        out["surveyed"] = count
+    if failed:
+        out["failed"] = count
+    if buckets[_START_INDEX] is None:
+        out["start_failures" if failed else "exited_before_start"] = count
+    for m, b in zip(METRICS, buckets, strict=True):
+        if b is not None:
+            out[m.count_columns[b]] = count
+    return out
+
+
+_START_INDEX: Final = METRICS.index(START)
 #: Column names of the survey counts, in vector order.
 SURVEY_VEC: Final = (
     "shown", "answered", "dismissed", "timeout",
@@ -297,14 +338,9 @@ def _fold(pending: dict[tuple[int, tuple[Any, ...]], int], into: SessionCounts) 
         counts = into.get((hour, seg))
         if counts is None:
             counts = into[(hour, seg)] = {}
-        idx = [0]
-        if surveyed:
-            idx.append(1)
-        if failed:
-            idx.append(2)
-        idx += [pos[b] for pos, b in zip(_BUCKET_POS, buckets, strict=True) if b is not None]
-        for i in idx:
-            counts[i] = counts.get(i, 0) + count
+        for name, n in session_counts(buckets, failed, surveyed, count).items():
+            i = _SESSION_POS[name]
+            counts[i] = counts.get(i, 0) + n
 
 
 @dataclass
@@ -458,8 +494,6 @@ def empty_bin() -> list[int]:
 
 
 _SESSION_POS: Final = {c: i for i, c in enumerate(SESSION_VEC)}
-#: Where each bucket's count is in :data:`SESSION_VEC`: by metric (table order), by bucket.
-_BUCKET_POS: Final = tuple(tuple(_SESSION_POS[c] for c in m.count_columns) for m in METRICS)
 _SURVEY_POS: Final = {c: i for i, c in enumerate(SURVEY_VEC)}
 
 
@@ -493,12 +527,9 @@ def _sum_case(cond: str) -> str:
     return f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)"
 
 
-def _session_sums(prefix: str = "") -> list[str]:
-    p = prefix
-    out = ["count(*)", _sum_case(f"{p}surveyed"), _sum_case(f"{p}failed")]
-    for m in METRICS:
-        out += [_sum_case(f"{p}{m.bucket_column} = {i}") for i in range(len(m.buckets))]
-    return out
+def _session_sums(alias: str) -> list[str]:
+    conditions = session_conditions(alias)
+    return [_sum_case(conditions[c]) for c in SESSION_VEC]
 
 
 _ANSWERED = "v.outcome = 'answered' AND v.score IS NOT NULL"
@@ -538,7 +569,7 @@ def rebuild_sql(dialect: str, style: str) -> list[tuple[str, str]]:
     for lvl, unit in ((0, DAY_US), (HOURLY, HOUR_US)):
         stmts.append((
             f"INSERT INTO agg_sessions ({', '.join((*KEY, *SESSION_VEC))}) "
-            f"SELECT {lvl}, {unit_sql('s.started_us', unit)}, {seg_s}, {', '.join(_session_sums('s.'))} "
+            f"SELECT {lvl}, {unit_sql('s.started_us', unit)}, {seg_s}, {', '.join(_session_sums('s'))} "
             f"FROM sessions s WHERE s.started_us >= {ph(1)} AND s.started_us < {ph(2)} GROUP BY {group}", "us"))
         stmts.append((
             f"INSERT INTO agg_surveys ({', '.join((*KEY, *SURVEY_VEC))}) "
@@ -797,18 +828,8 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
 
 def _raw_session_counts(row: Sequence[Any]) -> dict[str, int]:
     """Session counts by column name from a row of :data:`_RAW_SESSION` and a count."""
-    got = dict(zip(_RAW_SESSION, row, strict=False))
-    count = int(row[len(_RAW_SESSION)])
-    out = {"n": count}
-    if got["surveyed"]:
-        out["surveyed"] = count
-    if got["failed"]:
-        out["failed"] = count
-    for m in METRICS:
-        b = got[m.bucket_column]
-        if b is not None:
-            out[m.count_columns[b]] = count
-    return out
+    k = len(METRICS)
+    return session_counts(row[:k], bool(row[k]), bool(row[k + 1]), int(row[k + 2]))
 
 
 async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: bool = True) -> ReportData:

@@ -165,7 +165,8 @@ async def test_records_survive_a_restart_and_stay_single(
         _, body = await api.upload(token, batch("stb-1", [s, survey_record(session_id=s["id"])]))
         assert body == {"accepted": 1, "duplicates": 1, "rejected": []}
         rep = await api.report()
-        assert rep["sessions"] == {"count": 1, "surveyed": 1, "failed": 0}
+        assert rep["sessions"] == {"count": 1, "surveyed": 1, "failed": 0,
+                                   "exited_before_start": 0, "start_failures": 0}
 
 
 async def test_concurrent_uploads_share_commits_and_lose_nothing(api: Api) -> None:

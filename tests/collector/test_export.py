@@ -49,6 +49,67 @@ async def test_jsonl_and_csv(api: Api) -> None:
     assert row["qos_watch_s"] == str(s["qos"]["watch_s"])
 
 
+async def test_video_height_round_trip(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    tall = session_record()
+    tall["qos"]["video_height"] = 2160
+    unknown = session_record()
+    unknown["qos"]["video_height"] = None
+    older = session_record()  # a box whose player does not tell: the field absent
+    status, body = await api.upload(token, batch("stb-1", [tall, unknown, older]))
+    assert status == 200 and body["accepted"] == 3, body
+    resp = await api.client.get("/v1/export", params={"kind": "session"}, headers=api.admin)
+    by_id = {x["id"]: x for x in map(orjson.loads, (await resp.read()).splitlines())}
+    # Each exported as it was received: the value, null, absent.
+    assert by_id[tall["id"]]["qos"] == tall["qos"] and by_id[tall["id"]]["qos"]["video_height"] == 2160
+    assert by_id[unknown["id"]]["qos"] == unknown["qos"]
+    assert by_id[older["id"]]["qos"] == older["qos"] and "video_height" not in by_id[older["id"]]["qos"]
+    resp = await api.client.get("/v1/export", params={"kind": "session", "format": "csv"},
+                                headers=api.admin)
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO((await resp.read()).decode()))}
+    assert "qos_video_height" in CSV_COLUMNS["session"]
+    assert rows[tall["id"]]["qos_video_height"] == "2160"
+    assert rows[unknown["id"]]["qos_video_height"] == rows[older["id"]]["qos_video_height"] == ""
+    # And the report counts it (2160 is above 1080), the others in no bucket.
+    rep = await api.report()
+    assert [b["sessions"] for b in rep["by_qos"]["video_height"]] == [0, 0, 0, 1]
+
+
+async def test_video_height_2_31_is_refused_naming_the_field(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    bad, good = session_record(), session_record()
+    bad["qos"]["video_height"] = 2**31
+    good["qos"]["video_height"] = 2**31 - 1
+    status, body = await api.upload(token, batch("stb-1", [bad, good]))
+    assert status == 200 and body["accepted"] == 1, body
+    (rejected,) = body["rejected"]
+    assert rejected["index"] == 0 and rejected["error"].startswith("records[0].qos.video_height:"), rejected
+    rep = await api.report()
+    assert [b["sessions"] for b in rep["by_qos"]["video_height"]] == [0, 0, 0, 1]
+
+
+async def test_dropped_frames_are_stored_and_exported(api: Api) -> None:
+    token = await api.enrol("stb-1")
+    some, none, older = session_record(), session_record(), session_record()
+    some["qos"]["dropped_frames"] = 12
+    none["qos"]["dropped_frames"] = None
+    bad = session_record()
+    bad["qos"]["dropped_frames"] = 2**31
+    status, body = await api.upload(token, batch("stb-1", [some, none, older, bad]))
+    assert status == 200 and body["accepted"] == 3, body
+    assert [(r["index"], r["error"].split(":")[0]) for r in body["rejected"]] == [
+        (3, "records[3].qos.dropped_frames")]
+    resp = await api.client.get("/v1/export", params={"kind": "session"}, headers=api.admin)
+    by_id = {x["id"]: x for x in map(orjson.loads, (await resp.read()).splitlines())}
+    assert by_id[some["id"]]["qos"]["dropped_frames"] == 12
+    assert by_id[none["id"]]["qos"] == none["qos"] and by_id[older["id"]]["qos"] == older["qos"]
+    resp = await api.client.get("/v1/export", params={"kind": "session", "format": "csv"},
+                                headers=api.admin)
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO((await resp.read()).decode()))}
+    assert rows[some["id"]]["qos_dropped_frames"] == "12"
+    assert rows[none["id"]]["qos_dropped_frames"] == rows[older["id"]]["qos_dropped_frames"] == ""
+
+
 async def test_export_filters_and_errors(api: Api) -> None:
     token = await api.enrol("stb-1")
     old = session_record(started=datetime(2026, 1, 1, tzinfo=UTC), channel="A")

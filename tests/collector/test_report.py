@@ -33,6 +33,10 @@ def generate(seed: int, n_sessions: int) -> list[tuple[str, dict[str, Any], dict
                            rebuffer_count=rng.randint(1, 9) if stalled else 0, startup_ms=startup,
                            bitrate=bitrate, failed=rng.random() < 0.05,
                            channel=rng.choice(CHANNELS), content_type=rng.choice(["live", "vod", "catchup", None]))
+        # Optional: absent (older boxes), null, or a common height (edges included).
+        height = rng.choice(["absent", None, 0, 360, 576, 577, 720, 1080, 1440, 2160])
+        if height != "absent":
+            s["qos"]["video_height"] = height
         v: dict[str, Any] = {}
         if rng.random() < 0.3:
             r = rng.random()
@@ -50,7 +54,7 @@ def metric(s: dict[str, Any], name: str) -> float | None:
     q = s["qos"]
     if name == "rebuffer_ratio":
         return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
-    value: float | None = q[name]
+    value: float | None = q.get(name)  # optional fields may be absent: null
     return value
 
 
@@ -70,8 +74,8 @@ def reference(data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, region:
     d = sum(x <= 6 for x in scores)
     n = len(scores)
     ref: dict[str, Any] = {
-        "sessions": {"count": len(sessions), "surveyed": sum(1 for _, _, v in sessions if v),
-                     "failed": sum(1 for _, s, _ in sessions if s["qos"]["failed"])},
+        "sessions": contract.session_figures(
+            (s["qos"]["startup_ms"], s["qos"]["failed"], bool(v)) for _, s, v in sessions),
         "shown": len(surveys), "answered": n, "promoters": p, "detractors": d,
         "nps": 100 * (p - d) / n if n else None,
     }
@@ -88,6 +92,10 @@ def reference(data: list[tuple[str, dict[str, Any], dict[str, Any]]], *, region:
     su = [(v["score"], s["qos"]["startup_ms"]) for s, v in answered if s["qos"]["startup_ms"] is not None]
     ref["su_spearman"] = sps.spearmanr([a for a, _ in su], [b for _, b in su])[0]
     ref["su_n"] = len(su)
+    vh = [(v["score"], s["qos"]["video_height"]) for s, v in answered
+          if s["qos"].get("video_height") is not None]
+    ref["vh_spearman"] = sps.spearmanr([a for a, _ in vh], [b for _, b in vh])[0]
+    ref["vh_n"] = len(vh)
     ref["figures"] = contract.answer_figures(scores, [v.get("reason") for _, v in answered])
     ref["by_qos"] = {m: contract.by_qos(m, [metric(s, m) for _, s, _ in sessions],
                                         [(metric(s, m), v["score"]) for s, v in answered])
@@ -123,6 +131,8 @@ def check(rep: dict[str, Any], ref: dict[str, Any]) -> None:
     assert rep["correlation"]["avg_bitrate_kbps"]["spearman"] == pytest.approx(ref["br_spearman"], abs=0.01)
     assert rep["correlation"]["startup_ms"]["n"] == ref["su_n"]
     assert rep["correlation"]["startup_ms"]["spearman"] == pytest.approx(ref["su_spearman"], abs=0.01)
+    assert rep["correlation"]["video_height"]["n"] == ref["vh_n"] > 0
+    assert rep["correlation"]["video_height"]["spearman"] == pytest.approx(ref["vh_spearman"], abs=0.01)
     # Every figure of every bucket of every metric, the histogram, passives and reasons.
     contract.assert_close(rep["by_qos"], ref["by_qos"], "by_qos")
     contract.assert_close(rep, ref["figures"])
@@ -155,7 +165,8 @@ async def test_empty_report_has_nulls_and_every_bucket(api: Api) -> None:
     assert [b["hi"] for b in rep["by_qos"]["rebuffer_ratio"]] == [0, 0.005, 0.01, 0.02, 0.05, None]
     assert [b["lo"] for b in rep["by_qos"]["avg_bitrate_kbps"]] == [0, 1000, 2500, 5000, 8000]
     assert [b["hi"] for b in rep["by_qos"]["startup_ms"]] == [1000, 2000, 5000, None]
-    for m in ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms"):
+    assert [b["hi"] for b in rep["by_qos"]["video_height"]] == [576, 720, 1080, None]
+    for m in ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms", "video_height"):
         assert rep["correlation"][m] == {"spearman": None, "p_value": None, "n": 0}
 
 
@@ -185,13 +196,14 @@ async def test_bucket_edges_and_dismissals(api: Api) -> None:
 def edge_values(metric: str) -> list[tuple[float, int]]:
     """(value, the bucket §4 puts it in) at and just past every edge of ``metric``: x = lo
     of the first bucket, then each closed upper edge (its own bucket: lo < x <= hi) and the
-    smallest step above it (the next bucket). Start-up is whole milliseconds: one step is 1."""
+    smallest step above it (the next bucket). Start-up (whole milliseconds) and video height
+    (whole pixels) step by 1."""
     edges = contract.BUCKET_EDGES[metric]
     out: list[tuple[float, int]] = [(edges[0][0], 0)]
     for i, (_, hi) in enumerate(edges):
         if hi is None:
             continue
-        above = hi + 1 if metric == "startup_ms" else hi * (1 + 1e-9) if hi else 1e-9
+        above = hi + 1 if metric in ("startup_ms", "video_height") else hi * (1 + 1e-9) if hi else 1e-9
         out += [(hi, i), (above, i + 1)]
     return out
 
@@ -210,6 +222,8 @@ async def test_every_bucket_edge_goes_to_the_lower_bucket(api: Api) -> None:
                                startup_ms=int(x) if m == "startup_ms" else None,
                                rebuffer_s=x * watch if m == "rebuffer_ratio" else 0.0,
                                rebuffer_count=1 if m == "rebuffer_ratio" and x else 0)
+            if m == "video_height":
+                s["qos"]["video_height"] = int(x)
             score = rng.randint(0, 10)
             recs += [s, survey_record(session_id=s["id"], score=score)]
             sent.append((s, score))
@@ -228,10 +242,12 @@ async def test_every_bucket_edge_goes_to_the_lower_bucket(api: Api) -> None:
     assert bitrate == [2, 2, 2, 2, 1]  # 0, 1000 | 1000+, 2500 | 2500+, 5000 | 5000+, 8000 | 8000+
     startup = [b["sessions"] for b in rep["by_qos"]["startup_ms"]]
     assert startup == [2, 2, 2, 1]  # 0, 1000 | 1001, 2000 | 2001, 5000 | 5001
+    height = [b["sessions"] for b in rep["by_qos"]["video_height"]]
+    assert height == [2, 2, 2, 1]  # 0, 576 | 577, 720 | 721, 1080 | 1081
     ratio = [b["sessions"] for b in rep["by_qos"]["rebuffer_ratio"]]
-    # 0 (twice) | 1e-9, 0.005 | 0.005+, 0.01 | 0.01+, 0.02 | 0.02+, 0.05 | 0.05+; the 16
-    # sessions of the other two metrics have ratio 0 and sit in the first bucket too.
-    assert ratio == [2 + 16, 2, 2, 2, 2, 1]
+    # 0 (twice) | 1e-9, 0.005 | 0.005+, 0.01 | 0.01+, 0.02 | 0.02+, 0.05 | 0.05+; the 23
+    # sessions of the other three metrics have ratio 0 and sit in the first bucket too.
+    assert ratio == [2 + 23, 2, 2, 2, 2, 1]
 
 
 async def test_channel_filter_waits_for_the_session(api: Api) -> None:

@@ -78,8 +78,10 @@ def _facts(seed: int, n: int) -> list[SurveyFact]:
         ratio = rng.choice([0.0, 0.005, 0.01, 0.02, 0.05, rng.random() * 0.1])
         bitrate = rng.choice([None, 0.0, 1000.0, 2500.0, 5000.0, 8000.0, rng.uniform(0, 12000)])
         startup = rng.choice([None, 0, 1000, 1001, 2000, 5000, 5001, rng.randint(0, 9000)])
+        height = rng.choice([None, 0, 576, 577, 720, 721, 1080, 1081, rng.randint(0, 4320)])
         reason = rng.choice([None, *contract.REASONS]) if score is not None else None
-        values = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}
+        values = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
+                  "video_height": height}
         out.append(SurveyFact.of(outcome, score, reason, has_session,
                                  values if has_session else {}))
     return out
@@ -95,8 +97,10 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
         ratio = rng.choice([0.0, 0.005, 0.0051, 0.03, 0.2])
         bitrate = rng.choice([None, 1000.0, 4000.0, 9000.0])
         startup = rng.choice([None, 0, 1000, 3000, 7000])
+        height = rng.choice([None, 480, 576, 720, 1080, 2160])
         count = rng.randint(1, 5)
-        value = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup}
+        value = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
+                 "video_height": height}
         groups.append(SessionGroup.of({m: contract.bucket_of(m, x) for m, x in value.items()},
                                       rng.random() < 0.1, rng.random() < 0.3, count))
         values += [value] * count
@@ -143,9 +147,10 @@ def test_bucket_table_builder() -> None:
         assert BY_NAME[m].buckets == table.buckets, m
 
 
-def _fact(score: int, ratio: float, bitrate: float, startup: int) -> SurveyFact:
+def _fact(score: int, ratio: float, bitrate: float, startup: int, height: int) -> SurveyFact:
     return SurveyFact.of("answered", score, None, True, {
-        "rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup})
+        "rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
+        "video_height": height})
 
 
 def test_small_samples_are_exact_and_constant_sides_null() -> None:
@@ -154,21 +159,22 @@ def test_small_samples_are_exact_and_constant_sides_null() -> None:
     startups = [90, 700, 1500, 2600, 4000, 6000, 9000, 15000, 30000, 60000]
     scores = [10, 9, 9, 8, 10, 6, 7, 3, 5, 0]
     rates = [0.0, 0.001, 0.003, 0.007, 0.012, 0.03, 0.06, 0.1, 0.2, 0.4]
+    heights = [144, 240, 360, 480, 576, 720, 1080, 1440, 2160, 4320]
     rates_n = [800.0, 1500.0, 2400.0, 3100.0, 4500.0, 5200.0, 7000.0, 8600.0, 11000.0, 20000.0]
     for n in (3, 4, 10):
-        facts = [_fact(scores[i], rates[i], rates_n[i], startups[i]) for i in range(n)]
+        facts = [_fact(scores[i], rates[i], rates_n[i], startups[i], heights[i]) for i in range(n)]
         rep = compute_report([], facts)
         for m, xs in (("startup_ms", startups), ("rebuffer_ratio", rates),
-                      ("avg_bitrate_kbps", rates_n)):
+                      ("avg_bitrate_kbps", rates_n), ("video_height", heights)):
             exact = sps.spearmanr(scores[:n], xs[:n])
             got = rep["correlation"][m]
             assert got["n"] == n
             assert got["spearman"] == pytest.approx(exact.statistic, abs=1e-9), (m, n)
             assert got["p_value"] == pytest.approx(exact.pvalue, rel=1e-6, abs=1e-12), (m, n)
     # One side constant: null figures, the count kept.
-    same = [_fact(7, rates[i], rates_n[i], startups[i]) for i in range(10)]
+    same = [_fact(7, rates[i], rates_n[i], startups[i], heights[i]) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], same)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}
-    flat = [_fact(scores[i], 0.0, 5000.0, 800) for i in range(10)]
+    flat = [_fact(scores[i], 0.0, 5000.0, 800, 1080) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], flat)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}

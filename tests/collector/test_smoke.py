@@ -13,6 +13,7 @@ async def test_upload_and_report(api: Api) -> None:
     status, body = await api.upload(token, batch("stb-1", [s, v]), gz=True)
     assert body == {"accepted": 0, "duplicates": 2, "rejected": []}
     rep = await api.report()
-    assert rep["sessions"] == {"count": 1, "surveyed": 1, "failed": 0}
+    assert rep["sessions"] == {"count": 1, "surveyed": 1, "failed": 0, "exited_before_start": 0,
+                               "start_failures": 0}
     assert rep["promoters"] == 1 and rep["nps"] == 100.0
     assert rep["reasons"] == {"picture": 1}

@@ -183,6 +183,9 @@ async def test_unknown_rows_and_impact_api_through_the_store(api: Api) -> None:
             s = session_record(started=started, watch_s=watch, rebuffer_s=rb,
                                rebuffer_count=1 if rb else 0, startup_ms=su, bitrate=br,
                                failed=no_frame and i % 2 == 0)
+            vh = None if i % 3 == 0 else rng.choice((576, 1080))  # optional: often absent
+            if vh is not None:
+                s["qos"]["video_height"] = vh
             records.append(s)
             outcome = rng.choice(("answered", "answered", "dismissed"))
             score = rng.randint(0, 10)
@@ -190,7 +193,7 @@ async def test_unknown_rows_and_impact_api_through_the_store(api: Api) -> None:
                                          outcome=outcome, score=score))
             facts.append(fact(score if outcome == "answered" else None, rb / watch, su, br,
                               outcome=outcome))
-            for m, value in (("startup_ms", su), ("avg_bitrate_kbps", br)):
+            for m, value in (("startup_ms", su), ("avg_bitrate_kbps", br), ("video_height", vh)):
                 if value is None:
                     u = unknown_expected[m]
                     u["sessions"] += 1
