@@ -21,7 +21,7 @@ from protocol import SurveyRecord
 from .buffer import RecordStore, SqliteBuffer
 from .clock import Clock, SystemClock, wait_event
 from .config import Config
-from .errors import BufferError
+from .errors import StoreError
 from .events import PlayerEvent
 from .http_client import HttpClient, Poster
 from .ids import uuid7
@@ -146,7 +146,7 @@ class Agent:
         store = self.store
         try:
             await store.add_session(done.record)
-        except BufferError as exc:
+        except StoreError as exc:
             # A full or broken disk must not stop the agent (nor the player's feed).
             log.error("session %s lost: %s", done.record.id, exc)
             self.counts["sessions_lost"] += 1
@@ -224,7 +224,7 @@ class Agent:
             try:
                 await asyncio.shield(self.store.finished(record))
                 return
-            except BufferError as exc:
+            except StoreError as exc:
                 log.error("answer %s is stored but not yet uploadable (%s); retry in %.0f s",
                           record.id, exc, delay)
                 await self.clock.sleep(delay)

@@ -18,9 +18,8 @@ import logging
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiosqlite
 import orjson
@@ -34,13 +33,22 @@ from protocol import (
     to_micros,
 )
 
+from .buffer_policy import (
+    Cooldowns,
+    Evictions,
+    Row,
+    after_survey,
+    choose_evictions,
+    cooldown_key,
+    may_need_eviction,
+)
 from .clock import Clock
 from .config import BufferSection
-from .errors import BufferError
+from .errors import StoreError
+
+__all__ = ["Cooldowns", "MemoryBuffer", "RecordStore", "SqliteBuffer", "Stored"]
 
 log = logging.getLogger(__name__)
-
-_DAY_US = 86_400 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +58,6 @@ class Stored:
     id: str
     kind: str
     body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Cooldowns:
-    """When the last answered, and the last dismissed or timed-out, question was shown."""
-
-    answered_shown: datetime | None = None
-    dismissed_shown: datetime | None = None
 
 
 class RecordStore(Protocol):
@@ -113,8 +113,15 @@ def _encode(record: Record) -> bytes:
     return orjson.dumps(record_to_json(record))
 
 
-def _cooldown_key(record: SurveyRecord) -> str:
-    return "answered_shown_us" if record.outcome == "answered" else "dismissed_shown_us"
+def _log_evictions(ev: Evictions, totals: Counter[str], limits: BufferSection) -> None:
+    log.warning(
+        "buffer bounds: dropped %s record(s) older than %g days, %s for space"
+        " (totals so far: %s)",
+        len(ev.aged), limits.max_age_days,
+        ", ".join(f"{n} {k}(s)" for k, n in Counter(r.kind for r in ev.full).items())
+        or "none",
+        dict(totals),
+    )
 
 
 # Flash: every transaction appends each page it changes to the WAL. Small pages (set
@@ -154,6 +161,7 @@ class SqliteBuffer:
         self._ready_count = 0
         self._ready_bytes = 0
         self._oldest_ready_us: int | None = None
+        self._oldest_created_us: int | None = None
         self._count = 0
         self._bytes = 0
         self._cooldowns = Cooldowns()
@@ -165,12 +173,12 @@ class SqliteBuffer:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BufferError(f"data_dir: cannot create {path.parent}: {exc}") from exc
+            raise StoreError(f"data_dir: cannot create {path.parent}: {exc}") from exc
         try:
             return await cls._open(path, limits, clock)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
-                raise BufferError(f"cannot open the buffer {path}: {exc}") from exc
+                raise StoreError(f"cannot open the buffer {path}: {exc}") from exc
             aside = path.with_name(f"{path.name}.corrupt-{int(clock.wall().timestamp())}")
             log.error("buffer %s is corrupt (%s); moved to %s, starting empty", path, exc, aside)
             path.rename(aside)
@@ -180,7 +188,7 @@ class SqliteBuffer:
             try:
                 return await cls._open(path, limits, clock)
             except sqlite3.Error as exc2:
-                raise BufferError(f"cannot open the buffer {path}: {exc2}") from exc2
+                raise StoreError(f"cannot open the buffer {path}: {exc2}") from exc2
 
     @classmethod
     async def _open(cls, path: Path, limits: BufferSection, clock: Clock) -> SqliteBuffer:
@@ -198,10 +206,13 @@ class SqliteBuffer:
                 raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
             self = cls(db, limits, clock)
             now = to_micros(clock.wall())
+            await db.execute("BEGIN IMMEDIATE")
             # Answers confirmed before a restart go out as they were stored (contract §2).
             await db.execute("UPDATE records SET ready = 1, ready_us = ? WHERE ready = 0", (now,))
+            await self._refresh()
+            await self._evict(now)
+            await db.execute("COMMIT")
             await self._load_cooldowns()
-            await self._evict()
             await self._refresh()
         except BaseException:
             await db.close()
@@ -228,11 +239,6 @@ class SqliteBuffer:
     def total_count(self) -> int:
         """Every record held."""
         return self._count
-
-    @property
-    def total_bytes(self) -> int:
-        """Their JSON size."""
-        return self._bytes
 
     def oldest_ready_wall_us(self) -> int | None:
         """When the oldest uploadable record became uploadable (wall, µs), or None."""
@@ -263,6 +269,7 @@ class SqliteBuffer:
         body = _encode(record)
         now = to_micros(self._clock.wall())
         async with self._lock:
+            marks = self._cooldowns
             try:
                 if durable:
                     await self._db.execute("PRAGMA synchronous=FULL")
@@ -276,22 +283,23 @@ class SqliteBuffer:
                      len(body), body),
                 )
                 if isinstance(record, SurveyRecord):
-                    key = _cooldown_key(record)
-                    await self._db.execute(
-                        "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key)"
-                        " DO UPDATE SET value = max(value, excluded.value)",
-                        (key, to_micros(record.shown_at)),
-                    )
+                    marks = after_survey(marks, record.outcome, record.shown_at)
+                    if marks != self._cooldowns:
+                        await self._db.execute(
+                            "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                            " DO UPDATE SET value = excluded.value",
+                            (cooldown_key(record.outcome), to_micros(record.shown_at)),
+                        )
+                await self._refresh()
+                await self._evict(now)
                 await self._db.execute("COMMIT")
                 if durable:
                     await self._db.execute("PRAGMA synchronous=NORMAL")
-                await self._evict()
-                await self._refresh()
-                if isinstance(record, SurveyRecord):
-                    await self._load_cooldowns()
             except sqlite3.Error as exc:
                 await self._rollback()
-                raise BufferError(f"cannot store record {record.id}: {exc}") from exc
+                await self._refresh_quietly()
+                raise StoreError(f"cannot store record {record.id}: {exc}") from exc
+            self._cooldowns = marks
         if ready and (self._ready_count >= self._wake_count
                       or self._ready_bytes >= self._wake_bytes):
             self.changed.set()
@@ -299,6 +307,11 @@ class SqliteBuffer:
     async def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
             await self._db.execute("ROLLBACK")
+
+    async def _refresh_quietly(self) -> None:
+        # After a failed write: the counts must be those of the file, if it can be read.
+        with contextlib.suppress(sqlite3.Error):
+            await self._refresh()
 
     async def fetch(self, max_records: int, max_bytes: int) -> list[Stored]:
         """The oldest uploadable records within both limits (always at least one if any)."""
@@ -318,7 +331,7 @@ class SqliteBuffer:
                         size += len(body)
                         out.append(Stored(str(row[0]), str(row[1]), body))
             except sqlite3.Error as exc:
-                raise BufferError(f"cannot read the buffer: {exc}") from exc
+                raise StoreError(f"cannot read the buffer: {exc}") from exc
         return out
 
     async def delete(self, ids: list[str]) -> None:
@@ -335,7 +348,8 @@ class SqliteBuffer:
                 await self._refresh()
             except sqlite3.Error as exc:
                 await self._rollback()
-                raise BufferError(f"cannot delete uploaded records: {exc}") from exc
+                await self._refresh_quietly()
+                raise StoreError(f"cannot delete uploaded records: {exc}") from exc
         if not self._ready_count:
             self.changed.clear()
 
@@ -343,13 +357,14 @@ class SqliteBuffer:
         async with self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0),"
             " coalesce(sum(ready), 0), coalesce(sum(CASE WHEN ready THEN size END), 0),"
-            " min(CASE WHEN ready THEN ready_us END) FROM records"
+            " min(CASE WHEN ready THEN ready_us END), min(created_us) FROM records"
         ) as cur:
             row = await cur.fetchone()
         assert row is not None
         self._count, self._bytes = int(row[0]), int(row[1])
         self._ready_count, self._ready_bytes = int(row[2]), int(row[3])
         self._oldest_ready_us = None if row[4] is None else int(row[4])
+        self._oldest_created_us = None if row[5] is None else int(row[5])
 
     async def _load_cooldowns(self) -> None:
         values: dict[str, int] = {}
@@ -362,50 +377,26 @@ class SqliteBuffer:
             None if a is None else from_micros(a), None if d is None else from_micros(d)
         )
 
-    async def _evict(self) -> None:
-        limits = self._limits
-        cutoff = to_micros(self._clock.wall()) - int(limits.max_age_days * _DAY_US)
-        cur = await self._db.execute(
-            "DELETE FROM records WHERE created_us < ? RETURNING kind", (cutoff,)
+    async def _evict(self, now_us: int) -> None:
+        """Inside the caller's transaction, after :meth:`_refresh`: apply the policy."""
+        if not may_need_eviction(self._count, self._bytes, self._oldest_created_us,
+                                 now_us, self._limits):
+            return
+        async with self._db.execute(
+            "SELECT seq, id, kind, ready, created_us, ready_us, size FROM records ORDER BY seq"
+        ) as cur:
+            rows = [Row(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), int(r[4]),
+                        None if r[5] is None else int(r[5]), int(r[6]))
+                    async for r in cur]
+        ev = choose_evictions(rows, now_us, self._limits)
+        if not ev:
+            return
+        await self._db.executemany(
+            "DELETE FROM records WHERE seq = ?", [(r.seq,) for r in ev.rows]
         )
-        old = Counter(str(r[0]) for r in await cur.fetchall())
-        await cur.close()
         await self._refresh()
-        over_n = self._count - limits.max_records
-        over_b = self._bytes - limits.max_bytes
-        full: Counter[str] = Counter()
-        if over_n > 0 or over_b > 0:
-            victims: list[int] = []
-            # Oldest sessions first, answers last (contract of issue 3).
-            async with self._db.execute(
-                "SELECT seq, kind, size FROM records"
-                " ORDER BY kind = 'survey', seq"
-            ) as c:
-                async for seq, kind, size in c:
-                    if over_n <= 0 and over_b <= 0:
-                        break
-                    victims.append(int(seq))
-                    full[str(kind)] += 1
-                    over_n -= 1
-                    over_b -= int(size)
-            await self._db.executemany(
-                "DELETE FROM records WHERE seq = ?", [(s,) for s in victims]
-            )
-        self._count_evictions(old, full)
-
-    def _count_evictions(self, old: Counter[str], full: Counter[str]) -> None:
-        for kind, n in old.items():
-            self.evictions[f"age_{kind}"] += n
-        for kind, n in full.items():
-            self.evictions[f"full_{kind}"] += n
-        if old or full:
-            log.warning(
-                "buffer bounds: dropped %s record(s) older than %g days, %s for space"
-                " (totals so far: %s)",
-                sum(old.values()), self._limits.max_age_days,
-                ", ".join(f"{n} {k}(s)" for k, n in full.items()) or "none",
-                dict(self.evictions),
-            )
+        self.evictions.update(ev.counts())
+        _log_evictions(ev, self.evictions, self._limits)
 
 
 class MemoryBuffer:
@@ -418,14 +409,13 @@ class MemoryBuffer:
 
     def __init__(self, limits: BufferSection, clock: Clock) -> None:
         self._limits = limits
-        self._max_age_us = int(limits.max_age_days * _DAY_US)
         self._clock = clock
         self.changed = asyncio.Event()
         self.evictions: Counter[str] = Counter()
         self._wake_count = 1
         self._wake_bytes = 1
-        # id -> [seq, kind, ready, created_us, ready_us, body]; dict order is insertion order.
-        self._rows: dict[str, list[Any]] = {}
+        # id -> (row, body); dict order is insertion order, which is seq order.
+        self._rows: dict[str, tuple[Row, bytes]] = {}
         self._seq = 0
         self._cooldowns = Cooldowns()
         self._ready_count = 0
@@ -454,8 +444,8 @@ class MemoryBuffer:
         """When the oldest uploadable record became uploadable (wall, µs), or None."""
         if not self._ready_count:
             return None
-        oldest: int = min(r[4] for r in self._rows.values() if r[2])
-        return oldest
+        return min((r.ready_us for r, _ in self._rows.values() if r.ready_us is not None),
+                   default=None)
 
     def wake_when(self, count: int, nbytes: int) -> None:
         """Set ``changed`` only where a new uploadable record brings the uploadable
@@ -480,95 +470,70 @@ class MemoryBuffer:
 
     def _put(self, record: Record, ready: bool) -> None:
         now = to_micros(self._clock.wall())
-        row = self._rows.get(record.id)
         body = _encode(record)
-        if row is None:
+        got = self._rows.get(record.id)
+        if got is None:
             self._seq += 1
-            row = [self._seq, record.kind, ready, now, now if ready else None, body]
-            self._rows[record.id] = row
+            seq, created = self._seq, now
             if self._min_created_us is None or now < self._min_created_us:
                 self._min_created_us = now
         else:
-            self._uncount(row)
-            row[2], row[4], row[5] = ready, now if ready else None, body
+            # An updated record keeps its place (assigning an existing key keeps the dict's
+            # order, which is seq order) and its creation time.
+            self._uncount(got[0])
+            seq, created = got[0].seq, got[0].created_us
+        row = Row(seq, record.id, record.kind, ready, created, now if ready else None,
+                  len(body))
+        self._rows[record.id] = (row, body)
         self._count(row)
         if isinstance(record, SurveyRecord):
-            c = self._cooldowns
-            if record.outcome == "answered":
-                if c.answered_shown is None or record.shown_at > c.answered_shown:
-                    self._cooldowns = Cooldowns(record.shown_at, c.dismissed_shown)
-            elif c.dismissed_shown is None or record.shown_at > c.dismissed_shown:
-                self._cooldowns = Cooldowns(c.answered_shown, record.shown_at)
+            self._cooldowns = after_survey(self._cooldowns, record.outcome, record.shown_at)
         self._evict(now)
         if ready and (self._ready_count >= self._wake_count
                       or self._ready_bytes >= self._wake_bytes):
             self.changed.set()
 
-    def _count(self, row: list[Any]) -> None:
-        size = len(row[5])
-        self._bytes += size
-        if row[2]:
+    def _count(self, row: Row) -> None:
+        self._bytes += row.size
+        if row.ready:
             self._ready_count += 1
-            self._ready_bytes += size
+            self._ready_bytes += row.size
 
-    def _uncount(self, row: list[Any]) -> None:
-        size = len(row[5])
-        self._bytes -= size
-        if row[2]:
+    def _uncount(self, row: Row) -> None:
+        self._bytes -= row.size
+        if row.ready:
             self._ready_count -= 1
-            self._ready_bytes -= size
+            self._ready_bytes -= row.size
 
-    def _drop(self, rid: str) -> list[Any] | None:
-        row = self._rows.pop(rid, None)
-        if row is not None:
-            self._uncount(row)
-        return row
+    def _drop(self, rid: str) -> None:
+        got = self._rows.pop(rid, None)
+        if got is not None:
+            self._uncount(got[0])
 
-    def _evict(self, now: int) -> None:
-        cutoff = now - self._max_age_us
-        over_n = len(self._rows) - self._limits.max_records
-        over_b = self._bytes - self._limits.max_bytes
-        aged = self._min_created_us is not None and self._min_created_us < cutoff
-        if not aged and over_n <= 0 and over_b <= 0:
-            return  # the common case: nothing to drop, nothing to count
-        old: Counter[str] = Counter()
-        if aged:
-            for rid in [k for k, r in self._rows.items() if r[3] < cutoff]:
-                old[self._rows[rid][1]] += 1
-                self._drop(rid)
-            self._min_created_us = min((r[3] for r in self._rows.values()), default=None)
-            over_n = len(self._rows) - self._limits.max_records
-            over_b = self._bytes - self._limits.max_bytes
-        full: Counter[str] = Counter()
-        if over_n > 0 or over_b > 0:
-            order = sorted(self._rows.items(), key=lambda kv: (kv[1][1] == "survey", kv[1][0]))
-            for rid, r in order:
-                if over_n <= 0 and over_b <= 0:
-                    break
-                self._drop(rid)
-                full[r[1]] += 1
-                over_n -= 1
-                over_b -= len(r[5])
-        if not old and not full:
-            return
-        for kind, n in old.items():
-            self.evictions[f"age_{kind}"] += n
-        for kind, n in full.items():
-            self.evictions[f"full_{kind}"] += n
-        log.warning("buffer bounds: dropped %s (totals so far: %s)",
-                    dict(old + full), dict(self.evictions))
+    def _evict(self, now_us: int) -> None:
+        if not may_need_eviction(len(self._rows), self._bytes, self._min_created_us,
+                                 now_us, self._limits):
+            return  # the common case: nothing to drop, no scan
+        ev = choose_evictions((r for r, _ in self._rows.values()), now_us, self._limits)
+        for r in ev.rows:
+            self._drop(r.id)
+        self._min_created_us = min((r.created_us for r, _ in self._rows.values()),
+                                   default=None)
+        if ev:
+            self.evictions.update(ev.counts())
+            _log_evictions(ev, self.evictions, self._limits)
 
     async def fetch(self, max_records: int, max_bytes: int) -> list[Stored]:
         """The oldest uploadable records within both limits."""
         out: list[Stored] = []
         size = 0
-        for rid, r in self._rows.items():
-            if not r[2]:
+        for rid, (r, body) in self._rows.items():
+            if not r.ready:
                 continue
-            if len(out) >= max_records or (out and size + len(r[5]) > max_bytes):
+            if len(out) >= max_records or (out and size + r.size > max_bytes):
                 break
-            size += len(r[5])
-            out.append(Stored(rid, r[1], r[5]))
+            size += r.size
+            out.append(Stored(rid, r.kind, body))
         return out
 
     async def delete(self, ids: list[str]) -> None:

@@ -19,7 +19,7 @@ class EventError(AgentError):
     """A player event line that cannot be understood (logged and skipped)."""
 
 
-class BufferError(AgentError):
+class StoreError(AgentError):
     """The offline buffer cannot be opened or written."""
 
 

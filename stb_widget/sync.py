@@ -30,7 +30,7 @@ from protocol import (
 from .buffer import RecordStore, Stored
 from .clock import Clock, wait_event
 from .config import Config
-from .errors import BufferError, NetworkError
+from .errors import NetworkError, StoreError
 from .http_client import Poster
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class Uploader:
             await self._wait_due()
             try:
                 await self.upload_once()
-            except BufferError as exc:
+            except StoreError as exc:
                 # A full or failing disk (e.g. no room to delete what was acknowledged):
                 # the records stay and go again later (duplicates at the collector, counted
                 # once). Dying here would leave the box mute until a restart.

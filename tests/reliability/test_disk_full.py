@@ -192,7 +192,7 @@ async def test_the_uploader_survives_a_buffer_that_cannot_write(tmp_path: Path) 
 
     from stb_widget.buffer import MemoryBuffer
     from stb_widget.clock import SystemClock
-    from stb_widget.errors import BufferError
+    from stb_widget.errors import StoreError
     from stb_widget.http_client import HttpClient
     from stb_widget.sync import Uploader
     from tests.stb_widget.fake_collector import FakeCollector
@@ -205,7 +205,7 @@ async def test_the_uploader_survives_a_buffer_that_cannot_write(tmp_path: Path) 
         async def delete(self, ids: list[str]) -> None:
             if self.failures:
                 self.failures -= 1
-                raise BufferError("cannot delete uploaded records: database or disk is full")
+                raise StoreError("cannot delete uploaded records: database or disk is full")
             await super().delete(ids)
 
     fake = FakeCollector()
@@ -245,7 +245,7 @@ async def test_an_answer_whose_final_write_fails_becomes_uploadable_without_a_re
     from stb_widget.agent import Agent as InProcessAgent
     from stb_widget.buffer import MemoryBuffer
     from stb_widget.config import BufferSection
-    from stb_widget.errors import BufferError
+    from stb_widget.errors import StoreError
     from tests.stb_widget.conftest import FakeClock, make_config
     from tests.stb_widget.test_agent import ScriptedPresenter, watch
 
@@ -255,7 +255,7 @@ async def test_an_answer_whose_final_write_fails_becomes_uploadable_without_a_re
         async def finished(self, record: object) -> None:
             if self.failures:
                 self.failures -= 1
-                raise BufferError("cannot store record: database or disk is full")
+                raise StoreError("cannot store record: database or disk is full")
             await super().finished(record)  # type: ignore[arg-type]
 
     clock = FakeClock()

@@ -348,11 +348,11 @@ async def test_one_write_per_session_not_per_event(tmp_path: Path) -> None:
 
 
 async def test_a_failing_buffer_never_stops_the_agent(tmp_path: Path) -> None:
-    from stb_widget.errors import BufferError
+    from stb_widget.errors import StoreError
 
     class Broken(MemoryBuffer):
         async def add_session(self, record: object) -> None:
-            raise BufferError("disk full")
+            raise StoreError("disk full")
 
     clock = FakeClock()
     cfg = make_config(tmp_path)
