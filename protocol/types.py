@@ -46,6 +46,14 @@ class Qos:
     )
     bitrate_switches: int = wire("integer", "Changes of the video bitrate.", minimum=0)
     failed: bool = wire("boolean", "The session ended on a playback error.")
+    dropped_frames: int | None = wire(
+        "integer", "Frames the player or decoder dropped while playing; absent or null where "
+        "the player does not tell.", minimum=0, nullable=True, optional=True,
+    )
+    video_height: int | None = wire(
+        "integer", "Height in pixels of the rendition played longest (e.g. 1080); absent or "
+        "null where the player does not tell.", minimum=0, nullable=True, optional=True,
+    )
 
     @property
     def rebuffer_ratio(self) -> float:
