@@ -13,6 +13,8 @@ from typing import Final
 
 #: The bitrate ladder of the simulated streams (kbps), lowest first.
 LADDER: Final[tuple[float, ...]] = (800.0, 1800.0, 3000.0, 5400.0, 8000.0)
+#: The picture height of each rung of :data:`LADDER`, in pixels (sent with the bitrate).
+HEIGHTS: Final[tuple[int, ...]] = (432, 576, 720, 1080, 2160)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Final, Literal
 
 from stb_widget.events import PlayerEvent
 
-from .network import LADDER, NetworkProfile
+from .network import HEIGHTS, LADDER, NetworkProfile
 
 EndKind = Literal["stop", "error", "replaced"]
 
@@ -39,6 +39,8 @@ class Lived:
     avg_kbps: float | None
     failed: bool
     exited_before_start: bool
+    #: The height of the rung played longest (None where nothing was played).
+    video_height: int | None = None
 
     @property
     def rebuffer_ratio(self) -> float:
@@ -112,7 +114,7 @@ def plan_session(
     rung = _rung_for(throughput)
     t = startup_s
     events.append(PlayerEvent("first_frame", t0 + t))
-    events.append(PlayerEvent("bitrate", t0 + t, kbps=LADDER[rung]))
+    events.append(PlayerEvent("bitrate", t0 + t, kbps=LADDER[rung], height=HEIGHTS[rung]))
     end_t = max(t + 1.0, content_seconds)
     fails = rng.random() < min(0.9, profile.failure * pf)
     fail_t = rng.uniform(t, end_t) if fails else math.inf
@@ -131,6 +133,7 @@ def plan_session(
     paused_s = 0.0
     weighted = 0.0
     played = 0.0
+    by_rung = [0.0] * len(LADDER)
     # Content time runs only while playing; wall offsets add stalls and pauses on top.
     content_t = t
     while True:
@@ -139,11 +142,13 @@ def plan_session(
         if gap >= stop_at:
             played += stop_at
             weighted += LADDER[rung] * stop_at
+            by_rung[rung] += stop_at
             t += stop_at
             content_t += stop_at
             break
         played += gap
         weighted += LADDER[rung] * gap
+        by_rung[rung] += gap
         t += gap
         content_t += gap
         pick = rng.random() * total_rate
@@ -160,13 +165,13 @@ def plan_session(
             rebuffer_n += 1
             if rung > 0 and rng.random() < 0.6:  # the player adapts down after a stall
                 rung -= 1
-                events.append(PlayerEvent("bitrate", t0 + t, kbps=LADDER[rung]))
+                events.append(PlayerEvent("bitrate", t0 + t, kbps=LADDER[rung], height=HEIGHTS[rung]))
         elif pick < stall_rate + switch_rate:
             target = _rung_for(throughput * rng.lognormvariate(0.0, 0.3))
             new = rung + (1 if target > rung else -1 if target < rung else 0)
             if new != rung:
                 rung = new
-                events.append(PlayerEvent("bitrate", t0 + t, kbps=LADDER[rung]))
+                events.append(PlayerEvent("bitrate", t0 + t, kbps=LADDER[rung], height=HEIGHTS[rung]))
         elif pick < stall_rate + switch_rate + pause_rate:
             p = rng.expovariate(1.0 / 150.0)
             events.append(PlayerEvent("pause", t0 + t))
@@ -183,6 +188,7 @@ def plan_session(
                 events.append(PlayerEvent("stall_start", t0 + t + 0.1))
                 played += 0.1
                 weighted += LADDER[rung] * 0.1
+                by_rung[rung] += 0.1
                 t += 0.1 + d
                 events.append(PlayerEvent("stall_end", t0 + t))
     if fails:
@@ -196,6 +202,8 @@ def plan_session(
         avg_kbps=weighted / played if played > 0 else float(LADDER[rung]),
         failed=fails,
         exited_before_start=False,
+        video_height=max(((t, HEIGHTS[r]) for r, t in enumerate(by_rung) if t > 0),
+                         default=(0.0, None))[1],
     )
     return SessionPlan(channel, content_type, tuple(events), t, end_kind, lived)
 

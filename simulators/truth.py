@@ -230,6 +230,8 @@ def _differences(ls: LivedSession, rec: SessionRecord,
         bad["avg_bitrate_kbps"] = [lv.avg_kbps, q.avg_bitrate_kbps]
     if lv.failed != q.failed:
         bad["failed"] = [lv.failed, q.failed]
+    if lv.video_height != q.video_height:
+        bad["video_height"] = [lv.video_height, q.video_height]
     if ls.channel != rec.channel or ls.content_type != rec.content_type:
         bad["channel"] = [ls.channel, rec.channel]
     return bad

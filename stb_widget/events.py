@@ -13,10 +13,11 @@ from .errors import EventError
 
 EventKind = Literal[
     "play", "first_frame", "bitrate", "stall_start", "stall_end",
-    "pause", "resume", "seek", "error", "stop", "describe", "dropped_frames",
+    "pause", "resume", "seek", "error", "stop", "describe", "dropped_frames", "height",
 ]
-#: The kinds a JSON line may carry (``describe`` is internal: a source that learns the
-#: open session's channel or content type after its ``play``, as mpv does).
+#: The kinds a JSON line may carry (``describe`` and ``height`` are internal: a source that
+#: learns the open session's channel or content type after its ``play``, or the picture's
+#: height apart from any bitrate, as mpv does).
 KINDS: Final[frozenset[str]] = frozenset(
     ("play", "first_frame", "bitrate", "stall_start", "stall_end",
      "pause", "resume", "seek", "error", "stop", "dropped_frames")
@@ -43,7 +44,8 @@ class PlayerEvent:
     kbps: float | None = None
     nominal: bool = True
     message: str | None = None
-    #: ``bitrate``: the picture's height in pixels, where the player said (contract v1).
+    #: ``bitrate`` and ``height``: the picture's height in pixels, where the player said; it
+    #: holds until a later event gives another (an event without one changes nothing).
     height: int | None = None
     #: ``dropped_frames``: the player's running count of dropped frames for the session.
     count: int | None = None
@@ -90,15 +92,12 @@ def parse_event_line(line: bytes) -> PlayerEvent:
         ):
             raise EventError("kbps: must be a non-negative number or null")
         height = doc.get("height")
-        # ``height`` is optional; one that is no pixel count is dropped, the bitrate kept
-        # (the tracker does not measure it yet: it waits for qos.video_height, issue 15).
+        # ``height`` is optional; one that is no pixel count is dropped, the bitrate kept.
         if isinstance(height, bool) or not isinstance(height, int) or not 0 < height < 65536:
             height = None
         return PlayerEvent("bitrate", at_f, kbps=None if kbps is None else float(kbps),
                            height=height)
     if kind == "dropped_frames":
-        # Contract v1 feed; checked so a player learns of a bad count, but not measured
-        # yet (the session's dropped_frames waits for the collector's storage, issue 14).
         count = doc.get("count")
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
             raise EventError("count: must be a non-negative integer")

@@ -5,7 +5,8 @@ paused nor stalled; a stall that starts within 5 s after a seek is the seek's ow
 counted; paused time never counts as stall time and is left out of ``watch_s``; a
 bitrate equal to the current one is not a switch, nor is the first one.
 
-Memory per tracker is a few dozen numbers: nothing is kept per event.
+Memory per tracker is a few dozen numbers and the time played at each picture height (a
+handful of renditions): nothing is kept per event.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ class _Open:
     """The running figures of the open session."""
 
     __slots__ = (
-        "channel", "content_type", "first_frame_t", "id", "kbps", "last_nominal", "last_seek_t",
-        "last_t", "offset", "paused", "paused_s", "played_s", "rebuffer_count", "rebuffer_s",
-        "stall_counted", "stall_pending", "stalled", "started_wall", "switches", "t0",
-        "weighted_s", "weighted_sum",
+        "by_height", "channel", "content_type", "drops", "first_frame_t", "height", "id", "kbps",
+        "last_nominal", "last_seek_t", "last_t", "offset", "paused", "paused_s", "played_s",
+        "rebuffer_count", "rebuffer_s", "stall_counted", "stall_pending", "stalled",
+        "started_wall", "switches", "t0", "weighted_s", "weighted_sum",
     )
 
     def __init__(self, sid: str, wall: datetime, t0: float, offset: float,
@@ -73,6 +74,10 @@ class _Open:
         self.switches = 0
         self.weighted_sum = 0.0
         self.weighted_s = 0.0
+        self.height: int | None = None
+        #: Seconds played at each picture height (a handful of renditions at most).
+        self.by_height: dict[int, float] = {}
+        self.drops = _Drops()
 
     def advance(self, t: float) -> None:
         """Book the time since the last event in the state it was spent in."""
@@ -93,6 +98,42 @@ class _Open:
             if self.kbps is not None:
                 self.weighted_sum += self.kbps * dt
                 self.weighted_s += dt
+            if self.height is not None:
+                self.by_height[self.height] = self.by_height.get(self.height, 0.0) + dt
+
+    def video_height(self) -> int | None:
+        """The height played longest (the higher one on a tie); None where no time was
+        played at a known height."""
+        if not self.by_height:
+            return None
+        return max(self.by_height, key=lambda h: (self.by_height[h], h))
+
+
+class _Drops:
+    """The session's dropped frames from the player's running counts: the last count minus
+    the first, or the last where only one came (contract section 2). A count below the
+    one before means the player started counting again (a decoder re-created), so that
+    count is all new drops: the figure is never negative."""
+
+    __slots__ = ("counts", "prev", "total")
+
+    def __init__(self) -> None:
+        self.counts = 0
+        self.prev = 0
+        self.total = 0
+
+    def add(self, count: int) -> None:
+        """Take one running count."""
+        if self.counts:
+            self.total += count - self.prev if count >= self.prev else count
+        self.counts += 1
+        self.prev = count
+
+    def figure(self) -> int | None:
+        """The session's figure; None where the player never said."""
+        if not self.counts:
+            return None
+        return self.prev if self.counts == 1 else self.total
 
 
 class SessionTracker:
@@ -148,6 +189,13 @@ class SessionTracker:
                         s.switches += 1
                     s.last_nominal = ev.kbps
                 s.kbps = ev.kbps
+            if ev.height is not None:
+                s.height = ev.height
+        elif kind == "height":
+            s.height = ev.height
+        elif kind == "dropped_frames":
+            if ev.count is not None:
+                s.drops.add(ev.count)
         elif kind == "stall_start":
             # Buffering before the first frame is startup, not a stall.
             if s.first_frame_t is not None and not s.stalled:
@@ -200,6 +248,8 @@ class SessionTracker:
             avg_bitrate_kbps=avg,
             bitrate_switches=s.switches,
             failed=end == "error",
+            dropped_frames=s.drops.figure(),
+            video_height=s.video_height(),
         )
         record = SessionRecord(
             id=s.id,

@@ -5,7 +5,9 @@ Mapping: ``start-file`` → play; the first ``playback-restart`` after it → fi
 except mpv's own seek while loading; ``pause`` → pause/resume; ``hls-bitrate`` (the
 variant's nominal bitrate, as a property or in ``current-tracks/video``) → bitrate, or,
 where mpv does not know it, ``video-bitrate`` as a measured bitrate (weighted, never a
-switch); ``end-file`` with reason eof/stop/quit → stop, error → error. An
+switch); ``video-params/h`` → the picture's height; ``frame-drop-count`` plus
+``decoder-frame-drop-count`` (frames the output and the decoder dropped) → the running
+``dropped_frames`` count; ``end-file`` with reason eof/stop/quit → stop, error → error. An
 observed property that arrives without ``data`` is unknown.
 
 The channel and content type come from mpv's properties (:class:`Naming`): asked for at
@@ -42,7 +44,10 @@ log = logging.getLogger(__name__)
 # ``hls-bitrate`` is also an option name in mpv (then its value is a string such as "max");
 # only a number is a bitrate. The variant's bitrate of the playing track is in current-tracks.
 _OBSERVED = ("paused-for-cache", "seeking", "pause", "hls-bitrate",
-             "current-tracks/video/hls-bitrate", "video-bitrate")
+             "current-tracks/video/hls-bitrate", "video-bitrate", "video-params/h",
+             "frame-drop-count", "decoder-frame-drop-count")
+#: Both drop counters: the session's running count is their sum.
+_DROPS = frozenset(("frame-drop-count", "decoder-frame-drop-count"))
 _NOMINAL = frozenset(("hls-bitrate", "current-tracks/video/hls-bitrate"))
 _STOP_REASONS = frozenset(("eof", "stop", "quit"))
 #: Request ids of our ``get_property`` commands start here (observe ids are below).
@@ -141,6 +146,7 @@ class MpvIpcSource:
         self._seeking = False
         self._paused = False
         self._hls_known = False
+        self._drops: dict[str, int] = {}
         self._props: dict[str, str] = {}
         self._described: tuple[str | None, str | None] = (None, None)
         self._probe_id: int | None = None
@@ -353,4 +359,14 @@ class MpvIpcSource:
                 return [PlayerEvent("bitrate", kbps=round(float(value) / 1000.0, 1),
                                     nominal=False)]
             return [PlayerEvent("bitrate", kbps=None, nominal=False)]
+        if prop == "video-params/h":
+            if known and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return [PlayerEvent("height", height=value)]
+            return []
+        if prop in _DROPS:
+            if not (known and isinstance(value, int) and not isinstance(value, bool)
+                    and value >= 0):
+                return []
+            self._drops[prop] = value
+            return [PlayerEvent("dropped_frames", count=min(sum(self._drops.values()), 2**31 - 1))]
         return []

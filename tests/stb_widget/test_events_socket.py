@@ -184,7 +184,7 @@ def test_parser() -> None:
     assert parse_event_line(b'{"event": "bitrate", "kbps": 5400, "height": 1080}').kbps == 5400
     for bad in (b'{"event": "bitrate", "kbps": -1}', b'{"event": "stop", "at": true}',
                 b'{"at": 1}', b"\xff\xfe", b'{"event": "dropped_frames", "count": -1}',
-                b'{"event": "describe", "channel": "x"}'):
+                b'{"event": "describe", "channel": "x"}', b'{"event": "height", "height": 720}'):
         with pytest.raises(EventError):
             parse_event_line(bad)
 
@@ -204,6 +204,8 @@ async def test_the_event_feed_docs_example_gives_the_figures_it_states(
     got = await sessions(agent, 1)
     q = got[0]["qos"]
     assert q == {"startup_ms": 900, "watch_s": 1740.0, "rebuffer_count": 1, "rebuffer_s": 3.5,
-                 "avg_bitrate_kbps": 5400.0, "bitrate_switches": 0, "failed": False}
+                 "avg_bitrate_kbps": 5400.0, "bitrate_switches": 0, "failed": False,
+                 "video_height": 1080, "dropped_frames": 12}
     assert source.bad_lines == 0
     assert "`startup_ms` 900, `watch_s` 1740" in doc and "one stall of 3.5 s" in doc
+    assert "`video_height` 1080 and `dropped_frames` 12" in doc

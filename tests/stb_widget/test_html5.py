@@ -492,6 +492,24 @@ async def test_shaka_session_agrees_with_shaka_stats(
     dropped = [e.count for e in received if e.kind == "dropped_frames"]
     assert dropped, kinds
     assert dropped[-1] == stats["droppedFrames"]
+    # The session's figure (contract: the last running count minus the first, or the last
+    # where only one came) is Shaka's figure less what was dropped before the first count.
+    assert qos["dropped_frames"] == stats["droppedFrames"] - (dropped[0] if len(dropped) > 1 else 0)
+    # Height: the rendition played longest, by the heights the bridge reported as shown
+    # (the picture changes a few seconds after Shaka's switchHistory picks a variant, as
+    # the buffered segments play out, so that history cannot say which was on screen;
+    # test_tracker checks the rule itself). Played time at each height from the events,
+    # the stall and the pause taken out.
+    at = {e.kind: (e.at or 0) for e in received if e.kind in ("stall_start", "stall_end",
+                                                                "pause", "resume", "stop")}
+    shown = [((e.at or 0), e.height) for e in bitrates]
+    played: dict[int | None, float] = {}
+    for (t0, h), (t1, _) in zip(shown, [*shown[1:], (at["stop"], None)], strict=True):
+        t0 = max(t0, next(e.at or 0 for e in received if e.kind == "first_frame"))
+        lost = sum(max(0.0, min(t1, b) - max(t0, a)) for a, b in (
+            (at["stall_start"], at["stall_end"]), (at["pause"], at["resume"])))
+        played[h] = played.get(h, 0.0) + max(0.0, t1 - t0 - lost)
+    assert qos["video_height"] == max(played, key=lambda h: played[h]), (qos, played)
     # Watch time: from the load to the end, startup and stalls in, the viewer's pause
     # out. From Shaka's state history that is every state's time but "ended" and the
     # "paused" ones after the first "playing" (the one before is Shaka's own start).

@@ -144,6 +144,9 @@ async def test_real_mpv_reports_stall_startup_and_bitrate(tmp_path: Path, stream
         assert q["rebuffer_count"] >= 1 and q["rebuffer_s"] > 0.5, q
         assert q["avg_bitrate_kbps"] is not None and q["avg_bitrate_kbps"] > 50, q
         assert q["watch_s"] >= 18, q
+        # The stream's two renditions are 320x180 and 160x90 (see ``stream_url``).
+        assert q["video_height"] in (90, 180), q
+        assert q["dropped_frames"] is not None and q["dropped_frames"] >= 0, q
 
         # mpv goes away mid-play: the session ends as failed; a new mpv is picked up.
         await command(sock, "loadfile", stream_url)
@@ -210,6 +213,24 @@ def test_mpv_translation_rules() -> None:
         kinds(src, {"event": "start-file"})
         assert kinds(src, {"event": "end-file", "reason": reason}) == ["stop"]
     assert kinds(src, {"event": "end-file", "reason": "eof"}) == []  # no file open
+
+
+def test_mpv_height_and_dropped_frames() -> None:
+    src = MpvIpcSource("/nonexistent", _nothing, SystemClock())
+    assert src.translate(prop("video-params/h", 720)) == []  # outside a file
+    kinds(src, {"event": "start-file"})
+    assert [(e.kind, e.height) for e in src.translate(prop("video-params/h", 1080))] == \
+        [("height", 1080)]
+    assert src.translate(prop("video-params/h")) == []  # unknown: no height event
+    # The running count is the output's drops plus the decoder's.
+    assert [e.count for e in src.translate(prop("frame-drop-count", 3))] == [3]
+    assert [e.count for e in src.translate(prop("decoder-frame-drop-count", 4))] == [7]
+    assert [e.count for e in src.translate(prop("frame-drop-count", 5))] == [9]
+    assert src.translate(prop("decoder-frame-drop-count")) == []  # unknown
+    assert src.translate(prop("frame-drop-count", True)) == []  # not a count
+    # A new file counts from its own start: the old counters are forgotten.
+    kinds(src, {"event": "end-file", "reason": "eof"}, {"event": "start-file"})
+    assert [e.count for e in src.translate(prop("decoder-frame-drop-count", 1))] == [1]
 
 
 # -- channel changes, naming, a playback already running, mpv going away -------------------

@@ -341,3 +341,67 @@ def test_describe_sets_channel_and_content_type_where_given() -> None:
              E("stop", 3.0)])
     assert (q.record.channel, q.record.content_type) == ("NPO1", None)
     assert q.record.qos.watch_s == 3.0 and q.record.qos.startup_ms == 500
+
+
+# -- picture height and dropped frames (contract sections 2 and 3) ---------------------------
+
+def test_video_height_is_the_rendition_played_longest() -> None:
+    # 720p plays 1-11 s and 50-55 s (15 s); 1080p plays 11-15 s and 45-50 s (9 s) but is
+    # on screen through a 30 s pause and a 20 s stall, which are not time played.
+    done = run([
+        E("play", 0.0), E("first_frame", 1.0),
+        E("bitrate", 1.0, kbps=3000.0, height=720),
+        E("bitrate", 11.0, kbps=5000.0, height=1080),
+        E("pause", 15.0), E("resume", 45.0),
+        E("stall_start", 45.0), E("stall_end", 45.0),
+        E("bitrate", 50.0, kbps=3000.0, height=720),
+        E("bitrate", 55.0, kbps=3000.0, height=1080),  # last on screen, never played
+        E("stall_start", 55.0), E("stall_end", 85.0),
+        E("stop", 85.5),
+    ])
+    assert done.record.qos.video_height == 720
+
+
+def test_video_height_tie_takes_the_higher_and_height_holds_without_a_new_one() -> None:
+    done = run([
+        E("play", 0.0), E("first_frame", 0.0),
+        E("bitrate", 0.0, kbps=3000.0, height=720),
+        E("bitrate", 5.0, kbps=5000.0),  # no height: 720 holds
+        E("height", 10.0, height=1080),  # a source telling the height alone (mpv)
+        E("stop", 20.0),
+    ])
+    assert done.record.qos.video_height == 1080  # 10 s each: the higher
+
+
+def test_no_height_played_is_null() -> None:
+    # A height before the first frame, and the viewer gave up: nothing was played.
+    done = run([E("play", 0.0), E("bitrate", 0.5, kbps=3000.0, height=720), E("stop", 4.0)])
+    assert done.record.qos.video_height is None
+    assert run([E("play", 0.0), E("first_frame", 1.0), E("stop", 9.0)]).record.qos.video_height is None
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ([], None),                 # the player never said
+    ([4], 4),                   # only one count: the last
+    ([0], 0),
+    ([5, 9, 12], 7),            # last minus first
+    ([5, 5], 0),
+    ([10, 15, 3, 6], 11),       # counting started again at 3: 5 + 3 + 3
+])
+def test_dropped_frames_from_running_counts(counts: list[int], expected: int | None) -> None:
+    events = [E("play", 0.0), E("first_frame", 1.0)]
+    events += [E("dropped_frames", 2.0 + i, count=c) for i, c in enumerate(counts)]
+    done = run([*events, E("stop", 30.0)])
+    assert done.record.qos.dropped_frames == expected
+
+
+def test_height_and_drops_are_on_the_wire_only_where_known() -> None:
+    from protocol import record_to_json as encode_record
+
+    known = run([E("play", 0.0), E("first_frame", 0.0), E("bitrate", 0.0, kbps=1.0, height=576),
+                 E("dropped_frames", 1.0, count=3), E("stop", 2.0)]).record
+    body = encode_record(known)
+    assert body["qos"]["video_height"] == 576 and body["qos"]["dropped_frames"] == 3
+    unknown = run([E("play", 0.0), E("first_frame", 0.0), E("stop", 2.0)]).record
+    assert "video_height" not in encode_record(unknown)["qos"]
+    assert "dropped_frames" not in encode_record(unknown)["qos"]
