@@ -16,9 +16,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..app import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE, ApiError
+from ..appkeys import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE
 from ..ratelimit import BoxRateLimiter
 from ..storage import Storage
+from ..web import ApiError
 from . import views
 from .auth import Signer, session_key
 from .keys import ALERTER, HTTP, LOGIN_LIMITER, METRICS, SIGNER

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from protocol import CONTENT_TYPES, REASONS, to_micros
 
-from ..app import ADMIN_HASH, SETTINGS, STORE, ApiError, json_response, require_admin
+from ..appkeys import ADMIN_HASH, SETTINGS, STORE
 from ..at_risk import compute_at_risk, parse_at_risk_query
 from ..buckets import BUCKETS, METRICS
 from ..errors import BadQueryError
@@ -24,6 +24,7 @@ from ..query import parse_filters
 from ..report import build_report, compute_report_data
 from ..storage.base import BadQuality, DetractorRow
 from ..tokens import same_token
+from ..web import ApiError, json_response, require_admin
 from . import html as h
 from .analysis import (
     DAY_US,

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 
-from collector.app import STORE
+from collector.appkeys import STORE
 from collector.dashboard.analysis import count_responses
 from collector.dashboard.openapi import openapi_document
 from collector.model import Filters
