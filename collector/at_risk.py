@@ -57,6 +57,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from protocol import format_rfc3339, parse_rfc3339, to_micros, utcnow
+from protocol.nps import is_detractor
 from protocol.timefmt import from_micros
 
 from .errors import BadQueryError
@@ -251,7 +252,7 @@ def design(rows: Sequence[TrainingRow]) -> tuple[FloatArray, FloatArray, float, 
             bitrate_fill if no_frame or r.avg_bitrate_kbps is None else r.avg_bitrate_kbps / 1000,
             1.0 if r.failed else 0.0, 1.0 if no_frame else 0.0,
         )
-        y[i] = 1.0 if r.score <= 6 else 0.0
+        y[i] = 1.0 if is_detractor(r.score) else 0.0
     return x, y, startup_fill, bitrate_fill
 
 

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from protocol import REASONS
+from protocol.nps import tally
 
 from .buckets import BUCKETS, METRICS
 from .model import Filters, SurveyFact
@@ -32,8 +33,7 @@ def _fact_metric(f: SurveyFact, metric: str) -> float | None:
 def _nps_block(histogram: list[int]) -> dict[str, Any]:
     """n, NPS, its interval and the mean score of a score histogram."""
     n = sum(histogram)
-    p = histogram[9] + histogram[10]
-    d = sum(histogram[:7])
+    p, _, d = tally(histogram)
     return {
         "n": n,
         "nps": nps(p, d, n),
@@ -151,8 +151,7 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
                 "failed": data.session("failed")}
     histogram = [data.survey(f"h{i}") for i in range(11)]
     answered = sum(histogram)
-    promoters = histogram[9] + histogram[10]
-    detractors = sum(histogram[:7])
+    promoters, passives, detractors = tally(histogram)
     shown = data.survey("shown")
     answered_outcomes = data.survey("answered")
 
@@ -183,7 +182,7 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
             "response_rate": (answered_outcomes / shown) if shown else None,
         },
         "promoters": promoters,
-        "passives": answered - promoters - detractors,
+        "passives": passives,
         "detractors": detractors,
         "nps": nps(promoters, detractors, answered),
         "nps_ci95": nps_ci95(promoters, detractors, answered),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from protocol import SurveyRecord
+from protocol.nps import DETRACTOR_MAX, is_detractor
 from stb_widget.clock import Clock
 from stb_widget.survey_port import SurveyRequest, SurveySink
 
@@ -135,7 +136,7 @@ def latent_score(rng: random.Random, promoter: float, detractor: float) -> int:
     if u < promoter:
         return 10 if rng.random() < 0.45 else 9
     if u < promoter + detractor:
-        return rng.choices(range(7), _DETRACTOR_WEIGHTS)[0]
+        return rng.choices(range(DETRACTOR_MAX + 1), _DETRACTOR_WEIGHTS)[0]
     return 8 if rng.random() < 0.55 else 7
 
 
@@ -154,10 +155,10 @@ def reason_for(rng: random.Random, lived: Lived, score: int) -> str:
         "buffering": 0.3 + 60.0 * lived.rebuffer_ratio + (2.0 if lived.failed else 0.0)
         + (1.5 if lived.exited_before_start else 0.0),
         "picture": 0.3 + (2.0 if lived.avg_kbps is not None and lived.avg_kbps < 2500 else 0.0),
-        "content": 1.2 if score >= 7 else 0.6,
-        "price": 0.3 if score >= 7 else 0.8,
+        "content": 0.6 if is_detractor(score) else 1.2,
+        "price": 0.8 if is_detractor(score) else 0.3,
         "interface": 0.4,
-        "support": 0.1 if score >= 7 else 0.3,
+        "support": 0.3 if is_detractor(score) else 0.1,
         "other": 0.3,
     }
     names = list(weights)

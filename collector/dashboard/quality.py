@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.nps import tally
+
 from ..buckets import METRICS
 from ..model import SurveyFact
 from ..stats import nps, nps_ci95
@@ -147,7 +149,7 @@ def unknown_rows(data: ReportData, report: Mapping[str, Any],
     for m in METRICS:
         h = [hist["rebuffer_ratio"][s] - hist[m][s] for s in range(11)]
         n = sum(h)
-        p, d = h[9] + h[10], sum(h[:7])
+        p, _, d = tally(h)
         shown = shown_known - sum(s for s, _ in responses[m])
         answered = answered_known - sum(a for _, a in responses[m])
         out[m] = {
