@@ -59,6 +59,7 @@ from typing import Any
 from protocol import format_rfc3339, parse_rfc3339, to_micros, utcnow
 from protocol.nps import is_detractor
 from protocol.timefmt import from_micros
+from protocol.units import DAY_US
 
 from .errors import BadQueryError
 from .model import Filters
@@ -294,7 +295,7 @@ def _check_range(name: str, value: int, bounds: tuple[int, int, int]) -> None:
 async def fit_risk_model(storage: Storage, to_us: int) -> RiskModel:
     """The model learned from the answered surveys before ``to_us``."""
     fetch, style = storage.sql_reader()
-    rows = await read_training_rows(fetch, style, shown_from_us=to_us - TRAIN_DAYS * 86_400_000_000,
+    rows = await read_training_rows(fetch, style, shown_from_us=to_us - TRAIN_DAYS * DAY_US,
                                     to_us=to_us, max_rows=TRAIN_MAX)
     # Off the event loop: tens of milliseconds of numpy that uploads need not wait for.
     return await asyncio.to_thread(learn, rows)

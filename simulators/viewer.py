@@ -18,6 +18,7 @@ from typing import Final
 
 from protocol import SurveyRecord
 from protocol.nps import DETRACTOR_MAX, is_detractor
+from protocol.units import DAY_S, HOUR_S
 from stb_widget.clock import Clock
 from stb_widget.survey_port import SurveyRequest, SurveySink
 
@@ -93,22 +94,22 @@ def day_plan(rng: random.Random, persona: Persona, day_start_s: float,
     """
     n = _poisson(rng, persona.sittings_per_day)
     starts = sorted(
-        day_start_s + ((rng.choices(_HOURS, cum_weights=_HOUR_CUM)[0] - utc_offset_h) % 24) * 3600
-        + rng.uniform(0, 3600)
+        day_start_s + ((rng.choices(_HOURS, cum_weights=_HOUR_CUM)[0] - utc_offset_h) % 24) * HOUR_S
+        + rng.uniform(0, HOUR_S)
         for _ in range(n)
     )
     out: list[Watch] = []
     free_at = day_start_s
     for start in starts:
         t = max(start, free_at)
-        if t >= day_start_s + 86_400:
+        if t >= day_start_s + DAY_S:
             break
         sessions = 1 + _poisson(rng, 1.2)
         for i in range(sessions):
             if rng.random() < 0.35:
                 content = rng.uniform(15.0, 400.0)  # zapping past a channel
             else:
-                content = min(4 * 3600.0, rng.lognormvariate(math.log(1800.0), 0.7))
+                content = min(4 * float(HOUR_S), rng.lognormvariate(math.log(1800.0), 0.7))
             ctype = rng.choices(_CONTENT_TYPES, cum_weights=_CONTENT_CUM)[0]
             last = i == sessions - 1
             zap_on = not last and rng.random() < 0.6

@@ -16,6 +16,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from protocol.units import DAY_S, HOUR_S, SECOND_US
+
 from ..appkeys import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE
 from ..ratelimit import BoxRateLimiter
 from ..storage import Storage
@@ -32,7 +34,7 @@ __all__ = ["purge_older_than", "setup_dashboard"]
 log = logging.getLogger("collector.dashboard")
 
 #: How often the retention task runs.
-PURGE_INTERVAL_S = 3600
+PURGE_INTERVAL_S = HOUR_S
 #: The alerts' HTTP client: a receiver gets this long per attempt, then it counts as failed.
 WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=10)
 
@@ -115,7 +117,7 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
     app[SIGNER] = Signer(await session_key(store), app[ADMIN_HASH],
-                         settings.dashboard_session_hours * 3600)
+                         settings.dashboard_session_hours * HOUR_S)
     http = aiohttp.ClientSession(timeout=WEBHOOK_TIMEOUT)
     app[HTTP] = http
     alerter: Alerter | None = None
@@ -145,7 +147,7 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def purge_older_than(store: Storage, days: int, now: float | None = None) -> int:
     """Delete the records older than ``days`` days; answer how many."""
-    cutoff_us = int(((time.time() if now is None else now) - days * 86_400) * 1_000_000)
+    cutoff_us = int(((time.time() if now is None else now) - days * DAY_S) * SECOND_US)
     return await store.purge_before(cutoff_us)
 
 

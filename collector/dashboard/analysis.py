@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from protocol.timefmt import from_micros, to_micros
+from protocol.timefmt import MAX_US, MIN_US, from_micros, to_micros
+from protocol.units import DAY_US, SECOND_US
 
 from ..buckets import BUCKETS, METRICS, bucket_index
 from ..model import Filters, SurveyFact
@@ -22,11 +23,6 @@ from ..report import build_report
 from ..stats import adjusted_wald, nps, nps_ci95
 from ..storage import Storage
 
-DAY_US = 86_400 * 1_000_000
-#: 0001-01-01T00:00:00Z, the earliest time RFC 3339 (and datetime) can write.
-MIN_US = -62_135_596_800_000_000
-#: 9999-12-31T23:59:59.999999Z, the latest.
-MAX_US = 253_402_300_799_999_999
 #: A longer time line is refused: each point is one query.
 MAX_PERIODS = 400
 #: Two-sided level of the period-over-period test.
@@ -41,7 +37,7 @@ def iso_us(us: int) -> str:
     outside what RFC 3339 can write (an hour bucket's end after 9999-12-31T23:00) are
     written as the nearest one it can."""
     dt = from_micros(min(MAX_US, max(MIN_US, us)))
-    text = dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds")
+    text = dt.isoformat(timespec="microseconds" if us % SECOND_US else "seconds")
     return text.replace("+00:00", "Z")
 
 

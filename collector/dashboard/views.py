@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from protocol import CONTENT_TYPES, REASONS, to_micros
+from protocol.timefmt import MAX_US, MIN_US
+from protocol.units import DAY_US
 
 from ..appkeys import ADMIN_HASH, SETTINGS, STORE
 from ..at_risk import compute_at_risk, parse_at_risk_query
@@ -27,9 +29,6 @@ from ..tokens import same_token
 from ..web import ApiError, json_response, require_admin
 from . import html as h
 from .analysis import (
-    DAY_US,
-    MAX_US,
-    MIN_US,
     Counts,
     compare,
     count_responses,

@@ -28,6 +28,7 @@ import orjson
 from yarl import URL
 
 from protocol.nps import is_detractor
+from protocol.units import HOUR_US, SECOND_US
 
 from ..model import Filters, Row, SessionRow, SurveyRow
 from ..storage import Storage
@@ -36,9 +37,6 @@ from .analysis import iso_us
 from .metrics import Metrics
 
 log = logging.getLogger("collector.webhook")
-
-HOUR_US = 3600 * 1_000_000
-
 
 def _detractor_answer(outcome: str, score: int | None) -> bool:
     """Whether a survey is an answer from a detractor: what every alert counts."""
@@ -245,7 +243,7 @@ class Alerter:
             count = sum(1 for f in facts if _detractor_answer(f.outcome, f.score))
             if count < self._threshold:
                 continue
-            msg_id = f"msg_threshold_{hour // 1_000_000}"
+            msg_id = f"msg_threshold_{hour // SECOND_US}"
             body = {
                 "type": "nps.detractor_threshold",
                 "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

@@ -8,10 +8,12 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from scipy import stats as sps
 
-from collector.dashboard.analysis import DAY_US, MIN_US, Counts, compare, periods, wilson95
+from collector.dashboard.analysis import Counts, compare, periods, wilson95
 from collector.dashboard.auth import Signer
 from collector.dashboard.views import is_tls, same_origin
 from collector.export import csv_cell
+from protocol.timefmt import MIN_US
+from protocol.units import DAY_US
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api
 
