@@ -11,9 +11,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from statistics import NormalDist
 
 #: The contract writes 1.96 (not norm.ppf(0.975) = 1.95996...), and so do we.
 Z95_CONTRACT = 1.96
+
+
+def z_two_sided(level: float) -> float:
+    """The standard normal quantile of a two-sided ``level`` interval (1.95996... for
+    0.95); ``ValueError`` unless 0 < level < 1."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: must be between 0 and 1 (exclusive), got {level}")
+    return NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+#: The exact 95 % two-sided normal quantile, where the contract does not fix 1.96.
+Z95 = z_two_sided(0.95)
 
 
 def nps(promoters: int, detractors: int, answered: int) -> float | None:

@@ -20,7 +20,7 @@ from protocol.units import DAY_US, SECOND_US
 from ..buckets import BUCKETS, METRICS, bucket_index
 from ..model import Filters, SurveyFact
 from ..report import build_report
-from ..stats import adjusted_wald, nps, nps_ci95
+from ..stats import Z95, adjusted_wald, nps, nps_ci95
 from ..storage import Storage
 
 #: A longer time line is refused: each point is one query.
@@ -139,7 +139,7 @@ def wilson95(k: int, n: int) -> list[float] | None:
     collapses to a point at 0 % or 100 %."""
     if n == 0:
         return None
-    z = 1.96
+    z = Z95
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import special, stats
 
 from collector.stats import (
+    Z95,
     Correlation,
     average_ranks,
     nps_ci95,
@@ -20,6 +21,7 @@ from collector.stats import (
     t_quantile_two_sided,
     t_test_p_value,
     t_two_sided_p,
+    z_two_sided,
 )
 
 
@@ -125,3 +127,19 @@ def test_t_quantile_matches_scipy(df: int) -> None:
     assert t_quantile_two_sided(0.5, df) == pytest.approx(stats.t.ppf(0.75, df), rel=1e-9)
     with pytest.raises(ValueError, match="level"):
         t_quantile_two_sided(1.0, df)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.8, 0.9, 0.95, 0.99, 0.999])
+def test_z_two_sided_is_scipys_normal_quantile(level: float) -> None:
+    assert z_two_sided(level) == pytest.approx(stats.norm.ppf(0.5 + level / 2), rel=1e-12)
+
+
+def test_z95_is_the_exact_quantile_not_the_rounded_one() -> None:
+    assert pytest.approx(stats.norm.ppf(0.975), rel=1e-12) == Z95
+    assert abs(Z95 - 1.96) > 1e-5
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.5, 1.5])
+def test_z_two_sided_refuses_a_level_outside_0_1(level: float) -> None:
+    with pytest.raises(ValueError, match="level: must be between 0 and 1"):
+        z_two_sided(level)

@@ -9,12 +9,12 @@ from protocol.units import DAY_S, DAY_US, HOUR_S, HOUR_US, MINUTE_S, SECOND_US
 
 
 def test_units_agree_with_timedelta() -> None:
-    assert MINUTE_S == timedelta(minutes=1).total_seconds()
-    assert HOUR_S == timedelta(hours=1).total_seconds()
-    assert DAY_S == timedelta(days=1).total_seconds()
-    assert SECOND_US == timedelta(seconds=1) // timedelta(microseconds=1)
-    assert HOUR_US == timedelta(hours=1) // timedelta(microseconds=1)
-    assert DAY_US == timedelta(days=1) // timedelta(microseconds=1)
+    assert timedelta(minutes=1).total_seconds() == MINUTE_S
+    assert timedelta(hours=1).total_seconds() == HOUR_S
+    assert timedelta(days=1).total_seconds() == DAY_S
+    assert timedelta(seconds=1) // timedelta(microseconds=1) == SECOND_US
+    assert timedelta(hours=1) // timedelta(microseconds=1) == HOUR_US
+    assert timedelta(days=1) // timedelta(microseconds=1) == DAY_US
 
 
 def test_the_datetime_range_in_microseconds() -> None:
