@@ -59,8 +59,6 @@ FloatArray = npt.NDArray[np.float64]
 REGRESSORS: Final = ("rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start")
 #: The regressors whose value is only defined on rows with a frame (imputed elsewhere).
 FRAME_ONLY: Final = frozenset({"startup_s", "bitrate_mbps"})
-#: The fixed-effect factors of the adjusted model, in the contract's order.
-FACTORS: Final = ("region", "model", "firmware", "content_type")
 #: The targets of ``recoverable`` (the contract's).
 TARGETS: Final[dict[str, float]] = {"rebuffer_pct": 0.0, "startup_s": 2.0, "bitrate_mbps": 5.0,
                                     "failed": 0.0, "no_start": 0.0}

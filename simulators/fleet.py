@@ -554,14 +554,6 @@ class Fleet:
                 return
             await clock.step()
 
-    def made_ids(self) -> set[str]:
-        """Every record id the boxes' agents stored (survived a power cut included)."""
-        ids: set[str] = set()
-        for b in self.boxes:
-            ids.update(b.sessions)
-            ids.update(b.surveys)
-        return ids
-
     def summary(self) -> dict[str, Any]:
         """Sessions, questions, answers, uploads, retries, buffered, faults, ground truth."""
         o = self.options
