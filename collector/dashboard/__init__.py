@@ -158,9 +158,6 @@ async def _purge_loop(store: Storage, days: int, metrics: Metrics) -> None:
             metrics.purged += n
             if n:
                 log.info("retention purge", extra={"deleted": n, "older_than_days": days})
-        except NotImplementedError:
-            log.error("retention: this data store cannot purge; records are kept")
-            return
         except Exception:
             log.exception("retention purge failed; will retry")
         await asyncio.sleep(PURGE_INTERVAL_S)
