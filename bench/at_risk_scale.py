@@ -59,6 +59,7 @@ from collector.storage.at_risk import (  # noqa: E402
     read_training_rows,
 )
 from protocol.timefmt import from_micros, to_micros  # noqa: E402
+from protocol.units import DAY_US  # noqa: E402
 
 CASES: dict[str, dict[str, Any]] = {
     "7 days, limit 50 (the default)": {"window_days": 7, "limit": 50},
@@ -99,7 +100,7 @@ async def time_at_risk(url: str, runs: int, cases: list[str]) -> dict[str, Any]:
         to_us = to_micros(to)
         parts: dict[str, float] = {}
         t = time.perf_counter()
-        rows = await read_training_rows(fetch, style, shown_from_us=to_us - at_risk.TRAIN_DAYS * 86_400_000_000,
+        rows = await read_training_rows(fetch, style, shown_from_us=to_us - at_risk.TRAIN_DAYS * DAY_US,
                                         to_us=to_us, max_rows=at_risk.TRAIN_MAX)
         parts["training read"] = time.perf_counter() - t
         t = time.perf_counter()

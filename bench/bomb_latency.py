@@ -40,7 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.collector_process import free_port, wait_ready  # noqa: E402
+from bench.collector_process import enrol, free_port, wait_ready  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 
@@ -68,14 +68,6 @@ def bomb(box_id: str, size: int = 7_800_000) -> bytes:
     head = orjson.dumps(_batch(box_id, [_session()]))[:-1]
     n = (size - len(head)) // 3
     return gzip.compress(head + b',"pad":[' + b"{}," * (n - 1) + b"{}]}", 9)
-
-
-async def _enrol(http: aiohttp.ClientSession, url: str, box_id: str) -> str:
-    async with http.post(f"{url}/v1/boxes", json={"box_id": box_id},
-                         headers={"Authorization": f"Bearer {ADMIN}"}) as r:
-        assert r.status == 201, await r.text()
-        token: str = (await r.json())["token"]
-        return token
 
 
 async def _good_box(http: aiohttp.ClientSession, url: str, token: str, seconds: float) -> list[float]:
@@ -130,8 +122,8 @@ async def one_run(attackers: int, seconds: float) -> dict[str, Any]:
             await wait_ready(url)
             conn = aiohttp.TCPConnector(limit=attackers + 4)
             async with aiohttp.ClientSession(connector=conn) as http:
-                good = await _enrol(http, url, "good")
-                tokens = [await _enrol(http, url, f"bomb-{i}") for i in range(attackers)]
+                good = await enrol(http, url, ADMIN, "good")
+                tokens = [await enrol(http, url, ADMIN, f"bomb-{i}") for i in range(attackers)]
                 # Warm up both paths (the worker process starts at the first large body).
                 await _good_box(http, url, good, 1.0)
                 async with http.post(f"{url}/v1/batches", data=bomb("bomb-0"), headers={

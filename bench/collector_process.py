@@ -1,5 +1,5 @@
-"""What every benchmark needs to run a collector as its own process: a free port, and
-waiting until it answers ``/readyz``."""
+"""What every benchmark needs to run a collector as its own process: a free port,
+waiting until it answers ``/readyz``, and enrolling boxes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def enrol(http: aiohttp.ClientSession, url: str, admin_token: str, box_id: str) -> str:
+    """Enrol ``box_id`` at the collector at ``url``; answer its token. Anything but 201
+    is an error naming the status and the collector's answer."""
+    async with http.post(f"{url}/v1/boxes", json={"box_id": box_id},
+                         headers={"Authorization": f"Bearer {admin_token}"}) as r:
+        if r.status != 201:
+            raise RuntimeError(f"enrolling {box_id}: {r.status} {await r.text()}")
+        token: str = (await r.json())["token"]
+        return token
 
 
 async def wait_ready(url: str, timeout_s: float = 30.0) -> None:

@@ -47,7 +47,7 @@ from collector.impact import compute_impact, impact_from_data  # noqa: E402
 from collector.model import Filters  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import make_storage  # noqa: E402
-from collector.storage.aggregates import DAY_US  # noqa: E402
+from protocol.units import DAY_US  # noqa: E402
 
 RUNS = 5
 

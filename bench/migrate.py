@@ -31,13 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from protocol.units import DAY_US
+
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "collector" / "fixtures" / "old_7759866"
 PG = {"host": os.environ.get("NPS_TEST_PG_HOST", "127.0.0.1"),
       "port": int(os.environ.get("NPS_TEST_PG_PORT", "5432")),
       "user": os.environ.get("NPS_TEST_PG_USER", "postgres")}
 V1_DERIVED = ("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos")
-DAY_US = 86_400_000_000
 
 
 def sqlite_store(path: Path, sessions: int) -> None:

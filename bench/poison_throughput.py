@@ -36,7 +36,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.collector_process import free_port, wait_ready  # noqa: E402
+from bench.collector_process import enrol, free_port, wait_ready  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -61,14 +61,6 @@ def _session(channel: str = "NPO1", count: int = 0) -> dict[str, Any]:
 def _body(box_id: str, records: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"protocol": 1, "box_id": box_id, "sent_at": _iso(datetime.now(UTC)),
                          "records": records})
-
-
-async def _enrol(http: aiohttp.ClientSession, url: str, box_id: str) -> str:
-    async with http.post(f"{url}/v1/boxes", json={"box_id": box_id},
-                         headers={"Authorization": f"Bearer {ADMIN}"}) as r:
-        assert r.status == 201, await r.text()
-        token: str = (await r.json())["token"]
-        return token
 
 
 async def _post(http: aiohttp.ClientSession, url: str, token: str, body: bytes) -> int:
@@ -130,8 +122,8 @@ async def one_run(db: str, root: Path, boxes: int, seconds: float, kind: str,
         try:
             await wait_ready(url)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=boxes + 4)) as http:
-                tokens = {f"good-{i}": await _enrol(http, url, f"good-{i}") for i in range(boxes)}
-                attacker = await _enrol(http, url, "attacker")
+                tokens = {f"good-{i}": await enrol(http, url, ADMIN, f"good-{i}") for i in range(boxes)}
+                attacker = await enrol(http, url, ADMIN, "attacker")
                 alone: dict[int, int] = {}
                 await asyncio.gather(*(_good(http, url, b, t, seconds, alone, pace_s)
                                        for b, t in tokens.items()))

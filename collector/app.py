@@ -23,35 +23,35 @@ from protocol import (
 from protocol.limits import BOX_ID_PATTERN, MAX_BODY_BYTES
 from protocol.timefmt import to_micros
 
+from .appkeys import (
+    ADMIN_HASH,
+    BODY_DECODER,
+    INGEST_LISTENERS,
+    LOG_BOX_ID,
+    LOG_COUNTS,
+    RATE_LIMITER,
+    SETTINGS,
+    STORE,
+    TOKEN_OWNERS,
+)
 from .at_risk import compute_at_risk, parse_at_risk_query
+from .dashboard import setup_dashboard
 from .decoding import BodyDecoder
 from .errors import BadQueryError, CollectorError, OverloadedError, StorageError, TokenRefusedError
 from .export import export_chunks
 from .impact import compute_impact
 from .ingest import reject_out_of_range, rows_from_batch
-from .model import Row, UploadAuth
+from .model import UploadAuth
 from .query import parse_filters
 from .ratelimit import BoxRateLimiter
 from .report import build_report
 from .settings import Settings
 from .storage import Storage, make_storage
-from .tokens import TokenOwners, bearer, new_admin_token, new_box_token, same_token, token_hash
+from .tokens import TokenOwners, bearer, new_admin_token, new_box_token, token_hash
+from .web import CLIENT_ABORT_STATUS, ApiError, client_gone, json_response, principal, require_admin
 
 log = logging.getLogger("collector")
 access = logging.getLogger("collector.access")
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Storage)
-ADMIN_HASH = web.AppKey("admin_hash", bytes)
-RATE_LIMITER = web.AppKey("rate_limiter", BoxRateLimiter)
-TOKEN_OWNERS = web.AppKey("token_owners", TokenOwners)
-BODY_DECODER = web.AppKey("body_decoder", BodyDecoder)
-LOG_BOX_ID = web.RequestKey("log_box_id", str)
-LOG_COUNTS = web.RequestKey("log_counts", dict[str, int])
-#: Called with the stored rows and, per row, whether it was new, after each upload is
-#: stored (the dashboard's detractor alerts listen here). Listeners must not block.
-IngestListener = Callable[[list[Row], list[bool]], None]
-INGEST_LISTENERS = web.AppKey("ingest_listeners", list[IngestListener])
 
 #: Keyword arguments for the server under the app: the collector inflates gzip itself,
 #: with a limit, so aiohttp must hand the body over as sent.
@@ -63,58 +63,6 @@ SERVER_KWARGS: dict[str, Any] = {"auto_decompress": False, "max_field_size": 819
                                  "keepalive_timeout": 15}
 
 _BOX_ID = re.compile(BOX_ID_PATTERN)
-
-#: The status logged and counted for a request whose client went away before its answer
-#: (nginx's "client closed request"); nothing is sent, the connection being gone.
-CLIENT_ABORT_STATUS = 499
-
-
-class ApiError(Exception):
-    """An error answer in the contract's form: ``{"error": code, "detail": message}``."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        """The answer to send."""
-        return web.Response(
-            body=orjson.dumps({"error": self.code, "detail": self.detail}), status=self.status,
-            content_type="application/json", headers=self.headers,
-        )
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    """A JSON answer (orjson: fast, and non-ASCII kept as is)."""
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-# -- authentication --------------------------------------------------------------------------
-
-async def _principal(request: web.Request) -> tuple[str, str | None]:
-    """("none"|"unknown"|"admin"|"box"|"revoked", box_id)."""
-    token = bearer(request.headers.get("Authorization"))
-    if token is None:
-        return "none", None
-    if same_token(token, request.app[ADMIN_HASH]):
-        return "admin", None
-    info = await request.app[STORE].lookup_token(token_hash(token))
-    if info is None:
-        return "unknown", None
-    return ("revoked" if info.revoked else "box"), info.box_id
-
-
-async def require_admin(request: web.Request) -> None:
-    """401 without a (known) token, 403 with a box token."""
-    kind, _ = await _principal(request)
-    if kind in ("none", "unknown"):
-        raise ApiError(401, "unauthorized", "Authorization: a valid admin bearer token is required")
-    if kind != "admin":
-        raise ApiError(403, "forbidden", "Authorization: a box token cannot use this endpoint")
-
 
 # -- handlers -------------------------------------------------------------------------------
 
@@ -165,7 +113,7 @@ async def post_batches(request: web.Request) -> web.Response:
     token_box = owners.get(hashed) if hashed is not None else None
     hinted = token_box is not None
     if not hinted:
-        kind, token_box = await _principal(request)
+        kind, token_box = await principal(request)
         if kind != "box":
             raise _upload_refused(kind)
         assert token_box is not None and hashed is not None
@@ -183,12 +131,12 @@ async def post_batches(request: web.Request) -> web.Response:
     except TokenRefusedError:
         # Revoked or deleted since it was seen (nothing was stored): say which.
         owners.forget(hashed)
-        kind, _ = await _principal(request)
+        kind, _ = await principal(request)
         raise _upload_refused(kind if kind != "box" else "revoked") from None
     except ApiError:
         if hinted:
             # Answered on the hint: an auth fault must still come before this one.
-            kind, _ = await _principal(request)
+            kind, _ = await principal(request)
             if kind != "box":
                 owners.forget(hashed)
                 raise _upload_refused(kind) from None
@@ -373,11 +321,6 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     return err.response()
 
 
-def client_gone(request: web.Request) -> bool:
-    """Whether the request's connection is closed (or closing): its client went away."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
 
 def _client_aborted(request: web.Request, exc: Exception) -> bool:
     """Whether ``exc`` is the client going away: a connection error, or a body cut short,
@@ -461,7 +404,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[INGEST_LISTENERS] = []
-    from .dashboard import setup_dashboard  # here: the dashboard imports this module
-
     setup_dashboard(app)
     return app

@@ -57,7 +57,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from protocol import format_rfc3339, parse_rfc3339, to_micros, utcnow
+from protocol.nps import is_detractor
 from protocol.timefmt import from_micros
+from protocol.units import DAY_US
 
 from .errors import BadQueryError
 from .model import Filters
@@ -251,7 +253,7 @@ def design(rows: Sequence[TrainingRow]) -> tuple[FloatArray, FloatArray, float, 
             bitrate_fill if no_frame or r.avg_bitrate_kbps is None else r.avg_bitrate_kbps / 1000,
             1.0 if r.failed else 0.0, 1.0 if no_frame else 0.0,
         )
-        y[i] = 1.0 if r.score <= 6 else 0.0
+        y[i] = 1.0 if is_detractor(r.score) else 0.0
     return x, y, startup_fill, bitrate_fill
 
 
@@ -293,7 +295,7 @@ def _check_range(name: str, value: int, bounds: tuple[int, int, int]) -> None:
 async def fit_risk_model(storage: Storage, to_us: int) -> RiskModel:
     """The model learned from the answered surveys before ``to_us``."""
     fetch, style = storage.sql_reader()
-    rows = await read_training_rows(fetch, style, shown_from_us=to_us - TRAIN_DAYS * 86_400_000_000,
+    rows = await read_training_rows(fetch, style, shown_from_us=to_us - TRAIN_DAYS * DAY_US,
                                     to_us=to_us, max_rows=TRAIN_MAX)
     # Off the event loop: tens of milliseconds of numpy that uploads need not wait for.
     return await asyncio.to_thread(learn, rows)

@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from protocol.nps import DETRACTOR_MAX, PROMOTER_MIN
+
 from .errors import CollectorError
 from .model import Filters
 from .numeric import np, npt
@@ -57,8 +59,6 @@ FloatArray = npt.NDArray[np.float64]
 REGRESSORS: Final = ("rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start")
 #: The regressors whose value is only defined on rows with a frame (imputed elsewhere).
 FRAME_ONLY: Final = frozenset({"startup_s", "bitrate_mbps"})
-#: The fixed-effect factors of the adjusted model, in the contract's order.
-FACTORS: Final = ("region", "model", "firmware", "content_type")
 #: The targets of ``recoverable`` (the contract's).
 TARGETS: Final[dict[str, float]] = {"rebuffer_pct": 0.0, "startup_s": 2.0, "bitrate_mbps": 5.0,
                                     "failed": 0.0, "no_start": 0.0}
@@ -108,7 +108,8 @@ def build_design(score: npt.ArrayLike, rebuffer_ratio: npt.ArrayLike, startup_ms
     """y and the regressors from the raw columns (``startup_ms`` NaN where null)."""
     score_a = np.asarray(score, dtype=np.float64)
     # y = 100 * (promoter - detractor)
-    y = 100.0 * ((score_a >= 9).astype(np.float64) - (score_a <= 6).astype(np.float64))
+    y = 100.0 * ((score_a >= PROMOTER_MIN).astype(np.float64)
+                 - (score_a <= DETRACTOR_MAX).astype(np.float64))
     startup = np.asarray(startup_ms, dtype=np.float64)
     bitrate = np.asarray(avg_bitrate_kbps, dtype=np.float64)
     frame = ~np.isnan(startup)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
 from protocol import Accepted, DecodedBatch, Rejected, SessionRecord, SurveyRecord, to_micros
 from protocol.limits import CLOCK_SKEW_TOLERANCE_S
+from protocol.timefmt import MAX_US, MIN_US
+from protocol.units import SECOND_US
 
 from .metrics import METRICS
 from .model import Row, SessionRow, SurveyRow
@@ -18,14 +20,12 @@ from .storage.aggregates import metric_columns
 def clock_shift_us(sent_at: datetime, received_at: datetime) -> int:
     """The correction for a batch: 0 within tolerance, else collector time minus box time."""
     diff = to_micros(received_at) - to_micros(sent_at)
-    if abs(diff) > CLOCK_SKEW_TOLERANCE_S * 1_000_000:
+    if abs(diff) > CLOCK_SKEW_TOLERANCE_S * SECOND_US:
         return diff
     return 0
 
 
 #: The earliest and the latest time RFC 3339 (and ``datetime``) can write, in µs.
-MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
-MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
 _TIME_FIELDS = {SessionRecord: ("started_at", "ended_at"), SurveyRecord: ("shown_at", "answered_at")}
 
 
@@ -47,7 +47,7 @@ def reject_out_of_range(batch: DecodedBatch, received_at: datetime) -> DecodedBa
                 if when is not None and not MIN_US <= to_micros(when) + shift <= MAX_US:
                     rec = Rejected(rec.index, rec.record.id, (
                         f"records[{rec.index}].{name}: corrected by the batch's clock shift of "
-                        f"{shift / 1_000_000:.0f} s (sent_at against the collector's clock), "
+                        f"{shift / SECOND_US:.0f} s (sent_at against the collector's clock), "
                         "it falls outside the years 1 to 9999"))
                     break
         out.append(rec)
@@ -75,7 +75,7 @@ def _row(
 ) -> Row:
     rec = acc.record
     raw = orjson.dumps(acc.raw)
-    shift_s = shift / 1_000_000
+    shift_s = shift / SECOND_US
     if isinstance(rec, SessionRecord):
         q = rec.qos
         return SessionRow(

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from protocol import REASONS
+from protocol.nps import tally
 
 from .metrics import BY_NAME, NAMES
 from .model import Filters
@@ -18,8 +19,7 @@ from .storage.report_sql import ReportData
 def _nps_block(histogram: list[int]) -> dict[str, Any]:
     """n, NPS, its interval and the mean score of a score histogram."""
     n = sum(histogram)
-    p = histogram[9] + histogram[10]
-    d = sum(histogram[:7])
+    p, _, d = tally(histogram)
     return {
         "n": n,
         "nps": nps(p, d, n),
@@ -111,8 +111,7 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
                 "start_failures": data.session("start_failures")}
     histogram = [data.survey(f"h{i}") for i in range(11)]
     answered = sum(histogram)
-    promoters = histogram[9] + histogram[10]
-    detractors = sum(histogram[:7])
+    promoters, passives, detractors = tally(histogram)
     shown = data.survey("shown")
     answered_outcomes = data.survey("answered")
 
@@ -144,7 +143,7 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
             "response_rate": (answered_outcomes / shown) if shown else None,
         },
         "promoters": promoters,
-        "passives": answered - promoters - detractors,
+        "passives": passives,
         "detractors": detractors,
         "nps": nps(promoters, detractors, answered),
         "nps_ci95": nps_ci95(promoters, detractors, answered),

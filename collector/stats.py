@@ -1,19 +1,32 @@
-"""The statistics the report needs: the adjusted-Wald NPS interval and Spearman's rho.
+"""The statistics the collector needs: the NPS and its adjusted-Wald interval, normal and
+t quantiles, and the t-test p-value of a correlation (the report's Spearman rho itself is
+computed from fine bins in ``report.py``).
 
-Pure Python on purpose: the two formulas are short, exactly specified by the contract,
-and checked against scipy in the tests; scipy itself would weigh more than the rest of
+Pure Python on purpose: the formulas are short, exactly specified by the contract, and
+checked against scipy in the tests; scipy itself would weigh more than the rest of
 the collector.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from statistics import NormalDist
 
 #: The contract writes 1.96 (not norm.ppf(0.975) = 1.95996...), and so do we.
 Z95_CONTRACT = 1.96
+
+
+def z_two_sided(level: float) -> float:
+    """The standard normal quantile of a two-sided ``level`` interval (1.95996... for
+    0.95); ``ValueError`` unless 0 < level < 1."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: must be between 0 and 1 (exclusive), got {level}")
+    return NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+#: The exact 95 % two-sided normal quantile, where the contract does not fix 1.96.
+Z95 = z_two_sided(0.95)
 
 
 def nps(promoters: int, detractors: int, answered: int) -> float | None:
@@ -41,69 +54,6 @@ def adjusted_wald(promoters: int, detractors: int, answered: int) -> tuple[float
     p = (promoters + 0.75) / n
     d = (detractors + 0.75) / n
     return p - d, (p + d - (p - d) ** 2) / n
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties taking the average of the ranks they span."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    n = len(order)
-    while i < n:
-        j = i
-        v = values[order[i]]
-        while j + 1 < n and values[order[j + 1]] == v:
-            j += 1
-        avg = (i + j) / 2.0 + 1.0
-        for k in range(i, j + 1):
-            ranks[order[k]] = avg
-        i = j + 1
-    return ranks
-
-
-@dataclass(frozen=True, slots=True)
-class Correlation:
-    """Spearman's rho, its two-sided p-value, and the number of pairs."""
-
-    spearman: float | None
-    p_value: float | None
-    n: int
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> Correlation:
-    """Spearman's rank correlation with average ranks for ties, p-value as scipy computes it
-    (t distribution with n - 2 degrees of freedom). Null where n < 3 or a side is constant."""
-    n = len(xs)
-    if n != len(ys):
-        raise ValueError("xs and ys differ in length")
-    if n < 3:
-        return Correlation(None, None, n)
-    return pearson_correlation(average_ranks(xs), average_ranks(ys))
-
-
-def pearson_correlation(rx: Sequence[float], ry: Sequence[float], weights: Sequence[float] | None = None) -> Correlation:
-    """Pearson's r of (optionally weighted) points, with the t-test p-value; on ranks this
-    is Spearman's rho. ``weights`` are integer counts when points stand for many pairs."""
-    if weights is None:
-        weights = [1.0] * len(rx)
-    n_total = sum(weights)
-    n = round(n_total)
-    if n < 3:
-        return Correlation(None, None, n)
-    mx = sum(w * x for w, x in zip(weights, rx, strict=True)) / n_total
-    my = sum(w * y for w, y in zip(weights, ry, strict=True)) / n_total
-    sxx = syy = sxy = 0.0
-    for w, x, y in zip(weights, rx, ry, strict=True):
-        dx = x - mx
-        dy = y - my
-        sxx += w * dx * dx
-        syy += w * dy * dy
-        sxy += w * dx * dy
-    if sxx <= 0.0 or syy <= 0.0:
-        return Correlation(None, None, n)
-    r = sxy / math.sqrt(sxx * syy)
-    r = max(-1.0, min(1.0, r))
-    return Correlation(r, t_test_p_value(r, n), n)
 
 
 def t_test_p_value(r: float, n: int) -> float:

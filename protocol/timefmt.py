@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from .units import DAY_S, SECOND_US
+
 #: The shape of an RFC 3339 date-time; the JSON Schema carries it too.
 RFC3339_PATTERN = (
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?"
@@ -68,12 +70,18 @@ def format_rfc3339(when: datetime) -> str:
 def to_micros(when: datetime) -> int:
     """Microseconds since the Unix epoch, exact (no float rounding)."""
     delta = when - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (delta.days * DAY_S + delta.seconds) * SECOND_US + delta.microseconds
 
 
 def from_micros(us: int) -> datetime:
     """The inverse of :func:`to_micros`."""
     return _EPOCH + timedelta(microseconds=us)
+
+
+#: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z in microseconds: the earliest and
+#: latest times RFC 3339 (and datetime) can write.
+MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
+MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
 
 
 def utcnow() -> datetime:

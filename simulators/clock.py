@@ -45,7 +45,6 @@ class VirtualClock:
         if start.tzinfo is None:
             raise ValueError("start must be an aware datetime")
         self.start = start.astimezone(UTC)
-        self._start_ts = self.start.timestamp()
         self._now = 0.0
         self._res = resolution_s
         # Sleeps (futures) and timers (call_later) due at each deadline, in the order they
@@ -111,10 +110,6 @@ class VirtualClock:
     def now(self) -> float:
         """Virtual seconds since the start."""
         return self._now
-
-    def wall_ts(self) -> float:
-        """The virtual wall time as a POSIX timestamp (cheaper than :meth:`wall`)."""
-        return self._start_ts + self._now
 
     def busy(self) -> _Busy:
         """Context manager marking real work (a buffer write) time must wait for."""
@@ -203,10 +198,6 @@ class VirtualClock:
             if deadline is None or deadline > t:
                 break
             await self.step()
-        self._now = max(self._now, t)
-
-    def advance_to(self, t: float) -> None:
-        """Jump to ``t`` without firing anything (only when nothing is due before ``t``)."""
         self._now = max(self._now, t)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from protocol.units import DAY_S, HOUR_S
+
 from .transport import Outage
 
 
@@ -16,7 +18,7 @@ def parse_outage(text: str) -> Outage:
         raise ValueError(f"outage {text!r}: expected START_H:DURATION_H, e.g. 30:4") from None
     if start < 0 or duration <= 0:
         raise ValueError(f"outage {text!r}: start must be >= 0 and duration > 0")
-    return Outage(start * 3600.0, duration * 3600.0)
+    return Outage(start * float(HOUR_S), duration * float(HOUR_S))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ class Faults:
         out: list[float] = []
         if self.power_cuts_per_day <= 0:
             return out
-        rate = self.power_cuts_per_day / 86_400.0
+        rate = self.power_cuts_per_day / DAY_S
         t = rng.expovariate(rate)
         while t < horizon_s:
             out.append(t)

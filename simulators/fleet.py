@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 
 from protocol import Accepted, SessionRecord, SurveyRecord, decode_record
+from protocol.units import DAY_S, HOUR_S
 from stb_widget.agent import Agent
 from stb_widget.buffer import MemoryBuffer, RecordStore, SqliteBuffer
 from stb_widget.config import (
@@ -253,8 +254,8 @@ class SimBox:
         clock = fleet.clock
         zapping = False
         # Days start at midnight UTC (the first one may have begun before the start).
-        for day in range(math.ceil((fleet.horizon_s - fleet.day0_s) / 86_400)):
-            for w in day_plan(self.rng_schedule, self.persona, fleet.day0_s + day * 86_400.0,
+        for day in range(math.ceil((fleet.horizon_s - fleet.day0_s) / DAY_S)):
+            for w in day_plan(self.rng_schedule, self.persona, fleet.day0_s + day * float(DAY_S),
                               UTC_OFFSET_H):
                 if w.start_s < 0.0:
                     continue  # before the simulation started
@@ -299,7 +300,7 @@ class SimBox:
         clock = self.fleet.clock
         agent = self.agent
         assert agent is not None
-        local_hour = int(((clock.now - self.fleet.day0_s) / 3600 + UTC_OFFSET_H) % 24)
+        local_hour = int(((clock.now - self.fleet.day0_s) / HOUR_S + UTC_OFFSET_H) % 24)
         if self._open is not None and self._open[0] is not agent:
             self._ended(agent)  # zapped on from under an agent a power cut killed: lost
         # Zapping on, the next play is when the last content ended (the virtual clock
@@ -307,7 +308,7 @@ class SimBox:
         # what the viewer lived.
         t0 = self._zap_end if self._open is not None else clock.monotonic()
         profile = self.profile
-        if self.degraded and clock.now >= self.fleet.horizon_s - self.fleet.options.degrade_days * 86_400:
+        if self.degraded and clock.now >= self.fleet.horizon_s - self.fleet.options.degrade_days * DAY_S:
             profile = PROFILES["lossy"]  # the line went bad in the last days
         plan = plan_session(self.rng_player, profile, self.persona.habits,
                             peak=is_peak(local_hour), content_seconds=w.content_s,
@@ -394,7 +395,7 @@ class Fleet:
             today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             start = today - timedelta(days=math.ceil(o.days))
         self.clock = VirtualClock(start, resolution_s=o.resolution_s)
-        self.horizon_s = o.days * 86_400.0
+        self.horizon_s = o.days * float(DAY_S)
         #: Virtual seconds of the midnight (UTC) on or before the start: viewing follows
         #: the boxes' local hours on the wall clock.
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -508,7 +509,7 @@ class Fleet:
 
     async def _advance(self, tasks: list[asyncio.Task[None]]) -> None:
         clock = self.clock
-        step = 3600.0
+        step = float(HOUR_S)
         while clock.now < self.horizon_s:
             await clock.run_until(min(self.horizon_s, clock.now + step))
             if self.on_progress is not None:
@@ -532,7 +533,7 @@ class Fleet:
         """Keep time going until the last sessions end and every buffer is empty (or
         ``drain_h`` passes): no new session starts after the horizon."""
         clock = self.clock
-        limit = self.horizon_s + self.options.drain_h * 3600.0
+        limit = self.horizon_s + self.options.drain_h * float(HOUR_S)
         n = 0
         while True:
             n += 1
@@ -552,14 +553,6 @@ class Fleet:
                     continue
                 return
             await clock.step()
-
-    def made_ids(self) -> set[str]:
-        """Every record id the boxes' agents stored (survived a power cut included)."""
-        ids: set[str] = set()
-        for b in self.boxes:
-            ids.update(b.sessions)
-            ids.update(b.surveys)
-        return ids
 
     def summary(self) -> dict[str, Any]:
         """Sessions, questions, answers, uploads, retries, buffered, faults, ground truth."""
@@ -620,12 +613,12 @@ class Fleet:
             "power_cuts": sum(b.power_cuts for b in self.boxes),
             "evictions": dict(evictions),
             "network": network,
-            "virtual_days_run": self.clock.now / 86_400,
+            "virtual_days_run": self.clock.now / DAY_S,
             "real_s": round(self.real_s, 2),
             "sessions_lost_in_power_cuts": sum(b.lost_sessions for b in self.boxes),
             "degraded_boxes": [b.box_id for b in self.boxes if b.degraded],
             "degraded_from": (self.clock.start + timedelta(
-                seconds=self.horizon_s - o.degrade_days * 86_400)).isoformat(),
+                seconds=self.horizon_s - o.degrade_days * DAY_S)).isoformat(),
             # What the viewers lived and answered (never the agents' records)...
             "ground_truth": ground_truth(lived, shown, o.planted),
             # ...and how the agents' records compare with it.

@@ -59,8 +59,3 @@ PEAK_HOURS: Final = range(19, 23)
 def is_peak(local_hour: int) -> bool:
     """Is this local hour in the evening peak?"""
     return local_hour in PEAK_HOURS
-
-
-def profile_names() -> list[str]:
-    """Every profile name, in declaration order."""
-    return list(PROFILES)

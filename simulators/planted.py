@@ -219,8 +219,3 @@ def regressors(*, rebuffer_ratio: float, startup_ms: int | None, avg_kbps: float
         "failed": float(failed),
         "no_start": 0.0,
     }
-
-
-def nps_of(categories: list[int]) -> float | None:
-    """NPS of categories +1 (promoter), 0 (passive), -1 (detractor); None if empty."""
-    return 100.0 * sum(categories) / len(categories) if categories else None

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from protocol.units import HOUR_S
 from stb_widget.events import PlayerEvent
 
 from .network import HEIGHTS, LADDER, NetworkProfile
@@ -118,14 +119,14 @@ def plan_session(
     end_t = max(t + 1.0, content_seconds)
     fails = rng.random() < min(0.9, profile.failure * pf)
     fail_t = rng.uniform(t, end_t) if fails else math.inf
-    stall_rate = profile.stalls_per_h * pf / 3600.0
+    stall_rate = profile.stalls_per_h * pf / HOUR_S
     # Streams above what the line sustains stall more.
     if LADDER[rung] > throughput:
         stall_rate *= 2.0
-    switch_rate = profile.switches_per_h / 3600.0
+    switch_rate = profile.switches_per_h / HOUR_S
     seekable = content_type != "live"
-    pause_rate = habits.pauses_per_h / 3600.0 if seekable else habits.pauses_per_h / 14400.0
-    seek_rate = habits.seeks_per_h / 3600.0 if seekable else 0.0
+    pause_rate = habits.pauses_per_h / HOUR_S if seekable else habits.pauses_per_h / 14400.0
+    seek_rate = habits.seeks_per_h / HOUR_S if seekable else 0.0
     total_rate = stall_rate + switch_rate + pause_rate + seek_rate
     rebuffer_s = 0.0
     rebuffer_n = 0

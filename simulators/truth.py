@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from protocol import SessionRecord
+from protocol.nps import is_detractor, is_promoter
 
 from .planted import Planted
 from .player import Lived
@@ -40,8 +41,8 @@ def nps(scores: Sequence[int]) -> float | None:
     """100 × (promoters − detractors) / answers; None without answers."""
     if not scores:
         return None
-    p = sum(1 for s in scores if s >= 9)
-    d = sum(1 for s in scores if s <= 6)
+    p = sum(1 for s in scores if is_promoter(s))
+    d = sum(1 for s in scores if is_detractor(s))
     return 100.0 * (p - d) / len(scores)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from protocol import SurveyRecord
+from protocol.nps import DETRACTOR_MAX, is_detractor
+from protocol.units import DAY_S, HOUR_S
 from stb_widget.clock import Clock
 from stb_widget.survey_port import SurveyRequest, SurveySink
 
@@ -92,22 +94,22 @@ def day_plan(rng: random.Random, persona: Persona, day_start_s: float,
     """
     n = _poisson(rng, persona.sittings_per_day)
     starts = sorted(
-        day_start_s + ((rng.choices(_HOURS, cum_weights=_HOUR_CUM)[0] - utc_offset_h) % 24) * 3600
-        + rng.uniform(0, 3600)
+        day_start_s + ((rng.choices(_HOURS, cum_weights=_HOUR_CUM)[0] - utc_offset_h) % 24) * HOUR_S
+        + rng.uniform(0, HOUR_S)
         for _ in range(n)
     )
     out: list[Watch] = []
     free_at = day_start_s
     for start in starts:
         t = max(start, free_at)
-        if t >= day_start_s + 86_400:
+        if t >= day_start_s + DAY_S:
             break
         sessions = 1 + _poisson(rng, 1.2)
         for i in range(sessions):
             if rng.random() < 0.35:
                 content = rng.uniform(15.0, 400.0)  # zapping past a channel
             else:
-                content = min(4 * 3600.0, rng.lognormvariate(math.log(1800.0), 0.7))
+                content = min(4 * float(HOUR_S), rng.lognormvariate(math.log(1800.0), 0.7))
             ctype = rng.choices(_CONTENT_TYPES, cum_weights=_CONTENT_CUM)[0]
             last = i == sessions - 1
             zap_on = not last and rng.random() < 0.6
@@ -135,7 +137,7 @@ def latent_score(rng: random.Random, promoter: float, detractor: float) -> int:
     if u < promoter:
         return 10 if rng.random() < 0.45 else 9
     if u < promoter + detractor:
-        return rng.choices(range(7), _DETRACTOR_WEIGHTS)[0]
+        return rng.choices(range(DETRACTOR_MAX + 1), _DETRACTOR_WEIGHTS)[0]
     return 8 if rng.random() < 0.55 else 7
 
 
@@ -154,10 +156,10 @@ def reason_for(rng: random.Random, lived: Lived, score: int) -> str:
         "buffering": 0.3 + 60.0 * lived.rebuffer_ratio + (2.0 if lived.failed else 0.0)
         + (1.5 if lived.exited_before_start else 0.0),
         "picture": 0.3 + (2.0 if lived.avg_kbps is not None and lived.avg_kbps < 2500 else 0.0),
-        "content": 1.2 if score >= 7 else 0.6,
-        "price": 0.3 if score >= 7 else 0.8,
+        "content": 0.6 if is_detractor(score) else 1.2,
+        "price": 0.8 if is_detractor(score) else 0.3,
         "interface": 0.4,
-        "support": 0.1 if score >= 7 else 0.3,
+        "support": 0.3 if is_detractor(score) else 0.1,
         "other": 0.3,
     }
     names = list(weights)

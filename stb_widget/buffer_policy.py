@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from .config import BufferSection
+from protocol.units import DAY_US
 
-DAY_US = 86_400 * 1_000_000
+from .config import BufferSection
 
 
 @dataclass(frozen=True, slots=True)

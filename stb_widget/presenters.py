@@ -57,8 +57,3 @@ def default_presenter_factory(survey: SurveySection) -> PresenterFactory:
         return import_presenter(survey.presenter)
 
     return factory
-
-
-def no_display() -> SurveyPresenter | None:
-    """A factory for agents with no screen at all (survey off, simulators without a UI)."""
-    return None

@@ -26,6 +26,7 @@ from protocol import (
     encode_batch_bodies,
     gzip_body,
 )
+from protocol.units import DAY_S
 
 from .buffer import RecordStore, Stored
 from .clock import Clock, wait_event
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES: Final = 256 * 1024
 RETRY_STATUSES: Final = frozenset((408, 429, 500, 502, 503, 504))
 #: Longest Retry-After honoured; a broken header must not silence a box for weeks.
-MAX_RETRY_AFTER_S: Final = 86_400.0
+MAX_RETRY_AFTER_S: Final = float(DAY_S)
 
 Verdict = Literal["ok", "retry", "auth", "too_large", "client_error"]
 

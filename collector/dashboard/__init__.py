@@ -16,9 +16,12 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..app import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE, ApiError
+from protocol.units import DAY_S, HOUR_S, SECOND_US
+
+from ..appkeys import ADMIN_HASH, INGEST_LISTENERS, SETTINGS, STORE
 from ..ratelimit import BoxRateLimiter
 from ..storage import Storage
+from ..web import ApiError
 from . import views
 from .auth import Signer, session_key
 from .keys import ALERTER, HTTP, LOGIN_LIMITER, METRICS, SIGNER
@@ -31,7 +34,7 @@ __all__ = ["purge_older_than", "setup_dashboard"]
 log = logging.getLogger("collector.dashboard")
 
 #: How often the retention task runs.
-PURGE_INTERVAL_S = 3600
+PURGE_INTERVAL_S = HOUR_S
 #: The alerts' HTTP client: a receiver gets this long per attempt, then it counts as failed.
 WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=10)
 
@@ -114,7 +117,7 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
     app[SIGNER] = Signer(await session_key(store), app[ADMIN_HASH],
-                         settings.dashboard_session_hours * 3600)
+                         settings.dashboard_session_hours * HOUR_S)
     http = aiohttp.ClientSession(timeout=WEBHOOK_TIMEOUT)
     app[HTTP] = http
     alerter: Alerter | None = None
@@ -144,7 +147,7 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def purge_older_than(store: Storage, days: int, now: float | None = None) -> int:
     """Delete the records older than ``days`` days; answer how many."""
-    cutoff_us = int(((time.time() if now is None else now) - days * 86_400) * 1_000_000)
+    cutoff_us = int(((time.time() if now is None else now) - days * DAY_S) * SECOND_US)
     return await store.purge_before(cutoff_us)
 
 
@@ -155,9 +158,6 @@ async def _purge_loop(store: Storage, days: int, metrics: Metrics) -> None:
             metrics.purged += n
             if n:
                 log.info("retention purge", extra={"deleted": n, "older_than_days": days})
-        except NotImplementedError:
-            log.error("retention: this data store cannot purge; records are kept")
-            return
         except Exception:
             log.exception("retention purge failed; will retry")
         await asyncio.sleep(PURGE_INTERVAL_S)

@@ -10,23 +10,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from protocol.timefmt import from_micros, to_micros
+from protocol.timefmt import MAX_US, MIN_US, from_micros, to_micros
+from protocol.units import DAY_US, SECOND_US
 
-from ..metrics import METRICS, bucket_index
-from ..model import Filters, SurveyFact
+from ..metrics import METRICS
+from ..model import Filters
 from ..report import build_report
-from ..stats import adjusted_wald, nps, nps_ci95
+from ..stats import Z95, adjusted_wald, nps, nps_ci95
 from ..storage import Storage
 
-DAY_US = 86_400 * 1_000_000
-#: 0001-01-01T00:00:00Z, the earliest time RFC 3339 (and datetime) can write.
-MIN_US = -62_135_596_800_000_000
-#: 9999-12-31T23:59:59.999999Z, the latest.
-MAX_US = 253_402_300_799_999_999
 #: A longer time line is refused: each point is one query.
 MAX_PERIODS = 400
 #: Two-sided level of the period-over-period test.
@@ -41,7 +36,7 @@ def iso_us(us: int) -> str:
     outside what RFC 3339 can write (an hour bucket's end after 9999-12-31T23:00) are
     written as the nearest one it can."""
     dt = from_micros(min(MAX_US, max(MIN_US, us)))
-    text = dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds")
+    text = dt.isoformat(timespec="microseconds" if us % SECOND_US else "seconds")
     return text.replace("+00:00", "Z")
 
 
@@ -101,22 +96,6 @@ async def timeline(store: Storage, filters: Filters, granularity: str) -> list[d
     ]
 
 
-def count_responses(facts: Sequence[SurveyFact]) -> dict[str, list[tuple[int, int]]]:
-    """Per metric and bucket: (shown, answered) among ``facts`` whose session is known and
-    has the metric (what ``Storage.response_counts`` answers, for stores without it)."""
-    out: dict[str, list[tuple[int, int]]] = {}
-    for metric in METRICS:
-        m = metric.name
-        counts = [[0, 0] for _ in metric.buckets]
-        for f in facts:
-            idx = bucket_index(m, f.value(m)) if f.has_session else None
-            if idx is not None:
-                counts[idx][0] += 1
-                counts[idx][1] += f.outcome == "answered"
-        out[m] = [(shown, answered) for shown, answered in counts]
-    return out
-
-
 def response_by_qos(counts: dict[str, list[tuple[int, int]]],
                     report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per metric and bucket: surveys shown and answered after sessions in that bucket,
@@ -144,7 +123,7 @@ def wilson95(k: int, n: int) -> list[float] | None:
     collapses to a point at 0 % or 100 %."""
     if n == 0:
         return None
-    z = 1.96
+    z = Z95
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 
 import orjson
 
+from protocol.units import HOUR_S
+
 from ..storage import Storage
 
 COOKIE = "nps_dash"
 KEY_META = "dashboard_session_key"
 #: Login forms are valid this long (seconds): enough to type a token in.
-LOGIN_FORM_TTL_S = 3600
+LOGIN_FORM_TTL_S = HOUR_S
 
 
 def _b64(data: bytes) -> str:

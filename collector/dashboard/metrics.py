@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import orjson
 from aiohttp import web
 
-from ..app import CLIENT_ABORT_STATUS, client_gone
+from ..web import CLIENT_ABORT_STATUS, client_gone
 
 #: Request latency buckets, seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

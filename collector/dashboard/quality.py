@@ -23,11 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.nps import tally
+
 from ..metrics import ALWAYS as _ALWAYS
 from ..metrics import NAMES as METRICS
 from ..model import SurveyFact
 from ..stats import nps, nps_ci95
 from ..storage.report_sql import ReportData
+from .html import fmt_ci, fmt_nps
 
 #: The what-if's metrics, in the contract's units, and the slider's steps for each (the
 #: contract's default targets, 0 %, 2 s and 5 Mbit/s, are steps).
@@ -148,7 +151,7 @@ def unknown_rows(data: ReportData, report: Mapping[str, Any],
     for m in METRICS:
         h = [hist[_ALWAYS][s] - hist[m][s] for s in range(11)]
         n = sum(h)
-        p, d = h[9] + h[10], sum(h[:7])
+        p, _, d = tally(h)
         shown = shown_known - sum(s for s, _ in responses[m])
         answered = answered_known - sum(a for _, a in responses[m])
         out[m] = {
@@ -190,14 +193,6 @@ WHATIF_UNITS = {"rebuffer_pct": "%", "startup_s": "s", "bitrate_mbps": "Mbit/s"}
 RISK_WINDOWS = (7, 14, 28, 90)
 DEFAULT_RISK_DAYS = 7
 PAGE_AT_RISK = 50
-
-
-def _one(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1f}"
-
-
-def _one_ci(ci: Sequence[float] | None) -> str:
-    return "—" if ci is None else f"{ci[0]:.1f} to {ci[1]:.1f}"
 
 
 def _signed(x: float | None) -> str:
@@ -254,11 +249,11 @@ def costs_section(impact: Mapping[str, Any], report: Mapping[str, Any], e: Any) 
     adjusted_block = (
         '<div class="adjusted-nps">'
         '<div class="kpi"><span class="label">NPS as answered</span>'
-        f'<span class="value" id="plain-nps">{_one(report["nps"])}</span>'
-        f'<span class="sub">95 % CI <span id="plain-ci">{_one_ci(report["nps_ci95"])}</span></span></div>'
+        f'<span class="value" id="plain-nps">{fmt_nps(report["nps"])}</span>'
+        f'<span class="sub">95 % CI <span id="plain-ci">{fmt_ci(report["nps_ci95"])}</span></span></div>'
         '<div class="kpi"><span class="label">NPS adjusted for who answers</span>'
-        f'<span class="value" id="adjusted-nps">{_one(adj["nps"])}</span>'
-        f'<span class="sub">95 % CI <span id="adjusted-ci">{_one_ci(adj["ci95"])}</span></span></div>'
+        f'<span class="value" id="adjusted-nps">{fmt_nps(adj["nps"])}</span>'
+        f'<span class="sub">95 % CI <span id="adjusted-ci">{fmt_ci(adj["ci95"])}</span></span></div>'
         '<p class="explain" id="adjusted-explain">Viewers after bad streams answer less often; the '
         "adjusted NPS weights each stream-quality group by how many viewers were asked, not by "
         f"how many answered.{e(unrepresented)}</p></div>"

@@ -12,8 +12,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from protocol import CONTENT_TYPES, REASONS, to_micros
+from protocol.timefmt import MAX_US, MIN_US
+from protocol.units import DAY_US
 
-from ..app import ADMIN_HASH, SETTINGS, STORE, ApiError, json_response, require_admin
+from ..appkeys import ADMIN_HASH, SETTINGS, STORE
 from ..at_risk import compute_at_risk, parse_at_risk_query
 from ..errors import BadQueryError
 from ..export import csv_line
@@ -24,14 +26,11 @@ from ..query import parse_filters
 from ..report import build_report, compute_report_data
 from ..storage.base import BadQuality, DetractorRow
 from ..tokens import same_token
+from ..web import ApiError, json_response, require_admin
 from . import html as h
 from .analysis import (
-    DAY_US,
-    MAX_US,
-    MIN_US,
     Counts,
     compare,
-    count_responses,
     default_range,
     iso_us,
     previous_period,
@@ -351,7 +350,7 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
     # The report from its counts, kept to find what falls in no bucket (the "unknown" rows).
     counts, prev_report, line, responses = await asyncio.gather(
         store.report_data(filters), build_report(store, prev),
-        timeline(store, filters, granularity), _response_counts(request, filters),
+        timeline(store, filters, granularity), store.response_counts(filters),
     )
     report = compute_report_data(counts)
     assert prev.from_us is not None and prev.to_us is not None
@@ -371,14 +370,6 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
         "bucket_labels": {m.name: [h.bucket_label(m.name, i) for i in range(len(m.buckets))]
                           for m in METRICS},
     }
-
-
-async def _response_counts(request: web.Request, filters: Filters) -> dict[str, list[tuple[int, int]]]:
-    store = request.app[STORE]
-    try:
-        return await store.response_counts(filters)
-    except NotImplementedError:  # a store without the grouped query: count in Python
-        return count_responses(await store.survey_facts(filters))
 
 
 async def get_data(request: web.Request) -> web.Response:
@@ -464,11 +455,8 @@ async def get_at_risk_csv(request: web.Request) -> web.Response:
     )
 
 
-async def _detractors(request: web.Request, filters: Filters, limit: int) -> list[DetractorRow] | None:
-    try:
-        return await request.app[STORE].bad_detractors(filters, BAD, limit)
-    except NotImplementedError:
-        return None
+async def _detractors(request: web.Request, filters: Filters, limit: int) -> list[DetractorRow]:
+    return await request.app[STORE].bad_detractors(filters, BAD, limit)
 
 
 CSV_COLUMNS = ("shown_at", "box_id", "score", "reason", "region", "model", "firmware",
@@ -481,8 +469,6 @@ async def get_detractors_csv(request: web.Request) -> web.Response:
     await require_session(request)
     filters, _ = api_filters(request.query, [k for k, _ in request.query.items()])
     rows = await _detractors(request, filters, CSV_DETRACTORS)
-    if rows is None:
-        raise ApiError(501, "not_implemented", "this data store cannot list detractors yet")
     # The same cells as /v1/export's CSV (contract section 5: no cell a spreadsheet runs).
     lines = [csv_line(CSV_COLUMNS)]
     lines.extend(csv_line((
@@ -642,7 +628,7 @@ def _costs_html(data: Mapping[str, Any], values: Mapping[str, str], part: CostsP
 
 
 def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: Session,
-                   detractors: list[DetractorRow] | None, csv_query: str,
+                   detractors: list[DetractorRow], csv_query: str,
                    known: Mapping[str, list[str]], part: CostsPart | None = None) -> str:
     """The whole dashboard page."""
     f = data["filters"]
@@ -650,9 +636,7 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         f'<p class="notice" role="status">{h.e(n)}</p>' for n in part.notes)
     c = data["comparison"]
     period = f'{h.e(f["from"])} ≤ t &lt; {h.e(f["to"])}'
-    if detractors is None:
-        det_body = '<p class="sub">This data store cannot list detractors yet.</p>'
-    elif not detractors:
+    if not detractors:
         det_body = '<p class="sub" id="detractors-empty">No detractor after a bad-quality session in this period.</p>'
     else:
         det_body = (
@@ -725,12 +709,10 @@ async def get_dashboard(request: web.Request) -> web.Response:
 
 
 async def _part(work: Awaitable[dict[str, Any]]) -> dict[str, Any] | str:
-    """A part of the page, or why it cannot be shown: a store that cannot give it yet, or
-    filters it refuses (the message names what is wrong). The rest of the page still shows."""
+    """A part of the page, or why it cannot be shown: filters it refuses (the message names
+    what is wrong). The rest of the page still shows."""
     try:
         return await work
-    except NotImplementedError:
-        return "This data store cannot give these figures yet."
     except BadQueryError as exc:
         return f"Not for these filters: {exc}"
 
@@ -741,7 +723,4 @@ def from_us(us: int) -> datetime:
 
 
 async def _segment_values(request: web.Request) -> dict[str, list[str]]:
-    try:
-        return await request.app[STORE].segment_values(SUGGESTIONS)
-    except NotImplementedError:
-        return {}
+    return await request.app[STORE].segment_values(SUGGESTIONS)

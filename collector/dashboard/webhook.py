@@ -27,6 +27,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from protocol.nps import is_detractor
+from protocol.units import HOUR_US, SECOND_US
+
 from ..model import Filters, Row, SessionRow, SurveyRow
 from ..storage import Storage
 from ..storage.outbox import OutboxAlert, OutboxPolicy
@@ -35,7 +38,9 @@ from .metrics import Metrics
 
 log = logging.getLogger("collector.webhook")
 
-HOUR_US = 3600 * 1_000_000
+def _detractor_answer(outcome: str, score: int | None) -> bool:
+    """Whether a survey is an answer from a detractor: what every alert counts."""
+    return outcome == "answered" and score is not None and is_detractor(score)
 
 
 def secret_key(secret: str) -> bytes:
@@ -142,8 +147,7 @@ class Alerter:
         Only rows stored as new count, so a batch sent again alerts nobody twice."""
         detractors = [
             r for r, new in zip(rows, fresh, strict=True)
-            if new and isinstance(r, SurveyRow) and r.outcome == "answered"
-            and r.score is not None and r.score <= 6
+            if new and isinstance(r, SurveyRow) and _detractor_answer(r.outcome, r.score)
         ]
         if not detractors:
             return
@@ -164,8 +168,7 @@ class Alerter:
         sessions: dict[str, SessionRow] | None = None
         out: list[OutboxAlert] = []
         for r, new in zip(rows, fresh, strict=True):
-            if new and isinstance(r, SurveyRow) and r.outcome == "answered" \
-                    and r.score is not None and r.score <= 6:
+            if new and isinstance(r, SurveyRow) and _detractor_answer(r.outcome, r.score):
                 if sessions is None:
                     sessions = {s.id: s for s in rows if isinstance(s, SessionRow)}
                 msg = cls._detractor_message(r, sessions.get(r.session_id) if r.session_id else None)
@@ -237,11 +240,10 @@ class Alerter:
     async def _check_thresholds(self, hours: list[int]) -> None:
         for hour in hours:
             facts = await self._store.survey_facts(Filters(from_us=hour, to_us=hour + HOUR_US))
-            count = sum(1 for f in facts if f.outcome == "answered" and f.score is not None
-                        and f.score <= 6)
+            count = sum(1 for f in facts if _detractor_answer(f.outcome, f.score))
             if count < self._threshold:
                 continue
-            msg_id = f"msg_threshold_{hour // 1_000_000}"
+            msg_id = f"msg_threshold_{hour // SECOND_US}"
             body = {
                 "type": "nps.detractor_threshold",
                 "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

@@ -37,14 +37,13 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from protocol import REASONS
+from protocol.units import DAY_US, HOUR_US
 
 from ..metrics import METRICS
 from .aggregates import (
     BIN_COMBINE,
     BIN_KEY,
     BIN_VEC,
-    DAY_US,
-    HOUR_US,
     HOURLY,
     KEY,
     LEVEL_OF,

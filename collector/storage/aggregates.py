@@ -41,11 +41,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from protocol import REASONS
+from protocol.units import DAY_US
 
 from ..metrics import BY_NAME, METRICS, START, bucket_index
 
-DAY_US: Final = 86_400_000_000
-HOUR_US: Final = 3_600_000_000
 #: Levels ``HOURLY + 1`` to ``HOURLY + 6`` repeat levels 1 to 6 by UTC hour (their ``day``
 #: column holds the hour number): the report reads them for the whole hours of a range's
 #: partial days, so that only the partial hours at its very edges come from raw rows.

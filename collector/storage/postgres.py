@@ -47,12 +47,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from protocol.units import DAY_US
+
 from ..errors import ConfigError, SchemaError, StorageError, StoreClosedError, TokenRefusedError
 from ..model import Filters, Row, SessionRow, SurveyRow, TokenInfo
 from ..settings import Settings
 from . import store_logic as logic
 from .aggregate_sql import day_ranges
-from .aggregates import DAY_US, HOURLY, day_of, day_sql
+from .aggregates import HOURLY, day_of, day_sql
 from .base import ExportRow
 from .group_commit import (
     GroupCommitQueue,

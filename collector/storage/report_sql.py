@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from protocol.units import DAY_US, HOUR_US
+
 from ..metrics import BY_NAME, METRICS, NAMES
 from ..model import Filters
 from .aggregate_sql import ANSWERED, survey_counts
@@ -25,8 +27,6 @@ from .aggregates import (
     _T0,
     BIN_COMBINE,
     BIN_VEC,
-    DAY_US,
-    HOUR_US,
     HOURLY,
     LEVEL_OF,
     SEGMENT,

@@ -20,12 +20,13 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from protocol import SurveyRecord, utcnow
+from protocol.nps import category
 from protocol.types import Outcome
 
 from ..survey_port import SurveyRequest, SurveySink
 from .catalog import Catalog, load_catalog
 from .keys import Action, RemoteEvent
-from .screens import QuestionScreen, ReasonScreen, SurveyScreen, ThanksScreen, thanks_kind
+from .screens import QuestionScreen, ReasonScreen, SurveyScreen, ThanksScreen
 from .theme import THEMES, choose_theme
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class SurveyApp(App[SurveyRecord], inherit_bindings=False):
                 ThanksScreen(
                     self.catalog,
                     self.request.service_name,
-                    kind=thanks_kind(record.score),
+                    kind=category(record.score),
                     show_s=self.thanks_s,
                 )
             )

@@ -73,8 +73,3 @@ def load_catalog(locale: str | None) -> Catalog:
     """The catalog for ``locale`` (see :func:`normalize_locale`), English where unknown."""
     chosen = normalize_locale(locale)
     return Catalog(chosen, _read(chosen), _read(FALLBACK_LOCALE))
-
-
-def catalog_keys(locale: str) -> frozenset[str]:
-    """The keys the catalog file of ``locale`` holds (for completeness checks)."""
-    return frozenset(_read(locale))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final
 
 from textual import events
 from textual.app import ComposeResult
@@ -22,6 +22,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from protocol import REASONS
+from protocol.nps import Category
 from protocol.types import Reason
 
 from .catalog import Catalog
@@ -30,16 +31,6 @@ from .widgets import Headline, ReasonList, ScorePointer, ScoreScale
 
 #: ``1`` then ``0`` within this many seconds is 10 (the contract says "within a second").
 TEN_WINDOW_S: Final = 1.0
-
-ThanksKind = Literal["promoter", "passive", "detractor"]
-
-
-def thanks_kind(score: int) -> ThanksKind:
-    """NPS category of a score: 9-10 promoter, 7-8 passive, 0-6 detractor."""
-    if score >= 9:
-        return "promoter"
-    return "passive" if score >= 7 else "detractor"
-
 
 class SurveyScreen(Screen[None]):
     """Base of the survey screens: maps keys to actions and runs the idle timer."""
@@ -295,7 +286,7 @@ class ThanksScreen(SurveyScreen):
     }
     """
 
-    def __init__(self, catalog: Catalog, service: str, *, kind: ThanksKind, show_s: float) -> None:
+    def __init__(self, catalog: Catalog, service: str, *, kind: Category, show_s: float) -> None:
         super().__init__(catalog, service, idle_s=show_s)
         self.kind = kind
 

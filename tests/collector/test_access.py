@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from collector.app import STORE
+from collector.appkeys import STORE
 from collector.errors import TokenRefusedError
 from collector.model import UploadAuth
 from collector.settings import Settings

@@ -406,7 +406,7 @@ async def test_repeated_parameter_and_tokens(api: Api) -> None:
 
 
 async def test_compute_at_risk_checks_its_arguments(api: Api) -> None:
-    from collector.app import STORE
+    from collector.appkeys import STORE
     from collector.errors import BadQueryError
 
     store = api.client.server.app[STORE]

@@ -28,7 +28,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector.app import BODY_DECODER, INGEST_LISTENERS, SERVER_KWARGS, create_app
+from collector.app import SERVER_KWARGS, create_app
+from collector.appkeys import BODY_DECODER, INGEST_LISTENERS
 from collector.cli import main as cli_main
 from collector.dashboard.analysis import iso_us
 from collector.decoding import INLINE_MAX_BYTES, BodyDecoder

@@ -17,15 +17,10 @@ from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
 from collector.report import build_report
 from collector.settings import Settings
 from collector.storage import Storage, make_storage
-from collector.storage.aggregates import (
-    DAY_US,
-    FINE_EDGES,
-    coarse_of_fine,
-    fine_bin,
-    metric_columns,
-)
+from collector.storage.aggregates import FINE_EDGES, coarse_of_fine, fine_bin, metric_columns
 from collector.storage.migrations import LATEST
 from collector.storage.report_sql import plan
+from protocol.units import DAY_US
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
 from tests.report_from_rows import compute_report, session_groups

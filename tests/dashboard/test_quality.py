@@ -312,12 +312,8 @@ async def test_a_part_the_store_refuses_says_why_and_the_page_still_renders() ->
     async def refuse() -> dict[str, Any]:
         raise BadQueryError("to: <too far> in the future")
 
-    async def cannot() -> dict[str, Any]:
-        raise NotImplementedError("no at-risk query")
-
     why = await _part(refuse())
     assert why == "Not for these filters: to: <too far> in the future"
-    assert await _part(cannot()) == "This data store cannot give these figures yet."
     html = at_risk_section(why, 7, {"region": "NL"}, "window_days=7", "", escape)
     assert 'id="at-risk-unavailable"' in html and "&lt;too far&gt;" in html and "<too far>" not in html
     assert '<input type="hidden" name="region" value="NL">' in html

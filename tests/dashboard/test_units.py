@@ -8,10 +8,12 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from scipy import stats as sps
 
-from collector.dashboard.analysis import DAY_US, MIN_US, Counts, compare, periods, wilson95
+from collector.dashboard.analysis import Counts, compare, periods, wilson95
 from collector.dashboard.auth import Signer
 from collector.dashboard.views import is_tls, same_origin
 from collector.export import csv_cell
+from protocol.timefmt import MIN_US
+from protocol.units import DAY_US
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api
 
@@ -104,11 +106,11 @@ def test_wilson_interval_is_scipys(k: int, n: int) -> None:
     got = wilson95(k, n)
     assert got is not None
     ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    # scipy takes z = norm.ppf(0.975) = 1.959964..., the dashboard 1.96: the ends differ
-    # by under 1e-5. A wrong constant or term moves them by far more.
-    assert got == pytest.approx([ci.low, ci.high], abs=3e-5)
+    # Both take z = norm.ppf(0.975) = 1.959964...: the ends agree to rounding (1.96 instead
+    # moves them by up to 1e-5, a wrong term by far more).
+    assert got == pytest.approx([ci.low, ci.high], abs=1e-12)
     # And exactly: Wilson's ends are the roots in p of (k/n - p)^2 = z^2 p (1 - p) / n.
-    z, ph = 1.96, k / n
+    z, ph = float(sps.norm.ppf(0.975)), k / n
     a, b, c = 1 + z * z / n, -(2 * ph + z * z / n), ph * ph
     root = math.sqrt(b * b - 4 * a * c)
     assert got == pytest.approx([(-b - root) / (2 * a), (-b + root) / (2 * a)], abs=1e-12)

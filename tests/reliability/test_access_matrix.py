@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from collector.app import STORE
+from collector.appkeys import STORE
 from collector.settings import Settings
 from tests.collector.conftest import batch, serve, session_record, survey_record
 

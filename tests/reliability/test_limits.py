@@ -18,7 +18,8 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from collector.app import RATE_LIMITER, SERVER_KWARGS, create_app
+from collector.app import SERVER_KWARGS, create_app
+from collector.appkeys import RATE_LIMITER
 from collector.ratelimit import BoxRateLimiter
 from collector.settings import Settings
 from tests.collector.conftest import batch, session_record

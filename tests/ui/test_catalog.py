@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import string
+from pathlib import Path
 
 import pytest
 
@@ -11,12 +13,18 @@ from protocol import REASONS
 from stb_widget.ui.catalog import (
     FALLBACK_LOCALE,
     available_locales,
-    catalog_keys,
     load_catalog,
     normalize_locale,
 )
 
 LOCALES = available_locales()
+_LOCALES_DIR = Path(__file__).resolve().parents[2] / "stb_widget" / "ui" / "locales"
+
+
+def catalog_keys(locale: str) -> frozenset[str]:
+    """The keys the catalog file of ``locale`` holds, read straight from the file."""
+    return frozenset(json.loads((_LOCALES_DIR / f"{locale}.json").read_text(encoding="utf-8")))
+
 #: Keys the screens use; the English catalog must hold each, and every catalog too.
 USED_KEYS = {
     "question", "low_label", "high_label", "question_hint", "need_score",
