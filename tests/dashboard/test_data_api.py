@@ -27,7 +27,7 @@ def count_responses(facts: list[SurveyFact]) -> dict[str, list[tuple[int, int]]]
     for m, edges in contract.BUCKET_EDGES.items():
         counts = [[0, 0] for _ in edges]
         for f in facts:
-            idx = contract.bucket_of(m, getattr(f, m)) if f.has_session else None
+            idx = contract.bucket_of(m, f.value(m)) if f.has_session else None
             if idx is not None:
                 counts[idx][0] += 1
                 counts[idx][1] += f.outcome == "answered"
