@@ -9,14 +9,25 @@ from protocol import REASONS
 from protocol.nps import tally
 
 from .buckets import BUCKETS, METRICS
-from .model import Filters
+from .model import Filters, SurveyFact
 from .stats import nps, nps_ci95, t_test_p_value
 from .storage import Storage
 from .storage.aggregates import (
     FINE_EDGES,
+    SESSION_VEC,
+    Deltas,
+    Joined,
     ReportData,
+    SurveyFacts,
     coarse_of_fine,
+    fine_bin,
+    fine_pos,
 )
+
+
+def _fact_metric(f: SurveyFact, metric: str) -> float | None:
+    value: float | None = getattr(f, metric)
+    return value
 
 
 def _nps_block(histogram: list[int]) -> dict[str, Any]:
@@ -34,6 +45,36 @@ def _nps_block(histogram: list[int]) -> dict[str, Any]:
 async def build_report(store: Storage, filters: Filters) -> dict[str, Any]:
     """The report for ``filters``, from the store's aggregates."""
     return compute_report_data(await store.report_data(filters))
+
+
+def compute_report(groups: list[Any], facts: list[SurveyFact]) -> dict[str, Any]:
+    """The report from session groups and survey facts (for tests and small tools): the
+    facts are binned exactly as ingest bins them, so the answer is the stores' answer."""
+    data = ReportData()
+    for g in groups:
+        row = [0] * len(SESSION_VEC)
+        row[0] = g.count
+        row[1] = g.count if g.surveyed else 0
+        row[2] = g.count if g.failed else 0
+        for metric, idx in zip(METRICS, (g.rb_bucket, g.br_bucket, g.su_bucket), strict=True):
+            if idx is not None:
+                row[SESSION_VEC.index(f"{_PREFIX[metric]}{idx}")] = g.count
+        data.add_sessions(row)
+    deltas = Deltas()
+    for f in facts:
+        joined = None
+        if f.has_session:
+            fines = [fine_bin(m, _fact_metric(f, m)) for m in METRICS]
+            joined = Joined(None, None, fines[0], fines[1], fines[2],
+                            *(fine_pos(m, _fact_metric(f, m)) for m in METRICS))
+        deltas.survey(SurveyFacts(0, None, None, None, f.outcome, f.score, f.reason), joined)
+    for key, vec in deltas.surveys.items():
+        if key[0] == 1:
+            data.add_surveys(vec)
+    for key, vec in deltas.bins.items():
+        if key[0] == 1:
+            data.add_bin(METRICS[key[-2]], key[-1], vec)
+    return compute_report_data(data)
 
 
 _PREFIX = {"rebuffer_ratio": "rb", "avg_bitrate_kbps": "br", "startup_ms": "su"}

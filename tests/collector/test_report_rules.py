@@ -13,9 +13,9 @@ from scipy import stats as sps
 
 from collector.buckets import BUCKETS, METRICS, Bucket, _buckets, bucket_index
 from collector.model import SessionGroup, SurveyFact
+from collector.report import compute_report
 from collector.stats import adjusted_wald, nps, nps_ci95
 from tests import reference as contract
-from tests.report_from_facts import compute_report
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 50, 333])

@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 from collector.buckets import bucket_index
 from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
-from collector.report import build_report
+from collector.report import build_report, compute_report
 from collector.settings import Settings
 from collector.storage import Storage, make_storage
 from collector.storage.aggregates import (
@@ -28,7 +28,6 @@ from collector.storage.aggregates import (
 )
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
-from tests.report_from_facts import compute_report
 
 T0 = 1_790_000_000_000_000  # 2026-09-21T...: µs, deliberately not on a day boundary
 REGIONS = ["NL-NH", "NL-ZH", None]
