@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from protocol.timefmt import MAX_US, MIN_US, from_micros, to_micros
 from protocol.units import DAY_US, SECOND_US
 
-from ..buckets import BUCKETS, METRICS
-from ..model import Filters
+from ..buckets import BUCKETS, METRICS, bucket_index
+from ..model import Filters, SurveyFact
 from ..report import build_report
 from ..stats import Z95, adjusted_wald, nps, nps_ci95
 from ..storage import Storage
@@ -94,6 +95,21 @@ async def timeline(store: Storage, filters: Filters, granularity: str) -> list[d
         {"from": iso_us(lo), "to": iso_us(hi), **Counts.of_report(r).block()}
         for (lo, hi), r in zip(spans, reports, strict=True)
     ]
+
+
+def count_responses(facts: Sequence[SurveyFact]) -> dict[str, list[tuple[int, int]]]:
+    """Per metric and bucket: (shown, answered) among ``facts`` whose session is known and
+    has the metric (what ``Storage.response_counts`` answers, for stores without it)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for m in METRICS:
+        counts = [[0, 0] for _ in BUCKETS[m]]
+        for f in facts:
+            idx = bucket_index(m, getattr(f, m)) if f.has_session else None
+            if idx is not None:
+                counts[idx][0] += 1
+                counts[idx][1] += f.outcome == "answered"
+        out[m] = [(shown, answered) for shown, answered in counts]
+    return out
 
 
 def response_by_qos(counts: dict[str, list[tuple[int, int]]],

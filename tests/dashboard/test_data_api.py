@@ -11,28 +11,14 @@ import aiohttp
 import jsonschema
 
 from collector.appkeys import STORE
+from collector.dashboard.analysis import count_responses
 from collector.dashboard.openapi import openapi_document
-from collector.model import Filters, SurveyFact
+from collector.model import Filters
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, session_record, survey_record
 
 from .conftest import ADMIN as DASH_ADMIN
 from .conftest import start_collector, stop_collector
-
-
-def count_responses(facts: list[SurveyFact]) -> dict[str, list[tuple[int, int]]]:
-    """Per metric and contract bucket: (shown, answered) among ``facts`` whose session is
-    known and has the metric, counted with tests/reference.py's buckets."""
-    out: dict[str, list[tuple[int, int]]] = {}
-    for m, edges in contract.BUCKET_EDGES.items():
-        counts = [[0, 0] for _ in edges]
-        for f in facts:
-            idx = contract.bucket_of(m, getattr(f, m)) if f.has_session else None
-            if idx is not None:
-                counts[idx][0] += 1
-                counts[idx][1] += f.outcome == "answered"
-        out[m] = [(shown, answered) for shown, answered in counts]
-    return out
 
 
 async def login_client(base: str, s: aiohttp.ClientSession, token: str = ADMIN) -> None:
