@@ -56,10 +56,9 @@ from collector.model import Filters, SessionRow  # noqa: E402
 from collector.report import build_report, compute_report  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import Storage, make_storage  # noqa: E402
-from collector.storage.aggregates import FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
+from collector.storage.aggregates import DAY_US, FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
 from collector.storage.postgres import month_bounds  # noqa: E402
 from collector.storage.sql import SESSION_COLUMNS, SURVEY_COLUMNS, session_values  # noqa: E402
-from protocol.units import DAY_US  # noqa: E402
 
 DAYS = 30
 REGIONS = ["NL-NH", "NL-ZH", "NL-UT", "NL-GE"]
