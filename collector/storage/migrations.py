@@ -17,14 +17,14 @@ refused (:class:`~collector.errors.SchemaTooNewError`): an older collector would
   fine-bin columns and at 0 (before the aggregates existed) when not.
 
 A migration is a list of steps from a small vocabulary, so that a new metric is one
-entry, e.g.::
+entry (:class:`AddMetric`), e.g.::
 
-    Migration(2, "video_height", (
-        AddColumns("sessions", ("video_height", "vh_bucket", "vh_fine", "vh_pos")),
-        Backfill("sessions", ("raw",), ("video_height", "vh_bucket", "vh_fine", "vh_pos"),
-                 compute=heights_from_raw),
-        RebuildAggregates(),
-    ))
+    Migration(3, "video_height", (AddMetric("video_height", value=height_from_raw),))
+
+which adds the metric's four session columns, fills them from the stored records, covers
+the new bucket in the time index and rebuilds the aggregates. New counts in the aggregate
+vectors only (say, the start funnel's) need no more than ``(RebuildAggregates(),)``: the
+aggregate tables are made again as the schema now declares them.
 
 Columns are added as :mod:`~collector.storage.schema` declares them; tables missing are
 made from there. Steps that only add columns or tables and rebuild the aggregates are
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import MigrationRequiredError, SchemaError, SchemaTooNewError
-from ..metrics import BY_NAME
+from ..metrics import BY_NAME, bucket_index
 from .aggregates import day_sql, fine_bin_pos, rebuild_params, rebuild_sql
 from .schema import TABLE, TABLES, Dialect, ddl
 
@@ -120,12 +120,41 @@ class RunSql:
 
 
 @dataclass(frozen=True, slots=True)
+class AddMetric:
+    """A new QoS metric of the metric table (:mod:`collector.metrics`), in one step: its
+    four session columns added; on every stored session its value computed by ``value``
+    from the session's ``sources`` (by default its raw JSON as received; None where it
+    cannot be known), and its bucket, fine bin and position from that value; the
+    ``sessions_started`` index made again to cover its bucket; the aggregates rebuilt.
+    ``value`` None leaves the columns null (no stored session can have it)."""
+
+    metric: str
+    value: Callable[[tuple[Any, ...]], float | None] | None = None
+    sources: tuple[str, ...] = ("raw",)
+
+    def steps(self) -> tuple[Step, ...]:
+        """What it stands for, in the other steps' words."""
+        metric = BY_NAME[self.metric]
+        out: list[Step] = [AddColumns("sessions", metric.columns)]
+        if self.value is not None:
+            value = self.value
+
+            def derive(sources: tuple[Any, ...]) -> tuple[Any, ...]:
+                v = value(sources)
+                return (v, bucket_index(metric.name, v), *fine_bin_pos(metric.name, v))
+
+            out.append(Backfill("sessions", self.sources, metric.columns, derive))
+        return (*out, RecreateIndex("sessions", "sessions_started"), RebuildAggregates())
+
+
+@dataclass(frozen=True, slots=True)
 class RebuildAggregates:
     """Drop the aggregate tables, make them again as the schema declares them and compute
     them from the raw rows, day by day (once, after every pending migration's other steps)."""
 
 
-Step = CreateTables | AddColumns | Backfill | BackfillSql | RecreateIndex | RunSql | RebuildAggregates
+Step = (CreateTables | AddColumns | Backfill | BackfillSql | RecreateIndex | RunSql | AddMetric
+        | RebuildAggregates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,17 +191,6 @@ def _fine_v1(values: tuple[Any, ...]) -> tuple[int | None, ...]:
     return (*(b[0] for b in bins), *(b[1] for b in bins))
 
 
-def _new_metric(version: int, name: str) -> Migration:
-    """A metric added to the table: its session columns and its bucket counts, null and
-    zero for the sessions stored before (which never had a value)."""
-    m = BY_NAME[name]
-    return Migration(version, f"the {name} metric", (
-        AddColumns("sessions", m.columns),
-        AddColumns("agg_sessions", m.count_columns),
-        RecreateIndex("sessions", "sessions_started"),
-    ))
-
-
 #: Every migration, by version from 1, consecutive.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     # Version 0 is a SQLite store made before the aggregates: this is the upgrade the
@@ -189,10 +207,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "the start funnel's session counts (exited_before_start, start_failures)", (
         RebuildAggregates(),
     )),
-    # No stored session has a video height (the field was not stored before): null columns
-    # and zero counts are right, no rebuild needed. The index of the report's raw reads
-    # covers the new bucket.
-    _new_metric(3, "video_height"),
+    # No stored session has a video height: before, the field was an unnamed one, dropped
+    # at ingest, so its columns stay null (no backfill from the raw records).
+    Migration(3, "the video_height metric", (AddMetric("video_height"),)),
 )
 
 
@@ -344,9 +361,8 @@ async def found_version(db: Db) -> int | None:
     """The database's schema version; None for an empty database (no ``sessions``)."""
     tables = await db.tables()
     if "nps_meta" in tables:
-        rows = await db.fetch(f"SELECT value FROM nps_meta WHERE key = {db.ph(1)}", VERSION_KEY)
-        if rows:
-            value = rows[0][0]
+        value = await _recorded(db)
+        if value is not None:
             try:
                 return int(value)
             except ValueError:
@@ -392,16 +408,26 @@ async def upgrade(db: Db, *, at_start: bool, progress: Progress | None = None,
         rebuild = False
         for m in pending:
             say(f"migration {m.version}: {m.title}")
-            for step in m.steps:
+            for step in (s for given in m.steps for s in _expanded(given)):
                 if isinstance(step, RebuildAggregates):
                     rebuild = True
                 else:
                     await _apply(db, step, say)
         if rebuild:
             await _rebuild_aggregates(db, say)
-        # Also where nothing was pending: a database made before versions were recorded.
-        await _record(db, latest)
+        # Also a database made before versions were recorded, with nothing pending.
+        if pending or await _recorded(db) != str(latest):
+            await _record(db, latest)
         return Upgrade(found, latest, tuple(m.version for m in pending))
+
+
+def _expanded(step: Step) -> tuple[Step, ...]:
+    return step.steps() if isinstance(step, AddMetric) else (step,)
+
+
+async def _recorded(db: Db) -> str | None:
+    rows = await db.fetch(f"SELECT value FROM nps_meta WHERE key = {db.ph(1)}", VERSION_KEY)
+    return str(rows[0][0]) if rows else None
 
 
 async def _record(db: Db, version: int) -> None:
@@ -435,7 +461,7 @@ async def _apply(db: Db, step: Step, say: Progress) -> None:
     elif isinstance(step, RunSql):
         for stmt in step.sqlite if db.dialect == "sqlite" else step.postgresql:
             await db.execute(stmt)
-    else:  # pragma: no cover - RebuildAggregates is deferred by upgrade()
+    else:  # pragma: no cover - upgrade() defers RebuildAggregates and expands AddMetric
         raise SchemaError(f"unknown migration step {step!r}")
 
 
