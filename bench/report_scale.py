@@ -109,6 +109,10 @@ def _fine(metric: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fine, pos.astype(np.int64)
 
 
+_MODEL = SESSION_COLUMNS.index("model")
+assert SESSION_COLUMNS[_MODEL:_MODEL + 3] == ("model", "firmware", "region")
+
+
 def generate(n: int, seed: int, chunk: int, sqlite_types: bool) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
     """(session rows, survey rows) in chunks, in SESSION_COLUMNS / SURVEY_COLUMNS order."""
     rng = np.random.default_rng(seed)
@@ -182,7 +186,9 @@ def generate(n: int, seed: int, chunk: int, sqlite_types: bool) -> Iterator[tupl
                 survey_ids[j], s[1], shown + 60_000_000, s[0], shown,
                 shown + 3_000_000 if score is not None else None, outcome, score,
                 "buffering" if score is not None and score < 5 else None, "nl",
-                s[18], s[19], s[20], 0.0, RAW,
+                # The box's attributes, where SESSION_COLUMNS has them (the metric
+                # table's bucket columns come before them).
+                s[_MODEL], s[_MODEL + 1], s[_MODEL + 2], 0.0, RAW,
             ))
         yield sessions, surveys
 

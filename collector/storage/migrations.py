@@ -127,8 +127,7 @@ class AddMetric:
     from the session's ``sources`` (by default its raw JSON as received; None where it
     cannot be known), and its bucket, fine bin and position from that value; the
     ``sessions_started`` index made again to cover its bucket; the aggregates rebuilt.
-    ``value`` None (no stored session can have it) leaves the columns null and adds the
-    metric's bucket counts to ``agg_sessions`` as zeros, with no rebuild."""
+    ``value`` None leaves the columns null (no stored session can have it)."""
 
     metric: str
     value: Callable[[tuple[Any, ...]], float | None] | None = None
@@ -137,19 +136,16 @@ class AddMetric:
     def steps(self) -> tuple[Step, ...]:
         """What it stands for, in the other steps' words."""
         metric = BY_NAME[self.metric]
-        index = RecreateIndex("sessions", "sessions_started")
-        if self.value is None:
-            return (AddColumns("sessions", metric.columns),
-                    AddColumns("agg_sessions", metric.count_columns), index)
-        value = self.value
+        out: list[Step] = [AddColumns("sessions", metric.columns)]
+        if self.value is not None:
+            value = self.value
 
-        def derive(sources: tuple[Any, ...]) -> tuple[Any, ...]:
-            v = value(sources)
-            return (v, bucket_index(metric.name, v), *fine_bin_pos(metric.name, v))
+            def derive(sources: tuple[Any, ...]) -> tuple[Any, ...]:
+                v = value(sources)
+                return (v, bucket_index(metric.name, v), *fine_bin_pos(metric.name, v))
 
-        return (AddColumns("sessions", metric.columns),
-                Backfill("sessions", self.sources, metric.columns, derive), index,
-                RebuildAggregates())
+            out.append(Backfill("sessions", self.sources, metric.columns, derive))
+        return (*out, RecreateIndex("sessions", "sessions_started"), RebuildAggregates())
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +208,8 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "the start funnel's session counts (exited_before_start, start_failures)", (
         RebuildAggregates(),
     )),
-    # No stored session has a video height (the field was not stored before): null columns
-    # and zero counts are right, no rebuild needed. The index of the report's raw reads
-    # covers the new bucket.
+    # No stored session has a video height: before, the field was an unnamed one, dropped
+    # at ingest, so its columns stay null (no backfill from the raw records).
     Migration(3, "the video_height metric", (AddMetric("video_height"),)),
 )
 
@@ -236,7 +231,7 @@ class Db(Protocol):
     """What a migration needs of a connection, in either dialect."""
 
     dialect: Dialect
-    #: Placeholder style of :func:`~collector.storage.aggregates.rebuild_sql`: ``?`` or ``$``.
+    #: Placeholder style of :func:`~collector.storage.aggregate_sql.rebuild_sql`: ``?`` or ``$``.
     style: str
     location: str
 

@@ -160,7 +160,8 @@ def check_report_counts_acknowledged(report: dict[str, Any], acked: list[dict[st
         q = s["qos"]
         if m == "rebuffer_ratio":
             return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
-        value: float | None = q[m]
+        # An optional metric (video_height, contract section 3) may be absent: no value.
+        value: float | None = q.get(m)
         return value
 
     want: dict[str, Any] = {
