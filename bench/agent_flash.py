@@ -17,8 +17,16 @@ the only file the agent writes, its log goes to a pipe):
 The data directory must be on a block device (``write_bytes`` counts what reaches the
 block layer; on tmpfs it stays 0): by default a temporary directory under ``bench/``.
 
-Usage: ``.venv/bin/python bench/agent_flash.py [--sessions 100] [--idle-s 60]``. Prints
-a Markdown table.
+With ``--asked`` every session is asked and answered at once (the test suite's fake
+presenter, no screen): the session, the answer confirmed (``synchronous=FULL``), its final
+form (``FULL``), the upload of both and their delete, per session.
+
+``--drain N`` measures something else, in this process: N sessions stored into a
+``SqliteBuffer`` (not counted), then the bytes written to fetch and delete them all in
+batches of 500, as after an outage.
+
+Usage: ``.venv/bin/python bench/agent_flash.py [--sessions 100] [--idle-s 60] [--asked]``,
+or ``... --drain 3000``. Prints a Markdown table (or one line).
 """
 
 from __future__ import annotations
@@ -59,7 +67,8 @@ def sync_fs(path: Path) -> None:
         os.close(fd)
 
 
-async def main(sessions: int, idle_s: float, data_parent: Path) -> None:
+async def main(sessions: int, idle_s: float, data_parent: Path, asked: bool = False) -> None:
+    per_session = 2 if asked else 1  # records uploaded per session
     acked: list[int] = []
 
     async def batches(request: web.Request) -> web.Response:
@@ -91,10 +100,16 @@ boot_jitter_s = 0
 source = "events"
 events_socket = "{sock}"
 [survey]
-sample_rate = 0.0
-min_watch_s = 600
 tty = "/dev/null"
-""")
+""" + ("""sample_rate = 1.0
+min_watch_s = 0
+settle_s = 0
+cooldown_answered_days = 0
+cooldown_dismissed_days = 0
+presenter = "tests.stb_widget.fake_presenter:FakePresenter"
+""" if asked else """sample_rate = 0.0
+min_watch_s = 600
+"""))
     # The agent's own counters at exit (after its clean stop's checkpoint), written by an
     # atexit hook: a process's /proc entry is gone once it is reaped.
     at_exit = work / "io-at-exit"
@@ -147,7 +162,7 @@ tty = "/dev/null"
             # and deleted, and the kernel writes the dirty pages back in between (without
             # the sync here, pages dirtied twice within the writeback delay would count once).
             for _ in range(400):
-                if sum(acked) > i:
+                if sum(acked) >= per_session * (i + 1):
                     break
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)  # the delete after the acknowledgement
@@ -157,7 +172,7 @@ tty = "/dev/null"
         writer.close()
         await writer.wait_closed()
         for _ in range(1200):
-            if sum(acked) >= sessions:
+            if sum(acked) >= per_session * sessions:
                 break
             await asyncio.sleep(0.05)
             if wal.exists():
@@ -188,9 +203,9 @@ tty = "/dev/null"
         with contextlib.suppress(OSError):
             data_parent.rmdir()  # only where empty
     uploaded = sum(acked)
-    per_session = (running + closing) / max(sessions, 1)
+    per_session_b = (running + closing) / max(sessions, 1)
     per_idle_hour = idle * 3600 / idle_elapsed
-    print(f"{sessions} sessions, {uploaded} records acknowledged in {len(acked)} batches; "
+    print(f"{sessions} sessions{' (each asked and answered)' if asked else ''}, {uploaded} records acknowledged in {len(acked)} batches; "
           f"idle window {idle_elapsed:.0f} s; page size {page} B; {left} schema objects\n")
     print("| figure | value | goal |")
     print("| --- | --- | --- |")
@@ -200,8 +215,42 @@ tty = "/dev/null"
     print(f"| bytes written while storing, uploading and deleting {sessions} sessions | "
           f"{running} B | |")
     print(f"| bytes written by the clean stop (WAL checkpoint) | {closing} B | |")
-    print(f"| **bytes written per session**, all included | {per_session:.0f} B | < 16384 B |")
+    print(f"| **bytes written per session**, all included | {per_session_b:.0f} B | < 16384 B |")
     print(f"| WAL high-water mark / database file after stop | {wal_peak} B / {db_size} B | |")
+
+
+async def drain(n: int, data_parent: Path) -> None:
+    from datetime import UTC, datetime
+
+    from protocol import Qos, SessionRecord
+    from stb_widget.buffer import SqliteBuffer
+    from stb_widget.clock import SystemClock
+    from stb_widget.config import BufferSection
+    from stb_widget.ids import uuid7
+
+    data_parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="drain-", dir=data_parent))
+    try:
+        buf = await SqliteBuffer.open(work / "buffer.sqlite3", BufferSection(), SystemClock())
+        qos = Qos(startup_ms=900, watch_s=1800.0, rebuffer_count=1, rebuffer_s=2.5,
+                  avg_bitrate_kbps=5400.0, bitrate_switches=2, failed=False)
+        for _ in range(n):
+            now = datetime.now(UTC)
+            await buf.add_session(SessionRecord(
+                id=uuid7(), kind="session", started_at=now, ended_at=now, channel="NPO1",
+                content_type="live", qos=qos))
+        sync_fs(work)
+        before = written(os.getpid())
+        while batch := await buf.fetch(500, 256 * 1024):
+            await buf.delete([r.id for r in batch])
+        await buf.close()
+        sync_fs(work)
+        print(f"drain of {n} sessions (fetch and delete, batches of 500, then close): "
+              f"{written(os.getpid()) - before} B written")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            data_parent.rmdir()
 
 
 if __name__ == "__main__":
@@ -210,5 +259,13 @@ if __name__ == "__main__":
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--data-parent", type=Path, default=ROOT / "bench" / ".flash",
                         help="where the data directory is made (must be a block device)")
+    parser.add_argument("--asked", action="store_true",
+                        help="ask every session, answered at once (fake presenter)")
+    parser.add_argument("--drain", type=int, default=0, metavar="N",
+                        help="instead: bytes written to upload and delete a backlog of N")
     args = parser.parse_args()
-    asyncio.run(main(args.sessions, args.idle_s, args.data_parent))
+    if args.drain:
+        sys.path.insert(0, str(ROOT))
+        asyncio.run(drain(args.drain, args.data_parent))
+    else:
+        asyncio.run(main(args.sessions, args.idle_s, args.data_parent, args.asked))

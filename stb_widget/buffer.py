@@ -124,16 +124,26 @@ def _log_evictions(ev: Evictions, totals: Counter[str], limits: BufferSection) -
     )
 
 
-# Flash: every transaction appends each page it changes to the WAL. Small pages (set
-# before the file exists; an existing buffer keeps its own) and no AUTOINCREMENT (whose
-# sqlite_sequence row is one more page per insert) cut the bytes a session costs by about
-# half (bench/agent_flash.py). ``seq`` stays increasing over the rows that exist (a new
-# row gets the largest + 1), which is all the ordering needs.
+# Flash (bench/agent_flash.py, bench/README.md): in WAL mode a commit appends every page
+# it changes to the WAL, and for each such page adds an entry to the wal-index's hash
+# table (the -shm file, a shared mapping written back like any file): the bytes a session
+# costs follow the number of distinct pages its commits touch. So: 1 KiB pages (set
+# before the file exists), no AUTOINCREMENT (its sqlite_sequence row is one more page),
+# and a single b-tree: no index on ``id`` or ``ready``, which made every insert and every
+# delete touch three pages instead of one. Rows are found by ``seq`` (the rowid), which
+# the buffer remembers for the rows it may have to find again (those handed to the
+# uploader, answers not yet final); the rest is read in ``seq`` order. The buffer is a
+# queue of a few rows on a box that uploads: scans are short, and bounded by max_records
+# where it does not. ``seq`` stays increasing over the rows that exist (a new row gets the
+# largest + 1), which is all the ordering needs.
 _PAGE_SIZE = 1024
+#: ``PRAGMA user_version`` of this layout. 0: the layout before it (indexes on ``id`` and
+#: ``(ready, seq)``), rebuilt into this one at open.
+_LAYOUT = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     kind TEXT NOT NULL,
     ready INTEGER NOT NULL,
     created_us INTEGER NOT NULL,
@@ -141,8 +151,15 @@ CREATE TABLE IF NOT EXISTS records (
     size INTEGER NOT NULL,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_ready ON records (ready, seq);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+_MIGRATE_FROM_0 = """
+ALTER TABLE records RENAME TO records_0;
+DROP INDEX IF EXISTS records_ready;
+""" + _SCHEMA + """
+INSERT INTO records (seq, id, kind, ready, created_us, ready_us, size, body)
+    SELECT seq, id, kind, ready, created_us, ready_us, size, body FROM records_0 ORDER BY seq;
+DROP TABLE records_0;
 """
 
 
@@ -165,6 +182,9 @@ class SqliteBuffer:
         self._count = 0
         self._bytes = 0
         self._cooldowns = Cooldowns()
+        #: ``seq`` of the rows that may be named by id again: handed out by :meth:`fetch`
+        #: (to be deleted), or confirmed and not yet final (to be replaced).
+        self._seq_of: dict[str, int] = {}
 
     @classmethod
     async def open(cls, path: str | Path, limits: BufferSection, clock: Clock) -> SqliteBuffer:
@@ -195,15 +215,24 @@ class SqliteBuffer:
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await db.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # a new file only
+            # Exclusive before WAL: the wal-index then lives in this process's heap, not
+            # in a -shm file whose pages every commit dirties (about half of what a
+            # session cost, bench/README.md). The price: no other process can open the
+            # buffer while the agent runs; after the agent exits (or dies) any can.
+            await db.execute("PRAGMA locking_mode=EXCLUSIVE")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
+            # Zero deleted rows only inside pages written anyway; ON (this build's default)
+            # also writes out every page a large delete frees, zeroed: one more page of
+            # flash each when a backlog drains. Old content is in the WAL meanwhile anyway.
+            await db.execute("PRAGMA secure_delete=FAST")
             # Keep the WAL from growing on flash after a big upload burst.
             await db.execute("PRAGMA journal_size_limit=1048576")
-            await db.executescript(_SCHEMA)
             async with db.execute("PRAGMA quick_check") as cur:
                 row = await cur.fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+            await cls._layout(db)
             self = cls(db, limits, clock)
             now = to_micros(clock.wall())
             await db.execute("BEGIN IMMEDIATE")
@@ -220,6 +249,30 @@ class SqliteBuffer:
         if self._ready_count:
             self.changed.set()
         return self
+
+    @staticmethod
+    async def _layout(db: aiosqlite.Connection) -> None:
+        """Create the tables, or bring a buffer of an older layout to this one."""
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > _LAYOUT:
+            raise sqlite3.OperationalError(
+                f"buffer layout {version} is newer than this agent's ({_LAYOUT})")
+        if version == _LAYOUT:
+            return
+        async with db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+        ) as cur:
+            row = await cur.fetchone()
+        old = bool(row and row[0])
+        # executescript commits first; the BEGIN makes the rebuild all or nothing.
+        await db.executescript(
+            "BEGIN IMMEDIATE;" + (_MIGRATE_FROM_0 if old else _SCHEMA)
+            + f"PRAGMA user_version = {_LAYOUT}; COMMIT;"
+        )
+        if old:
+            log.info("buffer: rebuilt into layout %d (no secondary indexes)", _LAYOUT)
 
     async def close(self) -> None:
         """Close the database (the WAL is checkpointed by sqlite)."""
@@ -274,14 +327,31 @@ class SqliteBuffer:
                 if durable:
                     await self._db.execute("PRAGMA synchronous=FULL")
                 await self._db.execute("BEGIN IMMEDIATE")
-                await self._db.execute(
-                    "INSERT INTO records (id, kind, ready, created_us, ready_us, size, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
-                    " ready = excluded.ready, ready_us = excluded.ready_us,"
-                    " size = excluded.size, body = excluded.body",
-                    (record.id, record.kind, int(ready), now, now if ready else None,
-                     len(body), body),
-                )
+                seq = self._seq_of.get(record.id)
+                ready_us = now if ready else None
+                if seq is None:
+                    cur = await self._db.execute(
+                        "INSERT INTO records (id, kind, ready, created_us, ready_us, size, body)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (record.id, record.kind, int(ready), now, ready_us, len(body), body),
+                    )
+                    seq = cur.lastrowid
+                    await cur.close()
+                else:
+                    # Its final form (or a record stored again): same place, same age.
+                    cur = await self._db.execute(
+                        "UPDATE records SET ready = ?, ready_us = ?, size = ?, body = ?"
+                        " WHERE seq = ?", (int(ready), ready_us, len(body), body, seq),
+                    )
+                    if cur.rowcount == 0:  # evicted meanwhile: it is stored anew
+                        cur = await self._db.execute(
+                            "INSERT INTO records (id, kind, ready, created_us, ready_us,"
+                            " size, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (record.id, record.kind, int(ready), now, ready_us, len(body),
+                             body),
+                        )
+                        seq = cur.lastrowid
+                    await cur.close()
                 if isinstance(record, SurveyRecord):
                     marks = after_survey(marks, record.outcome, record.shown_at)
                     if marks != self._cooldowns:
@@ -291,10 +361,14 @@ class SqliteBuffer:
                             (cooldown_key(record.outcome), to_micros(record.shown_at)),
                         )
                 await self._refresh()
-                await self._evict(now)
+                evicted = await self._evict(now)
                 await self._db.execute("COMMIT")
                 if durable:
                     await self._db.execute("PRAGMA synchronous=NORMAL")
+                if ready or any(r.id == record.id for r in evicted.rows):
+                    self._seq_of.pop(record.id, None)
+                elif seq is not None:
+                    self._seq_of[record.id] = seq
             except sqlite3.Error as exc:
                 await self._rollback()
                 await self._refresh_quietly()
@@ -321,15 +395,16 @@ class SqliteBuffer:
         async with self._lock:
             try:
                 async with self._db.execute(
-                    "SELECT id, kind, body FROM records WHERE ready = 1 ORDER BY seq LIMIT ?",
-                    (max_records,),
+                    "SELECT seq, id, kind, body FROM records WHERE ready = 1 ORDER BY seq"
+                    " LIMIT ?", (max_records,),
                 ) as cur:
                     async for row in cur:
-                        body = bytes(row[2])
+                        body = bytes(row[3])
                         if out and size + len(body) > max_bytes:
                             break
                         size += len(body)
-                        out.append(Stored(str(row[0]), str(row[1]), body))
+                        out.append(Stored(str(row[1]), str(row[2]), body))
+                        self._seq_of[str(row[1])] = int(row[0])
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the buffer: {exc}") from exc
         return out
@@ -340,11 +415,19 @@ class SqliteBuffer:
             return
         async with self._lock:
             try:
+                known = [self._seq_of[i] for i in ids if i in self._seq_of]
+                unknown = [i for i in ids if i not in self._seq_of]
                 await self._db.execute("BEGIN IMMEDIATE")
                 await self._db.executemany(
-                    "DELETE FROM records WHERE id = ?", [(i,) for i in ids]
+                    "DELETE FROM records WHERE seq = ?", [(q,) for q in known]
+                )
+                # Not handed out by this buffer (a caller's own list): found by a scan.
+                await self._db.executemany(
+                    "DELETE FROM records WHERE id = ?", [(i,) for i in unknown]
                 )
                 await self._db.execute("COMMIT")
+                for i in ids:
+                    self._seq_of.pop(i, None)
                 await self._refresh()
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -377,11 +460,11 @@ class SqliteBuffer:
             None if a is None else from_micros(a), None if d is None else from_micros(d)
         )
 
-    async def _evict(self, now_us: int) -> None:
+    async def _evict(self, now_us: int) -> Evictions:
         """Inside the caller's transaction, after :meth:`_refresh`: apply the policy."""
         if not may_need_eviction(self._count, self._bytes, self._oldest_created_us,
                                  now_us, self._limits):
-            return
+            return Evictions()
         async with self._db.execute(
             "SELECT seq, id, kind, ready, created_us, ready_us, size FROM records ORDER BY seq"
         ) as cur:
@@ -390,13 +473,16 @@ class SqliteBuffer:
                     async for r in cur]
         ev = choose_evictions(rows, now_us, self._limits)
         if not ev:
-            return
+            return ev
         await self._db.executemany(
             "DELETE FROM records WHERE seq = ?", [(r.seq,) for r in ev.rows]
         )
+        for r in ev.rows:
+            self._seq_of.pop(r.id, None)
         await self._refresh()
         self.evictions.update(ev.counts())
         _log_evictions(ev, self.evictions, self._limits)
+        return ev
 
 
 class MemoryBuffer:

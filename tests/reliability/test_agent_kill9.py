@@ -31,6 +31,7 @@ import pytest
 
 from collector.settings import Settings
 from tests.collector.conftest import serve
+from tests.stb_widget.buffer_peek import peek
 
 from .conftest import ADMIN, ROOT, export_ids, scale
 
@@ -125,17 +126,18 @@ class Agent:
         return [line for line in self.confirmed_log.read_text().split("\n") if len(line) == 36]
 
 
-def integrity(db: Path) -> tuple[str, set[str]]:
-    con = sqlite3.connect(db, timeout=10)
-    try:
+def integrity(db: Path, pid: int | None = None) -> tuple[str, set[str]]:
+    """The buffer's integrity_check and ids; ``pid``: the agent, if it runs (then a copy
+    is read, see tests/stb_widget/buffer_peek.py)."""
+    with peek(db, pid) as con:
+        if con is None:
+            return "ok", set()
         ok = str(con.execute("PRAGMA integrity_check").fetchone()[0])
         try:
             ids = {str(r[0]) for r in con.execute("SELECT id FROM records")}
         except sqlite3.OperationalError:  # killed before the schema was made
             ids = set()
         return ok, ids
-    finally:
-        con.close()
 
 
 @contextlib.asynccontextmanager
@@ -152,8 +154,9 @@ async def collector_and_agent(tmp: Path) -> AsyncIterator[tuple[Agent, str, obje
 async def drain_and_check(agent: Agent, base: str, http: object) -> tuple[int, int]:
     """Run the agent until its buffer is empty; every confirmed answer stored once."""
     await agent.start()
+    assert agent.proc is not None
     for _ in range(1200):
-        ok, ids = integrity(agent.db)
+        ok, ids = integrity(agent.db, agent.proc.pid)
         if not ids and agent.db.exists():
             break
         await asyncio.sleep(0.05)

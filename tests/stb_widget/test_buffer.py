@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
-from protocol import Qos, SessionRecord, SurveyRecord
+from protocol import Qos, SessionRecord, SurveyRecord, record_to_json
 from stb_widget.buffer import MemoryBuffer, RecordStore, SqliteBuffer
 from stb_widget.config import BufferSection
+from stb_widget.errors import StoreError
 from stb_widget.ids import uuid7
 
 from .conftest import FakeClock
@@ -181,4 +184,116 @@ async def test_answers_are_written_with_synchronous_full(tmp_path: Path) -> None
     assert "PRAGMA synchronous=FULL" in statements[:first_insert]
     assert "COMMIT" in statements and statements.index("COMMIT") > first_insert
     assert statements.index("PRAGMA synchronous=NORMAL") > statements.index("COMMIT")
+    await store.close()
+
+
+# The layout before bench/agent_flash.py's single b-tree (as commit 7759866 created it).
+_LAYOUT_0 = """
+CREATE TABLE records (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+    ready INTEGER NOT NULL, created_us INTEGER NOT NULL, ready_us INTEGER,
+    size INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE INDEX records_ready ON records (ready, seq);
+CREATE TABLE state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+async def test_a_buffer_of_the_old_layout_is_rebuilt_with_its_records(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "b.sqlite3"
+    recs = [sess(clock), survey(clock), sess(clock)]
+    con = sqlite3.connect(path)
+    con.executescript(_LAYOUT_0)
+    # Stored out of seq order on purpose: the order kept must be seq's, not the file's.
+    now = int(clock.wall().timestamp() * 1e6)
+    for seq, r, ready in ((7, recs[0], 1), (9, recs[2], 1), (8, recs[1], 0)):
+        body = orjson.dumps(record_to_json(r))
+        con.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, r.id, r.kind, ready, now, now if ready else None, len(body), body))
+    con.execute("INSERT INTO state VALUES ('answered_shown_us', 1234567)")
+    con.commit()
+    con.close()
+    store = await SqliteBuffer.open(path, BufferSection(), clock)
+    # The unready answer was confirmed before the restart: it goes out too (contract §2).
+    got = await store.fetch(10, 10**9)
+    assert [r.id for r in got] == [recs[0].id, recs[1].id, recs[2].id]
+    assert store.cooldowns().answered_shown == datetime(1970, 1, 1, 0, 0, 1, 234567,
+                                                        tzinfo=UTC)
+    await store.delete([recs[1].id])
+    await store.close()
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        indexes = con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        assert indexes == [("sqlite_autoindex_state_1",)]
+        assert [r[0] for r in con.execute("SELECT id FROM records ORDER BY seq")] == [
+            recs[0].id, recs[2].id]
+    finally:
+        con.close()
+
+
+async def test_a_buffer_newer_than_the_agent_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 9")
+    con.close()
+    with pytest.raises(StoreError, match="layout 9 is newer than this agent's"):
+        await SqliteBuffer.open(path, BufferSection(), FakeClock())
+    assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))  # not set aside
+
+
+async def test_no_other_process_opens_the_buffer_while_it_is_open(tmp_path: Path) -> None:
+    """The price of the wal-index in the agent's heap (exclusive locking, no -shm file):
+    readers wait until it closes; then every record is there for them."""
+    clock = FakeClock()
+    path = tmp_path / "b.sqlite3"
+    store = await SqliteBuffer.open(path, BufferSection(), clock)
+    s = sess(clock)
+    await store.add_session(s)
+    assert not Path(f"{path}-shm").exists()
+    con = sqlite3.connect(path, timeout=0.1)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            con.execute("SELECT count(*) FROM records").fetchone()
+    finally:
+        con.close()
+    await store.close()
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT id FROM records").fetchall() == [(s.id,)]
+    finally:
+        con.close()
+
+
+async def test_an_id_not_handed_out_is_still_deleted(tmp_path: Path) -> None:
+    # delete() finds rows by the seq remembered from fetch(); an id it was never handed
+    # (a caller's own list) is found by a scan.
+    clock = FakeClock()
+    store = await SqliteBuffer.open(tmp_path / "b.sqlite3", BufferSection(), clock)
+    a, b = sess(clock), sess(clock)
+    await store.add_session(a)
+    await store.add_session(b)
+    await store.delete([b.id])
+    assert [r.id for r in await store.fetch(10, 10**9)] == [a.id]
+    assert store.ready_count == 1
+    await store.close()
+
+
+async def test_a_confirmed_answer_evicted_before_it_is_final_is_stored_again(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await SqliteBuffer.open(tmp_path / "b.sqlite3", BufferSection(max_records=10),
+                                    clock)
+    a = survey(clock)
+    await store.confirmed(a)
+    later = []
+    for _ in range(10):  # only answers in the buffer: the oldest, ``a``, goes
+        x = survey(clock)
+        later.append(x.id)
+        await store.finished(x)
+    assert store.evictions["full_survey"] == 1
+    await store.finished(a)  # its final form comes after all: kept as a new record
+    ids = [r.id for r in await store.fetch(100, 10**9)]
+    assert a.id in ids and len(ids) == 10
     await store.close()

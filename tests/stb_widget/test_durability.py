@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from .buffer_peek import peek
 from .fake_collector import FakeCollector
 
 ROOT = Path(__file__).parents[2]
@@ -72,16 +73,15 @@ async def until(check: Callable[[], bool | Awaitable[bool]], what: str, seconds:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def buffered(db: Path) -> int:
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(con.execute("SELECT count(*) FROM records").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        con.close()
+def buffered(db: Path, pid: int | None) -> int:
+    """Records in the buffer of the agent ``pid`` (None: not running)."""
+    with peek(db, pid) as con:
+        if con is None:
+            return 0
+        try:
+            return int(con.execute("SELECT count(*) FROM records").fetchone()[0])
+        except sqlite3.OperationalError:  # no schema yet
+            return 0
 
 
 async def feed_sessions(sock: Path, n: int, first: int) -> None:
@@ -134,7 +134,7 @@ async def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> No
         proc = await start("hang")
         await feed_sessions(sock, 20, 0)
         await until(lambda: presenter_log.exists(), "a confirmed answer")
-        await until(lambda: buffered(db) >= 21, "20 sessions and the answer buffered")
+        await until(lambda: buffered(db, proc.pid) >= 21, "20 sessions and the answer buffered")
         await asyncio.sleep(0.5)  # a few failed uploads
         await kill9(proc)
         assert fake.records == {}
@@ -144,7 +144,7 @@ async def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> No
         proc = await start("answer")
         await feed_sessions(sock, 20, 100)
         await asyncio.wait_for(gate.held.wait(), 20)
-        await until(lambda: buffered(db) >= 41, "40 sessions and the answer buffered")
+        await until(lambda: buffered(db, proc.pid) >= 41, "40 sessions and the answer buffered")
         await kill9(proc)
         gate.release.set()
         stored_before = len(fake.records)
@@ -154,7 +154,7 @@ async def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> No
         gate.mode = "up"
         proc = await start("answer")
         await until(lambda: len(fake.records) == 41, "all 41 records at the collector")
-        await until(lambda: buffered(db) == 0, "an empty buffer")
+        await until(lambda: buffered(db, proc.pid) == 0, "an empty buffer")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
     finally:
