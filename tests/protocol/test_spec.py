@@ -57,6 +57,7 @@ def declare() -> tuple[type[Any], type[Any]]:
         flag: bool = wire("boolean", "A flag.")
         name: str | None = wire("string", "A name.", nullable=True)
         colour: str | None = wire("string", "A colour.", optional=True, enum=("red", "blue"))
+        shade: str = wire("string", "A shade.", enum=("dark", "light"))
         code: str = wire("string", "A code.", pattern=r"^[a-z]{1,3}$")
         at: datetime = wire("time", "An instant.")
         ref: str = wire("uuid", "An id.")
@@ -72,7 +73,7 @@ def declare() -> tuple[type[Any], type[Any]]:
 
 def valid() -> dict[str, Any]:
     return {"kind": "outer", "count": 7, "score": None, "ratio": 0, "offset": -3,
-            "flag": False, "name": None, "code": "ab", "at": "2026-11-22T20:15:03.120Z",
+            "flag": False, "name": None, "shade": "dark", "code": "ab", "at": "2026-11-22T20:15:03.120Z",
             "ref": UUID_UPPER, "unknown": {"ignored": True}}
 
 
@@ -98,6 +99,12 @@ DECODERS = {"fast": _fast, "reference": _reference, "public": _public}
 def decode(request: pytest.FixtureRequest) -> Decoder:
     outer, _ = declare()
     return DECODERS[request.param](outer)
+
+
+@pytest.mark.parametrize("how", list(DECODERS))
+def test_a_type_without_a_cross_field_check(how: str) -> None:
+    _, inner = declare()
+    assert DECODERS[how](inner)({"tag": "ab"}, "").tag == "ab"
 
 
 def error_of(decode: Decoder, obj: Any, path: str = "records[3]") -> str:
@@ -173,6 +180,9 @@ EDGES: list[tuple[str, Any, str | None]] = [
     ("kind", None, "must not be null"),
     ("colour", "red", None),
     ("colour", "green", "must be one of red, blue"),
+    ("colour", "dark", "must be one of red, blue"),
+    ("shade", "light", None),
+    ("shade", "red", "must be one of dark, light"),
     ("code", "abc", None),
     ("code", "abcd", "must match ^[a-z]{1,3}$"),
     ("code", "ab\x00", "must not contain U+0000"),
@@ -273,7 +283,7 @@ def test_fields_are_listed_once_in_order_with_their_specs() -> None:
     assert defaults["level"] is None and defaults["inner"] is None
     assert defaults["count"] is dataclasses.MISSING
     assert outer(kind="outer", count=1, score=None, ratio=0.0, offset=0.0, flag=False, name=None,
-                 code="a", at=datetime(2026, 1, 1, tzinfo=UTC), ref="x").colour is None
+                 shade="dark", code="a", at=datetime(2026, 1, 1, tzinfo=UTC), ref="x").colour is None
     # The public decoder builds a type's decoder once.
     assert spec._fast_decoder(outer) is spec._fast_decoder(outer)
     assert decode_object(outer, valid(), "").count == 7
@@ -284,13 +294,13 @@ def test_encode_is_the_json_form() -> None:
     got = decode_object(outer, valid() | {"score": 3, "inner": {"tag": "a"}}, "")
     assert encode_object(got) == {
         "kind": "outer", "count": 7, "score": 3, "ratio": 0.0, "offset": -3.0, "flag": False,
-        "name": None, "code": "ab", "at": "2026-11-22T20:15:03.120Z",
+        "name": None, "shade": "dark", "code": "ab", "at": "2026-11-22T20:15:03.120Z",
         "ref": UUID_UPPER.lower(), "inner": {"tag": "a"}}
     # Null optional fields are left out, null required ones kept as null.
     got = decode_object(outer, valid() | {"inner": {}}, "")
     assert encode_object(got) == {
         "kind": "outer", "count": 7, "score": None, "ratio": 0.0, "offset": -3.0, "flag": False,
-        "name": None, "code": "ab", "at": "2026-11-22T20:15:03.120Z",
+        "name": None, "shade": "dark", "code": "ab", "at": "2026-11-22T20:15:03.120Z",
         "ref": UUID_UPPER.lower(), "inner": {}}
 
 
@@ -306,8 +316,8 @@ def test_json_schema_is_the_declaration() -> None:
     expected = {
         "type": "object",
         "description": "A test type: two lines.",
-        "required": ["kind", "count", "score", "ratio", "offset", "flag", "name", "code",
-                     "at", "ref"],
+        "required": ["kind", "count", "score", "ratio", "offset", "flag", "name", "shade",
+                     "code", "at", "ref"],
         "properties": {
             "kind": {"type": "string", "const": "outer", "description": "The kind."},
             "count": {"type": "integer", "minimum": 0, "maximum": TWO_31 - 1,
@@ -323,6 +333,7 @@ def test_json_schema_is_the_declaration() -> None:
                      "description": "A name."},
             "colour": {"type": ["string", "null"], "enum": ["red", "blue", None],
                        "description": "A colour."},
+            "shade": {"type": "string", "enum": ["dark", "light"], "description": "A shade."},
             "code": {"type": "string", "pattern": "^[a-z]{1,3}$", "maxLength": 1024,
                      "description": "A code."},
             "at": {"type": "string", "format": "date-time", "pattern": spec.RFC3339_PATTERN,
@@ -367,3 +378,13 @@ def test_real_types_three_decoders_agree_on_the_golden_records(name: str, vector
         assert got[0] == got[1] == got[2], (name, got)
         errors += isinstance(got[0], str)
     assert (errors > 0) == (name in dict(vectors("invalid_record"))), name
+
+
+def test_an_integer_constant_is_in_the_schema() -> None:
+    # The envelope's "protocol": the integer 1 (section 3).
+    from protocol.types import Envelope
+
+    protocol = json_schema_of(Envelope)["properties"]["protocol"]
+    assert protocol["type"] == "integer" and protocol["const"] == 1
+    validator = jsonschema.Draft202012Validator(protocol)
+    assert validator.is_valid(1) and not validator.is_valid(2)
