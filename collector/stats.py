@@ -80,8 +80,7 @@ def t_two_sided_p(t: float, df: float) -> float:
     return regularized_beta(df / (df + t2), df / 2.0, 0.5)
 
 
-@lru_cache(maxsize=256)
-def t_quantile_two_sided(level: float, df: float) -> float:
+def _t_quantile_two_sided(level: float, df: float) -> float:
     """The t with P(|T| <= t) = ``level`` (so ``t(0.975, df)`` for ``level`` 0.95): the
     inverse of :func:`t_two_sided_p`, by bisection to the last bit (it is monotone)."""
     if not 0.0 < level < 1.0 or df <= 0:
@@ -98,6 +97,11 @@ def t_quantile_two_sided(level: float, df: float) -> float:
             lo = mid
         else:
             hi = mid
+
+
+#: The t with P(|T| <= t) = ``level``, cached: every interval of a model shares G - 1. A
+#: plain function wrapped (not a decorated one), so that mutation testing reaches it.
+t_quantile_two_sided = lru_cache(maxsize=256)(_t_quantile_two_sided)
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:

@@ -169,7 +169,9 @@ def _check_range(spec: Spec, value: float, parent: str, name: str) -> None:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+    # Whole bounds read as integers (2147483647, not 2147483647.0), up to where a double
+    # stops being exact; past that, 1e+300 rather than its 301 digits.
+    return str(int(x)) if float(x).is_integer() and abs(x) <= MAX_INT else str(float(x))
 
 
 T = TypeVar("T")

@@ -378,8 +378,12 @@ class SimBox:
 class Fleet:
     """A fleet run: enrol, boot, live for ``days``, drain, summarise."""
 
-    def __init__(self, options: FleetOptions) -> None:
+    def __init__(self, options: FleetOptions, poster: Poster | None = None) -> None:
+        """``poster``, where given, carries the enrolment and every upload instead of HTTP
+        to ``options.collector`` (a collector in the same process: tests that need many
+        fleets and only their records)."""
         self.options = options
+        self._poster = poster
         o = options
         o.planted.check()
         if not 0.0 <= o.degrade_share <= 1.0 or not o.degrade_days > 0.0:
@@ -472,7 +476,9 @@ class Fleet:
                 # connections (aiohttp's per-request work cost as much CPU as the agents'
                 # own); an https:// collector through the aiohttp session.
                 poster: Poster
-                if o.collector.startswith("http://"):
+                if self._poster is not None:
+                    poster = self._poster
+                elif o.collector.startswith("http://"):
                     pool = HttpPool(o.collector)
                     stack.push_async_callback(pool.close)
                     poster = pool

@@ -61,7 +61,9 @@ def test_t_two_sided_p_matches_scipy(t: float, df: int) -> None:
 @pytest.mark.parametrize("df", [1, 2, 3, 7, 19, 20, 74, 1000, 200_000])
 def test_t_quantile_matches_scipy(df: int) -> None:
     # /v1/impact's intervals: t(0.975, G - 1). The incomplete beta loses digits at very
-    # large df (5e-11 at 200,000), far inside the contract's 1e-6.
+    # large df (5e-11 at 200,000), far inside the contract's 1e-6. Computed, not read from
+    # the cache an earlier test (or mutation testing's first run) filled.
+    t_quantile_two_sided.cache_clear()
     assert t_quantile_two_sided(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-9)
     assert t_quantile_two_sided(0.5, df) == pytest.approx(stats.t.ppf(0.75, df), rel=1e-9)
     with pytest.raises(ValueError, match="level"):
@@ -82,3 +84,26 @@ def test_z95_is_the_exact_quantile_not_the_rounded_one() -> None:
 def test_z_two_sided_refuses_a_level_outside_0_1(level: float) -> None:
     with pytest.raises(ValueError, match="level: must be between 0 and 1"):
         z_two_sided(level)
+def test_t_quantile_edges_and_last_bit() -> None:
+    t_quantile_two_sided.cache_clear()
+    for level, df in ((0.0, 5), (1.0, 5), (-0.5, 5), (0.95, 0), (0.95, -1)):
+        with pytest.raises(ValueError) as info:
+            t_quantile_two_sided(level, df)
+        assert str(info.value) == f"level must be in (0, 1) and df > 0, not {level}, {df}"
+    # Levels below and above the first bracket [0, 1], and far out in the tail (t of 636).
+    for level, df in ((0.2, 3), (0.95, 19), (0.999999, 1), (1e-9, 40)):
+        q = t_quantile_two_sided(level, df)
+        assert q == pytest.approx(stats.t.ppf(0.5 + level / 2, df), rel=1e-8)
+        # The bisection's claim: the smallest double whose tail is at most 1 - level.
+        assert t_two_sided_p(q, df) <= 1 - level < t_two_sided_p(math.nextafter(q, 0.0), df)
+    assert t_quantile_two_sided(0.95, 19) is t_quantile_two_sided(0.95, 19)
+
+
+def test_t_two_sided_p_at_the_ends() -> None:
+    for df in (1, 19, 1e6):
+        assert t_two_sided_p(math.inf, df) == 0.0
+        assert t_two_sided_p(-math.inf, df) == 0.0
+        assert t_two_sided_p(0.0, df) == 1.0
+        # Either side of the switch to the complement at |t| = 0.5: scipy's figures.
+        for t in (0.4999999, 0.5, 0.5000001):
+            assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-9)

@@ -102,6 +102,14 @@ def test_accepted_keeps_its_index_and_the_named_fields_as_sent() -> None:
     assert a1.raw == s and a2.raw == v  # what was sent, less the fields the contract does not name
 
 
+def test_fields_the_contract_does_not_name_are_dropped_at_every_depth() -> None:
+    # Section 3: unnamed fields are ignored; kept, they would be unchecked text in the store.
+    s = session_record(id=ID)
+    sent = {**s, "qos": {**s["qos"], "viewer_name": "x" * 5000}, "extra": {"a": 1}}
+    (a,) = decode_batch(orjson.dumps(batch("b", [sent]))).accepted
+    assert a.raw == s and "viewer_name" not in a.raw["qos"]
+
+
 def test_gzip_body_is_deterministic_level_6() -> None:
     body = orjson.dumps(batch("b", [session_record()]))
     out = gzip_body(body)
