@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
+from protocol.nps import is_detractor, is_promoter
+
 from ..model import Filters
 from .sql import where_surveys
 
@@ -119,6 +121,6 @@ def _split(rows: Sequence[Sequence[Any]]) -> ImpactData:
         c[0] += n
         if sc is not None:
             c[1] += n
-            c[2] += n if sc >= 9 else 0
-            c[3] += n if sc <= 6 else 0
+            c[2] += n if is_promoter(sc) else 0
+            c[3] += n if is_detractor(sc) else 0
     return ImpactData(data, [StratumCounts(b, *c) for b, c in strata.items()])

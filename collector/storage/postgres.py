@@ -41,12 +41,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from protocol.timefmt import from_micros, to_micros
 from protocol.units import DAY_US
 
 from ..errors import ConfigError, SchemaError, StorageError, StoreClosedError, TokenRefusedError
@@ -85,12 +86,6 @@ _LOCK_CLASS = 0x4E5053  # "NPS"
 _LOCK_REBUILD = 2
 _LOCK_PARTITIONS = 3
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(dt: datetime) -> int:
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 #: Monthly partitions cover 1900 to 2200 (see :mod:`.schema`).
@@ -118,10 +113,10 @@ def month_bounds(us: int) -> tuple[str, int, int] | None:
     outside the years that have monthly partitions."""
     if not _MIN_US <= us < _MAX_US:
         return None
-    dt = _EPOCH + timedelta(microseconds=us)  # exact: integer arithmetic
+    dt = from_micros(us)
     start = datetime(dt.year, dt.month, 1, tzinfo=UTC)
     end = datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
-    return f"p{start.year:04d}{start.month:02d}", _us(start), _us(end)
+    return f"p{start.year:04d}{start.month:02d}", to_micros(start), to_micros(end)
 
 
 def _time_of(r: Row) -> int:
@@ -236,7 +231,7 @@ class PostgresStorage(SqlStore):
         try:
             await self._connect_with_retries()
             await self._migrate()
-            now = _us(datetime.now(UTC))
+            now = to_micros(datetime.now(UTC))
             # Ahead of time: this month and the next two, so ingest rarely makes one.
             await self._ensure_partitions([now, now + 31 * DAY_US, now + 62 * DAY_US])
         except SchemaError:
@@ -491,7 +486,7 @@ class PostgresStorage(SqlStore):
                 await conn.execute(
                     OUTBOX_INSERT.format(p="$1, $2, $3, $4", conflict="",
                                          tail=" ON CONFLICT (id) DO NOTHING"),
-                    alert.id, alert.box_id, _us(datetime.now(UTC)), alert.body)
+                    alert.id, alert.box_id, to_micros(datetime.now(UTC)), alert.body)
                 return True
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StorageError(f"write failed: {exc}") from exc

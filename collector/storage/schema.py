@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from protocol.timefmt import to_micros
+
 from ..metrics import METRICS, Metric
 from ..model import SESSION_HEAD, SessionRow, SurveyRow
 from .aggregates import (
@@ -109,10 +111,8 @@ class Partition:
 
 #: Monthly partitions cover 1900 to 2200; a time outside (a box clock gone very wrong)
 #: lands in the DEFAULT partition instead of making a partition of its own.
-PARTITION_MIN_US: Final = int((datetime(1900, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC))
-                              .total_seconds()) * 1_000_000
-PARTITION_MAX_US: Final = int((datetime(2200, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC))
-                              .total_seconds()) * 1_000_000
+PARTITION_MIN_US: Final = to_micros(datetime(1900, 1, 1, tzinfo=UTC))
+PARTITION_MAX_US: Final = to_micros(datetime(2200, 1, 1, tzinfo=UTC))
 
 
 @dataclass(frozen=True, slots=True)

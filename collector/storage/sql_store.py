@@ -7,6 +7,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
+from protocol.nps import DETRACTOR_MAX
+
 from ..errors import StoreClosedError
 from ..model import Filters, Row, SurveyFact, TokenInfo, UploadAuth
 from .base import BadQuality, DetractorRow, Storage
@@ -119,7 +121,7 @@ class SqlStore(Storage, abc.ABC):
         fetch, style = self.sql_reader()
         where, params = where_surveys(filters, style)
         k = len(params)
-        cond = (f"v.outcome = 'answered' AND v.score <= 6 AND (s.failed "
+        cond = (f"v.outcome = 'answered' AND v.score <= {DETRACTOR_MAX} AND (s.failed "
                 f"OR s.rebuffer_ratio > {_ph(style, k + 1)} OR s.startup_ms > {_ph(style, k + 2)} "
                 f"OR s.avg_bitrate_kbps <= {_ph(style, k + 3)})")
         where = f"{where} AND {cond}" if where else f"WHERE {cond}"
