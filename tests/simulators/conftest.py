@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class Collector:
         return fleet, summary
 
 
-async def start_collector(tmp: Path) -> AsyncIterator[Collector]:
+async def start_collector(tmp: Path) -> AsyncGenerator[Collector, None]:
     # Virtual time packs a week of one box's uploads into seconds: the per-box rate limit
     # (real time) would answer 429 to most of them.
     settings = Settings(db=f"sqlite:///{tmp / 'collector.db'}", admin_token=ADMIN,

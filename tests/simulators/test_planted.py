@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -221,19 +222,22 @@ async def test_adjusted_interval_covers_the_planted_slope(tmp_path: Path) -> Non
         ci = product["effects"]["adjusted"]["rebuffer_pct"]["ci95"]
         covered += ci[0] <= truth <= ci[1]
         if seed in HTTP_SEEDS:
-            async for c in start_collector(tmp_path / str(seed)):
-                _, over_http = await c.fleet(seed=seed, **SMALL_FLEET)
-                assert over_http["ground_truth"] == summary["ground_truth"]
-                exported = await _export(c)
-                assert _row_set(impact_columns(*exported)) == _row_set(columns)
-                impact = await _impact(c)
-                if impact is None:
-                    _no_impact_endpoint()
-                    return
-                # The estimates (the response-adjusted NPS reads the shown surveys' strata,
-                # not these rows: its own test is below).
-                keys = set(product) - {"response_adjusted"}
-                _same_figures({k: impact[k] for k in keys}, {k: product[k] for k in keys})
+            # Closed here, even when a check fails: left to the garbage collector, the
+            # collector's shutdown kept pytest's process from exiting after a failure.
+            async with contextlib.aclosing(start_collector(tmp_path / str(seed))) as running:
+                async for c in running:
+                    _, over_http = await c.fleet(seed=seed, **SMALL_FLEET)
+                    assert over_http["ground_truth"] == summary["ground_truth"]
+                    exported = await _export(c)
+                    assert _row_set(impact_columns(*exported)) == _row_set(columns)
+                    impact = await _impact(c)
+                    if impact is None:
+                        _no_impact_endpoint()
+                        return
+                    # The estimates (the response-adjusted NPS reads the shown surveys'
+                    # strata, not these rows: its own test is below).
+                    keys = set(product) - {"response_adjusted"}
+                    _same_figures({k: impact[k] for k in keys}, {k: product[k] for k in keys})
     n = len(SEEDS)
     elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
     mean_adj = sum(ref_adj) / n
