@@ -1,7 +1,8 @@
 """The offline buffer: finished records wait here until the collector has them.
 
-sqlite in WAL mode through aiosqlite. Sessions are written once, when they end (never
-per player event: flash wears). A confirmed answer is written with ``synchronous=FULL``
+sqlite in WAL mode through aiosqlite, in exclusive locking mode (no other process opens
+the file while the agent runs). Sessions are written once, when they end (never per
+player event: flash wears). A confirmed answer is written with ``synchronous=FULL``
 (the WAL is fsync'd) before :meth:`SqliteBuffer.confirmed` returns. Bounded by bytes,
 records and age; when full, the oldest sessions go first and answers last. Every
 eviction is counted and logged.
@@ -126,15 +127,15 @@ def _log_evictions(ev: Evictions, totals: Counter[str], limits: BufferSection) -
 
 # Flash (bench/agent_flash.py, bench/README.md): in WAL mode a commit appends every page
 # it changes to the WAL, and for each such page adds an entry to the wal-index's hash
-# table (the -shm file, a shared mapping written back like any file): the bytes a session
-# costs follow the number of distinct pages its commits touch. So: 1 KiB pages (set
+# table (in this process's heap, see the exclusive lock in ``_open``; in a -shm file
+# otherwise): the bytes a session costs follow the number of distinct pages it touches. So: 1 KiB pages (set
 # before the file exists), no AUTOINCREMENT (its sqlite_sequence row is one more page),
 # and a single b-tree: no index on ``id`` or ``ready``, which made every insert and every
 # delete touch three pages instead of one. Rows are found by ``seq`` (the rowid), which
 # the buffer remembers for the rows it may have to find again (those handed to the
-# uploader, answers not yet final); the rest is read in ``seq`` order. The buffer is a
-# queue of a few rows on a box that uploads: scans are short, and bounded by max_records
-# where it does not. ``seq`` stays increasing over the rows that exist (a new row gets the
+# uploader, answers not yet final); the rest is read in ``seq`` order. On a box that
+# uploads, the buffer is a queue of a few rows and scans are short; where it cannot,
+# they are bounded by max_records. ``seq`` stays increasing over the rows that exist (a new row gets the
 # largest + 1), which is all the ordering needs.
 _PAGE_SIZE = 1024
 #: ``PRAGMA user_version`` of this layout. 0: the layout before it (indexes on ``id`` and

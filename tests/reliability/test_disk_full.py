@@ -148,7 +148,7 @@ async def test_box_disk_full_keeps_running_and_recovers(tmp_path: Path) -> None:
                 stop.set()
                 await viewer
                 for _ in range(200):
-                    ok, ids = integrity(agent.db)
+                    ok, ids = integrity(agent.db, agent.proc.pid)  # a copy: it runs
                     if not ids:
                         break
                     await asyncio.sleep(0.05)
