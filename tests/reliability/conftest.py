@@ -160,13 +160,12 @@ def check_report_counts_acknowledged(report: dict[str, Any], acked: list[dict[st
         q = s["qos"]
         if m == "rebuffer_ratio":
             return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
-        value: float | None = q[m]
+        value: float | None = q.get(m)  # optional fields (video_height) may be absent: null
         return value
 
     want: dict[str, Any] = {
-        "sessions": {"count": len(sessions),
-                     "surveyed": sum(1 for s in sessions if s["id"] in surveyed),
-                     "failed": sum(1 for s in sessions if s["qos"]["failed"])},
+        "sessions": contract.session_figures(
+            (s["qos"]["startup_ms"], s["qos"]["failed"], s["id"] in surveyed) for s in sessions),
         "surveys": {"shown": len(surveys), "answered": len(answered),
                     "dismissed": sum(1 for v in surveys if v["outcome"] == "dismissed"),
                     "timeout": sum(1 for v in surveys if v["outcome"] == "timeout")},
