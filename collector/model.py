@@ -18,9 +18,8 @@ class SessionRow(NamedTuple):
 
     Besides :data:`SESSION_HEAD`, it holds each metric's four columns
     (:attr:`collector.metrics.Metric.columns`), checked below at import. The order is
-    ``collector.storage.schema``'s (checked there): the bucket, fine-bin and position
-    columns each in a group in metric-table order, and the value of a metric added after
-    the first three after the positions."""
+    ``collector.storage.schema``'s (checked there): schema 1's columns, then the four
+    columns of each metric added since, in the metric table's order."""
 
     id: str
     box_id: str
@@ -40,7 +39,6 @@ class SessionRow(NamedTuple):
     rb_bucket: int | None
     br_bucket: int | None
     su_bucket: int | None
-    vh_bucket: int | None
     model: str | None
     firmware: str | None
     region: str | None
@@ -52,12 +50,15 @@ class SessionRow(NamedTuple):
     rb_fine: int | None
     br_fine: int | None
     su_fine: int | None
-    vh_fine: int | None
     rb_pos: int | None
     br_pos: int | None
     su_pos: int | None
-    vh_pos: int | None
+    #: The columns of each metric added after schema 1 (value, bucket, fine bin, position),
+    #: in the metric table's order, as its migration appends them.
     video_height: int | None
+    vh_bucket: int | None
+    vh_fine: int | None
+    vh_pos: int | None
 
 
 #: The fields of a :class:`SessionRow` that belong to no metric.

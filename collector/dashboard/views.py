@@ -555,7 +555,9 @@ def _kpis(data: Mapping[str, Any]) -> str:
         f'{r["surveys"]["dismissed"]} dismissed · {r["surveys"]["timeout"]} timed out</span></div>'
         f'<div class="kpi"><span class="label">Sessions</span><span class="value" id="kpi-sessions">{r["sessions"]["count"]}</span>'
         f'<span class="sub">{r["sessions"]["surveyed"]} surveyed · '
-        f'<span id="kpi-failed">{r["sessions"]["failed"]}</span> failed</span></div>'
+        f'<span id="kpi-failed">{r["sessions"]["failed"]}</span> failed · no picture: '
+        f'<span id="kpi-exited">{r["sessions"]["exited_before_start"]}</span> left waiting, '
+        f'<span id="kpi-start-failures">{r["sessions"]["start_failures"]}</span> failed to start</span></div>'
         "</section>"
     )
 

@@ -211,9 +211,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "the start funnel's session counts (exited_before_start, start_failures)", (
         RebuildAggregates(),
     )),
-    # No stored session has a video height (the field was not stored before): null columns
-    # and zero counts are right, no rebuild needed. The index of the report's raw reads
-    # covers the new bucket.
+    # No stored session has a video height: before, the field was an unnamed one, dropped
+    # at ingest. Its columns stay null and its bucket counts zero: no backfill, no rebuild.
+    # The index of the report's raw reads is made again to cover the new bucket.
     Migration(3, "the video_height metric", (AddMetric("video_height"),)),
 )
 

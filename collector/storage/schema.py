@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from ..metrics import BY_NAME, METRICS, Metric
-from ..model import SessionRow, SurveyRow
+from ..metrics import METRICS, Metric
+from ..model import SESSION_HEAD, SessionRow, SurveyRow
 from .aggregates import (
     BIN_KEY,
     BIN_VEC,
@@ -206,28 +206,52 @@ class Table:
 
 # -- the tables ----------------------------------------------------------------------------
 
-def _per_metric(suffix: str, type_: str) -> tuple[Column, ...]:
-    """One nullable column per QoS metric: ``<prefix>_<suffix>`` (null where the metric is)."""
-    return tuple(Column(f"{m.prefix}_{suffix}", type_, nullable=True) for m in METRICS)
+def metric_columns(metric: Metric) -> tuple[Column, Column, Column, Column]:
+    """A QoS metric's four session columns (:attr:`Metric.columns`): its value, its
+    contract bucket, its fine bin and its position in the fine bin (see
+    ``collector.storage.aggregates``); all but a never-null value are nullable."""
+    name, bucket, fine, pos = metric.columns
+    return (Column(name, "int32" if metric.integer else "float", nullable=metric.nullable),
+            Column(bucket, "int16", nullable=True), Column(fine, "int32", nullable=True),
+            Column(pos, "int16", nullable=True))
 
 
-def _value(m: Metric) -> Column:
-    """A metric's value column: an integer or a float, as the metric table says."""
-    return Column(m.name, "int32" if m.integer else "float", nullable=m.nullable)
+_HEAD: Final = {
+    c.name: c for c in (
+        Column("id", "uuid"), Column("box_id", "text"), Column("received_us", "int64"),
+        Column("started_us", "int64"), Column("ended_us", "int64"),
+        Column("channel", "text", nullable=True), Column("content_type", "text", nullable=True),
+        Column("watch_s", "float"), Column("rebuffer_count", "int32"), Column("rebuffer_s", "float"),
+        Column("bitrate_switches", "int32"), Column("failed", "bool"),
+        Column("model", "text", nullable=True), Column("firmware", "text", nullable=True),
+        Column("region", "text", nullable=True), Column("clock_shift_s", "float"),
+        # The record's named fields as received, JSON.
+        Column("raw", "bytes"),
+    )
+}
+#: The ``sessions`` columns of schema 1, in its order, frozen: the first metrics' columns
+#: lie among the others there. A later metric's four columns follow them, in the metric
+#: table's (append-only) order, as its migration appends them; ``surveyed`` comes last.
+SCHEMA1_SESSIONS: Final = (
+    "id", "box_id", "received_us", "started_us", "ended_us", "channel", "content_type",
+    "startup_ms", "watch_s", "rebuffer_count", "rebuffer_s", "avg_bitrate_kbps",
+    "bitrate_switches", "failed", "rebuffer_ratio", "rb_bucket", "br_bucket", "su_bucket",
+    "model", "firmware", "region", "clock_shift_s", "raw", "rb_fine", "br_fine", "su_fine",
+    "rb_pos", "br_pos", "su_pos",
+)
 
 
-#: The metrics of the first schema, whose value columns lie among the other QoS columns of
-#: ``sessions``; a later metric's value column comes after the derived columns.
-_FIRST_METRICS: Final = ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms")
-LATER_VALUES: Final = tuple(_value(m) for m in METRICS if m.name not in _FIRST_METRICS)
+def _session_columns() -> tuple[Column, ...]:
+    by_name = dict(_HEAD)
+    later: list[Column] = []
+    for m in METRICS:
+        cols = metric_columns(m)
+        if m.name in SCHEMA1_SESSIONS:
+            by_name.update((c.name, c) for c in cols)
+        else:
+            later += cols
+    return (*(by_name[n] for n in SCHEMA1_SESSIONS), *later, Column("surveyed", "bool", default=False))
 
-#: The session columns derived at ingest from each metric's value: its contract bucket,
-#: its fine bin and its position in the fine bin (see ``collector.storage.aggregates``).
-BUCKET_COLUMNS: Final = _per_metric("bucket", "int16")
-FINE_COLUMNS: Final = _per_metric("fine", "int32")
-POS_COLUMNS: Final = _per_metric("pos", "int16")
-assert tuple(c.name for c in FINE_COLUMNS) == tuple(m.fine_column for m in METRICS)
-assert tuple(c.name for c in POS_COLUMNS) == tuple(m.pos_column for m in METRICS)
 
 _SEGMENT_COLUMNS = tuple(Column(c, "text") for c in SEGMENT)
 
@@ -254,26 +278,12 @@ TABLES: Final[tuple[Table, ...]] = (
     # t_us is the record's time, for retention.
     Table("record_ids", (Column("id", "uuid"), Column("t_us", "int64")), primary_key=("id",),
           indexes=(Index("record_ids_t", ("t_us",)),), only="postgresql"),
-    Table("sessions", (
-        Column("id", "uuid"), Column("box_id", "text"), Column("received_us", "int64"),
-        Column("started_us", "int64"), Column("ended_us", "int64"),
-        Column("channel", "text", nullable=True), Column("content_type", "text", nullable=True),
-        _value(BY_NAME["startup_ms"]), Column("watch_s", "float"),
-        Column("rebuffer_count", "int32"), Column("rebuffer_s", "float"),
-        _value(BY_NAME["avg_bitrate_kbps"]), Column("bitrate_switches", "int32"),
-        Column("failed", "bool"), _value(BY_NAME["rebuffer_ratio"]),
-        *BUCKET_COLUMNS,
-        Column("model", "text", nullable=True), Column("firmware", "text", nullable=True),
-        Column("region", "text", nullable=True), Column("clock_shift_s", "float"),
-        # The record's named fields as received, JSON.
-        Column("raw", "bytes"),
-        *FINE_COLUMNS, *POS_COLUMNS, *LATER_VALUES,
-        Column("surveyed", "bool", default=False),
-    ), primary_key=("id",), partition=Partition("started_us"), indexes=(
+    Table("sessions", _session_columns(),
+          primary_key=("id",), partition=Partition("started_us"), indexes=(
         Index("sessions_id", ("id",), only="postgresql"),
         # Covering the report's edge reads (the partial days of a range): an index-only scan.
         Index("sessions_started", ("started_us",),
-              include=(*(c.name for c in BUCKET_COLUMNS), "failed", "surveyed")),
+              include=(*(m.bucket_column for m in METRICS), "failed", "surveyed")),
         Index("sessions_box", ("box_id",)),
     )),
     Table("surveys", (
@@ -309,6 +319,9 @@ def ddl(dialect: Dialect) -> list[str]:
 
 def _check_rows() -> None:
     """The row tuples are bound as they are: their fields must be the columns, in order."""
+    if set(_HEAD) != set(SESSION_HEAD):
+        raise AssertionError(f"the sessions' head columns {sorted(_HEAD)} are not "
+                             f"SESSION_HEAD {sorted(SESSION_HEAD)}")
     sessions = TABLE["sessions"].column_names
     if (*SessionRow._fields, "surveyed") != sessions:
         raise AssertionError(f"SessionRow's fields {SessionRow._fields} are not the sessions "

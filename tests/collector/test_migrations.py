@@ -218,10 +218,7 @@ async def test_old_store_migrates_with_the_report_unchanged(old_url: str, fresh_
     assert await recorded_version(url) == ("1" if backend == "postgresql" else None)
     done = await asyncio.to_thread(nps_collector, "migrate", "--db", url)
     assert done.returncode == 0, done.stderr
-    if LATEST > 1:
-        assert f"migrated the data store from schema version 1 to {LATEST}" in done.stderr
-    else:
-        assert "at schema version 1 already" in done.stderr
+    assert f"from schema version 1 to {LATEST}\n" in done.stderr
     assert await recorded_version(url) == str(LATEST)
     check_reports_unchanged(backend, await reports_of(url))
     # The migrated schema is the one the new code makes from nothing.

@@ -50,6 +50,8 @@ async def check_against_report(page: Any, http: aiohttp.ClientSession, c: Collec
     assert int(await page.inner_text("#kpi-promoters")) == rep["promoters"]
     assert int(await page.inner_text("#kpi-detractors")) == rep["detractors"]
     assert int(await page.inner_text("#kpi-failed")) == rep["sessions"]["failed"]
+    assert int(await page.inner_text("#kpi-exited")) == rep["sessions"]["exited_before_start"]
+    assert int(await page.inner_text("#kpi-start-failures")) == rep["sessions"]["start_failures"]
     rr = rep["surveys"]["response_rate"]
     assert await page.inner_text("#kpi-response-rate") == f"{100 * rr:.1f} %"
     for m in METRICS:
@@ -80,7 +82,8 @@ async def test_login_filter_and_figures_match_the_report(
     assert whole["surveys"]["answered"] > 100
     # The page's charts are Chart.js canvases, all drawn; nothing broke the CSP.
     # 9, and the forest plot and the recoverable points of "What quality costs".
-    assert await page.locator("canvas").count() == 11
+    # Two per QoS metric (rebuffer ratio, bitrate, startup, video height): 8 of the 13.
+    assert await page.locator("canvas").count() == 13
     assert page.problems == []
     # Bad streams answer less and score lower: the response-rate table shows it.
     rr_rows = await page.locator(
