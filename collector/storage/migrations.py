@@ -126,7 +126,8 @@ class AddMetric:
     from the session's ``sources`` (by default its raw JSON as received; None where it
     cannot be known), and its bucket, fine bin and position from that value; the
     ``sessions_started`` index made again to cover its bucket; the aggregates rebuilt.
-    ``value`` None leaves the columns null (no stored session can have it)."""
+    ``value`` None (no stored session can have it) leaves the columns null and adds the
+    metric's bucket counts to ``agg_sessions`` as zeros, with no rebuild."""
 
     metric: str
     value: Callable[[tuple[Any, ...]], float | None] | None = None
@@ -135,16 +136,19 @@ class AddMetric:
     def steps(self) -> tuple[Step, ...]:
         """What it stands for, in the other steps' words."""
         metric = BY_NAME[self.metric]
-        out: list[Step] = [AddColumns("sessions", metric.columns)]
-        if self.value is not None:
-            value = self.value
+        index = RecreateIndex("sessions", "sessions_started")
+        if self.value is None:
+            return (AddColumns("sessions", metric.columns),
+                    AddColumns("agg_sessions", metric.count_columns), index)
+        value = self.value
 
-            def derive(sources: tuple[Any, ...]) -> tuple[Any, ...]:
-                v = value(sources)
-                return (v, bucket_index(metric.name, v), *fine_bin_pos(metric.name, v))
+        def derive(sources: tuple[Any, ...]) -> tuple[Any, ...]:
+            v = value(sources)
+            return (v, bucket_index(metric.name, v), *fine_bin_pos(metric.name, v))
 
-            out.append(Backfill("sessions", self.sources, metric.columns, derive))
-        return (*out, RecreateIndex("sessions", "sessions_started"), RebuildAggregates())
+        return (AddColumns("sessions", metric.columns),
+                Backfill("sessions", self.sources, metric.columns, derive), index,
+                RebuildAggregates())
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +212,8 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         RebuildAggregates(),
     )),
     # No stored session has a video height: before, the field was an unnamed one, dropped
-    # at ingest, so its columns stay null (no backfill from the raw records).
+    # at ingest. Its columns stay null and its bucket counts zero: no backfill, no rebuild.
+    # The index of the report's raw reads is made again to cover the new bucket.
     Migration(3, "the video_height metric", (AddMetric("video_height"),)),
 )
 

@@ -128,6 +128,8 @@ class Table:
     only: Dialect | None = None
     #: Derived data that migrations may drop and make again (the aggregates).
     derived: bool = False
+    #: PostgreSQL storage parameters (``fillfactor = 50``), written ``WITH (...)``.
+    pg_storage: str = ""
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +173,8 @@ class Table:
         if partitioned:
             assert self.partition is not None
             stmt += f" PARTITION BY RANGE ({self.partition.column})"
+        if dialect == "postgresql" and self.pg_storage:
+            stmt += f" WITH ({self.pg_storage})"
         out = [stmt]
         for idx in self.indexes:
             if idx.only is not None and idx.only != dialect:
@@ -259,8 +263,11 @@ def _counts(names: Sequence[str]) -> tuple[Column, ...]:
 def _aggregate(name: str, key: Sequence[str], vec: Sequence[str],
                extra_key: tuple[Column, ...] = ()) -> Table:
     # Nulls are kept as '' in the segment columns, so that the key can be a primary key.
+    # Half of each PostgreSQL page left free, so that the counters' upserts can be HOT
+    # updates (the store's choice, branch store 3e721cc).
     return Table(name, (Column("lvl", "int16"), Column("day", "int32"), *_SEGMENT_COLUMNS,
-                        *extra_key, *_counts(vec)), primary_key=tuple(key), derived=True)
+                        *extra_key, *_counts(vec)), primary_key=tuple(key), derived=True,
+                 pg_storage="fillfactor = 50")
 
 
 TABLES: Final[tuple[Table, ...]] = (

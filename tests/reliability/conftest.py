@@ -160,7 +160,8 @@ def check_report_counts_acknowledged(report: dict[str, Any], acked: list[dict[st
         q = s["qos"]
         if m == "rebuffer_ratio":
             return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
-        value: float | None = q.get(m)  # optional fields (video_height) may be absent: null
+        # Optional metrics (video_height) may be absent: absent is null (contract section 3).
+        value: float | None = q.get(m)
         return value
 
     want: dict[str, Any] = {
