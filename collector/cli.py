@@ -1,5 +1,5 @@
-"""``nps-collector``: serve, migrate the data store, enrol and revoke boxes, show the admin
-token, purge old records."""
+"""``nps-collector``: serve, enrol and revoke boxes, show the admin token, purge old records,
+migrate the data store."""
 
 from __future__ import annotations
 

@@ -209,7 +209,8 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         RebuildAggregates(),
     )),
     # No stored session has a video height: before, the field was an unnamed one, dropped
-    # at ingest, so its columns stay null (no backfill from the raw records).
+    # at ingest. Its columns stay null and its bucket counts zero: no backfill, no rebuild.
+    # The index of the report's raw reads is made again to cover the new bucket.
     Migration(3, "the video_height metric", (AddMetric("video_height"),)),
 )
 

@@ -178,3 +178,23 @@ def test_small_samples_are_exact_and_constant_sides_null() -> None:
     flat = [_fact(scores[i], 0.0, 5000.0, 800, 1080) for i in range(10)]
     for m in contract.BUCKET_EDGES:
         assert compute_report([], flat)["correlation"][m] == {"spearman": None, "p_value": None, "n": 10}
+
+
+def test_ingest_columns_are_the_contract_bucket_and_the_fine_bin() -> None:
+    # Ingest finds a value's bucket through its fine bin: checked against the contract's
+    # words (tests/reference.py) at every edge, just past it, and at random.
+    from collector.storage.aggregates import fine_bin_pos, metric_columns
+
+    rng = random.Random(5)
+    for m in METRICS:
+        edges = [hi for _, hi in contract.BUCKET_EDGES[m.name] if hi is not None]
+        values: list[float | None] = [None, math.nan, 0, 0.0, 1e15]
+        values += [y for x in edges for y in (x, math.nextafter(x, math.inf), math.nextafter(x, -math.inf))]
+        values += [rng.uniform(0, 2 * max(edges)) for _ in range(3000)]
+        for x in values:
+            if x is not None and x < 0:
+                continue
+            got = metric_columns({m.name: x})
+            want_bucket = None if x is None or x != x else contract.bucket_of(m.name, x)
+            assert got[m.bucket_column] == want_bucket, (m.name, x)
+            assert (got[m.fine_column], got[m.pos_column]) == fine_bin_pos(m.name, x), (m.name, x)

@@ -160,14 +160,13 @@ def check_report_counts_acknowledged(report: dict[str, Any], acked: list[dict[st
         q = s["qos"]
         if m == "rebuffer_ratio":
             return q["rebuffer_s"] / q["watch_s"] if q["watch_s"] else 0.0
-        # An optional metric (video_height, contract section 3) may be absent: no value.
+        # Optional metrics (video_height) may be absent: absent is null (contract section 3).
         value: float | None = q.get(m)
         return value
 
     want: dict[str, Any] = {
-        "sessions": {"count": len(sessions),
-                     "surveyed": sum(1 for s in sessions if s["id"] in surveyed),
-                     "failed": sum(1 for s in sessions if s["qos"]["failed"])},
+        "sessions": contract.session_figures(
+            (s["qos"]["startup_ms"], s["qos"]["failed"], s["id"] in surveyed) for s in sessions),
         "surveys": {"shown": len(surveys), "answered": len(answered),
                     "dismissed": sum(1 for v in surveys if v["outcome"] == "dismissed"),
                     "timeout": sum(1 for v in surveys if v["outcome"] == "timeout")},
