@@ -288,7 +288,7 @@ def test_help_texts_are_plain_and_serve_lists_the_environment() -> None:
     serve = texts[1]
     for name in ("NPS_ADMIN_TOKEN", "NPS_WEBHOOK_SECRET", "NPS_WEBHOOK_URL", "NPS_LOG_LEVEL"):
         assert name in serve, name
-    assert "nps-collector: serve, migrate the data store, enrol and revoke boxes" in texts[0]
+    assert "nps-collector: serve, enrol and revoke boxes" in texts[0]
     assert "stb-widget: run (the agent)" in texts[2]
 
 
