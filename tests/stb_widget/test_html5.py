@@ -500,14 +500,18 @@ async def test_shaka_session_agrees_with_shaka_stats(
     # the buffered segments play out, so that history cannot say which was on screen;
     # test_tracker checks the rule itself). Played time at each height from the events,
     # the stall and the pause taken out.
-    at = {e.kind: (e.at or 0) for e in received if e.kind in ("stall_start", "stall_end",
-                                                                "pause", "resume", "stop")}
-    shown = [((e.at or 0), e.height) for e in bitrates]
+    def times(kind: str) -> list[float]:
+        return [e.at or 0.0 for e in received if e.kind == kind]
+
+    # Every stall and every pause, however many the run had (each start with its end).
+    not_played = [*zip(times("stall_start"), times("stall_end"), strict=True),
+                  *zip(times("pause"), times("resume"), strict=True)]
+    first_frame = times("first_frame")[0]
+    shown = [((e.at or 0.0), e.height) for e in bitrates]
     played: dict[int | None, float] = {}
-    for (t0, h), (t1, _) in zip(shown, [*shown[1:], (at["stop"], None)], strict=True):
-        t0 = max(t0, next(e.at or 0 for e in received if e.kind == "first_frame"))
-        lost = sum(max(0.0, min(t1, b) - max(t0, a)) for a, b in (
-            (at["stall_start"], at["stall_end"]), (at["pause"], at["resume"])))
+    for (t0, h), (t1, _) in zip(shown, [*shown[1:], (times("stop")[-1], None)], strict=True):
+        t0 = max(t0, first_frame)
+        lost = sum(max(0.0, min(t1, b) - max(t0, a)) for a, b in not_played)
         played[h] = played.get(h, 0.0) + max(0.0, t1 - t0 - lost)
     assert qos["video_height"] == max(played, key=lambda h: played[h]), (qos, played)
     # Watch time: from the load to the end, startup and stalls in, the viewer's pause
