@@ -314,11 +314,15 @@ async def test_dashboard_forms_are_small_and_sized_up_front(tmp_path: Path) -> N
 # -- dashboard logins -------------------------------------------------------------------------
 
 async def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> None:
-    """300 wrong tokens as fast as they go: only the burst is tried, the rest are 429 with
-    Retry-After, and the admin token is refused too until the bucket refills."""
+    """300 wrong tokens as fast as they go: only the burst is tried (plus one a refill
+    brings in while they arrive), the rest are 429 with Retry-After, and the admin token is
+    refused too until the bucket refills."""
     import re
 
-    async with running(tmp_path, login_burst=5, login_rate_per_min=60) as server, \
+    # A token every 10 s: the 300 attempts take well under that on a quiet machine, so
+    # exactly the burst is tried; on a loaded one each 10 s they take lets one more in,
+    # which is the limiter working, not a failure (60 a minute made this flaky under load).
+    async with running(tmp_path, login_burst=5, login_rate_per_min=6) as server, \
             ClientSession() as http:
         async with http.get(server.make_url("/dashboard/login")) as resp:
             m = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
@@ -333,12 +337,13 @@ async def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> No
         start = time.monotonic()
         answers = await asyncio.gather(*(attempt(f"guess-{i}") for i in range(300)))
         elapsed = time.monotonic() - start
-        assert elapsed < 30
         statuses = [s for s, _ in answers]
-        assert statuses.count(401) == 5 and statuses.count(429) == 295, sorted(set(statuses))
+        tried, refused = statuses.count(401), statuses.count(429)
+        assert tried + refused == 300, sorted(set(statuses))
+        assert 5 <= tried <= 5 + int(elapsed / 10), (tried, elapsed)
         assert all(ra is not None and int(ra) >= 1 for s, ra in answers if s == 429)
         assert (await attempt(ADMIN))[0] == 429
-        await asyncio.sleep(1.1)  # a token a second at 60 a minute
+        await asyncio.sleep(10.5)  # a token every 10 s at 6 a minute
         assert (await attempt(ADMIN))[0] == 303
         print(f"\n300 wrong tokens at once: {statuses.count(401)} tried (401), "
               f"{statuses.count(429)} refused 429 in {elapsed:.2f} s")
