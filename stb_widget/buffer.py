@@ -164,25 +164,52 @@ DROP TABLE records_0;
 """
 
 
-class SqliteBuffer:
-    """The durable buffer in ``data_dir``. Open with :meth:`open`."""
+class _Tallies:
+    """What both buffers keep the same way: the uploader's wake-up thresholds, the
+    running totals of uploadable records, eviction counts and the cooldown marks."""
 
-    def __init__(self, db: aiosqlite.Connection, limits: BufferSection, clock: Clock) -> None:
-        self._db = db
+    def __init__(self, limits: BufferSection, clock: Clock) -> None:
         self._limits = limits
         self._clock = clock
-        self._lock = asyncio.Lock()
         self.changed = asyncio.Event()
         self.evictions: Counter[str] = Counter()
         self._wake_count = 1
         self._wake_bytes = 1
         self._ready_count = 0
         self._ready_bytes = 0
+        self._bytes = 0
+        self._cooldowns = Cooldowns()
+
+    @property
+    def ready_count(self) -> int:
+        """Records that may be uploaded."""
+        return self._ready_count
+
+    @property
+    def ready_bytes(self) -> int:
+        """Their JSON size."""
+        return self._ready_bytes
+
+    def wake_when(self, count: int, nbytes: int) -> None:
+        """Set ``changed`` only where a new uploadable record brings the uploadable
+        records to ``count`` or ``nbytes`` (see :class:`RecordStore`)."""
+        self._wake_count, self._wake_bytes = count, nbytes
+
+    def cooldowns(self) -> Cooldowns:
+        """The cooldown marks (as stored, for the durable buffer)."""
+        return self._cooldowns
+
+
+class SqliteBuffer(_Tallies):
+    """The durable buffer in ``data_dir``. Open with :meth:`open`."""
+
+    def __init__(self, db: aiosqlite.Connection, limits: BufferSection, clock: Clock) -> None:
+        super().__init__(limits, clock)
+        self._db = db
+        self._lock = asyncio.Lock()
         self._oldest_ready_us: int | None = None
         self._oldest_created_us: int | None = None
         self._count = 0
-        self._bytes = 0
-        self._cooldowns = Cooldowns()
         #: ``seq`` of the rows that may be named by id again: handed out by :meth:`fetch`
         #: (to be deleted), or confirmed and not yet final (to be replaced).
         self._seq_of: dict[str, int] = {}
@@ -280,16 +307,6 @@ class SqliteBuffer:
         await self._db.close()
 
     @property
-    def ready_count(self) -> int:
-        """Records that may be uploaded."""
-        return self._ready_count
-
-    @property
-    def ready_bytes(self) -> int:
-        """Their JSON size."""
-        return self._ready_bytes
-
-    @property
     def total_count(self) -> int:
         """Every record held."""
         return self._count
@@ -297,15 +314,6 @@ class SqliteBuffer:
     def oldest_ready_wall_us(self) -> int | None:
         """When the oldest uploadable record became uploadable (wall, µs), or None."""
         return self._oldest_ready_us
-
-    def wake_when(self, count: int, nbytes: int) -> None:
-        """Set ``changed`` only where a new uploadable record brings the uploadable
-        records to ``count`` or ``nbytes`` (see :class:`RecordStore`)."""
-        self._wake_count, self._wake_bytes = count, nbytes
-
-    def cooldowns(self) -> Cooldowns:
-        """The cooldown marks, as stored."""
-        return self._cooldowns
 
     async def add_session(self, record: SessionRecord) -> None:
         """Store a finished session, uploadable (``synchronous=NORMAL``: no fsync)."""
@@ -486,7 +494,7 @@ class SqliteBuffer:
         return ev
 
 
-class MemoryBuffer:
+class MemoryBuffer(_Tallies):
     """The buffer's behaviour in memory: same bounds and eviction order, no durability.
 
     Counts and sizes are kept as running totals, not summed per call: every store of a
@@ -495,32 +503,13 @@ class MemoryBuffer:
     """
 
     def __init__(self, limits: BufferSection, clock: Clock) -> None:
-        self._limits = limits
-        self._clock = clock
-        self.changed = asyncio.Event()
-        self.evictions: Counter[str] = Counter()
-        self._wake_count = 1
-        self._wake_bytes = 1
+        super().__init__(limits, clock)
         # id -> (row, body); dict order is insertion order, which is seq order.
         self._rows: dict[str, tuple[Row, bytes]] = {}
         self._seq = 0
-        self._cooldowns = Cooldowns()
-        self._ready_count = 0
-        self._ready_bytes = 0
-        self._bytes = 0
         #: No row was created before this (a lower bound: deletions do not raise it), so
         #: age eviction needs no scan until the cutoff passes it.
         self._min_created_us: int | None = None
-
-    @property
-    def ready_count(self) -> int:
-        """Records that may be uploaded."""
-        return self._ready_count
-
-    @property
-    def ready_bytes(self) -> int:
-        """Their JSON size."""
-        return self._ready_bytes
 
     @property
     def total_count(self) -> int:
@@ -533,15 +522,6 @@ class MemoryBuffer:
             return None
         return min((r.ready_us for r, _ in self._rows.values() if r.ready_us is not None),
                    default=None)
-
-    def wake_when(self, count: int, nbytes: int) -> None:
-        """Set ``changed`` only where a new uploadable record brings the uploadable
-        records to ``count`` or ``nbytes`` (see :class:`RecordStore`)."""
-        self._wake_count, self._wake_bytes = count, nbytes
-
-    def cooldowns(self) -> Cooldowns:
-        """The cooldown marks."""
-        return self._cooldowns
 
     async def add_session(self, record: SessionRecord) -> None:
         """Keep a finished session, uploadable."""
