@@ -103,6 +103,18 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
     assert sum(p["shown"] for p in line) == report["surveys"]["shown"] == 24
     assert [p["answered"] for p in line[-3:]] == [4, 4, 4]
     assert line[-1]["nps"] == 100.0 * (3 - 1) / 4
+    # Each point, and the previous period compared against, is what /v1/report answers
+    # for its period (the time line reads the survey counts alone, not whole reports).
+    keys = ("shown", "answered", "promoters", "detractors", "nps", "nps_ci95", "response_rate")
+    previous = data["comparison"]["previous_period"]
+    for point, (lo, hi) in [*((p, (p["from"], p["to"])) for p in line[-4:]),
+                            (data["comparison"]["previous"], (previous["from"], previous["to"]))]:
+        r = await api.report(**{**data["filters"], "from": lo, "to": hi})
+        want = {"shown": r["surveys"]["shown"], "answered": r["surveys"]["answered"],
+                "promoters": r["promoters"], "detractors": r["detractors"], "nps": r["nps"],
+                "nps_ci95": r["nps_ci95"], "response_rate": r["surveys"]["response_rate"]}
+        assert {k: point[k] for k in keys} == want, (lo, hi)
+    assert data["comparison"]["current"]["answered"] == 12
 
 
 async def test_sessions_hold_across_instances(tmp_path: Path) -> None:
