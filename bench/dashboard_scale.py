@@ -13,8 +13,9 @@ Times, through the handlers' own functions on a mocked request of a real applica
 
 * ``/dashboard/api/data`` for 90 days by day (the issue's goal) and for the page's
   default (the 28 days up to today, by day), with its four reads timed apart once each:
-  the period's report counts, the previous period's report, the time line (one report a
-  day) and the response counts;
+  the period's report counts, the previous period's survey counts, the time line (survey
+  counts a day) and the surveys not answered by the bucket of their session (the one read
+  that joins surveys to sessions);
 * the page's other reads for its default filters: the detractor list (50), the known
   segment values, the at-risk list (7 days, 50) and ``/dashboard/api/impact``.
 """
@@ -43,7 +44,12 @@ sys.path.insert(0, str(ROOT))
 from collector.appkeys import STORE  # noqa: E402
 from collector.at_risk import compute_at_risk  # noqa: E402
 from collector.dashboard import views  # noqa: E402
-from collector.dashboard.analysis import previous_period, survey_counts, timeline  # noqa: E402
+from collector.dashboard.analysis import (  # noqa: E402
+    previous_period,
+    survey_counts,
+    timeline,
+    unanswered_counts,
+)
 from collector.settings import Settings  # noqa: E402
 from collector.storage import make_storage  # noqa: E402
 
@@ -90,7 +96,7 @@ async def run(url: str, runs: int, skip: set[str]) -> dict[str, Any]:
                 "report counts": await _once(lambda f=filters: store.report_data(f)),
                 "previous period's survey counts": await _once(lambda p=prev: survey_counts(store, p)),
                 "time line": await _once(lambda f=filters, g=granularity: timeline(store, f, g)),
-                "response counts": await _once(lambda f=filters: store.response_counts(f)),
+                "surveys not answered, by bucket": await _once(lambda f=filters: unanswered_counts(store, f)),
             }
         filters, _, _ = views.page_filters({})
         others: dict[str, Work] = {

@@ -22,6 +22,7 @@ from ..model import Filters
 from ..stats import Z95, adjusted_wald, nps, nps_ci95
 from ..storage import Storage
 from ..storage.report_sql import ReportData, read_report_data
+from ..storage.segments import read_unanswered_counts
 
 #: A longer time line is refused: each point is one query.
 MAX_PERIODS = 400
@@ -111,6 +112,25 @@ async def timeline(store: Storage, filters: Filters, granularity: str) -> list[d
         {"from": iso_us(lo), "to": iso_us(hi), **c.block()}
         for (lo, hi), c in zip(spans, counts, strict=True)
     ]
+
+
+async def unanswered_counts(store: Storage, filters: Filters) -> dict[str, list[int]]:
+    """Per metric and bucket, the surveys of ``filters`` not answered (dismissed, timed
+    out) whose session is known and has the metric: the only surveys the dashboard joins
+    to their sessions (see :func:`qos_responses`)."""
+    fetch, style = store.sql_reader()
+    return await read_unanswered_counts(fetch, filters, style)
+
+
+def qos_responses(report: dict[str, Any],
+                  unanswered: dict[str, list[int]]) -> dict[str, list[tuple[int, int]]]:
+    """What :meth:`Storage.response_counts` answers (surveys shown and answered per metric
+    and bucket, of those whose session is known and has the metric) from a report (its
+    ``by_qos`` ``n`` are the answered ones, counted in the aggregates) and
+    :func:`unanswered_counts` for the same filters: shown = answered + not answered."""
+    return {m.name: [(b["n"] + u, b["n"]) for b, u in zip(report["by_qos"][m.name], unanswered[m.name],
+                                                          strict=True)]
+            for m in METRICS}
 
 
 def response_by_qos(counts: dict[str, list[tuple[int, int]]],

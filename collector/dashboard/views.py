@@ -34,9 +34,11 @@ from .analysis import (
     default_range,
     iso_us,
     previous_period,
+    qos_responses,
     response_by_qos,
     survey_counts,
     timeline,
+    unanswered_counts,
 )
 from .auth import COOKIE, Session, Signer
 from .keys import LOGIN_LIMITER, SIGNER
@@ -349,11 +351,12 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
     store = request.app[STORE]
     prev = previous_period(filters)
     # The report from its counts, kept to find what falls in no bucket (the "unknown" rows).
-    counts, prev_counts, line, responses = await asyncio.gather(
-        store.report_data(filters), survey_counts(store, prev),
-        timeline(store, filters, granularity), store.response_counts(filters),
+    counts, unanswered, prev_counts, line = await asyncio.gather(
+        store.report_data(filters), unanswered_counts(store, filters), survey_counts(store, prev),
+        timeline(store, filters, granularity),
     )
     report = compute_report_data(counts)
+    responses = qos_responses(report, unanswered)
     assert prev.from_us is not None and prev.to_us is not None
     return {
         "filters": report_query(filters),
