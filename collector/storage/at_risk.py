@@ -145,17 +145,14 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     # frame (or without a bitrate) takes the training mean, its loss being no_start's.
     # A regressor the fit dropped (coefficient 0) adds nothing and is left out: every
     # term costs its evaluation on each session of the window.
-    terms = [c[0]]
-    for coef, regressor in (
-            (ranking[1], f"({k(100.0)} * rebuffer_ratio)"),
-            (ranking[2], f"(CASE WHEN startup_ms IS NULL THEN {c[6]} ELSE startup_ms / {k(1000.0)} END)"),
-            (ranking[3], f"(CASE WHEN avg_bitrate_kbps IS NULL THEN {c[7]} "
-                         f"ELSE avg_bitrate_kbps / {k(1000.0)} END)"),
-            (ranking[4], f"(CASE WHEN failed THEN {k(1.0)} ELSE {k(0.0)} END)"),
-            (ranking[5], f"(CASE WHEN startup_ms IS NULL THEN {k(1.0)} ELSE {k(0.0)} END)")):
-        if coef != 0.0:
-            terms.append(f"{_f8(float(coef), style)} * {regressor}")
-    eta = " + ".join(terms)
+    regressors = (
+        f"({k(100.0)} * rebuffer_ratio)",
+        f"(CASE WHEN startup_ms IS NULL THEN {c[6]} ELSE startup_ms / {k(1000.0)} END)",
+        f"(CASE WHEN avg_bitrate_kbps IS NULL THEN {c[7]} ELSE avg_bitrate_kbps / {k(1000.0)} END)",
+        f"(CASE WHEN failed THEN {k(1.0)} ELSE {k(0.0)} END)",
+        f"(CASE WHEN startup_ms IS NULL THEN {k(1.0)} ELSE {k(0.0)} END)",
+    )
+    eta = " + ".join([c[0], *(f"{c[i]} * {x}" for i, x in enumerate(regressors, 1) if ranking[i] != 0.0)])
     # Clamped so that exp() neither overflows nor underflows (PostgreSQL raises on
     # both); beyond ±500 the probability is 0 or 1 to within 1e-217 anyway. By the
     # two-argument max and min (GREATEST and LEAST in PostgreSQL), which evaluate the
