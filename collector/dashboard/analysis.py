@@ -13,14 +13,16 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from protocol.nps import tally
 from protocol.timefmt import MAX_US, MIN_US, from_micros, to_micros
 from protocol.units import DAY_US, SECOND_US
 
 from ..metrics import METRICS
 from ..model import Filters
-from ..report import build_report
 from ..stats import Z95, adjusted_wald, nps, nps_ci95
 from ..storage import Storage
+from ..storage.report_sql import ReportData, read_report_data
+from ..storage.segments import read_unanswered_counts
 
 #: A longer time line is refused: each point is one query.
 MAX_PERIODS = 400
@@ -55,6 +57,14 @@ class Counts:
         return cls(shown=report["surveys"]["shown"], answered=report["surveys"]["answered"],
                    promoters=report["promoters"], detractors=report["detractors"])
 
+    @classmethod
+    def of_data(cls, data: ReportData) -> Counts:
+        """The counts of a report's survey counts, as :meth:`of_report` finds them in the
+        report made from them."""
+        promoters, _, detractors = tally([data.survey(f"h{i}") for i in range(11)])
+        return cls(shown=data.survey("shown"), answered=data.survey("answered"),
+                   promoters=promoters, detractors=detractors)
+
     def block(self) -> dict[str, Any]:
         """NPS, its interval and the response rate, in the report's units."""
         return {
@@ -82,18 +92,45 @@ def periods(from_us: int, to_us: int, granularity: str) -> list[tuple[int, int]]
     return [(lo, min(lo + step, to_us)) for lo in range(from_us, to_us, step)]
 
 
+async def survey_counts(store: Storage, filters: Filters) -> Counts:
+    """What ``/v1/report`` answers for ``filters`` in ``surveys``, ``promoters`` and
+    ``detractors``, from the survey counts alone: a report without its sessions and bins
+    (whose fine bins and Spearman coefficients cost most of a report's time)."""
+    fetch, style = store.sql_reader()
+    return Counts.of_data(await read_report_data(fetch, filters, style, surveys_only=True))
+
+
 async def timeline(store: Storage, filters: Filters, granularity: str) -> list[dict[str, Any]]:
-    """NPS, interval and response rate per period of ``filters``' range: the report of
-    each period, so every point is what ``/v1/report`` answers for it."""
+    """NPS, interval and response rate per period of ``filters``' range: the survey counts
+    of each period's report, so every point is what ``/v1/report`` answers for it."""
     assert filters.from_us is not None and filters.to_us is not None
     spans = periods(filters.from_us, filters.to_us, granularity)
-    reports = await asyncio.gather(*(
-        build_report(store, dataclasses.replace(filters, from_us=lo, to_us=hi)) for lo, hi in spans
+    counts = await asyncio.gather(*(
+        survey_counts(store, dataclasses.replace(filters, from_us=lo, to_us=hi)) for lo, hi in spans
     ))
     return [
-        {"from": iso_us(lo), "to": iso_us(hi), **Counts.of_report(r).block()}
-        for (lo, hi), r in zip(spans, reports, strict=True)
+        {"from": iso_us(lo), "to": iso_us(hi), **c.block()}
+        for (lo, hi), c in zip(spans, counts, strict=True)
     ]
+
+
+async def unanswered_counts(store: Storage, filters: Filters) -> dict[str, list[int]]:
+    """Per metric and bucket, the surveys of ``filters`` not answered (dismissed, timed
+    out) whose session is known and has the metric: the only surveys the dashboard joins
+    to their sessions (see :func:`qos_responses`)."""
+    fetch, style = store.sql_reader()
+    return await read_unanswered_counts(fetch, filters, style)
+
+
+def qos_responses(report: dict[str, Any],
+                  unanswered: dict[str, list[int]]) -> dict[str, list[tuple[int, int]]]:
+    """What :meth:`Storage.response_counts` answers (surveys shown and answered per metric
+    and bucket, of those whose session is known and has the metric) from a report (its
+    ``by_qos`` ``n`` are the answered ones, counted in the aggregates) and
+    :func:`unanswered_counts` for the same filters: shown = answered + not answered."""
+    return {m.name: [(b["n"] + u, b["n"]) for b, u in zip(report["by_qos"][m.name], unanswered[m.name],
+                                                          strict=True)]
+            for m in METRICS}
 
 
 def response_by_qos(counts: dict[str, list[tuple[int, int]]],

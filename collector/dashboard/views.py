@@ -23,7 +23,7 @@ from ..impact import compute_impact
 from ..metrics import BY_NAME, METRICS, NAMES
 from ..model import Filters
 from ..query import parse_filters
-from ..report import build_report, compute_report_data
+from ..report import compute_report_data
 from ..storage.base import BadQuality, DetractorRow
 from ..tokens import same_token
 from ..web import ApiError, json_response, require_admin
@@ -34,8 +34,11 @@ from .analysis import (
     default_range,
     iso_us,
     previous_period,
+    qos_responses,
     response_by_qos,
+    survey_counts,
     timeline,
+    unanswered_counts,
 )
 from .auth import COOKIE, Session, Signer
 from .keys import LOGIN_LIMITER, SIGNER
@@ -348,11 +351,12 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
     store = request.app[STORE]
     prev = previous_period(filters)
     # The report from its counts, kept to find what falls in no bucket (the "unknown" rows).
-    counts, prev_report, line, responses = await asyncio.gather(
-        store.report_data(filters), build_report(store, prev),
-        timeline(store, filters, granularity), store.response_counts(filters),
+    counts, unanswered, prev_counts, line = await asyncio.gather(
+        store.report_data(filters), unanswered_counts(store, filters), survey_counts(store, prev),
+        timeline(store, filters, granularity),
     )
     report = compute_report_data(counts)
+    responses = qos_responses(report, unanswered)
     assert prev.from_us is not None and prev.to_us is not None
     return {
         "filters": report_query(filters),
@@ -365,7 +369,7 @@ async def dashboard_data(request: web.Request, filters: Filters, granularity: st
         "reasons_order": reasons_ranked(report["reasons"], REASONS),
         "comparison": {
             "previous_period": {"from": iso_us(prev.from_us), "to": iso_us(prev.to_us)},
-            **compare(Counts.of_report(report), Counts.of_report(prev_report)),
+            **compare(Counts.of_report(report), prev_counts),
         },
         "bucket_labels": {m.name: [h.bucket_label(m.name, i) for i in range(len(m.buckets))]
                           for m in METRICS},

@@ -246,9 +246,14 @@ def _raw_session_counts(row: Sequence[Any]) -> dict[str, int]:
     return session_counts(row[:k], bool(row[k]), bool(row[k + 1]), int(row[k + 2]))
 
 
-async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: bool = True) -> ReportData:
-    """Run :func:`report_queries` through ``fetch`` and fold the answers."""
+async def read_report_data(fetch: Fetch, f: Filters, style: str, *, concurrent: bool = True,
+                           surveys_only: bool = False) -> ReportData:
+    """Run :func:`report_queries` through ``fetch`` and fold the answers. ``surveys_only``
+    reads the survey counts alone (sessions and bins left empty): all that NPS and the
+    response rate of a period need, at a third of the queries and none of the bins."""
     sq, vq, bq = report_queries(f, style)
+    if surveys_only:
+        sq, bq = [], []
     queries = [*sq, *vq, *bq]
     if concurrent:
         answers = await asyncio.gather(*(fetch(q, p) for _, q, p in queries))

@@ -11,7 +11,9 @@ import aiohttp
 import jsonschema
 
 from collector.appkeys import STORE
+from collector.dashboard.analysis import qos_responses, unanswered_counts
 from collector.dashboard.openapi import openapi_document
+from collector.dashboard.views import report_query
 from collector.model import Filters, SurveyFact
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, session_record, survey_record
@@ -93,6 +95,9 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
     store = api.client.server.app[STORE]
     for f in (Filters(), Filters(channel="NPO1", region="none-such"), Filters(content_type="live")):
         assert await store.response_counts(f) == count_responses(await store.survey_facts(f))
+        # The page's way: answered from the report's aggregates, the rest joined.
+        report_f = await api.report(**report_query(f))
+        assert qos_responses(report_f, await unanswered_counts(store, f)) == await store.response_counts(f)
     # Bad streams answer less here: 1 in 3 against 2 in 3.
     assert rr[5]["response_rate"] < rr[0]["response_rate"]
     report = data["report"]
@@ -103,6 +108,18 @@ async def test_response_rate_by_bucket_and_time_line(api: Api) -> None:
     assert sum(p["shown"] for p in line) == report["surveys"]["shown"] == 24
     assert [p["answered"] for p in line[-3:]] == [4, 4, 4]
     assert line[-1]["nps"] == 100.0 * (3 - 1) / 4
+    # Each point, and the previous period compared against, is what /v1/report answers
+    # for its period (the time line reads the survey counts alone, not whole reports).
+    keys = ("shown", "answered", "promoters", "detractors", "nps", "nps_ci95", "response_rate")
+    previous = data["comparison"]["previous_period"]
+    for point, (lo, hi) in [*((p, (p["from"], p["to"])) for p in line[-4:]),
+                            (data["comparison"]["previous"], (previous["from"], previous["to"]))]:
+        r = await api.report(**{**data["filters"], "from": lo, "to": hi})
+        want = {"shown": r["surveys"]["shown"], "answered": r["surveys"]["answered"],
+                "promoters": r["promoters"], "detractors": r["detractors"], "nps": r["nps"],
+                "nps_ci95": r["nps_ci95"], "response_rate": r["surveys"]["response_rate"]}
+        assert {k: point[k] for k in keys} == want, (lo, hi)
+    assert data["comparison"]["current"]["answered"] == 12
 
 
 async def test_sessions_hold_across_instances(tmp_path: Path) -> None:
