@@ -75,12 +75,13 @@ class ImpactData:
     strata: list[StratumCounts]
 
 
-#: What makes a survey shown in range a row of the estimator.
-_IS_ROW = ("v.outcome = 'answered' AND v.score IS NOT NULL AND s.id IS NOT NULL "
-           "AND (s.startup_ms IS NULL OR s.avg_bitrate_kbps IS NOT NULL)")
+#: What makes a survey shown in range a row of the estimator (its session known, see
+#: :mod:`.survey_session`).
+_IS_ROW = ("v.outcome = 'answered' AND v.score IS NOT NULL AND v.rebuffer_ratio IS NOT NULL "
+           "AND (v.startup_ms IS NULL OR v.avg_bitrate_kbps IS NOT NULL)")
 #: The row's columns, in :class:`ImpactRows` order (the score is selected apart).
-_ROW_COLUMNS = ("v.box_id", "v.region", "v.model", "v.firmware", "s.content_type",
-                "s.rebuffer_ratio", "s.startup_ms", "s.avg_bitrate_kbps", "s.failed")
+_ROW_COLUMNS = ("v.box_id", "v.region", "v.model", "v.firmware", "v.content_type",
+                "v.rebuffer_ratio", "v.startup_ms", "v.avg_bitrate_kbps", "v.failed")
 
 
 async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> ImpactData:
@@ -91,14 +92,14 @@ async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> Impact
     join, a look-up per survey, is what costs, so it is done once for both. The columns of
     the rows are selected only where the survey is a row (NULL elsewhere: nothing to decode).
     """
-    where, params = where_surveys(filters, style)
+    where, params = where_surveys(filters, style, session="v")
     row_columns = ", ".join(f"CASE WHEN {_IS_ROW} THEN {c} END" for c in _ROW_COLUMNS)
     # A stored session always has its bucket (rebuffer_ratio is never null), so a null
     # bucket means the session is not stored, or the survey names none: unknown.
     rows = await fetch(
-        f"SELECT s.rb_bucket, CASE WHEN v.outcome = 'answered' THEN v.score END, "
+        f"SELECT v.rb_bucket, CASE WHEN v.outcome = 'answered' THEN v.score END, "
         f"CASE WHEN {_IS_ROW} THEN 1 ELSE 0 END, {row_columns} "
-        f"FROM surveys v LEFT JOIN sessions s ON s.id = v.session_id {where}", params,
+        f"FROM surveys v {where}", params,
     )
     # Hundreds of thousands of rows to regroup: in a worker thread, not on the event loop.
     return await asyncio.to_thread(_split, rows)
