@@ -12,41 +12,57 @@ Kept apart from the stores so that they only pass their ``fetch`` and placeholde
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from typing import Any
 
-from protocol.nps import is_detractor, is_promoter
+from protocol.nps import DETRACTOR_MAX, PROMOTER_MIN
 
 from ..model import Filters
+from ..numeric import np, npt
 from .sql import where_surveys
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """A factor's value on each row, numbered: row i's value is ``levels[codes[i]]``
+    (every level occurs on some row)."""
+
+    codes: npt.NDArray[np.int64]
+    levels: Sequence[Any]
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> Coded:
+        """The values numbered in order of first appearance."""
+        index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+        # map() over the dict's own lookup: no Python frame per value.
+        codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+        return cls(codes, list(index))
 
 
 @dataclass(frozen=True, slots=True)
 class ImpactRows:
-    """The estimator's rows, column by column (every list has one entry per row).
+    """The estimator's rows, column by column (one entry per row).
 
     A row is an answered survey whose session is known, except sessions that showed a
-    frame (``startup_ms`` not null) but whose ``avg_bitrate_kbps`` is null. The segment
-    (``region``, ``model``, ``firmware``) is the one sent with the survey's batch;
-    ``content_type`` and the QoS are the session's.
+    frame (``startup_ms`` not null) but whose ``avg_bitrate_kbps`` is null. The box is the
+    survey's ``box_id``; the segment (``region``, ``model``, ``firmware``) is the one sent
+    with the survey's batch, ``content_type`` and the QoS are the session's. Nulls of
+    ``startup_ms`` and ``avg_bitrate_kbps`` are NaN.
     """
 
-    box_id: Sequence[str]
-    score: Sequence[int]
-    region: Sequence[str | None]
-    model: Sequence[str | None]
-    firmware: Sequence[str | None]
-    content_type: Sequence[str | None]
-    rebuffer_ratio: Sequence[float]
-    startup_ms: Sequence[int | None]
-    avg_bitrate_kbps: Sequence[float | None]
-    #: 0/1 from SQLite, bool from PostgreSQL.
-    failed: Sequence[int | bool]
+    box: Coded
+    #: region, model, firmware, content_type.
+    segments: tuple[Coded, Coded, Coded, Coded]
+    score: FloatArray
+    rebuffer_ratio: FloatArray
+    startup_ms: FloatArray
+    avg_bitrate_kbps: FloatArray
+    #: 0 or 1.
+    failed: FloatArray
 
     def __len__(self) -> int:
         return len(self.score)
@@ -75,53 +91,79 @@ class ImpactData:
     strata: list[StratumCounts]
 
 
+#: A survey shown counted as answered (with a score).
+_ANSWERED = "v.outcome = 'answered' AND v.score IS NOT NULL"
 #: What makes a survey shown in range a row of the estimator (its session known, see
 #: :mod:`.survey_session`).
-_IS_ROW = ("v.outcome = 'answered' AND v.score IS NOT NULL AND v.rebuffer_ratio IS NOT NULL "
+_IS_ROW = (f"{_ANSWERED} AND v.rebuffer_ratio IS NOT NULL "
            "AND (v.startup_ms IS NULL OR v.avg_bitrate_kbps IS NOT NULL)")
-#: The row's columns, in :class:`ImpactRows` order (the score is selected apart).
-_ROW_COLUMNS = ("v.box_id", "v.region", "v.model", "v.firmware", "v.content_type",
-                "v.rebuffer_ratio", "v.startup_ms", "v.avg_bitrate_kbps", "v.failed")
+_SEGMENTS = ("v.region", "v.model", "v.firmware", "v.content_type")
+#: A row's segment as one text, so that a row brings one value, not four: each value
+#: written as its length, a colon and itself, or ``-`` where null (so any text reads
+#: back, whatever it holds). The same SQL in SQLite and PostgreSQL.
+_CELL = " || ".join(f"coalesce(length({c}) || ':' || {c}, '-')" for c in _SEGMENTS)
+
+
+def _cell_values(key: str) -> tuple[str | None, ...]:
+    """The four segment values of a :data:`_CELL` text."""
+    out: list[str | None] = []
+    i = 0
+    for _ in _SEGMENTS:
+        if key[i] == "-":
+            out.append(None)
+            i += 1
+        else:
+            colon = key.index(":", i)
+            end = colon + 1 + int(key[i:colon])
+            out.append(key[colon + 1:end])
+            i = end
+    return tuple(out)
 
 
 async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> ImpactData:
-    """The estimator's rows and the shown strata for ``filters``, in one pass; ``style``
-    is the backend's placeholder style (``?`` or ``$``).
+    """The estimator's rows and the shown strata for ``filters``; ``style`` is the
+    backend's placeholder style (``?`` or ``$``).
 
-    One query over every survey shown in range joined to its session (where stored): the
-    join, a look-up per survey, is what costs, so it is done once for both. The columns of
-    the rows are selected only where the survey is a row (NULL elsewhere: nothing to decode).
+    Two scans of the surveys shown in range, which keep their session's values (no
+    join): the strata, counted by the database, and the rows, as few values a row as
+    can be (the segment as one text).
     """
     where, params = where_surveys(filters, style, session="v")
-    row_columns = ", ".join(f"CASE WHEN {_IS_ROW} THEN {c} END" for c in _ROW_COLUMNS)
     # A stored session always has its bucket (rebuffer_ratio is never null), so a null
     # bucket means the session is not stored, or the survey names none: unknown.
+    strata = await fetch(
+        f"SELECT v.rb_bucket, count(*), sum(CASE WHEN {_ANSWERED} THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN {_ANSWERED} AND v.score >= {PROMOTER_MIN} THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN {_ANSWERED} AND v.score <= {DETRACTOR_MAX} THEN 1 ELSE 0 END) "
+        f"FROM surveys v {where} GROUP BY v.rb_bucket", params)
     rows = await fetch(
-        f"SELECT v.rb_bucket, CASE WHEN v.outcome = 'answered' THEN v.score END, "
-        f"CASE WHEN {_IS_ROW} THEN 1 ELSE 0 END, {row_columns} "
-        f"FROM surveys v {where}", params,
-    )
-    # Hundreds of thousands of rows to regroup: in a worker thread, not on the event loop.
-    return await asyncio.to_thread(_split, rows)
+        f"SELECT v.box_id, {_CELL}, v.score, v.rebuffer_ratio, v.startup_ms, "
+        f"v.avg_bitrate_kbps, v.failed FROM surveys v "
+        f"{where + ' AND' if where else 'WHERE'} {_IS_ROW}", params)
+    # Hundreds of thousands of rows to turn into columns: in a worker thread, not on the
+    # event loop.
+    data = await asyncio.to_thread(_columns, rows)
+    return ImpactData(data, [StratumCounts(None if r[0] is None else int(r[0]), *map(int, r[1:]))
+                             for r in strata])
 
 
-def _split(rows: Sequence[Sequence[Any]]) -> ImpactData:
-    """The estimator's rows and the strata from the query's rows."""
+def _columns(rows: Sequence[Sequence[Any]]) -> ImpactRows:
+    """The estimator's columns from the query's rows."""
     if not rows:
-        return ImpactData(ImpactRows((), (), (), (), (), (), (), (), (), ()), [])
-    cols = list(zip(*rows, strict=True))
-    bucket, score, is_row = cols[0], cols[1], cols[2]
-    # Column by column with C-level helpers, the values as the drivers made them: at
-    # hundreds of thousands of surveys a Python step per value would cost more than the
-    # estimator.
-    picked = [tuple(compress(c, is_row)) for c in cols[3:]]
-    data = ImpactRows(picked[0], tuple(compress(score, is_row)), *picked[1:])
-    strata: dict[int | None, list[int]] = {}
-    for (b, sc), n in Counter(zip(bucket, score, strict=True)).items():
-        c = strata.setdefault(None if b is None else int(b), [0, 0, 0, 0])
-        c[0] += n
-        if sc is not None:
-            c[1] += n
-            c[2] += n if is_promoter(sc) else 0
-            c[3] += n if is_detractor(sc) else 0
-    return ImpactData(data, [StratumCounts(b, *c) for b, c in strata.items()])
+        empty = Coded(np.empty(0, dtype=np.int64), [])
+        none = np.empty(0)
+        return ImpactRows(empty, (empty, empty, empty, empty), none, none, none, none, none)
+    box, cell, score, rebuffer, startup, bitrate, failed = zip(*rows, strict=True)
+    cells = Coded.of(cell)
+    # Each factor numbered over the cells (a few dozen), then each row through its cell.
+    values = [_cell_values(key) for key in cells.levels]
+    segments = []
+    for i in range(len(_SEGMENTS)):
+        factor = Coded.of([v[i] for v in values])
+        segments.append(Coded(factor.codes[cells.codes], factor.levels))
+    # np.array(..., dtype=float64) turns a null (None) into NaN.
+    return ImpactRows(
+        Coded.of(box), (segments[0], segments[1], segments[2], segments[3]),
+        np.array(score, dtype=np.float64), np.array(rebuffer, dtype=np.float64),
+        np.array(startup, dtype=np.float64), np.array(bitrate, dtype=np.float64),
+        np.array(failed, dtype=np.float64))

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from collector.model import Row, SessionRow, SurveyRow
+from collector.model import Filters, Row, SessionRow, SurveyRow
 from collector.storage import Storage
 from collector.storage.survey_session import SESSION_VALUES
 from protocol.units import DAY_US
@@ -117,3 +117,30 @@ async def test_cleared_by_deletion_and_purge_recomputed_by_rebuild(store: Storag
     assert kept != want
     await store.rebuild_aggregates()
     await check(store, want)
+
+
+async def test_impact_read_gives_back_every_segment_value(store: Storage) -> None:
+    """The read brings a row's segment as one text (length-prefixed values): any text,
+    the empty one and null among them, comes back as stored, row by row."""
+    rng = random.Random(51)
+    odd = [None, "", "-", "3:x", "1:", "NL-NH", "a-b:c", "ü 12", "-1:-"]
+    rows: list[Row] = []
+    want = []
+    for i in range(60):
+        region, firmware = odd[i % len(odd)], odd[(i * 5 + 2) % len(odd)]
+        s = session_row(rng, started_us=T0 + i * 10**9, box=f"box-{i % 7}")._replace(
+            content_type=odd[(i * 7 + 1) % len(odd)])
+        v = survey_row(rng, s, shown_us=T0 + DAY_US + i)._replace(
+            outcome="answered", score=i % 11, answered_us=T0 + DAY_US + i + 1,
+            region=region, model=odd[(i * 3) % len(odd)], firmware=firmware)
+        if s.startup_ms is not None and s.avg_bitrate_kbps is None:
+            continue  # not a row of the estimator (contract section 6)
+        rows += [s, v]
+        want.append((v.box_id, v.region, v.model, v.firmware, s.content_type, float(v.score),
+                     s.rebuffer_ratio))
+    assert await store.ingest(rows) == [True] * len(rows)
+    data = (await store.impact_data(Filters())).rows
+    got = [(data.box.levels[data.box.codes[i]],
+            *(f.levels[f.codes[i]] for f in data.segments),
+            float(data.score[i]), float(data.rebuffer_ratio[i])) for i in range(len(data))]
+    assert sorted(got, key=repr) == sorted(want, key=repr)
