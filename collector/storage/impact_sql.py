@@ -97,36 +97,12 @@ _ANSWERED = "v.outcome = 'answered' AND v.score IS NOT NULL"
 #: :mod:`.survey_session`).
 _IS_ROW = (f"{_ANSWERED} AND v.rebuffer_ratio IS NOT NULL "
            "AND (v.startup_ms IS NULL OR v.avg_bitrate_kbps IS NOT NULL)")
-_SEGMENTS = ("v.region", "v.model", "v.firmware", "v.content_type")
-#: A row's segment as one text, so that a row brings one value, not four: each value
-#: written as its length, a colon and itself, or ``-`` where null (so any text reads
-#: back, whatever it holds). The same SQL in SQLite and PostgreSQL.
-_CELL = " || ".join(f"coalesce(length({c}) || ':' || {c}, '-')" for c in _SEGMENTS)
-
-
-def _cell_values(key: str) -> tuple[str | None, ...]:
-    """The four segment values of a :data:`_CELL` text."""
-    out: list[str | None] = []
-    i = 0
-    for _ in _SEGMENTS:
-        if key[i] == "-":
-            out.append(None)
-            i += 1
-        else:
-            colon = key.index(":", i)
-            end = colon + 1 + int(key[i:colon])
-            out.append(key[colon + 1:end])
-            i = end
-    return tuple(out)
-
-
 async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> ImpactData:
     """The estimator's rows and the shown strata for ``filters``; ``style`` is the
     backend's placeholder style (``?`` or ``$``).
 
     Two scans of the surveys shown in range, which keep their session's values (no
-    join): the strata, counted by the database, and the rows, as few values a row as
-    can be (the segment as one text).
+    join): the strata, counted by the database, and the rows.
     """
     where, params = where_surveys(filters, style, session="v")
     # A stored session always has its bucket (rebuffer_ratio is never null), so a null
@@ -137,8 +113,8 @@ async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> Impact
         f"sum(CASE WHEN {_ANSWERED} AND v.score <= {DETRACTOR_MAX} THEN 1 ELSE 0 END) "
         f"FROM surveys v {where} GROUP BY v.rb_bucket", params)
     rows = await fetch(
-        f"SELECT v.box_id, {_CELL}, v.score, v.rebuffer_ratio, v.startup_ms, "
-        f"v.avg_bitrate_kbps, v.failed FROM surveys v "
+        "SELECT v.box_id, v.region, v.model, v.firmware, v.content_type, v.score, "
+        "v.rebuffer_ratio, v.startup_ms, v.avg_bitrate_kbps, v.failed FROM surveys v "
         f"{where + ' AND' if where else 'WHERE'} {_IS_ROW}", params)
     # Hundreds of thousands of rows to turn into columns: in a worker thread, not on the
     # event loop.
@@ -153,14 +129,9 @@ def _columns(rows: Sequence[Sequence[Any]]) -> ImpactRows:
         empty = Coded(np.empty(0, dtype=np.int64), [])
         none = np.empty(0)
         return ImpactRows(empty, (empty, empty, empty, empty), none, none, none, none, none)
-    box, cell, score, rebuffer, startup, bitrate, failed = zip(*rows, strict=True)
-    cells = Coded.of(cell)
-    # Each factor numbered over the cells (a few dozen), then each row through its cell.
-    values = [_cell_values(key) for key in cells.levels]
-    segments = []
-    for i in range(len(_SEGMENTS)):
-        factor = Coded.of([v[i] for v in values])
-        segments.append(Coded(factor.codes[cells.codes], factor.levels))
+    box, region, model, firmware, content_type, score, rebuffer, startup, bitrate, failed = \
+        zip(*rows, strict=True)
+    segments = [Coded.of(v) for v in (region, model, firmware, content_type)]
     # np.array(..., dtype=float64) turns a null (None) into NaN.
     return ImpactRows(
         Coded.of(box), (segments[0], segments[1], segments[2], segments[3]),
