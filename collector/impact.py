@@ -2,8 +2,9 @@
 
 The estimator, step by step, each formula beside its code:
 
-1. **Rows** (read by :mod:`collector.storage.impact_sql`): answered surveys in range whose
-   session is known, less sessions that showed a frame but have no bitrate.
+1. **Rows** (read by :mod:`collector.storage.impact_sql`, from the survey rows, which keep
+   their session's values): answered surveys in range whose session is known, less
+   sessions that showed a frame but have no bitrate.
 2. **y** = 100 for a promoter (9-10), -100 for a detractor (0-6), 0 for a passive, so
    that mean(y) is the NPS of the rows.
 3. **Regressors**, in this order: ``rebuffer_pct`` = 100 * rebuffer_ratio,
@@ -16,7 +17,9 @@ The estimator, step by step, each formula beside its code:
    first value of each factor in sort order left out.
 5. **Rank rule**: columns are taken in order and one is dropped when its residual after
    projection on the columns kept before it has a norm <= 1e-9 of its own norm;
-   ``startup_s`` and ``bitrate_mbps`` are judged on the rows with a frame only.
+   ``startup_s`` and ``bitrate_mbps`` are judged on the rows with a frame only. Both this
+   and the fit below run on R of [X | y] = QR (X'X = R'R, see :class:`Geometry`): a few
+   numbers a column instead of N.
 6. **OLS** b = (X'X)^-1 X'y on the kept columns, with **CR1 box-clustered** covariance
    V = (X'X)^-1 (sum_g X_g'u_g u_g'X_g) (X'X)^-1 * G/(G-1) * (N-1)/(N-K),
    **t(G-1)** intervals b +- t(0.975, G-1) se and two-sided p-values.

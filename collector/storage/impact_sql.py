@@ -107,15 +107,16 @@ async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> Impact
     where, params = where_surveys(filters, style, session="v")
     # A stored session always has its bucket (rebuffer_ratio is never null), so a null
     # bucket means the session is not stored, or the survey names none: unknown.
-    strata = await fetch(
+    # Both at once, on two connections: the strata are counted inside the database
+    # (SQLite lets go of the GIL there) while the rows come across.
+    strata, rows = await asyncio.gather(fetch(
         f"SELECT v.rb_bucket, count(*), sum(CASE WHEN {_ANSWERED} THEN 1 ELSE 0 END), "
         f"sum(CASE WHEN {_ANSWERED} AND v.score >= {PROMOTER_MIN} THEN 1 ELSE 0 END), "
         f"sum(CASE WHEN {_ANSWERED} AND v.score <= {DETRACTOR_MAX} THEN 1 ELSE 0 END) "
-        f"FROM surveys v {where} GROUP BY v.rb_bucket", params)
-    rows = await fetch(
+        f"FROM surveys v {where} GROUP BY v.rb_bucket", params), fetch(
         "SELECT v.box_id, v.region, v.model, v.firmware, v.content_type, v.score, "
         "v.rebuffer_ratio, v.startup_ms, v.avg_bitrate_kbps, v.failed FROM surveys v "
-        f"{where + ' AND' if where else 'WHERE'} {_IS_ROW}", params)
+        f"{where + ' AND' if where else 'WHERE'} {_IS_ROW}", params))
     # Hundreds of thousands of rows to turn into columns: in a worker thread, not on the
     # event loop.
     data = await asyncio.to_thread(_columns, rows)

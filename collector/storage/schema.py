@@ -14,9 +14,12 @@ partitioning. Where the dialects differ on purpose it is said here, once:
 
 The ``sessions`` columns derived from a QoS metric (its bucket, fine bin and position in
 the fine bin) and the aggregate tables' vectors are generated from the metrics, so a new
-metric changes this table by itself. :class:`~collector.model.SessionRow` and
+metric changes this table by itself. The ``surveys`` table ends with
+the session values each survey row keeps (:mod:`collector.storage.survey_session`),
+written by the store, not sent. :class:`~collector.model.SessionRow` and
 :class:`~collector.model.SurveyRow` are tuples bound as they are, so their field order
-must be the tables' column order: checked when this module is imported.
+must be the tables' column order (less ``surveyed`` and those session values): checked
+when this module is imported.
 
 A fresh database is made at the latest schema from here; an older one is brought to it
 by the numbered migrations in :mod:`collector.storage.migrations`.
