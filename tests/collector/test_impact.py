@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from collector.dashboard.openapi import openapi_document
 from collector import impact
+from collector.dashboard.openapi import openapi_document
 from collector.impact import impact_from_arrays
 from collector.settings import Settings
 from collector.storage.impact_sql import StratumCounts
