@@ -141,6 +141,7 @@ class _Retry(Exception):
     """The group meets a partition that was dropped meanwhile: make it and write again."""
 
 
+#: Every column of ``surveys``: those sent, then the session values filled in at ingest.
 _SURVEY_TABLE = (*SURVEY_COLUMNS, *SESSION_VALUES)
 #: A group's new rows are copied into temporary tables first (``ON COMMIT DELETE ROWS``:
 #: empty in every transaction), marked, aggregated from, and moved into the partitioned

@@ -115,8 +115,8 @@ class Dialect:
     #: Where the group's new surveys can be updated before they count, and the condition
     #: that picks them there (SQLite: ``surveys`` above the rowid mark; PostgreSQL: the
     #: temporary table, before it is published).
-    survey_table: str = "surveys"
-    survey_cond: str = "true"
+    survey_table: str
+    survey_cond: str
 
     def ph(self, i: int) -> str:
         """The placeholder of the ``i``-th parameter (from 1)."""
