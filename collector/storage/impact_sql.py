@@ -1,10 +1,12 @@
-"""Queries for ``GET /v1/impact`` (contract section 6), in SQL both backends accept.
+"""Queries for ``GET /v1/impact`` (contract section 6), in SQL both backends accept (but
+for the name of the JSON aggregate).
 
-One read gives both: the estimator's rows (answered surveys in range joined to their
-session) and the surveys shown per stratum (the ``rebuffer_ratio`` bucket of the survey's
-session, or unknown) for the response-adjusted NPS. It takes the report's filters exactly
-as the report does (:func:`~collector.storage.sql.where_surveys`), so the channel and
-content-type filters reach a survey through its session.
+One read gives both: the estimator's rows (answered surveys in range whose session is
+known) and the surveys shown per stratum (the ``rebuffer_ratio`` bucket of the survey's
+session, or unknown) for the response-adjusted NPS. Both come from the survey rows alone,
+which keep their session's values (:mod:`.survey_session`): no join. It takes the
+report's filters exactly as the report does (:func:`~collector.storage.sql.where_surveys`),
+so the channel and content-type filters reach a survey through its session's values.
 
 Kept apart from the stores so that they only pass their ``fetch`` and placeholder style.
 """
