@@ -33,7 +33,13 @@ from collector.storage import postgres as pg_store
 from collector.storage import sqlite as sqlite_store
 from collector.storage import store_logic as logic
 from collector.storage.aggregate_sql import day_ranges, rebuild_params
-from collector.storage.aggregates import BIN_VEC, SESSION_VEC, SURVEY_VEC
+from collector.storage.aggregates import (
+    BIN_VEC,
+    FINE_EDGES,
+    SESSION_VEC,
+    SURVEY_VEC,
+    metric_columns,
+)
 from collector.storage.sqlite_writer import transaction
 from protocol import REASONS
 from protocol.units import DAY_US, HOUR_US
@@ -186,7 +192,7 @@ def records(seed: int, n: int) -> list[Row]:
         for _ in range(rng.choice([0, 0, 0, 1, 1, 2])):
             v = survey_row(rng, s, shown_us=s.ended_us + rng.randrange(3 * 3600 * 10**6))
             reason = rng.choice([None, *REASONS]) if v.score is not None else None
-            out.append(v._replace(reason=reason, box_id=rng.choice([s.box_id, "stb-3"]),
+            out.append(v._replace(reason=reason, box_id=rng.choice([s.box_id, s.box_id, "stb-2", "stb-3"]),
                                   firmware=rng.choice(["4.2.1", None])))
         if rng.random() < 0.05:
             out.append(survey_row(rng, None, shown_us=T0 + rng.randrange(5 * DAY_US)))
@@ -272,19 +278,62 @@ async def test_deleting_a_box_and_purging_keep_the_aggregates_of_what_remains(li
     """A box's records go (its sessions' surveys from other boxes stay, moved to channel
     ''; sessions of other boxes whose last survey goes are no longer surveyed); then a
     purge in the middle of a day and hour."""
-    rows = records(41, 200)
+    rng = random.Random(43)
+    cutoff = T0 + 2 * DAY_US + 5 * HOUR_US + 12345
+
+    def pair(box: str, started: int, shown: Sequence[tuple[str, int]]) -> list[Row]:
+        s = session_row(rng, started_us=started, box=box)
+        return [s, *(survey_row(rng, s, shown_us=t)._replace(box_id=b, outcome="answered", score=4)
+                     for b, t in shown)]
+
+    planted = [
+        # A session of another box whose only survey goes with the box: no longer
+        # surveyed; one with a survey of its own box left: still surveyed.
+        *pair("stb-1", T0 + 7, [("stb-2", T0 + 10**9)]),
+        *pair("stb-1", T0 + 8, [("stb-2", T0 + 10**9), ("stb-1", T0 + 2 * 10**9)]),
+        # The box's session goes, another box's survey of it stays (channel '').
+        *pair("stb-2", T0 + 9, [("stb-1", T0 + DAY_US + 11)]),
+        # Around the purge's cutoff: a survey shown (box clock) before its session
+        # started, and a session before the cutoff whose survey is after it.
+        *pair("stb-1", cutoff + 10, [("stb-1", cutoff - 10)]),
+        *pair("stb-1", cutoff - 10, [("stb-1", cutoff + 10)]),
+    ]
+    rows = records(41, 200) + planted
     await ingest_groups(live_store, rows, 42, set())
     gone = [r for r in rows if r.box_id == "stb-2"]
     assert gone and any(isinstance(r, SurveyRow) and r.box_id == "stb-3" for r in rows)
     assert await live_store.delete_box("stb-2") == len({r.id for r in gone})
     kept = [r for r in rows if r.box_id != "stb-2"]
     await check(live_store, kept)
+    # The store forgets them: sent again, they are new (PostgreSQL keeps ids apart).
+    assert await live_store.ingest(gone) == [True] * len(gone)
+    await check(live_store, rows)
+    assert await live_store.delete_box("stb-2") == len({r.id for r in gone})
     assert await live_store.delete_box("stb-9") == 0
     await check(live_store, kept)
-    cutoff = T0 + 2 * DAY_US + 5 * HOUR_US + 12345
     old = {r.id for r in kept if (r.started_us if isinstance(r, SessionRow) else r.shown_us) < cutoff}
     assert await live_store.purge_before(cutoff) == len(old)
     await check(live_store, [r for r in kept if r.id not in old])
+
+
+async def test_a_large_group_and_its_resend(live_store: Storage) -> None:
+    """2,200 answered sessions in one hour, segment and fine bin, each at the top of the bin
+    (position 1,000), stored in one group: the bin's sum of squared positions is
+    2.2e9 > 2**31 - 1 (the other sums of a group stay far below). Sent again, 4,400 ids
+    are looked up in SQLite's chunks of 900 bound ids: each one held."""
+    rng = random.Random(51)
+    edge = FINE_EDGES["rebuffer_ratio"][40]
+    rows: list[Row] = []
+    for i in range(2200):
+        s = session_row(rng, started_us=T0 + i)._replace(
+            channel="NPO1", content_type="live", model="X-200", region="NL-NH",
+            **metric_columns({"rebuffer_ratio": edge, "startup_ms": 1500}))
+        rows += [s, survey_row(rng, s, shown_us=T0 + 10**6 + i)._replace(outcome="answered", score=9)]
+    assert {r.rb_pos for r in rows if isinstance(r, SessionRow)} == {1000}
+    assert await live_store.ingest(rows) == [True] * len(rows)
+    await check(live_store, rows)
+    assert await live_store.ingest(rows[::-1]) == [False] * len(rows)
+    await check(live_store, rows)
 
 
 def test_day_ranges_and_rebuild_parameters() -> None:
@@ -319,3 +368,21 @@ def test_both_drivers_pass_each_answer_and_return_the_result() -> None:
     assert asyncio.run(logic.drive_async(steps(), ado)) == want
     assert seen == 2 * [logic.Run("q0", (0,), True), logic.Run("q1", (1,), True),
                         logic.Run("q2", (2,), True), logic.Forget(["x"])]
+
+
+def test_a_rebuild_takes_each_day_once_without_the_command_timeout() -> None:
+    """Days 5 and 7 hold records: each is recomputed once (by day, by hour, in µs), every
+    statement without PostgreSQL's command timeout (a rebuild of a large store is long)."""
+    ops: list[logic.Op] = []
+
+    def do(op: logic.Op) -> Any:
+        ops.append(op)
+        return [(7,), (5,)] if isinstance(op, logic.Run) and op.fetch else None
+
+    logic.drive_sync(logic.rebuild_all(sqlite_store.DIALECT), do)
+    runs = [op for op in ops if isinstance(op, logic.Run)]
+    rebuilt = [op for op in runs if op.params]
+    assert rebuilt and all(op.long for op in rebuilt)
+    assert {op.params for op in rebuilt} == {
+        (5, 6), (7, 8), (120, 144), (168, 192),
+        (5 * 86_400_000_000, 6 * 86_400_000_000), (7 * 86_400_000_000, 8 * 86_400_000_000)}
