@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from collector.appkeys import STORE
 from collector.errors import TokenRefusedError
 from collector.model import UploadAuth
@@ -95,9 +97,10 @@ async def test_a_token_revoked_after_use_comes_before_every_other_fault(api: Api
 
 
 async def test_the_store_refuses_an_upload_whose_token_it_does_not_hold(
-        settings_factory: Callable[..., Settings]) -> None:
+        settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
     """In one group commit: uploads with a good, an unknown, a revoked and another box's
-    token; only the good one is stored."""
+    token, and one the store is given without a token (nothing to check); only the good
+    ones and the one without a token are stored."""
     store = make_storage(settings_factory())
     await store.open()
     try:
@@ -108,16 +111,19 @@ async def test_the_store_refuses_an_upload_whose_token_it_does_not_hold(
         await store.add_box_token("stb-1", good := token_hash("nbx_good2"), 2)
         rng = random.Random(3)
         now_us = int(time.time() * 1e6)
-        rows = [[session_row(rng, started_us=now_us - 3_600_000_000)] for _ in range(5)]
+        rows = [[session_row(rng, started_us=now_us - 3_600_000_000)] for _ in range(6)]
         # A good upload after the refused ones too: a refusal must not end the group.
         auths = [UploadAuth(good, "stb-1"), UploadAuth(token_hash("nbx_unknown"), "stb-1"),
-                 UploadAuth(revoked, "stb-1"), UploadAuth(good, "stb-9"), UploadAuth(good, "stb-1")]
+                 UploadAuth(revoked, "stb-1"), UploadAuth(good, "stb-9"), UploadAuth(good, "stb-1"),
+                 None]
         answers = await asyncio.gather(*(store.ingest(r, a) for r, a in zip(rows, auths, strict=True)),
                                        return_exceptions=True)
-        assert answers[0] == [True] and answers[4] == [True]
+        assert answers[0] == [True] and answers[4] == [True] and answers[5] == [True]
         assert [getattr(a, "kind", a) for a in answers[1:4]] == ["unknown", "revoked", "other_box"]
         assert all(isinstance(a, TokenRefusedError) for a in answers[1:4])
-        assert (await store.counts())["sessions"] == 2
+        assert (await store.counts())["sessions"] == 3
+        # Refusals are answers, not failures: the group was not written again in parts.
+        assert "writing it in parts" not in caplog.text
         # Refused rows were not stored: the same ids, under a good token, are new.
         assert await store.ingest(rows[1], UploadAuth(good, "stb-1")) == [True]
     finally:

@@ -92,7 +92,7 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
     facts = _facts(seed, 400)
     # Sessions: groups of counts with the contract's bucket of each metric.
     rng = random.Random(seed + 100)
-    groups, values = [], []
+    groups, values, flags = [], [], []
     for _ in range(60):
         ratio = rng.choice([0.0, 0.005, 0.0051, 0.03, 0.2])
         bitrate = rng.choice([None, 1000.0, 4000.0, 9000.0])
@@ -101,16 +101,18 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
         count = rng.randint(1, 5)
         value = {"rebuffer_ratio": ratio, "avg_bitrate_kbps": bitrate, "startup_ms": startup,
                  "video_height": height}
+        failed, surveyed = rng.random() < 0.1, rng.random() < 0.3
         groups.append(SessionGroup.of({m: contract.bucket_of(m, x) for m, x in value.items()},
-                                      rng.random() < 0.1, rng.random() < 0.3, count))
+                                      failed, surveyed, count))
         values += [value] * count
+        flags += [(startup, failed, surveyed)] * count
     rep = compute_report(groups, facts)
     answered = [f for f in facts if f.outcome == "answered"]
     shown = len(facts)
     scores = [f.score for f in answered if f.score is not None]
     want = {
-        "sessions": {"count": len(values), "surveyed": sum(g.count for g in groups if g.surveyed),
-                     "failed": sum(g.count for g in groups if g.failed)},
+        # Every field of the block, the start funnel too.
+        "sessions": contract.session_figures(flags),
         "surveys": {"shown": shown, "answered": len(answered),
                     "dismissed": sum(1 for f in facts if f.outcome == "dismissed"),
                     "timeout": sum(1 for f in facts if f.outcome == "timeout"),
@@ -122,6 +124,8 @@ def test_report_from_facts_is_the_contracts(seed: int) -> None:
                    for m in contract.BUCKET_EDGES},
     }
     contract.assert_close(rep, want)
+    assert rep["sessions"].keys() == want["sessions"].keys()
+    assert rep["sessions"]["exited_before_start"] > 0 and rep["sessions"]["start_failures"] > 0
     assert 0 < rep["passives"] < len(answered)
 
 

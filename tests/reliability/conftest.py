@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,28 @@ async def export_ids(http: aiohttp.ClientSession, base: str, kind: str) -> list[
     return [orjson.loads(line)["id"] for line in body.splitlines() if line.strip()]
 
 
+
+
+@contextlib.asynccontextmanager
+async def uploading(stop: asyncio.Event, tasks: Sequence[asyncio.Task[Any]]) -> AsyncIterator[None]:
+    """The uploader tasks run while the block does. When it ends they are told to stop and
+    awaited (each ends after the batch in hand: 2 minutes at most); whatever still runs is
+    cancelled, at once if the block failed."""
+    try:
+        yield
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+
+
+async def read_back(http: aiohttp.ClientSession, base: str) -> tuple[Counter[str], dict[str, Any]]:
+    """Every stored id, sessions and surveys, with how often the export streams it (more
+    than once would be a record stored twice), and the report."""
+    stored = Counter(await export_ids(http, base, "session") + await export_ids(http, base, "survey"))
+    return stored, await fetch_report(http, base)
 
 
 async def fetch_report(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from .conftest import (
     CollectorProcess,
     check_report_counts_acknowledged,
     enrol,
-    export_ids,
-    fetch_report,
+    read_back,
     scale,
+    uploading,
 )
 
 BOXES = 24
@@ -100,8 +100,8 @@ async def test_sigkill_collector_under_load_loses_and_doubles_nothing(tmp_path: 
         uploaders = [Uploader(f"kill-{i}", await enrol(http, proc.url, f"kill-{i}"),
                               random.Random(i)) for i in range(BOXES)]
         tasks = [asyncio.create_task(u.run(http, proc.url, stop)) for u in uploaders]
-        try:
-            acked_at_kill = []
+        acked_at_kill = []
+        async with uploading(stop, tasks):
             for _ in range(kills):
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
                 acked_at_kill.append(sum(len(u.acked) for u in uploaders))
@@ -109,20 +109,11 @@ async def test_sigkill_collector_under_load_loses_and_doubles_nothing(tmp_path: 
                 await asyncio.sleep(rng.uniform(0.0, 0.3))  # boxes retry into a closed port
                 await proc.start()
             await asyncio.sleep(1.0)
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), 120)
-        finally:
-            stop.set()
-            for t in tasks:
-                t.cancel()
-        sessions = await export_ids(http, proc.url, "session")
-        surveys = await export_ids(http, proc.url, "survey")
-        report = await fetch_report(http, proc.url)
+        stored, report = await read_back(http, proc.url)
     assert await proc.stop() == 0
 
     acked = [i for u in uploaders for i in u.acked]
     sent = set().union(*(u.sent for u in uploaders))
-    stored = Counter(sessions + surveys)
     lost = [i for i in acked if stored[i] == 0]
     doubled = [i for i, n in stored.items() if n > 1]
     assert len(set(acked)) == len(acked)

@@ -45,10 +45,10 @@ from .conftest import (
     CollectorProcess,
     check_report_counts_acknowledged,
     enrol,
-    export_ids,
-    fetch_report,
     free_port,
+    read_back,
     require,
+    uploading,
 )
 from .test_collector_kill9 import Uploader
 
@@ -129,7 +129,7 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
                                   random.Random(i)) for i in range(8)]
             probe_token = await enrol(http, proc.url, "pgf-probe")
             tasks = [asyncio.create_task(u.run(http, proc.url, stop)) for u in uploaders]
-            try:
+            async with uploading(stop, tasks):
                 for _ in range(restarts):
                     await asyncio.sleep(rng.uniform(1.0, 2.0))
                     await asyncio.to_thread(own_postgres.stop, "immediate")
@@ -149,15 +149,7 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
                         await asyncio.sleep(0.2)
                     recovered_s.append(time.monotonic() - t0)
                 await asyncio.sleep(1.0)
-                stop.set()
-                await asyncio.wait_for(asyncio.gather(*tasks), 120)
-            finally:
-                stop.set()
-                for t in tasks:
-                    t.cancel()
-            sessions = await export_ids(http, proc.url, "session")
-            surveys = await export_ids(http, proc.url, "survey")
-            report = await fetch_report(http, proc.url)
+            stored, report = await read_back(http, proc.url)
         assert await proc.stop() == 0
     finally:
         if proc.proc is not None and proc.proc.returncode is None:
@@ -167,7 +159,6 @@ async def test_server_restarted_during_ingest(own_postgres: OwnPostgres, tmp_pat
         assert retry_after is not None and int(retry_after) >= 1
         assert orjson.loads(body)["error"] == "unavailable"
     acked = [i for u in uploaders for i in u.acked]
-    stored = Counter(sessions + surveys)
     assert not [i for i in acked if stored[i] == 0], "acknowledged records lost"
     assert not [i for i, n in stored.items() if n > 1], "records stored twice"
     sent = set().union(*(u.sent for u in uploaders))
