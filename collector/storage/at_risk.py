@@ -24,6 +24,7 @@ from typing import Any
 from ..model import Filters
 from .segments import Fetch
 from .sql import placeholders
+from .survey_session import KNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +86,13 @@ async def read_training_rows(fetch: Fetch, style: str, *, shown_from_us: int, to
     section 6 leaves them out: their bitrate cannot be put in."""
     ph = placeholders(style, 4).split(", ")
     rows = await fetch(
-        "SELECT v.score, s.rebuffer_ratio, s.startup_ms, s.avg_bitrate_kbps, s.failed "
-        "FROM surveys v JOIN sessions s ON s.id = v.session_id "
-        f"WHERE v.shown_us >= {ph[0]} AND v.shown_us < {ph[1]} AND v.outcome = 'answered' "
-        f"AND v.answered_us < {ph[2]} "
-        "AND (s.startup_ms IS NULL OR s.avg_bitrate_kbps IS NOT NULL) "
-        f"ORDER BY v.shown_us DESC, v.id DESC LIMIT {ph[3]}",
+        # The session's values as the survey row keeps them (schema 4): no join, and a
+        # session is stored exactly where its survey row's rebuffer_ratio is not null.
+        "SELECT score, rebuffer_ratio, startup_ms, avg_bitrate_kbps, failed FROM surveys "
+        f"WHERE shown_us >= {ph[0]} AND shown_us < {ph[1]} AND outcome = 'answered' "
+        f"AND answered_us < {ph[2]} AND {KNOWN} IS NOT NULL "
+        "AND (startup_ms IS NULL OR avg_bitrate_kbps IS NOT NULL) "
+        f"ORDER BY shown_us DESC, id DESC LIMIT {ph[3]}",
         (shown_from_us, to_us, to_us, max_rows),
     )
     return [TrainingRow(int(r[0]), float(r[1]), r[2], r[3], bool(r[4])) for r in rows]
