@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import MigrationRequiredError, SchemaError, SchemaTooNewError
+from ..fine_bins import fine_bin_pos
 from ..metrics import BY_NAME, bucket_index
 from .aggregate_sql import rebuild_params, rebuild_sql
-from .aggregates import day_sql, fine_bin_pos
+from .aggregates import day_sql
 from .schema import TABLE, TABLES, Dialect, ddl
 
 if TYPE_CHECKING:

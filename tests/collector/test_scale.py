@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from scipy import stats as sps
 
+from collector.fine_bins import FINE_EDGES, coarse_of_fine, fine_bin, metric_columns
 from collector.metrics import BY_NAME, NAMES, bucket_index
 from collector.model import Filters, Row, SessionRow, SurveyFact, SurveyRow
 from collector.report import build_report
 from collector.settings import Settings
 from collector.storage import Storage, make_storage
-from collector.storage.aggregates import FINE_EDGES, coarse_of_fine, fine_bin, metric_columns
 from collector.storage.migrations import LATEST
 from collector.storage.report_sql import plan
 from protocol.units import DAY_US
