@@ -10,7 +10,8 @@ store's own ingest path in write groups of 3,200 (32 uploads of 100 at once, as 
 benchmark's 32 uploaders send them), each run on a fresh store (a temporary SQLite file,
 or a PostgreSQL database made and dropped). Prints, per run, the total and the seconds
 spent in each operation, by name (the group's aggregate statements by table); and the
-median, min and max of the total over the runs.
+median, min and max of the total over the runs. To profile another commit's code, put
+it first on the path as ``bench/row_build.py``'s docstring shows.
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Appended: another commit's code put first on PYTHONPATH is the one profiled.
+sys.path.append(str(ROOT))
 
-from bench.ingest import BATCH, UPLOADERS, make_records  # noqa: E402
 from collector.ingest import rows_from_batch  # noqa: E402
 from collector.model import Row  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import make_storage  # noqa: E402
 from collector.storage import store_logic as logic  # noqa: E402
 from protocol import decode_batch, utcnow  # noqa: E402
+
+# isort: split
+# After the collector's modules: bench.ingest puts this checkout first on the path.
+from bench.ingest import BATCH, UPLOADERS, make_records  # noqa: E402
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
 _NAMES = ("mark surveyed", "agg_sessions", "flip surveyed", "agg_surveys", "agg_bins")
@@ -49,7 +54,12 @@ def _name(op: logic.Op, statements: tuple[str, ...]) -> str:
         for name, sql in zip(_NAMES, statements, strict=True):
             if op.sql == sql:
                 return name
-        return "publish " + op.sql.split()[2] if op.sql.startswith("INSERT INTO") else "other"
+        words = op.sql.split()
+        if "INTO" in words and words[words.index("INTO") + 1].startswith("agg_"):
+            return "fold " + words[words.index("INTO") + 1]  # a fold's upsert
+        if op.sql.startswith("DELETE FROM agg_"):
+            return "fold empty"
+        return "publish " + words[2] if op.sql.startswith("INSERT INTO") else "other"
     if isinstance(op, logic.Insert):
         return f"insert {op.table}"
     return type(op).__name__.lower()

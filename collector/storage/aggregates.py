@@ -29,6 +29,14 @@ segment filters read the detail. Levels 11 to 16 repeat levels 1 to 6 by hour (s
 primary keys in both SQLite and PostgreSQL: no filter may be empty, so ``''`` is never
 asked for.
 
+A write group does not spread its counts over the levels itself: it appends them, summed
+by hour and whole segment, to the table's *delta* (``agg_sessions_delta`` ..., see
+:data:`DELTA`), in its own transaction, and every so many records a write group *folds*
+the deltas into the levels (:mod:`collector.storage.aggregate_sql`). Deltas of many groups
+share hours and segments, so a fold spreads and upserts far fewer rows than the groups
+would have one by one. Every read of the aggregates adds the delta rows of its range
+(a delta row is a level-0 row by hour: every filter applies to it).
+
 Everything here is plain Python or SQL that both dialects accept, so that both backends
 keep the very same aggregates and answer the very same report.
 """
@@ -55,6 +63,11 @@ SEGMENT: Final = ("region", "model", "firmware", "channel", "content_type")
 KEY: Final = ("lvl", "day", *SEGMENT)
 #: The key of ``agg_bins``.
 BIN_KEY: Final = (*KEY, "metric", "bin")
+#: Each aggregate table's delta table: the counts of write groups not yet folded into the
+#: levels, a row per group, hour and whole segment (and metric and bin), appended.
+DELTA: Final = {t: f"{t}_delta" for t in ("agg_sessions", "agg_surveys", "agg_bins")}
+#: The columns a delta row is keyed by (not unique: a row per write group).
+DELTA_KEY: Final = ("hour", *SEGMENT)
 
 #: The session counts that are not a metric's buckets, each with the condition (SQL over
 #: a session row aliased ``{s}``) under which a session counts there. The start funnel
@@ -116,6 +129,8 @@ SURVEY_VEC: Final = (
 #: inside a bin to first order (see :func:`collector.report.bins_spearman`); integers, so
 #: both backends combine them exactly alike.
 BIN_VEC: Final = (*(f"s{i}" for i in range(11)), *(f"t{i}" for i in range(11)), "q", "pmin", "pmax")
+#: Vector columns whose sums over a write group may pass 2**31 (the others fit 32 bits).
+WIDE: Final = frozenset({"q"})
 #: How each column of :data:`BIN_VEC` combines (the others are summed).
 BIN_COMBINE: Final = {"pmin": "min", "pmax": "max"}
 _PMIN, _PMAX = BIN_VEC.index("pmin"), BIN_VEC.index("pmax")

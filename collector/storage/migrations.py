@@ -213,6 +213,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     # at ingest. Its columns stay null and its bucket counts zero: no backfill, no rebuild.
     # The index of the report's raw reads is made again to cover the new bucket.
     Migration(3, "the video_height metric", (AddMetric("video_height"),)),
+    # PLACEHOLDER for the merge: the impact branch's migration 4 (session values kept on
+    # survey rows) takes this number; this empty one only keeps the numbers consecutive.
+    Migration(4, "(nothing: reserved for another branch's migration)", ()),
+    # Write groups append their aggregate counts to delta tables, folded into the levels
+    # every so many records (collector.storage.aggregates): the tables are new and empty.
+    Migration(5, "the aggregates' delta tables",
+              (CreateTables(("agg_sessions_delta", "agg_surveys_delta", "agg_bins_delta")),)),
 )
 
 

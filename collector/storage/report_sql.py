@@ -27,6 +27,7 @@ from .aggregates import (
     _T0,
     BIN_COMBINE,
     BIN_VEC,
+    DELTA,
     HOURLY,
     LEVEL_OF,
     SEGMENT,
@@ -176,6 +177,32 @@ def _agg_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) 
     return " AND ".join(parts)
 
 
+def _delta_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
+    """The delta rows (by hour, whole segment) that belong to ``span``'s aggregate rows."""
+    lvl, a, b = span
+    per_hour = 1 if lvl >= HOURLY else 24
+    parts = ["true"]
+    if a is not None:
+        parts.append(f"hour >= {p.add(a * per_hour)}")
+    if b is not None:
+        parts.append(f"hour < {p.add(b * per_hour)}")
+    for c in SEGMENT:
+        value = getattr(f, c)
+        if value is not None:
+            parts.append(f"{c} = {p.add(value)}")
+    return " AND ".join(parts)
+
+
+def _agg_source(table: str, columns: Sequence[str], f: Filters, p: Params,
+                span: tuple[int, int | None, int | None]) -> str:
+    """``span``'s rows of ``table`` and of its delta (the write groups not yet folded), one
+    relation read by one statement: one snapshot, so a fold between them is never seen
+    half-done."""
+    cols = ", ".join(columns)
+    return (f"(SELECT {cols} FROM {table} WHERE {_agg_where(f, p, span)} UNION ALL "
+            f"SELECT {cols} FROM {DELTA[table]} WHERE {_delta_where(f, p, span)}) a")
+
+
 def _total(column: str) -> str:
     # PostgreSQL's sum(bigint) is numeric, which its driver turns into Decimal objects:
     # thousands of them cost more than the query. Cast back to a plain integer.
@@ -211,14 +238,14 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
     for span in pl.spans:
         for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
             p = Params(style)
-            where = _agg_where(f, p, span)
-            out.append(("agg", f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
+            source = _agg_source(table, vec, f, p, span)
+            out.append(("agg", f"SELECT {', '.join(_total(c) for c in vec)} FROM {source}",
                         p.values))
         p = Params(style)
-        where = _agg_where(f, p, span)
+        source = _agg_source("agg_bins", ("metric", "bin", *BIN_VEC), f, p, span)
         sums = ", ".join(_total(c) for c in BIN_VEC)
-        bq.append(("agg", f"SELECT metric, bin, {sums} FROM agg_bins "
-                   f"WHERE {where} GROUP BY metric, bin", p.values))
+        bq.append(("agg", f"SELECT metric, bin, {sums} FROM {source} GROUP BY metric, bin",
+                   p.values))
     for lo, hi in pl.raw:
         edge = replace(f, from_us=lo, to_us=hi)
         where, params = where_sessions(edge, style)
