@@ -20,6 +20,7 @@ from collector.settings import Settings
 from collector.storage import Storage, make_storage
 from collector.storage.migrations import LATEST
 from collector.storage.report_sql import plan
+from collector.storage.store_logic import FoldClock
 from protocol.units import DAY_US
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
@@ -193,6 +194,35 @@ async def test_incremental_aggregates_equal_rebuilt_and_report_equals_raw(store:
         rep = await build_report(store, f)
         assert rep == await raw_report(store, f), f
         check_against_contract(rep, rows, f)
+    await store.rebuild_aggregates()
+    assert await agg_tables(store) == incremental
+
+
+async def test_reports_count_the_deltas_folded_or_not(store: Storage) -> None:
+    """Write groups fold their deltas every so many records: reports, counts and segment
+    values read the levels plus what is not folded yet, the same before and after a fold."""
+    rows = dataset(21, 600)
+    half = len(rows) // 2
+    # Folds within the first half (every 150 records), none in the second.
+    store._fold = FoldClock(every=150)  # type: ignore[attr-defined]
+    await ingest_shuffled(store, rows[:half], 22)
+    store._fold = FoldClock(every=10**9)  # type: ignore[attr-defined]
+    store._fold.since = 0  # type: ignore[attr-defined]
+    await ingest_shuffled(store, rows[half:], 23)
+    fetch: Callable[..., Any] = store._fetch  # type: ignore[attr-defined]
+    pending = [(await fetch(f"SELECT count(*) FROM {t}_delta", []))[0][0]
+                for t in ("agg_sessions", "agg_surveys", "agg_bins")]
+    folded = (await fetch("SELECT count(*) FROM agg_sessions WHERE lvl = 1", []))[0][0]
+    assert all(pending) and folded, (pending, folded)
+    before = {i: await build_report(store, f) for i, f in enumerate(FILTERS)}
+    for i, f in enumerate(FILTERS):
+        check_against_contract(before[i], rows, f)
+    counts, segments = await store.counts(), await store.segment_values()
+    n_sessions = sum(1 for r in rows if isinstance(r, SessionRow))
+    assert counts == {"sessions": n_sessions, "surveys": len(rows) - n_sessions}
+    incremental = await agg_tables(store)  # folds what is pending
+    assert {i: await build_report(store, f) for i, f in enumerate(FILTERS)} == before
+    assert await store.counts() == counts and await store.segment_values() == segments
     await store.rebuild_aggregates()
     assert await agg_tables(store) == incremental
 
