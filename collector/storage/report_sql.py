@@ -163,34 +163,31 @@ def plan(f: Filters) -> Plan:
     return Plan(tuple(spans), tuple(raw))
 
 
-def _agg_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
-    lvl, a, b = span
-    parts = [f"lvl = {p.add(lvl)}"]
+def _where(f: Filters, p: Params, first: str, column: str, a: int | None, b: int | None) -> str:
+    """``first``, ``a <= column < b`` (either end open) and ``f``'s segment filters."""
+    parts = [first]
     if a is not None:
-        parts.append(f"day >= {p.add(a)}")
+        parts.append(f"{column} >= {p.add(a)}")
     if b is not None:
-        parts.append(f"day < {p.add(b)}")
+        parts.append(f"{column} < {p.add(b)}")
     for c in SEGMENT:
         value = getattr(f, c)
         if value is not None:
             parts.append(f"{c} = {p.add(value)}")
     return " AND ".join(parts)
+
+
+def _agg_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
+    lvl, a, b = span
+    return _where(f, p, f"lvl = {p.add(lvl)}", "day", a, b)
 
 
 def _delta_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
     """The delta rows (by hour, whole segment) that belong to ``span``'s aggregate rows."""
     lvl, a, b = span
     per_hour = 1 if lvl >= HOURLY else 24
-    parts = ["true"]
-    if a is not None:
-        parts.append(f"hour >= {p.add(a * per_hour)}")
-    if b is not None:
-        parts.append(f"hour < {p.add(b * per_hour)}")
-    for c in SEGMENT:
-        value = getattr(f, c)
-        if value is not None:
-            parts.append(f"{c} = {p.add(value)}")
-    return " AND ".join(parts)
+    return _where(f, p, "true", "hour", None if a is None else a * per_hour,
+                  None if b is None else b * per_hour)
 
 
 def _agg_source(table: str, columns: Sequence[str], f: Filters, p: Params,
