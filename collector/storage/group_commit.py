@@ -81,8 +81,7 @@ class _Pending:
 
 
 class GroupCommitQueue:
-    """Uploads wait here; a writer task writes everything already queued in one
-    transaction (``writers`` such tasks, each with a transaction of its own in flight).
+    """Uploads wait here; one task writes everything already queued in one transaction.
 
     Bounded by batches, not memory growth: when ``max_batches`` wait, :meth:`submit`
     raises :class:`OverloadedError` so the collector can answer 503 with Retry-After.
@@ -90,7 +89,7 @@ class GroupCommitQueue:
 
     def __init__(self, write_group: WriteGroup, *, name: str, max_batches: int,
                  max_records: int, retry_after_s: int,
-                 may_be_one_upload: MayBeOneUpload = lambda exc: True, writers: int = 1) -> None:
+                 may_be_one_upload: MayBeOneUpload = lambda exc: True) -> None:
         self._write_group = write_group
         self._may_be_one_upload = may_be_one_upload
         self._name = name
@@ -99,8 +98,7 @@ class GroupCommitQueue:
         self._retry_after_s = retry_after_s
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._waiting = 0
-        self._writers = writers
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def depth(self) -> int:
@@ -108,16 +106,15 @@ class GroupCommitQueue:
         return self._waiting
 
     def start(self) -> None:
-        """Start the writer tasks."""
-        self._tasks = [asyncio.create_task(self._run(), name=f"{self._name}-{i}")
-                       for i in range(self._writers)]
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        """Write what is queued, then end the writer tasks (each ends at one None)."""
-        for _ in self._tasks:
-            self._queue.put_nowait(None)
-        tasks, self._tasks = self._tasks, []
-        await asyncio.gather(*tasks)
+        """Write what is queued, then end the writer task."""
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+            self._task = None
 
     async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
         """Queue rows; answer per row whether it was new, once committed (raises

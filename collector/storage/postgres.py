@@ -85,14 +85,8 @@ log = logging.getLogger("collector.storage")
 _LOCK_CLASS = 0x4E5053  # "NPS"
 _LOCK_REBUILD = 2
 _LOCK_PARTITIONS = 3
-#: Folding the aggregates' deltas: one transaction at a time (the others' groups skip it).
+#: Folding the aggregates' deltas: one instance at a time (the others' groups skip it).
 _LOCK_FOLD = 4
-#: Write transactions one instance keeps in flight. Write groups append to the aggregates'
-#: deltas and no longer update shared aggregate rows, so concurrent groups do not queue
-#: behind each other's commit (as an instance's and another's never deadlock: record ids
-#: and session locks are taken in order); the database works on one while the other's
-#: answer travels or commits.
-_WRITERS = 2
 
 
 
@@ -227,7 +221,7 @@ class PostgresStorage(SqlStore):
         self._writes = GroupCommitQueue(
             self._write_group, name="postgres-writer", max_batches=settings.write_queue_batches,
             max_records=settings.group_commit_records, retry_after_s=settings.retry_after_s,
-            may_be_one_upload=_may_be_one_upload, writers=_WRITERS,
+            may_be_one_upload=_may_be_one_upload,
         )
         #: Partitions known to exist: only saves a round trip; the database decides.
         self._partitions: set[str] = set()
