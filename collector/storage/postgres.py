@@ -12,8 +12,10 @@ database:
   the same moment: both transactions take a transaction-level advisory lock on the
   session's id before looking for the other side, so the second one sees the first one's
   commit (READ COMMITTED takes a fresh snapshot per statement);
-* aggregates are updated with ``INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n``
-  in key order, so concurrent writers serialise on hot rows without deadlocking;
+* write groups append their aggregate counts to delta tables (no row two writers share);
+  a fold moves them into the aggregates with ``INSERT ... ON CONFLICT DO UPDATE SET n = n +
+  excluded.n`` in key order, one transaction at a time (a try-advisory lock the others
+  skip), so writers never wait on hot aggregate rows nor deadlock;
 * recomputing aggregates (deletions, retention) takes an exclusive advisory lock that
   every ingest transaction takes shared.
 
