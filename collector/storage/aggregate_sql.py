@@ -214,7 +214,7 @@ def _seg_of(alias: str, cols: Sequence[str] = SEGMENT) -> list[str]:
 
 
 def sessions_sql(dialect: str) -> str:
-    """The ``agg_sessions`` upsert of a group: its sessions ``{ns}``, and ``surveyed`` for
+    """The ``agg_sessions`` delta of a group: its sessions ``{ns}``, and ``surveyed`` for
     each earlier session whose first survey is among ``{nv}`` (run before
     :data:`FLIP_SURVEYED`)."""
     hour = unit_sql("s.started_us", HOUR_US)
@@ -239,7 +239,7 @@ _SURVEY_SEG: Final = ("region", "model", "firmware")
 
 
 def surveys_sql(dialect: str) -> str:
-    """The ``agg_surveys`` upsert of a group: its surveys ``{nv}`` under their session's
+    """The ``agg_surveys`` delta of a group: its surveys ``{nv}`` under their session's
     segment where known, and the earlier surveys whose session is among ``{ns}`` moved from
     channel ``''`` to it."""
     hour = unit_sql("v.shown_us", HOUR_US)
@@ -256,7 +256,7 @@ def surveys_sql(dialect: str) -> str:
 
 
 def bins_sql(dialect: str) -> str:
-    """The ``agg_bins`` upsert of a group: each answered survey of ``{nv}`` whose session is
+    """The ``agg_bins`` delta of a group: each answered survey of ``{nv}`` whose session is
     known, and each earlier answered survey whose session is among ``{ns}``, in its
     session's fine bin of every metric the session has."""
     hour = unit_sql("v.shown_us", HOUR_US)
@@ -275,7 +275,7 @@ def bins_sql(dialect: str) -> str:
 
 
 def group_sql(dialect: str) -> list[str]:
-    """The three upserts of a group, in the order every writer takes them."""
+    """The three delta appends of a group (see :func:`fold_statements` for the folds)."""
     return [sessions_sql(dialect), surveys_sql(dialect), bins_sql(dialect)]
 
 
