@@ -12,7 +12,7 @@ or a PostgreSQL database made and dropped). Prints, per run, the total and the s
 spent in each operation, by name (the group's aggregate statements by table); and the
 median, min and max of the total over the runs. ``--reports N`` then times N reports of
 each of three shapes (median ms), with the write groups' deltas as the ingest left them
-and again once folded (``--records 22400``: 19,200 records unfolded, the most a store
+and again once folded (``--records 22400``: 19,200 records unfolded, about the most a store
 holds short of a fold). To profile another commit's code, put
 it first on the path as ``bench/row_build.py``'s docstring shows.
 """
