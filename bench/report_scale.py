@@ -51,12 +51,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from collector.fine_bins import FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
 from collector.metrics import BY_NAME, bucket_index  # noqa: E402
 from collector.model import Filters, SessionRow  # noqa: E402
 from collector.report import build_report  # noqa: E402
 from collector.settings import Settings  # noqa: E402
 from collector.storage import Storage, make_storage  # noqa: E402
-from collector.storage.aggregates import FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
 from collector.storage.postgres import month_bounds  # noqa: E402
 from collector.storage.sql import SESSION_COLUMNS, SURVEY_COLUMNS, session_values  # noqa: E402
 from collector.storage.survey_session import fill_sql  # noqa: E402

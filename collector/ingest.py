@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from datetime import datetime
+from typing import Any, Final
 
 import orjson
 
@@ -12,9 +14,9 @@ from protocol.limits import CLOCK_SKEW_TOLERANCE_S
 from protocol.timefmt import MAX_US, MIN_US
 from protocol.units import SECOND_US
 
+from .fine_bins import COLUMNS_OF
 from .metrics import METRICS
-from .model import Row, SessionRow, SurveyRow
-from .storage.aggregates import metric_columns
+from .model import SESSION_HEAD, Row, SessionRow, SurveyRow
 
 
 def clock_shift_us(sent_at: datetime, received_at: datetime) -> int:
@@ -69,6 +71,24 @@ def rows_from_batch(batch: DecodedBatch, received_at: datetime) -> list[tuple[in
     return out
 
 
+#: The metrics' values of a :class:`protocol.types.Qos`, in table order.
+_METRIC_VALUES: Final = operator.attrgetter(*(m.source for m in METRICS))
+#: The metrics' column functions, in table order.
+_METRIC_COLUMNS: Final = tuple(COLUMNS_OF[m.name] for m in METRICS)
+#: SessionRow's fields picked from :data:`SESSION_HEAD`'s values followed by each metric's
+#: four columns: the row is built by position, as the per-record work is on the event loop.
+_SESSION_ORDER: Final = operator.itemgetter(*(
+    (*SESSION_HEAD, *(c for m in METRICS for c in m.columns)).index(f) for f in SessionRow._fields))
+
+
+def _session_row(head: tuple[Any, ...], qos: Any) -> SessionRow:
+    """A session row from its :data:`SESSION_HEAD` values and its QoS."""
+    values = list(head)
+    for columns, value in zip(_METRIC_COLUMNS, _METRIC_VALUES(qos), strict=True):
+        values += columns(value)
+    return SessionRow._make(_SESSION_ORDER(values))
+
+
 def _row(
     acc: Accepted, box_id: str, received_us: int, shift: int,
     model: str | None, firmware: str | None, region: str | None,
@@ -78,16 +98,12 @@ def _row(
     shift_s = shift / SECOND_US
     if isinstance(rec, SessionRecord):
         q = rec.qos
-        return SessionRow(
-            id=rec.id, box_id=box_id, received_us=received_us,
-            started_us=to_micros(rec.started_at) + shift, ended_us=to_micros(rec.ended_at) + shift,
-            channel=rec.channel, content_type=rec.content_type,
-            watch_s=q.watch_s, rebuffer_count=q.rebuffer_count, rebuffer_s=q.rebuffer_s,
-            bitrate_switches=q.bitrate_switches, failed=q.failed,
-            model=model, firmware=firmware, region=region, clock_shift_s=shift_s, raw=raw,
-            # Each metric's value, bucket, fine bin and position, from the metric table.
-            **metric_columns({m.name: getattr(q, m.source) for m in METRICS}),
-        )
+        # In SESSION_HEAD's order.
+        return _session_row((
+            rec.id, box_id, received_us, to_micros(rec.started_at) + shift,
+            to_micros(rec.ended_at) + shift, rec.channel, rec.content_type, q.watch_s,
+            q.rebuffer_count, q.rebuffer_s, q.bitrate_switches, q.failed, model, firmware,
+            region, shift_s, raw), q)
     assert isinstance(rec, SurveyRecord)
     return SurveyRow(
         id=rec.id, box_id=box_id, received_us=received_us, session_id=rec.session_id,

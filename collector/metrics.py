@@ -46,7 +46,7 @@ class Metric:
     #: ``[x, x]`` is written as the edge twice.
     edges: tuple[float | None, ...]
     #: The fine bins' geometric range (first edge above 0, last edge), see
-    #: ``collector.storage.aggregates.FINE_EDGES``.
+    #: ``collector.fine_bins.FINE_EDGES``.
     fine_range: tuple[float, float]
     #: Short prefix of the stored columns.
     prefix: str

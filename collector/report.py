@@ -8,11 +8,12 @@ from typing import Any
 from protocol import REASONS
 from protocol.nps import tally
 
+from .fine_bins import FINE_EDGES, coarse_of_fine
 from .metrics import BY_NAME, NAMES
 from .model import Filters
 from .stats import nps, nps_ci95, t_test_p_value
 from .storage import Storage
-from .storage.aggregates import BIN_VEC, FINE_EDGES, coarse_of_fine
+from .storage.aggregates import BIN_VEC
 from .storage.report_sql import ReportData
 
 

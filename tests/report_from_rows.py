@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from collector.fine_bins import fine_bin_pos
 from collector.metrics import NAMES
 from collector.model import Filters, SessionGroup, SurveyFact
 from collector.report import compute_report_data
 from collector.storage import Storage
-from collector.storage.aggregates import SURVEY_VEC, fine_bin_pos, session_counts
+from collector.storage.aggregates import SURVEY_VEC, session_counts
 from collector.storage.report_sql import ReportData
 from collector.storage.sql import session_group_row, session_groups_sql, where_sessions
 

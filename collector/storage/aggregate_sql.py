@@ -3,8 +3,9 @@
 Ingest keeps the aggregate tables (see :mod:`collector.storage.aggregates`) in the very
 transaction that stores the records, so an acknowledgement means the aggregates are on
 disk too. Nothing is counted in Python: each aggregate table gets one
-``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` over the rows of this write
-group, which the caller names as two relations (a dialect's choice, see
+``INSERT ... SELECT ... GROUP BY`` appending the counts of this write group, summed by
+hour and whole segment, to the table's delta (``agg_sessions_delta`` ...), over the rows of
+this write group, which the caller names as two relations (a dialect's choice, see
 :mod:`collector.storage.store_logic`):
 
 * ``{ns}``: the sessions stored by this group (with their ``surveyed`` flag already set);
@@ -19,14 +20,23 @@ What a group changes, by table:
   (counted -1 there) for their session's segment (+1);
 * ``agg_bins``: its answered surveys whose session is known, and the moved ones.
 
-Each statement first sums the group by hour and full segment (``d``), then spreads those
-sums over every level (see :func:`levels`). On PostgreSQL it writes the rows sorted by
-key: two collector instances on one database take the aggregate rows' locks in the same
-order, one table after the other (sessions, surveys, bins), so they never wait for each
-other in a cycle. One statement per table also keeps PostgreSQL's rule that an upsert
-touches a row once.
+Every so many records (:data:`~collector.storage.store_logic.FOLD_RECORDS`) a write group
+also *folds* the deltas (:func:`fold_sql`): per table one ``INSERT ... SELECT ... ON
+CONFLICT DO UPDATE`` sums the delta rows by hour and segment (``d``), spreads those sums
+over every level (see :func:`levels`) and empties the delta. Many groups' deltas share
+hours and segments, so a fold writes each aggregate row once where the groups would have
+written it once each: on a 30-day backlog a group of 3,200 records touched about 7,500
+aggregate rows, a fold of 20,000 records at most the 9,500 that 30 days of the benchmark's
+segments have (bench/README.md, issue 14). Reads add the delta rows of
+their range (:mod:`collector.storage.report_sql`). On PostgreSQL a fold takes the rows it
+folds with ``DELETE ... RETURNING`` (rows other instances append meanwhile wait for the
+next fold), one instance folds at a time (an advisory lock the others' groups skip), and
+the upserts are sorted by key all the same, one table after the other (sessions, surveys,
+bins). One statement per table also keeps PostgreSQL's rule that an upsert touches a row
+once.
 
-The SQL is the same text for SQLite and PostgreSQL and is generated from the vectors
+The SQL is the same text for SQLite and PostgreSQL (bar how a fold takes the delta rows
+and whether it sorts) and is generated from the vectors
 (:data:`~collector.storage.aggregates.SESSION_VEC`, ``SURVEY_VEC``, ``BIN_VEC``) and the
 metric list, so a new metric or level needs no change here.
 """
@@ -44,6 +54,8 @@ from .aggregates import (
     BIN_COMBINE,
     BIN_KEY,
     BIN_VEC,
+    DELTA,
+    DELTA_KEY,
     HOURLY,
     KEY,
     LEVEL_OF,
@@ -51,6 +63,7 @@ from .aggregates import (
     SEGMENT,
     SESSION_VEC,
     SURVEY_VEC,
+    WIDE,
     session_conditions,
     unit_sql,
 )
@@ -119,40 +132,73 @@ def _upsert_tail(table: str, key: Sequence[str], vec: Sequence[str], dialect: st
     return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(add(c) for c in vec)}"
 
 
-#: Vector columns whose sums over a group may pass 2**31.
-_WIDE: Final = frozenset({"q"})
-
-
-def _spread(table: str, key: Sequence[str], vec: Sequence[str], parts: Sequence[str],
-            dialect: str) -> str:
-    """The upsert of ``table`` from ``parts``: SELECTs answering ``hour``, the segment
-    columns, any extra key columns, then the vector, one row per record (or per group)."""
-    extra = [c for c in key if c not in KEY]
-    cols = ["hour", *SEGMENT, *extra]
-    # The group's sums as 32-bit integers (a group's counts are far below 2**31), so that
-    # PostgreSQL sums them over the levels as bigint: its sum of bigints is a numeric,
-    # several times slower. Only the sums of squared positions need 64 bits.
-    totals = ", ".join(f"{_combine(table, c)}({c}) AS {c}" if c in _WIDE else
+def _detail(table: str, key: Sequence[str], vec: Sequence[str], source: str) -> str:
+    """``source``'s rows summed by hour and whole segment (and ``key``'s extra columns)."""
+    cols = ["hour", *SEGMENT, *(c for c in key if c not in KEY)]
+    # The sums as 32-bit integers (a write group's, or a fold's, counts are far below
+    # 2**31), so that PostgreSQL sums them over the levels as bigint: its sum of bigints is
+    # a numeric, several times slower. Only the sums of squared positions need 64 bits.
+    totals = ", ".join(f"{_combine(table, c)}({c}) AS {c}" if c in WIDE else
                        f"CAST({_combine(table, c)}({c}) AS INTEGER) AS {c}" for c in vec)
-    detail = (f"SELECT {', '.join(cols)}, {totals} FROM ({' UNION ALL '.join(parts)}) u "
-              f"GROUP BY {', '.join(cols)}")
-    spread = []
-    sums = ", ".join(f"{_combine(table, c)}({c})" for c in vec)
+    return f"SELECT {', '.join(cols)}, {totals} FROM {source} GROUP BY {', '.join(cols)}"
+
+
+def _to_delta(table: str, key: Sequence[str], vec: Sequence[str], parts: Sequence[str]) -> str:
+    """The append of a write group's counts to ``table``'s delta from ``parts``: SELECTs
+    answering ``hour``, the segment columns, any extra key columns, then the vector, one
+    row per record (or per group)."""
+    extra = [c for c in key if c not in KEY]
+    return (f"INSERT INTO {DELTA[table]} ({', '.join((*DELTA_KEY, *extra, *vec))}) "
+            f"{_detail(table, key, vec, '(' + ' UNION ALL '.join(parts) + ') u')}")
+
+
+def fold_sql(table: str, dialect: str) -> list[str]:
+    """The fold of ``table``'s delta into its levels: the delta rows summed by hour and
+    segment (``d``), spread over every level (see :func:`levels`) and upserted, and the
+    delta emptied, in the caller's transaction."""
+    key, vec = {"agg_sessions": (KEY, SESSION_VEC), "agg_surveys": (KEY, SURVEY_VEC),
+                "agg_bins": (BIN_KEY, BIN_VEC)}[table]
+    extra = [c for c in key if c not in KEY]
+    sums = ", ".join(f"{_combine(table, c)}({c}) AS {c}" for c in vec)
+    # 32-bit again where h is summed once more (PostgreSQL: bigint sums, not numeric).
+    sums32 = ", ".join(f"{_combine(table, c)}({c}) AS {c}" if c in WIDE else
+                       f"CAST({_combine(table, c)}({c}) AS INTEGER) AS {c}" for c in vec)
+    by_hour = []
     for lvl, hourly, kept in levels():
-        time = "hour" if hourly else unit_sql("hour", 24)
-        seg = ", ".join(c if c in kept else "''" for c in SEGMENT)
-        group = ", ".join(["2", *kept, *extra])
-        spread.append(f"SELECT {lvl} AS lvl, {time} AS day, {seg}{''.join(', ' + c for c in extra)}, "
-                      f"{sums} FROM d GROUP BY {group}")
-    # Sorted on PostgreSQL, where several instances write (see the module's docstring);
-    # SQLite has one writer, and sorting 7,000 wide rows a group costs a sixth of the
-    # statement. WHERE true: SQLite needs it before ON CONFLICT (a parsing ambiguity).
-    order = "" if dialect == "sqlite" else \
-        " ORDER BY " + ", ".join(str(i + 1) for i in range(len(key)))
-    return (f"WITH d AS MATERIALIZED ({detail}) "
-            f"INSERT INTO {table} ({', '.join((*key, *vec))}) "
-            f"SELECT * FROM ({' UNION ALL '.join(spread)}) z WHERE true{order} "
-            f"{_upsert_tail(table, key, vec, dialect)}")
+        if hourly:
+            seg = ", ".join(f"{c if c in kept else repr('')} AS {c}" for c in SEGMENT)
+            by_hour.append(f"SELECT {lvl} AS lvl, hour AS day, {seg}{''.join(', ' + c for c in extra)}, "
+                           f"{sums32} FROM d GROUP BY {', '.join(['hour', *kept, *extra])}")
+    # The detail by day from d; the levels by hour from d (h), and the levels by day that
+    # keep one column or none from h's rows (far fewer than d's): each GROUP BY costs about
+    # its input rows, and 6 of the 13 now read h instead of d.
+    spread = [f"SELECT 0, {unit_sql('hour', 24)}, {', '.join(SEGMENT)}{''.join(', ' + c for c in extra)}, "
+              f"{sums} FROM d GROUP BY {', '.join(['2', *SEGMENT, *extra])}",
+              "SELECT * FROM h",
+              f"SELECT lvl - {HOURLY}, {unit_sql('day', 24)}, {', '.join((*SEGMENT, *extra))}, {sums} "
+              f"FROM h GROUP BY {', '.join(['lvl', '2', *SEGMENT, *extra])}"]
+    delta = DELTA[table]
+    if dialect == "sqlite":
+        # One writer: nothing is appended between the fold and the DELETE. Not sorted:
+        # no lock order to keep, and sorting thousands of wide rows costs a sixth.
+        moved, source, order, empty = "", delta, "", [f"DELETE FROM {delta}"]
+    else:
+        # Exactly the rows folded go (rows other instances append meanwhile stay for the
+        # next fold); the upserts sorted by key, so two folds never wait in a cycle.
+        moved = f"moved AS (DELETE FROM {delta} RETURNING *), "
+        source, empty = "moved", []
+        order = " ORDER BY " + ", ".join(str(i + 1) for i in range(len(key)))
+    # WHERE true: SQLite needs it before ON CONFLICT (a parsing ambiguity).
+    return [(f"WITH {moved}d AS MATERIALIZED ({_detail(table, key, vec, source)}), "
+             f"h AS MATERIALIZED ({' UNION ALL '.join(by_hour)}) "
+             f"INSERT INTO {table} ({', '.join((*key, *vec))}) "
+             f"SELECT * FROM ({' UNION ALL '.join(spread)}) z WHERE true{order} "
+             f"{_upsert_tail(table, key, vec, dialect)}"), *empty]
+
+
+def fold_statements(dialect: str) -> list[str]:
+    """The folds of the three tables, in the order every writer takes them."""
+    return [sql for table in DELTA for sql in fold_sql(table, dialect)]
 
 
 def _part(hour_of: str, seg: Sequence[str], extra: Sequence[str], counts: Sequence[str],
@@ -168,7 +214,7 @@ def _seg_of(alias: str, cols: Sequence[str] = SEGMENT) -> list[str]:
 
 
 def sessions_sql(dialect: str) -> str:
-    """The ``agg_sessions`` upsert of a group: its sessions ``{ns}``, and ``surveyed`` for
+    """The ``agg_sessions`` delta of a group: its sessions ``{ns}``, and ``surveyed`` for
     each earlier session whose first survey is among ``{nv}`` (run before
     :data:`FLIP_SURVEYED`)."""
     hour = unit_sql("s.started_us", HOUR_US)
@@ -177,7 +223,7 @@ def sessions_sql(dialect: str) -> str:
     flipped = _part(hour, _seg_of("s"), (), only_surveyed, SESSION_VEC,
                     "sessions s WHERE NOT s.surveyed AND s.id IN "
                     "(SELECT session_id FROM {nv} WHERE session_id IS NOT NULL)")
-    return _spread("agg_sessions", KEY, SESSION_VEC, [new, flipped], dialect)
+    return _to_delta("agg_sessions", KEY, SESSION_VEC, [new, flipped])
 
 
 #: Earlier sessions whose first survey is among ``{nv}`` are surveyed now.
@@ -193,7 +239,7 @@ _SURVEY_SEG: Final = ("region", "model", "firmware")
 
 
 def surveys_sql(dialect: str) -> str:
-    """The ``agg_surveys`` upsert of a group: its surveys ``{nv}`` under their session's
+    """The ``agg_surveys`` delta of a group: its surveys ``{nv}`` under their session's
     segment where known, and the earlier surveys whose session is among ``{ns}`` moved from
     channel ``''`` to it."""
     hour = unit_sql("v.shown_us", HOUR_US)
@@ -206,11 +252,11 @@ def surveys_sql(dialect: str) -> str:
         _part(hour, alone, (), counts, SURVEY_VEC, _MOVED, -1),
         _part(hour, joined, (), counts, SURVEY_VEC, _MOVED),
     ]
-    return _spread("agg_surveys", KEY, SURVEY_VEC, parts, dialect)
+    return _to_delta("agg_surveys", KEY, SURVEY_VEC, parts)
 
 
 def bins_sql(dialect: str) -> str:
-    """The ``agg_bins`` upsert of a group: each answered survey of ``{nv}`` whose session is
+    """The ``agg_bins`` delta of a group: each answered survey of ``{nv}`` whose session is
     known, and each earlier answered survey whose session is among ``{ns}``, in its
     session's fine bin of every metric the session has."""
     hour = unit_sql("v.shown_us", HOUR_US)
@@ -225,11 +271,11 @@ def bins_sql(dialect: str) -> str:
                        f"{_MOVED} AND {cond}"):
             parts.append(_part(hour, joined, extra, bin_counts("v", f"coalesce({pos}, 0)"),
                                BIN_VEC, source))
-    return _spread("agg_bins", BIN_KEY, BIN_VEC, parts, dialect)
+    return _to_delta("agg_bins", BIN_KEY, BIN_VEC, parts)
 
 
 def group_sql(dialect: str) -> list[str]:
-    """The three upserts of a group, in the order every writer takes them."""
+    """The three delta appends of a group (see :func:`fold_statements` for the folds)."""
     return [sessions_sql(dialect), surveys_sql(dialect), bins_sql(dialect)]
 
 
@@ -255,6 +301,8 @@ def rebuild_sql(style: str) -> list[tuple[str, str]]:
     for table in ("agg_sessions", "agg_surveys", "agg_bins"):
         stmts.append((f"DELETE FROM {table} WHERE lvl < {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "day"))
         stmts.append((f"DELETE FROM {table} WHERE lvl >= {HOURLY} AND day >= {ph(1)} AND day < {ph(2)}", "hour"))
+        # The days' deltas not yet folded: their records are among the rows counted now.
+        stmts.append((f"DELETE FROM {DELTA[table]} WHERE hour >= {ph(1)} AND hour < {ph(2)}", "hour"))
     group = ", ".join(str(i) for i in range(2, n_key + 1))
     # The detail by day (level 0) and, to derive the hourly levels from, by hour (level
     # HOURLY, removed at the end: no report reads the detail by hour).

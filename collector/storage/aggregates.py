@@ -13,7 +13,7 @@ the raw rows only for the partial days at the edges:
 * ``agg_bins``: answered surveys whose session is known, by day, segment, metric and
   *fine* bin of that session's metric: the count of each score. The contract's buckets
   are unions of fine bins, and Spearman's rho is computed from the fine bins (see
-  :data:`FINE_EDGES`).
+  :data:`collector.fine_bins.FINE_EDGES`).
 
 A survey's channel and content type are its session's, so a survey whose session has not
 arrived is kept under channel ``''`` (which no filter can ask for) and moved to its
@@ -29,21 +29,28 @@ segment filters read the detail. Levels 11 to 16 repeat levels 1 to 6 by hour (s
 primary keys in both SQLite and PostgreSQL: no filter may be empty, so ``''`` is never
 asked for.
 
+A write group does not spread its counts over the levels itself: it appends them, summed
+by hour and whole segment, to the table's *delta* (``agg_sessions_delta`` ..., see
+:data:`DELTA`), in its own transaction, and every so many records a write group *folds*
+the deltas into the levels (:mod:`collector.storage.aggregate_sql`). Deltas of many groups
+share hours and segments, so a fold spreads and upserts far fewer rows than the groups
+would have one by one. Every read of the aggregates adds the delta rows of its range
+(a delta row is a level-0 row by hour: every filter applies to it).
+
 Everything here is plain Python or SQL that both dialects accept, so that both backends
 keep the very same aggregates and answer the very same report.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 from protocol import REASONS
 from protocol.units import DAY_US
 
-from ..metrics import BY_NAME, METRICS, START, bucket_index
+from ..fine_bins import POS_SCALE
+from ..metrics import METRICS, START
 
 #: Levels ``HOURLY + 1`` to ``HOURLY + 6`` repeat levels 1 to 6 by UTC hour (their ``day``
 #: column holds the hour number): the report reads them for the whole hours of a range's
@@ -56,6 +63,11 @@ SEGMENT: Final = ("region", "model", "firmware", "channel", "content_type")
 KEY: Final = ("lvl", "day", *SEGMENT)
 #: The key of ``agg_bins``.
 BIN_KEY: Final = (*KEY, "metric", "bin")
+#: Each aggregate table's delta table: the counts of write groups not yet folded into the
+#: levels, a row per group, hour and whole segment (and metric and bin), appended.
+DELTA: Final = {t: f"{t}_delta" for t in ("agg_sessions", "agg_surveys", "agg_bins")}
+#: The columns a delta row is keyed by (not unique: a row per write group).
+DELTA_KEY: Final = ("hour", *SEGMENT)
 
 #: The session counts that are not a metric's buckets, each with the condition (SQL over
 #: a session row aliased ``{s}``) under which a session counts there. The start funnel
@@ -117,6 +129,8 @@ SURVEY_VEC: Final = (
 #: inside a bin to first order (see :func:`collector.report.bins_spearman`); integers, so
 #: both backends combine them exactly alike.
 BIN_VEC: Final = (*(f"s{i}" for i in range(11)), *(f"t{i}" for i in range(11)), "q", "pmin", "pmax")
+#: Vector columns whose sums over a write group may pass 2**31 (the others fit 32 bits).
+WIDE: Final = frozenset({"q"})
 #: How each column of :data:`BIN_VEC` combines (the others are summed).
 BIN_COMBINE: Final = {"pmin": "min", "pmax": "max"}
 _PMIN, _PMAX = BIN_VEC.index("pmin"), BIN_VEC.index("pmax")
@@ -125,90 +139,6 @@ _T0, _Q = BIN_VEC.index("t0"), BIN_VEC.index("q")
 
 #: Metric numbers in ``agg_bins.metric``: their index in the metric table.
 METRIC_ID: Final = {m.name: i for i, m in enumerate(METRICS)}
-#: A session's value inside its fine bin is kept as a position from 0 to this.
-POS_SCALE: Final = 1000
-
-# -- fine bins --------------------------------------------------------------------------------
-
-#: Each fine bin is 5 % wide (geometric): about 800 bins in all, so the aggregates of a day
-#: hold a few hundred bin rows whatever the number of records. Treating the values inside
-#: a bin as tied would move Spearman's rho by up to a few hundredths where values crowd
-#: into a few bins; the report therefore also ranks values inside a bin by their position
-#: in it (see :func:`collector.report.bins_spearman`), which brings the error under 0.002
-#: on skewed, tied and narrow data (the tests check the contract's 0.01 against scipy).
-_RATIO: Final = 1.05
-
-
-def _edges(start: float, stop: float, coarse: Iterable[float]) -> tuple[float, ...]:
-    out = {0.0, *(float(c) for c in coarse)}
-    x = start
-    while x < stop:
-        out.add(x)
-        x *= _RATIO
-    out.add(stop)
-    return tuple(sorted(out))
-
-
-#: Upper edges of the fine bins: bin ``i`` holds ``FINE_EDGES[i-1] < x <= FINE_EDGES[i]``,
-#: bin 0 holds exactly 0, and bin ``len(edges)`` everything above the last edge. Every edge
-#: of the contract's buckets is an edge here, so each fine bin lies in one bucket.
-FINE_EDGES: Final[dict[str, tuple[float, ...]]] = {
-    m.name: _edges(*m.fine_range, (b.hi for b in m.buckets if b.hi is not None))
-    for m in METRICS
-}
-
-
-def fine_bin(metric: str, value: float | None) -> int | None:
-    """The fine bin of a metric's value (None for a null metric)."""
-    if value is None or math.isnan(value):
-        return None
-    return bisect.bisect_left(FINE_EDGES[metric], value)
-
-
-def fine_bin_pos(metric: str, value: float | None) -> tuple[int | None, int | None]:
-    """The fine bin of ``value`` and where it lies inside it, 0 (lower edge) to 1000
-    (upper edge); the position is 0 in the bin of exact zeros and in the open bin above
-    the last edge. (None, None) for a null metric."""
-    if value is None or math.isnan(value):
-        return None, None
-    edges = FINE_EDGES[metric]
-    fine = bisect.bisect_left(edges, value)
-    if fine == 0 or fine >= len(edges):
-        return fine, 0
-    lo, hi = edges[fine - 1], edges[fine]
-    return fine, min(POS_SCALE, max(0, round((value - lo) / (hi - lo) * POS_SCALE)))
-
-
-def metric_columns(values: Mapping[str, float | None]) -> dict[str, Any]:
-    """A session's per-metric columns (value, bucket, fine bin, position; see
-    :attr:`collector.metrics.Metric.columns`) from its values by metric name (a metric
-    not given is null)."""
-    out: dict[str, Any] = {}
-    for m in METRICS:
-        value = values.get(m.name)
-        fine, pos = fine_bin_pos(m.name, value)
-        out[m.name] = value
-        out[m.bucket_column] = bucket_index(m.name, value)
-        out[m.fine_column] = fine
-        out[m.pos_column] = pos
-    return out
-
-
-def fine_pos(metric: str, value: float | None) -> int | None:
-    """Where ``value`` lies inside its fine bin (see :func:`fine_bin_pos`)."""
-    return fine_bin_pos(metric, value)[1]
-
-
-def coarse_of_fine(metric: str, fine: int) -> int:
-    """The contract bucket that fine bin ``fine`` lies in."""
-    edges = FINE_EDGES[metric]
-    if fine >= len(edges):
-        return len(BY_NAME[metric].buckets) - 1
-    idx = bucket_index(metric, edges[fine])
-    assert idx is not None
-    return idx
-
-
 def day_of(us: int) -> int:
     """The UTC day number of a time in µs (floor, also before 1970)."""
     return us // DAY_US

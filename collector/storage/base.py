@@ -157,6 +157,11 @@ class Storage(abc.ABC):
         to check them: they must come out equal to those kept on ingest)."""
 
     @abc.abstractmethod
+    async def fold_aggregates(self) -> None:
+        """Fold the aggregates' deltas (the counts of the latest write groups) into their
+        levels now; reads count them either way (a check of the aggregate tables needs it)."""
+
+    @abc.abstractmethod
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         """Known values of region, model, firmware, channel and content_type (at most
         ``limit`` each, sorted), for the dashboard's filter suggestions."""

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import MigrationRequiredError, SchemaError, SchemaTooNewError
+from ..fine_bins import fine_bin_pos
 from ..metrics import BY_NAME, bucket_index
 from .aggregate_sql import rebuild_params, rebuild_sql
-from .aggregates import day_sql, fine_bin_pos
+from .aggregates import day_sql
 from .schema import TABLE, TABLES, Dialect, ddl
 from .survey_session import fill_sql
 
@@ -226,6 +227,10 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         AddColumns("surveys", _V4_SURVEY_SESSION),
         RunSql(sqlite=(_V4_FILL,), postgresql=(_V4_FILL,)),
     )),
+    # Write groups append their aggregate counts to delta tables, folded into the levels
+    # every so many records (collector.storage.aggregates): the tables are new and empty.
+    Migration(5, "the aggregates' delta tables",
+              (CreateTables(("agg_sessions_delta", "agg_surveys_delta", "agg_bins_delta")),)),
 )
 
 

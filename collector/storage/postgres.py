@@ -12,8 +12,10 @@ database:
   the same moment: both transactions take a transaction-level advisory lock on the
   session's id before looking for the other side, so the second one sees the first one's
   commit (READ COMMITTED takes a fresh snapshot per statement);
-* aggregates are updated with ``INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n``
-  in key order, so concurrent writers serialise on hot rows without deadlocking;
+* write groups append their aggregate counts to delta tables (no row two writers share);
+  a fold moves them into the aggregates with ``INSERT ... ON CONFLICT DO UPDATE SET n = n +
+  excluded.n`` in key order, one transaction at a time (a try-advisory lock the others
+  skip), so writers never wait on hot aggregate rows nor deadlock;
 * recomputing aggregates (deletions, retention) takes an exclusive advisory lock that
   every ingest transaction takes shared.
 
@@ -54,8 +56,8 @@ from ..errors import ConfigError, SchemaError, StorageError, StoreClosedError, T
 from ..model import Filters, Row, SessionRow, SurveyRow, TokenInfo
 from ..settings import Settings
 from . import store_logic as logic
-from .aggregate_sql import day_ranges
-from .aggregates import HOURLY, day_of, day_sql
+from .aggregate_sql import day_ranges, fold_statements
+from .aggregates import DELTA, HOURLY, day_of, day_sql
 from .base import ExportRow
 from .group_commit import (
     GroupCommitQueue,
@@ -86,6 +88,8 @@ log = logging.getLogger("collector.storage")
 _LOCK_CLASS = 0x4E5053  # "NPS"
 _LOCK_REBUILD = 2
 _LOCK_PARTITIONS = 3
+#: Folding the aggregates' deltas: one instance at a time (the others' groups skip it).
+_LOCK_FOLD = 4
 
 
 
@@ -162,6 +166,7 @@ DIALECT = logic.Dialect(
     survey_table="new_surveys", survey_cond="true",
 )
 _GROUP_STATEMENTS = DIALECT.group_statements()
+_FOLD = tuple(fold_statements("postgresql"))
 #: Made in each write transaction where missing (so also behind pgbouncer, where the
 #: next transaction may run on another server connection); quiet when they exist.
 _NEW_TABLES = (
@@ -228,6 +233,7 @@ class PostgresStorage(SqlStore):
         #: Partitions known to exist: only saves a round trip; the database decides.
         self._partitions: set[str] = set()
         self._state = "new"
+        self._fold = logic.FoldClock()
 
     # -- life cycle ----------------------------------------------------------------------
     async def open(self) -> None:
@@ -339,7 +345,7 @@ class PostgresStorage(SqlStore):
         await self._write_group_partitions(every)
         for attempt in range(5):
             try:
-                refused, new, dropped = await self._write_transaction(uploads)
+                refused, new, dropped, folded = await self._write_transaction(uploads)
                 break
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 # Cannot happen with keys taken in order; should it, the database chose a
@@ -350,7 +356,8 @@ class PostgresStorage(SqlStore):
                 self._partitions.clear()
                 await self._write_group_partitions(every)
         else:
-            refused, new, dropped = await self._write_transaction(uploads)
+            refused, new, dropped, folded = await self._write_transaction(uploads)
+        self._fold.stored(len(every), folded)
         if dropped and self.outbox is not None:
             self.outbox.dropped(dropped)
         return results_of(uploads, refused, new)
@@ -374,7 +381,7 @@ class PostgresStorage(SqlStore):
 
     async def _write_transaction(
         self, uploads: list[Upload]
-    ) -> tuple[dict[int, TokenRefusedError], set[str], int]:
+    ) -> tuple[dict[int, TokenRefusedError], set[str], int, bool]:
         pool = self._pool
         assert pool is not None
         async with pool.acquire() as conn, conn.transaction():
@@ -399,9 +406,13 @@ class PostgresStorage(SqlStore):
             new = {str(r[0]) for r in returned}
             sessions = [r for i, r in first.items() if i in new and isinstance(r, SessionRow)]
             surveys = [r for i, r in first.items() if i in new and isinstance(r, SurveyRow)]
+            # A fold when due, unless another instance is folding (its fold takes these
+            # deltas, or the next of ours does).
+            fold = _FOLD if self._fold.due and await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_CLASS, _LOCK_FOLD) else ()
             try:
-                await logic.drive_async(logic.store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys),
-                                  _ops(conn))
+                await logic.drive_async(logic.store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys,
+                                                        fold), _ops(conn))
             except asyncpg.CheckViolationError as exc:
                 if "no partition" in str(exc) or \
                         str(getattr(exc, "constraint_name", "")).endswith("_default_outside"):
@@ -410,7 +421,7 @@ class PostgresStorage(SqlStore):
             # The alerts in the same transaction as the records that raise them.
             dropped = await write_postgres(conn, self.outbox, uploads,
                                            results_of(uploads, refused, new))
-        return refused, new, dropped
+        return refused, new, dropped, bool(fold)
 
     async def _locked(self, work: Any) -> Any:
         """logic.Run ``work(conn)`` in a transaction that excludes every ingest (aggregate rebuilds)."""
@@ -421,6 +432,19 @@ class PostgresStorage(SqlStore):
                 return await work(conn)
         except asyncpg.PostgresError as exc:
             raise StorageError(f"write failed: {exc}") from exc
+
+    async def fold_aggregates(self) -> None:
+        pool = self._check_open()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    f"SELECT pg_advisory_xact_lock_shared({_LOCK_CLASS}, {_LOCK_REBUILD}); "
+                    f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, {_LOCK_FOLD})")
+                for sql in _FOLD:
+                    await conn.execute(sql)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+        self._fold.stored(0, True)
 
     async def rebuild_aggregates(self) -> None:
         """Recompute every aggregate from the raw rows (after a bulk load, or to check)."""
@@ -552,6 +576,7 @@ class PostgresStorage(SqlStore):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE (lvl < {HOURLY} AND day < $1) "
                     f"OR (lvl >= {HOURLY} AND day < $2)", cut_day, cut_day * 24)
+                await conn.execute(f"DELETE FROM {DELTA[table]} WHERE hour < $1", cut_day * 24)
             await logic.drive_async(logic.rebuild_days(DIALECT, day_ranges(d for d in days if d >= cut_day)),
                               _ops(conn))
             return n

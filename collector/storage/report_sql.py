@@ -27,6 +27,7 @@ from .aggregates import (
     _T0,
     BIN_COMBINE,
     BIN_VEC,
+    DELTA,
     HOURLY,
     LEVEL_OF,
     SEGMENT,
@@ -162,18 +163,41 @@ def plan(f: Filters) -> Plan:
     return Plan(tuple(spans), tuple(raw))
 
 
-def _agg_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
-    lvl, a, b = span
-    parts = [f"lvl = {p.add(lvl)}"]
+def _where(f: Filters, p: Params, first: str, column: str, a: int | None, b: int | None) -> str:
+    """``first``, ``a <= column < b`` (either end open) and ``f``'s segment filters."""
+    parts = [first]
     if a is not None:
-        parts.append(f"day >= {p.add(a)}")
+        parts.append(f"{column} >= {p.add(a)}")
     if b is not None:
-        parts.append(f"day < {p.add(b)}")
+        parts.append(f"{column} < {p.add(b)}")
     for c in SEGMENT:
         value = getattr(f, c)
         if value is not None:
             parts.append(f"{c} = {p.add(value)}")
     return " AND ".join(parts)
+
+
+def _agg_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
+    lvl, a, b = span
+    return _where(f, p, f"lvl = {p.add(lvl)}", "day", a, b)
+
+
+def _delta_where(f: Filters, p: Params, span: tuple[int, int | None, int | None]) -> str:
+    """The delta rows (by hour, whole segment) that belong to ``span``'s aggregate rows."""
+    lvl, a, b = span
+    per_hour = 1 if lvl >= HOURLY else 24
+    return _where(f, p, "true", "hour", None if a is None else a * per_hour,
+                  None if b is None else b * per_hour)
+
+
+def _agg_source(table: str, columns: Sequence[str], f: Filters, p: Params,
+                span: tuple[int, int | None, int | None]) -> str:
+    """``span``'s rows of ``table`` and of its delta (the write groups not yet folded), one
+    relation read by one statement: one snapshot, so a fold between them is never seen
+    half-done."""
+    cols = ", ".join(columns)
+    return (f"(SELECT {cols} FROM {table} WHERE {_agg_where(f, p, span)} UNION ALL "
+            f"SELECT {cols} FROM {DELTA[table]} WHERE {_delta_where(f, p, span)}) a")
 
 
 def _total(column: str) -> str:
@@ -211,14 +235,14 @@ def report_queries(f: Filters, style: str) -> tuple[list[Query], list[Query], li
     for span in pl.spans:
         for table, vec, out in (("agg_sessions", SESSION_VEC, sq), ("agg_surveys", SURVEY_VEC, vq)):
             p = Params(style)
-            where = _agg_where(f, p, span)
-            out.append(("agg", f"SELECT {', '.join(_total(c) for c in vec)} FROM {table} WHERE {where}",
+            source = _agg_source(table, vec, f, p, span)
+            out.append(("agg", f"SELECT {', '.join(_total(c) for c in vec)} FROM {source}",
                         p.values))
         p = Params(style)
-        where = _agg_where(f, p, span)
+        source = _agg_source("agg_bins", ("metric", "bin", *BIN_VEC), f, p, span)
         sums = ", ".join(_total(c) for c in BIN_VEC)
-        bq.append(("agg", f"SELECT metric, bin, {sums} FROM agg_bins "
-                   f"WHERE {where} GROUP BY metric, bin", p.values))
+        bq.append(("agg", f"SELECT metric, bin, {sums} FROM {source} GROUP BY metric, bin",
+                   p.values))
     for lo, hi in pl.raw:
         edge = replace(f, from_us=lo, to_us=hi)
         where, params = where_sessions(edge, style)

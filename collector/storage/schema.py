@@ -39,10 +39,12 @@ from ..model import SESSION_HEAD, SessionRow, SurveyRow
 from .aggregates import (
     BIN_KEY,
     BIN_VEC,
+    DELTA,
     KEY,
     SEGMENT,
     SESSION_VEC,
     SURVEY_VEC,
+    WIDE,
 )
 from .survey_session import SESSION_VALUES
 
@@ -281,6 +283,16 @@ def _aggregate(name: str, key: Sequence[str], vec: Sequence[str],
                  pg_storage="fillfactor = 50")
 
 
+def _delta(name: str, vec: Sequence[str], extra_key: tuple[Column, ...] = ()) -> Table:
+    # Appended by write groups, emptied by folds: no key to keep unique. A group's counts
+    # fit 32 bits (PostgreSQL then sums them as bigint, not numeric), bar the wide ones.
+    return Table(DELTA[name], (Column("hour", "int32"), *_SEGMENT_COLUMNS, *extra_key,
+                               *(Column(c, "int64" if c in WIDE else "int32") for c in vec)),
+                 indexes=(Index(f"{DELTA[name]}_hour", ("hour",)),), derived=True)
+
+
+_BIN_EXTRA: Final = (Column("metric", "int16"), Column("bin", "int32"))
+
 TABLES: Final[tuple[Table, ...]] = (
     Table("nps_meta", (Column("key", "text"), Column("value", "text")), primary_key=("key",)),
     Table("box_tokens", (Column("token_hash", "bytes"), Column("box_id", "text"),
@@ -314,8 +326,10 @@ TABLES: Final[tuple[Table, ...]] = (
     )),
     _aggregate("agg_sessions", KEY, SESSION_VEC),
     _aggregate("agg_surveys", KEY, SURVEY_VEC),
-    _aggregate("agg_bins", BIN_KEY, BIN_VEC,
-               extra_key=(Column("metric", "int16"), Column("bin", "int32"))),
+    _aggregate("agg_bins", BIN_KEY, BIN_VEC, extra_key=_BIN_EXTRA),
+    _delta("agg_sessions", SESSION_VEC),
+    _delta("agg_surveys", SURVEY_VEC),
+    _delta("agg_bins", BIN_VEC, extra_key=_BIN_EXTRA),
     # The alert outbox (collector.storage.outbox).
     Table("alert_outbox", (Column("id", "text"), Column("box_id", "text"),
                            Column("created_us", "int64"), Column("body", "bytes")),

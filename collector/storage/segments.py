@@ -16,6 +16,7 @@ from typing import Any
 from ..metrics import METRICS, NAMES
 from ..model import Filters
 from .aggregate_sql import ANSWERED
+from .aggregates import DELTA
 from .sql import where_surveys
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
@@ -37,8 +38,10 @@ async def read_segment_values(fetch: Fetch, limit: int) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for column, sources in _SOURCES.items():
         # ``column`` and the table names are the constants above, never input.
+        # The deltas too: segments first seen in write groups not yet folded.
         union = " UNION ".join(
-            f"SELECT {column} AS v FROM {table} WHERE lvl = 0 AND {count} > 0 AND {column} <> ''"
+            f"SELECT {column} AS v FROM {table} WHERE lvl = 0 AND {count} > 0 AND {column} <> '' "
+            f"UNION SELECT {column} FROM {DELTA[table]} WHERE {count} > 0 AND {column} <> ''"
             for table, count in sources
         )
         rows = await fetch(f"SELECT DISTINCT v FROM ({union}) u ORDER BY v LIMIT {int(limit)}", ())

@@ -11,6 +11,7 @@ from protocol.nps import DETRACTOR_MAX
 
 from ..errors import StoreClosedError
 from ..model import Filters, Row, SurveyFact, TokenInfo, UploadAuth
+from .aggregates import DELTA
 from .base import BadQuality, DetractorRow, Storage
 from .group_commit import GroupCommitQueue
 from .impact_sql import ImpactData, read_impact_data
@@ -88,8 +89,10 @@ class SqlStore(Storage, abc.ABC):
         # what a readiness probe should cost.
         fetch, _ = self.sql_reader()
         rows = await fetch(
-            "SELECT (SELECT coalesce(sum(n), 0) FROM agg_sessions WHERE lvl = 1), "
-            "(SELECT coalesce(sum(shown), 0) FROM agg_surveys WHERE lvl = 1)", ())
+            "SELECT (SELECT coalesce(sum(n), 0) FROM agg_sessions WHERE lvl = 1) "
+            f"+ (SELECT coalesce(sum(n), 0) FROM {DELTA['agg_sessions']}), "
+            "(SELECT coalesce(sum(shown), 0) FROM agg_surveys WHERE lvl = 1) "
+            f"+ (SELECT coalesce(sum(shown), 0) FROM {DELTA['agg_surveys']})", ())
         return {"sessions": int(rows[0][0]), "surveys": int(rows[0][1])}
 
     async def lookup_token(self, token_hash: bytes) -> TokenInfo | None:

@@ -18,6 +18,7 @@ from ..errors import SchemaError, StorageError, StoreClosedError, TokenRefusedEr
 from ..model import Filters, SessionRow, SurveyRow, TokenInfo
 from . import group_commit
 from . import store_logic as logic
+from .aggregate_sql import fold_statements
 from .base import ExportRow
 from .migrations import upgrade_sqlite
 from .outbox import (
@@ -51,6 +52,7 @@ DIALECT = logic.Dialect(
     survey_table="surveys", survey_cond="surveys.rowid > ?2",
 )
 _GROUP_STATEMENTS = DIALECT.group_statements()
+_FOLD = tuple(fold_statements("sqlite"))
 
 
 class _Ops:
@@ -111,6 +113,7 @@ class SQLiteStorage(SqlStore):
             may_be_one_upload=_may_be_one_upload,
         )
         self._state = "new"
+        self._fold = logic.FoldClock()
 
     # -- life cycle ----------------------------------------------------------------------
     async def open(self) -> None:
@@ -161,14 +164,27 @@ class SQLiteStorage(SqlStore):
         self._check_open()
         await self._writer.run(lambda db: transaction(db, self._rebuild_all))
 
+    async def fold_aggregates(self) -> None:
+        self._check_open()
+
+        def fold(db: sqlite3.Connection) -> None:
+            for sql in _FOLD:
+                db.execute(sql)
+
+        await self._writer.run(lambda db: transaction(db, fold))
+        self._fold.stored(0, True)
+
     async def _write_group(self, uploads: list[group_commit.Upload]) -> list[group_commit.WriteResult]:
+        fold = _FOLD if self._fold.due else ()
+
         # The whole group, statements and aggregate deltas alike, in one hop to the writer.
         def write(db: sqlite3.Connection) -> tuple[list[group_commit.WriteResult], int]:
-            results = self._write_uploads(db, uploads)
+            results = self._write_uploads(db, uploads, fold)
             # The alerts in the same transaction as the records that raise them.
             return results, write_sqlite(db, self.outbox, uploads, results)
 
         results, dropped = await self._writer.run(lambda db: transaction(db, write))
+        self._fold.stored(sum(len(u.rows) for u in uploads), bool(fold))
         if dropped and self.outbox is not None:
             self.outbox.dropped(dropped)
         return results
@@ -189,7 +205,8 @@ class SQLiteStorage(SqlStore):
                 found[bytes.fromhex(token_hex)] = TokenInfo(box_id, bool(revoked))
         return group_commit.refusals(uploads, found)
 
-    def _write_uploads(self, db: sqlite3.Connection, uploads: list[group_commit.Upload]) -> list[group_commit.WriteResult]:
+    def _write_uploads(self, db: sqlite3.Connection, uploads: list[group_commit.Upload],
+                       fold: Sequence[str]) -> list[group_commit.WriteResult]:
         refused = self._refusals(db, uploads)
         # Nearly every group holds no record the store already has, so it is stored
         # straight away: a record held shows as a primary-key conflict, which rolls the
@@ -198,10 +215,10 @@ class SQLiteStorage(SqlStore):
         # asked for first, as no key catches them (a session's id among the surveys).
         db.execute("SAVEPOINT fresh")
         try:
-            results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, True))
+            results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, True), fold)
         except sqlite3.IntegrityError:
             db.execute("ROLLBACK TO fresh")
-            results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, False))
+            results = self._store_group(db, uploads, refused, self._held(db, uploads, refused, False), fold)
         db.execute("RELEASE fresh")
         return results
 
@@ -223,13 +240,13 @@ class SQLiteStorage(SqlStore):
         return held
 
     def _store_group(self, db: sqlite3.Connection, uploads: list[group_commit.Upload],
-                     refused: dict[int, TokenRefusedError], held: set[str]) -> list[group_commit.WriteResult]:
+                     refused: dict[int, TokenRefusedError], held: set[str],
+                     fold: Sequence[str]) -> list[group_commit.WriteResult]:
         """Store the records of the group that are not ``held`` (nor earlier in the group)."""
         new = {i: r for i, r in group_commit.first_rows(uploads, refused).items() if i not in held}
         sessions = [r for r in new.values() if isinstance(r, SessionRow)]
         surveys = [r for r in new.values() if isinstance(r, SurveyRow)]
-        if sessions or surveys:
-            logic.drive_sync(logic.store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys), _Ops(db))
+        logic.drive_sync(logic.store_new(DIALECT, _GROUP_STATEMENTS, sessions, surveys, fold), _Ops(db))
         return group_commit.results_of(uploads, refused, set(new))
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:

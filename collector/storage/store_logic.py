@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from ..model import SessionRow, SurveyRow
 from .aggregate_sql import (
@@ -39,7 +39,7 @@ from .aggregate_sql import (
     sessions_sql,
     surveys_sql,
 )
-from .aggregates import day_of, day_sql
+from .aggregates import DELTA, day_of, day_sql
 from .survey_session import clear_sql, fill_sql, refill_all_sql
 
 _T = TypeVar("_T")
@@ -139,10 +139,38 @@ class Dialect:
                 self.fill(bins_sql(self.name)))
 
 
+#: A write group folds the aggregates' deltas into their levels once this many records
+#: were stored since the last fold: a fold of many groups' deltas spreads each hour and
+#: segment once instead of once a group, and reads add at most about this many delta rows.
+FOLD_RECORDS: Final = 20_000
+
+
+class FoldClock:
+    """When a write group folds: once :data:`FOLD_RECORDS` records were stored since the
+    last fold, and at the first group after the store opens (deltas an earlier run left)."""
+
+    def __init__(self, every: int = FOLD_RECORDS) -> None:
+        self.every = every
+        self.since = every
+
+    @property
+    def due(self) -> bool:
+        """Whether the next write group folds."""
+        return self.since >= self.every
+
+    def stored(self, records: int, folded: bool) -> None:
+        """A write group committed ``records`` records, folding or not."""
+        self.since = 0 if folded else self.since + records
+
+
 def store_new(d: Dialect, statements: tuple[str, str, str, str, str],
-              sessions: Sequence[SessionRow], surveys: Sequence[SurveyRow]) -> Steps[None]:
+              sessions: Sequence[SessionRow], surveys: Sequence[SurveyRow],
+              fold: Sequence[str] = ()) -> Steps[None]:
     """Insert a group's new records and keep the aggregates and surveyed flags, all in the
     caller's transaction; ``statements``: :meth:`Dialect.group_statements` (made once).
+    The group's counts go to the aggregates' deltas; ``fold``: the statements that fold
+    the deltas into the levels (:func:`~collector.storage.aggregate_sql.fold_statements`),
+    run after them, when the store says it is time.
 
     A survey and its session join in whatever order they arrive: a session whose survey
     is stored (earlier or now) is stored surveyed; an earlier session whose first survey
@@ -150,6 +178,8 @@ def store_new(d: Dialect, statements: tuple[str, str, str, str, str],
     aggregates of surveys come from the surveys joined to the sessions as stored now.
     """
     if not sessions and not surveys:
+        for sql in fold:
+            yield Run(sql)
         return
     mark, agg_sessions, flip, agg_surveys, agg_bins = statements
     yield Mark()
@@ -173,6 +203,8 @@ def store_new(d: Dialect, statements: tuple[str, str, str, str, str],
         yield Run(flip)
     yield Run(agg_surveys)
     yield Run(agg_bins)
+    for sql in fold:
+        yield Run(sql)
 
 
 def rebuild_days(d: Dialect, ranges: Sequence[tuple[int, int]]) -> Steps[None]:
@@ -193,6 +225,7 @@ def rebuild_all(d: Dialect) -> Steps[None]:
                      f"SELECT DISTINCT {day_sql('shown_us', d.name)} FROM surveys", fetch=True)
     for table in ("agg_sessions", "agg_surveys", "agg_bins"):
         yield Run(f"DELETE FROM {table}")
+        yield Run(f"DELETE FROM {DELTA[table]}")
     # Day by day: each statement reads one day's rows through the time indexes.
     yield from rebuild_days(d, [(int(r[0]), int(r[0]) + 1) for r in sorted(days)])
 

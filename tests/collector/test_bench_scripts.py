@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from bench.ingest import check_report, make_records
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +82,23 @@ def test_bomb_latency_benchmark_runs() -> None:
     (run,) = orjson.loads(done.stdout)
     assert run["idle"]["n"] > 0 and run["attack"]["n"] > 0
     assert run["ratio_median"] > 0 and run["bomb_answers"].get("200", 0) > 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_store_profile_runs(backend: str, request: pytest.FixtureRequest) -> None:
+    pg = []
+    if backend == "postgres":
+        request.getfixturevalue("postgres_database")  # a server answers (or the run says why not)
+        pg = ["--pg", f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_profile.py"), "--backend", backend,
+         "--records", "6400", "--runs", "1", "--reports", "1", *pg],
+        capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    run, summary = (orjson.loads(line) for line in done.stdout.splitlines())
+    assert run["records"] == summary["records"] == 6400
+    # Both write groups' appends and the first group's fold were timed, by table.
+    assert {"insert sessions", "agg_sessions", "fold agg_sessions"} <= set(run["ops_s"])
+    # The second group's 3,200 sessions were left unfolded, and reports read them.
+    assert run["unfolded_delta_rows"][0] > 0
+    assert set(run["report_ms_unfolded"]) == set(run["report_ms"]) == {"all", "7 days", "7 days, channel"}

@@ -187,13 +187,15 @@ def test_small_samples_are_exact_and_constant_sides_null() -> None:
 def test_ingest_columns_are_the_contract_bucket_and_the_fine_bin() -> None:
     # Ingest finds a value's bucket through its fine bin: checked against the contract's
     # words (tests/reference.py) at every edge, just past it, and at random.
-    from collector.storage.aggregates import fine_bin_pos, metric_columns
+    from collector.fine_bins import FINE_EDGES, fine_bin_pos, metric_columns
 
     rng = random.Random(5)
     for m in METRICS:
         edges = [hi for _, hi in contract.BUCKET_EDGES[m.name] if hi is not None]
         values: list[float | None] = [None, math.nan, 0, 0.0, 1e15]
-        values += [y for x in edges for y in (x, math.nextafter(x, math.inf), math.nextafter(x, -math.inf))]
+        # The bucket edges and every fine edge (where a position is 0 or 1000), ±1 ulp.
+        values += [y for x in (*edges, *FINE_EDGES[m.name])
+                   for y in (x, math.nextafter(x, math.inf), math.nextafter(x, -math.inf))]
         values += [rng.uniform(0, 2 * max(edges)) for _ in range(3000)]
         for x in values:
             if x is not None and x < 0:
