@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from collector.fine_bins import FINE_EDGES, metric_columns
 from collector.metrics import METRICS
 from collector.model import Row, SessionRow, SurveyRow
 from collector.settings import Settings
@@ -32,14 +33,8 @@ from collector.storage import Storage, make_storage
 from collector.storage import postgres as pg_store
 from collector.storage import sqlite as sqlite_store
 from collector.storage import store_logic as logic
-from collector.storage.aggregate_sql import day_ranges, rebuild_params
-from collector.storage.aggregates import (
-    BIN_VEC,
-    FINE_EDGES,
-    SESSION_VEC,
-    SURVEY_VEC,
-    metric_columns,
-)
+from collector.storage.aggregate_sql import day_ranges, fold_statements, rebuild_params
+from collector.storage.aggregates import BIN_VEC, DELTA, SESSION_VEC, SURVEY_VEC
 from collector.storage.sqlite_writer import transaction
 from protocol import REASONS
 from protocol.units import DAY_US, HOUR_US
@@ -62,8 +57,9 @@ Tables = dict[str, dict[Key, dict[str, int]]]
 @pytest.fixture
 async def live_store(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Storage]:
     """An open store whose write statements were built now, not at import (see above)."""
-    for module in (sqlite_store, pg_store):
+    for module, dialect in ((sqlite_store, "sqlite"), (pg_store, "postgresql")):
         monkeypatch.setattr(module, "_GROUP_STATEMENTS", module.DIALECT.group_statements())
+        monkeypatch.setattr(module, "_FOLD", tuple(fold_statements(dialect)))
     st = make_storage(Settings(db=db_url, admin_token=ADMIN))
     await st.open()
     try:
@@ -137,8 +133,12 @@ def _nonzero(table: str, vec: dict[str, int]) -> dict[str, int]:
 
 
 async def stored_tables(st: Storage) -> Tables:
-    """The store's aggregate tables, without all-zero rows, each row's non-zero columns."""
+    """The store's aggregate tables, without all-zero rows, each row's non-zero columns,
+    once the write groups' deltas are folded in (and the delta tables left empty)."""
     fetch: Callable[..., Any] = st._fetch  # type: ignore[attr-defined]
+    await st.fold_aggregates()
+    for delta in DELTA.values():
+        assert (await fetch(f"SELECT count(*) FROM {delta}", []))[0][0] == 0, delta
     out: Tables = {}
     for table, n_key, vec in (("agg_sessions", 7, SESSION_VEC), ("agg_surveys", 7, SURVEY_VEC),
                               ("agg_bins", 9, BIN_VEC)):
