@@ -274,11 +274,6 @@ def bins_sql(dialect: str) -> str:
     return _to_delta("agg_bins", BIN_KEY, BIN_VEC, parts)
 
 
-def group_sql(dialect: str) -> list[str]:
-    """The three delta appends of a group (see :func:`fold_statements` for the folds)."""
-    return [sessions_sql(dialect), surveys_sql(dialect), bins_sql(dialect)]
-
-
 # -- rebuilding from the raw rows (migration, bulk loads, deletions) ------------------------------
 
 def _sums(exprs: Iterable[str]) -> str:

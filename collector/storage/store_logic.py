@@ -118,10 +118,6 @@ class Dialect:
     survey_table: str
     survey_cond: str
 
-    def ph(self, i: int) -> str:
-        """The placeholder of the ``i``-th parameter (from 1)."""
-        return "?" if self.style == "?" else f"${i}"
-
     def in_ids(self, column: str) -> str:
         """``column`` is one of the ids bound with :class:`RunIds`."""
         return column + self.in_ids_param
