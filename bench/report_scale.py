@@ -59,6 +59,7 @@ from collector.storage import Storage, make_storage  # noqa: E402
 from collector.storage.aggregates import FINE_EDGES, POS_SCALE, fine_bin, fine_pos  # noqa: E402
 from collector.storage.postgres import month_bounds  # noqa: E402
 from collector.storage.sql import SESSION_COLUMNS, SURVEY_COLUMNS, session_values  # noqa: E402
+from collector.storage.survey_session import fill_sql  # noqa: E402
 from protocol.units import DAY_US  # noqa: E402
 from tests.report_from_rows import compute_report, session_groups  # noqa: E402
 
@@ -209,6 +210,8 @@ async def load_sqlite(path: Path, n: int, seed: int) -> float:
         conn.executemany(s_sql, sessions)
         conn.executemany(v_sql, surveys)
         conn.execute("COMMIT")
+    # The session values each survey row keeps (schema 4), as ingest would have set them.
+    conn.execute(fill_sql("surveys", "true"))
     conn.close()
     return time.perf_counter() - t
 
@@ -235,6 +238,8 @@ async def load_postgres(dsn: str, n: int, seed: int) -> float:
                 await conn.copy_records_to_table(
                     "record_ids", records=[(s[0], s[3]) for s in sessions] + [(v[0], v[4]) for v in surveys],
                     columns=("id", "t_us"))
+        # The session values each survey row keeps (schema 4), as ingest would have set them.
+        await conn.execute(fill_sql("surveys", "true"), timeout=86_400)
         await conn.execute("VACUUM ANALYZE")  # as autovacuum leaves an insert-mostly table
     finally:
         await conn.close()

@@ -46,6 +46,7 @@ from ..metrics import BY_NAME, bucket_index
 from .aggregate_sql import rebuild_params, rebuild_sql
 from .aggregates import day_sql, fine_bin_pos
 from .schema import TABLE, TABLES, Dialect, ddl
+from .survey_session import fill_sql
 
 if TYPE_CHECKING:
     import asyncpg
@@ -187,6 +188,12 @@ _V1_METRICS: Final = ("rebuffer_ratio", "avg_bitrate_kbps", "startup_ms")
 _V1_DERIVED: Final = ("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_pos")
 
 
+#: The session values a survey row keeps from schema 4 (see .survey_session), frozen.
+_V4_SURVEY_SESSION: Final = ("channel", "content_type", "rebuffer_ratio", "startup_ms",
+                             "avg_bitrate_kbps", "failed", "rb_bucket")
+_V4_FILL: Final = fill_sql("surveys", "true", columns=_V4_SURVEY_SESSION)
+
+
 def _fine_v1(values: tuple[Any, ...]) -> tuple[int | None, ...]:
     bins = [fine_bin_pos(m, v) for m, v in zip(_V1_METRICS, values, strict=True)]
     return (*(b[0] for b in bins), *(b[1] for b in bins))
@@ -212,6 +219,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     # at ingest. Its columns stay null and its bucket counts zero: no backfill, no rebuild.
     # The index of the report's raw reads is made again to cover the new bucket.
     Migration(3, "the video_height metric", (AddMetric("video_height"),)),
+    # GET /v1/impact read every survey's session through a join (a look-up per survey on
+    # SQLite, a scan of every session on PostgreSQL): each survey row now keeps the values
+    # it needs, copied from its session here and at ingest from now on.
+    Migration(4, "the session's values kept on each survey row", (
+        AddColumns("surveys", _V4_SURVEY_SESSION),
+        RunSql(sqlite=(_V4_FILL,), postgresql=(_V4_FILL,)),
+    )),
 )
 
 

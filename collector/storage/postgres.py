@@ -76,6 +76,7 @@ from .schema import PARTITION_MAX_US, PARTITION_MIN_US
 from .segments import Fetch
 from .sql import SESSION_COLUMNS, SURVEY_COLUMNS
 from .sql_store import SqlStore, export_sql
+from .survey_session import SESSION_VALUES, clear_sql
 
 log = logging.getLogger("collector.storage")
 
@@ -140,6 +141,7 @@ class _Retry(Exception):
     """The group meets a partition that was dropped meanwhile: make it and write again."""
 
 
+_SURVEY_TABLE = (*SURVEY_COLUMNS, *SESSION_VALUES)
 #: A group's new rows are copied into temporary tables first (``ON COMMIT DELETE ROWS``:
 #: empty in every transaction), marked, aggregated from, and moved into the partitioned
 #: tables by one statement each.
@@ -151,10 +153,12 @@ DIALECT = logic.Dialect(
     publish={
         "sessions": f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
                     f"SELECT {', '.join(SESSION_COLUMNS)} FROM new_sessions",
-        "surveys": f"INSERT INTO surveys ({', '.join(SURVEY_COLUMNS)}) "
-                   f"SELECT {', '.join(SURVEY_COLUMNS)} FROM new_surveys",
+        # With the session values filled in the temporary table (survey_session).
+        "surveys": f"INSERT INTO surveys ({', '.join(_SURVEY_TABLE)}) "
+                   f"SELECT {', '.join(_SURVEY_TABLE)} FROM new_surveys",
     },
     in_ids_param=" = ANY($1::uuid[])",
+    survey_table="new_surveys", survey_cond="true",
 )
 _GROUP_STATEMENTS = DIALECT.group_statements()
 #: Made in each write transaction where missing (so also behind pgbouncer, where the
@@ -521,6 +525,10 @@ class PostgresStorage(SqlStore):
             orphaned = [r[0] for r in await conn.fetch(
                 "SELECT DISTINCT s.id FROM sessions s JOIN surveys v ON v.session_id = s.id "
                 "WHERE v.shown_us < $1 AND s.started_us >= $1", cutoff_us)]
+            # Surveys kept whose session goes no longer know its values.
+            await conn.execute(clear_sql(
+                "shown_us >= $1 AND session_id IN (SELECT s.id FROM sessions s WHERE s.started_us < $1)"),
+                cutoff_us)
             n = 0
             for table in ("sessions", "surveys"):
                 for name, hi in await _partitions(conn, table):

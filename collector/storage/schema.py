@@ -14,9 +14,12 @@ partitioning. Where the dialects differ on purpose it is said here, once:
 
 The ``sessions`` columns derived from a QoS metric (its bucket, fine bin and position in
 the fine bin) and the aggregate tables' vectors are generated from the metrics, so a new
-metric changes this table by itself. :class:`~collector.model.SessionRow` and
+metric changes this table by itself. The ``surveys`` table ends with
+the session values each survey row keeps (:mod:`collector.storage.survey_session`),
+written by the store, not sent. :class:`~collector.model.SessionRow` and
 :class:`~collector.model.SurveyRow` are tuples bound as they are, so their field order
-must be the tables' column order: checked when this module is imported.
+must be the tables' column order (less ``surveyed`` and those session values): checked
+when this module is imported.
 
 A fresh database is made at the latest schema from here; an older one is brought to it
 by the numbered migrations in :mod:`collector.storage.migrations`.
@@ -25,7 +28,7 @@ by the numbered migrations in :mod:`collector.storage.migrations`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -41,6 +44,7 @@ from .aggregates import (
     SESSION_VEC,
     SURVEY_VEC,
 )
+from .survey_session import SESSION_VALUES
 
 Dialect = Literal["sqlite", "postgresql"]
 DIALECTS: Final[tuple[Dialect, ...]] = ("sqlite", "postgresql")
@@ -253,6 +257,13 @@ def _session_columns() -> tuple[Column, ...]:
     return (*(by_name[n] for n in SCHEMA1_SESSIONS), *later, Column("surveyed", "bool", default=False))
 
 
+def _survey_session_columns() -> tuple[Column, ...]:
+    """The session values a survey row keeps (:mod:`.survey_session`): typed as in
+    ``sessions``, null while the survey's session is not known."""
+    by_name = {c.name: c for c in _session_columns()}
+    return tuple(replace(by_name[n], nullable=True, default=None) for n in SESSION_VALUES)
+
+
 _SEGMENT_COLUMNS = tuple(Column(c, "text") for c in SEGMENT)
 
 
@@ -294,6 +305,8 @@ TABLES: Final[tuple[Table, ...]] = (
         Column("locale", "text", nullable=True), Column("model", "text", nullable=True),
         Column("firmware", "text", nullable=True), Column("region", "text", nullable=True),
         Column("clock_shift_s", "float"), Column("raw", "bytes"),
+        # Schema 4: the session's values, kept on the survey row (see .survey_session).
+        *_survey_session_columns(),
     ), primary_key=("id",), partition=Partition("shown_us"), indexes=(
         Index("surveys_shown", ("shown_us",)),
         Index("surveys_session", ("session_id",)),
@@ -326,9 +339,10 @@ def _check_rows() -> None:
     if (*SessionRow._fields, "surveyed") != sessions:
         raise AssertionError(f"SessionRow's fields {SessionRow._fields} are not the sessions "
                              f"table's columns {sessions} (less the last, surveyed)")
-    if SurveyRow._fields != TABLE["surveys"].column_names:
+    surveys = TABLE["surveys"].column_names
+    if (*SurveyRow._fields, *SESSION_VALUES) != surveys:
         raise AssertionError(f"SurveyRow's fields {SurveyRow._fields} are not the surveys "
-                             f"table's columns {TABLE['surveys'].column_names}")
+                             f"table's columns {surveys} (less the session values at the end)")
 
 
 _check_rows()

@@ -51,10 +51,11 @@ def where_sessions(f: Filters, style: str) -> tuple[str, list[Any]]:
     return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
 
 
-def where_surveys(f: Filters, style: str) -> tuple[str, list[Any]]:
+def where_surveys(f: Filters, style: str, session: str = "s") -> tuple[str, list[Any]]:
     """WHERE clause over ``surveys v LEFT JOIN sessions s``: a survey reaches the channel
     and content-type filters through its session, so a survey whose session has not
-    arrived is left out of such a query."""
+    arrived is left out of such a query. ``session="v"``: over ``surveys v`` alone, through
+    the session's values the survey row keeps (:mod:`.survey_session`), the same rows."""
     p = _Params(style)
     parts = []
     if f.from_us is not None:
@@ -68,7 +69,7 @@ def where_surveys(f: Filters, style: str) -> tuple[str, list[Any]]:
     for col in ("channel", "content_type"):
         value = getattr(f, col)
         if value is not None:
-            parts.append(f"s.{col} = {p.add(value)}")
+            parts.append(f"{session}.{col} = {p.add(value)}")
     return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
 
 

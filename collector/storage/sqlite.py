@@ -48,6 +48,7 @@ DIALECT = logic.Dialect(
     new_surveys="(SELECT * FROM surveys WHERE rowid > ?2)",
     mark_table="sessions", mark_cond="rowid > ?1", old_survey="v.rowid <= ?2",
     publish={}, in_ids_param=" IN ({ids})",
+    survey_table="surveys", survey_cond="surveys.rowid > ?2",
 )
 _GROUP_STATEMENTS = DIALECT.group_statements()
 

@@ -40,6 +40,7 @@ from .aggregate_sql import (
     surveys_sql,
 )
 from .aggregates import day_of, day_sql
+from .survey_session import clear_sql, fill_sql, refill_all_sql
 
 _T = TypeVar("_T")
 
@@ -111,6 +112,11 @@ class Dialect:
     publish: dict[str, str]
     #: The literal of a list of ids in a condition (the statement's only parameter).
     in_ids_param: str
+    #: Where the group's new surveys can be updated before they count, and the condition
+    #: that picks them there (SQLite: ``surveys`` above the rowid mark; PostgreSQL: the
+    #: temporary table, before it is published).
+    survey_table: str = "surveys"
+    survey_cond: str = "true"
 
     def ph(self, i: int) -> str:
         """The placeholder of the ``i``-th parameter (from 1)."""
@@ -149,6 +155,9 @@ def store_new(d: Dialect, statements: tuple[str, str, str, str, str],
     yield Mark()
     if surveys:
         yield Insert("surveys", surveys)
+        # Each survey keeps its session's values where the session was stored earlier
+        # (survey_session); a session of this group gives them below.
+        yield Run(fill_sql(d.survey_table, d.survey_cond))
         if "surveys" in d.publish:
             yield Run(d.publish["surveys"])
     if sessions:
@@ -156,6 +165,8 @@ def store_new(d: Dialect, statements: tuple[str, str, str, str, str],
         yield Run(mark)
         if "sessions" in d.publish:
             yield Run(d.publish["sessions"])
+        # The surveys (stored earlier or now) of this group's surveyed sessions.
+        yield Run(fill_sql("surveys", "s.surveyed", d.fill("{ns}")))
     # In the order every writer takes them (see aggregate_sql).
     yield Run(agg_sessions)
     if surveys:
@@ -174,7 +185,10 @@ def rebuild_days(d: Dialect, ranges: Sequence[tuple[int, int]]) -> Steps[None]:
 
 
 def rebuild_all(d: Dialect) -> Steps[None]:
-    """Recompute every aggregate from the raw rows."""
+    """Recompute every aggregate, and the session values kept on the survey rows, from the
+    raw rows."""
+    for sql in refill_all_sql():
+        yield Run(sql, long=True)
     days = yield Run(f"SELECT DISTINCT {day_sql('started_us', d.name)} FROM sessions UNION "
                      f"SELECT DISTINCT {day_sql('shown_us', d.name)} FROM surveys", fetch=True)
     for table in ("agg_sessions", "agg_surveys", "agg_bins"):
@@ -203,6 +217,9 @@ def delete_records(d: Dialect, session_cond: str, survey_cond: str, param: Any) 
     linked = [r[0] for r in (yield Run(
         f"SELECT DISTINCT v.session_id FROM surveys v WHERE {cond(survey_cond, 'v.')} "
         "AND v.session_id IS NOT NULL", (param,), fetch=True))]
+    # Surveys kept whose session goes no longer know its values.
+    yield Run(clear_sql(f"session_id IN (SELECT s.id FROM sessions s WHERE {cond(session_cond, 's.')})"),
+              (param,))
     gone = [r[0] for r in (yield Run(
         f"DELETE FROM sessions WHERE {cond(session_cond, '')} RETURNING id", (param,), fetch=True))]
     gone += [r[0] for r in (yield Run(

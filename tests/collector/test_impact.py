@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
+from collector import impact
 from collector.dashboard.openapi import openapi_document
 from collector.impact import impact_from_arrays
 from collector.settings import Settings
@@ -214,6 +215,19 @@ def test_equal_to_statsmodels(seed: int) -> None:
     # Every slope is estimated here (nothing planted to drop), and the two models differ.
     assert all(ref[m][n] is not None for m in ref for n in NAMES)
     assert ref["adjusted"]["rebuffer_pct"][0] != ref["unadjusted"]["rebuffer_pct"][0]
+
+
+@pytest.mark.parametrize("block", [64, 100])
+def test_equal_to_statsmodels_when_r_is_made_by_blocks(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R made from blocks of rows (as for large stores: collector.impact.r_factor), the
+    last block padded, some columns dropped: the same figures."""
+    monkeypatch.setattr(impact, "QR_BLOCK", block)
+    rows = make_rows(5, 1_111, 80)
+    ref = check(impact_from_arrays(**arrays(rows)), rows)
+    assert all(ref[m][n] is not None for m in ref for n in NAMES)
+    rows = make_rows(6, 901, 60, firmware="4.2.1", failed=False)
+    ref = check(impact_from_arrays(**arrays(rows)), rows)
+    assert ref["adjusted"]["failed"] is None and ref["adjusted"]["rebuffer_pct"] is not None
 
 
 def test_no_variation_drops_the_regressor() -> None:

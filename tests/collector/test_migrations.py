@@ -45,6 +45,7 @@ from collector.storage.schema import TABLE, ddl
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _admin, _run
 
 from .conftest import ADMIN, Api, serve
+from .test_survey_session import JOINED, KEPT
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = Path(__file__).parent / "fixtures" / "old_7759866"
@@ -221,6 +222,11 @@ async def test_old_store_migrates_with_the_report_unchanged(old_url: str, fresh_
     assert f"from schema version 1 to {LATEST}\n" in done.stderr
     assert await recorded_version(url) == str(LATEST)
     check_reports_unchanged(backend, await reports_of(url))
+    # Migration 4: each survey row keeps its session's values, as the join gives them.
+    kept = sorted(await select(url, KEPT), key=repr)
+    assert kept == sorted(await select(url, JOINED), key=repr)
+    known = [r for r in kept if r[3] is not None]
+    assert 0 < len(known) < len(kept)  # the fixture has surveys with and without a session
     # The migrated schema is the one the new code makes from nothing.
     assert await columns(url) == await fresh_columns(fresh_url)
     assert await indexes(url) == await indexes(fresh_url)

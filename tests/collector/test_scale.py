@@ -20,6 +20,7 @@ from collector.storage import Storage, make_storage
 from collector.storage.aggregates import FINE_EDGES, coarse_of_fine, fine_bin, metric_columns
 from collector.storage.migrations import LATEST
 from collector.storage.report_sql import plan
+from collector.storage.survey_session import SESSION_VALUES
 from protocol.units import DAY_US
 from tests import reference as contract
 from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
@@ -508,7 +509,7 @@ async def test_partition_dropped_by_another_instance_is_made_again(postgres_url:
 async def _as_schema_1(db_url: str, tmp_path: Any) -> None:
     """Turn a store of this code into what schema 1 (main at 7759866) kept: agg_sessions
     without the start funnel's counts, no video height (its index without the bucket),
-    version 1 recorded."""
+    no session values on the survey rows, version 1 recorded."""
     stmts = ["ALTER TABLE agg_sessions DROP COLUMN exited_before_start",
              "ALTER TABLE agg_sessions DROP COLUMN start_failures",
              # SQLite drops no indexed column: the index is made again without it.
@@ -518,6 +519,8 @@ async def _as_schema_1(db_url: str, tmp_path: Any) -> None:
                for c in BY_NAME["video_height"].count_columns),
              "CREATE INDEX sessions_started ON sessions "
              "(started_us, rb_bucket, br_bucket, su_bucket, failed, surveyed)",
+             # Nor the session values a survey row keeps (schema 4).
+             *(f"ALTER TABLE surveys DROP COLUMN {c}" for c in SESSION_VALUES),
              "UPDATE nps_meta SET value = '1' WHERE key = 'schema_version'"]
     if db_url.startswith("sqlite"):
         import sqlite3
@@ -560,7 +563,7 @@ async def test_store_of_schema_1_gains_the_start_funnel_and_video_height(
     try:
         fetch: Callable[..., Any] = st._fetch  # type: ignore[attr-defined]
         version = await fetch("SELECT value FROM nps_meta WHERE key = 'schema_version'", [])
-        assert version[0][0] == str(LATEST) == "3"
+        assert version[0][0] == str(LATEST) == "4"
         for f in FILTERS:
             check_against_contract(await build_report(st, f), rows, f)
         # Heights stored after the migration count.
