@@ -1,0 +1,78 @@
+"""The page does not wait on "What quality costs": ``/dashboard`` is served with a
+placeholder, and ``/dashboard/part/costs`` (which the page's script fetches once the rest
+is drawn; tests/dashboard/test_costs_browser.py checks what Chromium shows) gives the
+sections and the figures ``/dashboard/api/impact`` gives."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from collector.dashboard import views
+from collector.model import Filters
+from tests.collector.conftest import Api, batch, session_record, survey_record
+
+from .test_data_api import login_client
+
+
+async def _fleet(api: Api) -> None:
+    now = datetime.now(UTC).replace(hour=12)
+    for b in range(3):
+        box = f"stb-part-{b}"
+        token = await api.enrol(box)
+        records: list[dict[str, Any]] = []
+        for i in range(6):
+            s = session_record(started=now - timedelta(days=i % 3, minutes=i), rebuffer_s=30.0 * b,
+                               rebuffer_count=1 if b else 0)
+            records += [s, survey_record(session_id=s["id"], shown=now - timedelta(days=i % 3),
+                                         outcome="answered", score=9 - 3 * b)]
+        status, _ = await api.upload(token, batch(box, records))
+        assert status == 200
+
+
+async def test_page_is_served_without_waiting_on_impact(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _fleet(api)
+    base = str(api.client.make_url("")).rstrip("/")
+    # unsafe: the jar must keep cookies of an IP-address host (127.0.0.1).
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        await login_client(base, s)
+        query = {"from_day": (datetime.now(UTC) - timedelta(days=6)).date().isoformat()}
+        async with s.get(base + "/dashboard/part/costs", params=query) as r:
+            assert r.status == 200
+            part = await r.text()
+        # The sections, with the figures the script draws.
+        assert 'id="quality-costs"' in part and 'id="at-risk-table"' in part
+        found = re.search(r'<script type="application/json" id="impact-data">(.*?)</script>', part, re.S)
+        assert found is not None
+        figures = orjson.loads(html.unescape(found.group(1)).replace("\\u003c", "<"))
+        async with s.get(base + "/dashboard/api/impact", params=figures["filters"]) as r:
+            assert r.status == 200
+            assert figures == await r.json()
+        assert figures["filters"]["from"].startswith(query["from_day"])
+
+        # With the impact read never ending, the page is still served, with the placeholder
+        # that names the part's query; the part itself waits.
+        never = asyncio.Event()
+
+        async def stuck(request: Any, filters: Filters) -> dict[str, Any]:
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        monkeypatch.setattr(views, "impact_data", stuck)
+        async with s.get(base + "/dashboard", params=query, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            assert r.status == 200
+            page = await r.text()
+        assert 'id="costs-part"' in page and 'id="impact-data"' not in page
+        assert 'id="quality-costs"' not in page and "chart-timeline" in page
+        src = html.unescape(re.search(r'data-src="([^"]*)"', page).group(1))  # type: ignore[union-attr]
+        assert src.startswith("/dashboard/part/costs?") and f"from_day={query['from_day']}" in src
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.get(base + src, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                await r.text()
