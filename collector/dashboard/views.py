@@ -49,8 +49,8 @@ from .quality import (
     SMALL_N,
     at_risk_section,
     costs_section,
-    impact_rows,
     is_small_n,
+    metric_rows,
     reasons_ranked,
     small_n_flags,
     unknown_rows,
@@ -389,10 +389,14 @@ async def impact_data(request: web.Request, filters: Filters) -> dict[str, Any]:
     """What the "What quality costs" section shows: contract §6's figures as they are, and
     the what-if's points at every slider step, from the same rows."""
     store = request.app[STORE]
-    impact, facts = await asyncio.gather(compute_impact(store, filters), store.survey_facts(filters))
+    # One read of the survey rows for both: the estimator's rows are the what-if's.
+    data = await store.impact_data(filters)
+    impact = await compute_impact(store, filters, data)
+    rows = data.rows
     # Sorting a few hundred thousand values takes a second: off the event loop, so that
     # uploads keep being answered meanwhile.
-    steps = await asyncio.to_thread(lambda: whatif(impact_rows(facts), impact))
+    steps = await asyncio.to_thread(lambda: whatif(metric_rows(
+        rows.rebuffer_ratio.tolist(), rows.startup_ms.tolist(), rows.avg_bitrate_kbps.tolist()), impact))
     return {"filters": report_query(filters), "impact": impact, "whatif": steps}
 
 

@@ -16,8 +16,11 @@ import orjson
 import pytest
 
 from collector.dashboard import views
+from collector.dashboard.quality import impact_rows, metric_rows
 from collector.model import Filters
+from collector.storage import Storage
 from tests.collector.conftest import Api, batch, session_record, survey_record
+from tests.collector.test_scale import FILTERS, dataset, ingest_shuffled
 
 from .test_data_api import login_client
 
@@ -76,3 +79,16 @@ async def test_page_is_served_without_waiting_on_impact(api: Api, monkeypatch: p
         with pytest.raises(asyncio.TimeoutError):
             async with s.get(base + src, timeout=aiohttp.ClientTimeout(total=2)) as r:
                 await r.text()
+
+
+async def test_whatif_rows_from_the_estimators_read_are_the_joined_rows(store: Storage) -> None:
+    """The what-if's values come from ``/v1/impact``'s own read of the survey rows: the
+    same as from every survey joined to its session (:func:`impact_rows`), under filters."""
+    rows = dataset(71, 600)
+    await ingest_shuffled(store, rows, 72)
+    for f in FILTERS:
+        data = await store.impact_data(f)
+        r = data.rows
+        got = metric_rows(r.rebuffer_ratio.tolist(), r.startup_ms.tolist(), r.avg_bitrate_kbps.tolist())
+        assert got == impact_rows(await store.survey_facts(f)), f
+    assert len(got["startup_s"].values) > 0
