@@ -22,6 +22,9 @@ from collector.storage import Storage
 from tests.collector.conftest import Api, batch, session_record, survey_record
 from tests.collector.test_scale import FILTERS, dataset, ingest_shuffled
 
+from .conftest import ADMIN as DASH_ADMIN
+from .conftest import Collector
+from .test_costs_browser import load_costs_fleet
 from .test_data_api import login_client
 
 
@@ -92,3 +95,43 @@ async def test_whatif_rows_from_the_estimators_read_are_the_joined_rows(store: S
         got = metric_rows(r.rebuffer_ratio.tolist(), r.startup_ms.tolist(), r.avg_bitrate_kbps.tolist())
         assert got == impact_rows(await store.survey_facts(f)), f
     assert len(got["startup_s"].values) > 0
+
+
+async def test_chromium_draws_the_page_before_the_costs_part_arrives(
+        collector: Collector, http: aiohttp.ClientSession, page: Any) -> None:
+    """In Chromium: with the part's answer held back, the rest of the page is drawn and the
+    placeholder shows; released, the sections replace it. A failing part is said so, and
+    the rest of the page stays."""
+    await load_costs_fleet(http, collector)
+    held: list[Any] = []
+    mode = {"fail": False}
+
+    async def hold(route: Any) -> None:
+        if mode["fail"]:
+            await route.fulfill(status=500, body="boom")
+        else:
+            held.append(route)
+
+    await page.route("**/dashboard/part/costs*", hold)
+    await page.goto(collector.url + "/dashboard")
+    await page.fill("#token", DASH_ADMIN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(collector.url + "/dashboard")
+    await page.wait_for_selector("body[data-charts=main]")
+    assert len(held) == 1
+    assert await page.is_visible("#costs-loading") and await page.locator("#quality-costs").count() == 0
+    # The rest is there meanwhile: the headline figures, the time line, the buckets.
+    assert await page.locator("#chart-timeline").count() == 1
+    assert await page.locator("#chart-nps-rebuffer_ratio").count() == 1
+    await held[0].continue_()
+    await page.wait_for_selector("body[data-charts=ready]")
+    assert await page.locator("#costs-loading").count() == 0
+    assert await page.is_visible("#quality-costs") and await page.is_visible("#at-risk-table")
+    assert await page.locator("#chart-forest").count() == 1
+    assert page.problems == []
+
+    mode["fail"] = True
+    await page.reload()
+    await page.wait_for_selector("body[data-charts=ready]")
+    assert "Could not load this part: the collector answered 500" in await page.inner_text("#impact-unavailable")
+    assert await page.locator("#chart-timeline").count() == 1
