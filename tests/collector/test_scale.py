@@ -563,7 +563,7 @@ async def test_store_of_schema_1_gains_the_start_funnel_and_video_height(
     try:
         fetch: Callable[..., Any] = st._fetch  # type: ignore[attr-defined]
         version = await fetch("SELECT value FROM nps_meta WHERE key = 'schema_version'", [])
-        assert version[0][0] == str(LATEST) == "4"
+        assert version[0][0] == str(LATEST) == "6"
         for f in FILTERS:
             check_against_contract(await build_report(st, f), rows, f)
         # Heights stored after the migration count.
