@@ -14,8 +14,8 @@ Times, through the handlers' own functions on a mocked request of a real applica
 * ``/dashboard/api/data`` for 90 days by day (the issue's goal) and for the page's
   default (the 28 days up to today, by day), with its four reads timed apart once each:
   the period's report counts, the previous period's survey counts, the time line (survey
-  counts a day) and the surveys not answered by the bucket of their session (the one read
-  that joins surveys to sessions);
+  counts a day) and the surveys not answered by the bucket of their session (read from
+  the survey rows, which keep their session's values from schema 4 and 6);
 * the page's other reads for its default filters: the detractor list (50), the known
   segment values, the at-risk list (7 days, 50) and ``/dashboard/api/impact``.
 """

@@ -67,6 +67,7 @@ from .numeric import np, npt
 from .query import check_keys
 from .storage import Storage
 from .storage.at_risk import (
+    RISK_DECIMALS,
     BoxSums,
     Ranking,
     TrainingRow,
@@ -337,7 +338,7 @@ async def compute_at_risk(storage: Storage, *, to: datetime | None, window_days:
         answer = last.get(box_id)
         boxes.append({
             "box_id": box_id,
-            "risk": risk if risk_model.kind != "base_rate" else risk_model.base_rate,
+            "risk": risk if risk_model.kind != "base_rate" else round(risk_model.base_rate, RISK_DECIMALS),
             **box_figures(sums[box_id]),
             "last_score": answer.score if answer else None,
             "last_answered_at": format_rfc3339(from_micros(answer.answered_us)) if answer else None,

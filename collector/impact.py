@@ -430,10 +430,12 @@ def impact_from_data(data: ImpactData) -> dict[str, Any]:
         avg_bitrate_kbps=rows.avg_bitrate_kbps, failed=rows.failed, strata=data.strata)
 
 
-async def compute_impact(storage: Storage, query: Filters) -> dict[str, Any]:
-    """``GET /v1/impact`` for the report's filters ``query``: read the store, then compute
-    in a worker thread (numpy releases the GIL; the event loop keeps serving)."""
-    data = await storage.impact_data(query)
+async def compute_impact(storage: Storage, query: Filters, data: ImpactData | None = None) -> dict[str, Any]:
+    """``GET /v1/impact`` for the report's filters ``query``: read the store (unless
+    ``data``, its read for ``query``, is given), then compute in a worker thread (numpy
+    releases the GIL; the event loop keeps serving)."""
+    if data is None:
+        data = await storage.impact_data(query)
     try:
         return await asyncio.to_thread(impact_from_data, data)
     except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:

@@ -106,6 +106,7 @@ def setup_dashboard(app: web.Application) -> None:
     r.add_get("/dashboard/api/data", views.get_data)
     r.add_get("/dashboard/detractors.csv", views.get_detractors_csv)
     r.add_get("/dashboard/api/impact", views.get_impact)
+    r.add_get("/dashboard/part/costs", views.get_costs_part)
     r.add_get("/dashboard/api/at-risk", views.get_at_risk)
     r.add_get("/dashboard/at-risk.csv", views.get_at_risk_csv)
     r.add_get("/dashboard/static/{name}", get_static)

@@ -284,6 +284,23 @@ def openapi_document() -> dict[str, Any]:
         "AtRisk": _at_risk_schema(),
         **_dashboard_schemas(),
     }
+    page_params: list[dict[str, Any]] = [
+        *({"name": n, "in": "query", "required": False,
+           "description": "A UTC day, YYYY-MM-DD; `to_day` is included. Empty (as the "
+                          "form sends it): the last 28 days.",
+           "schema": {"type": "string", "anyOf": [{"format": "date"}, {"maxLength": 0}]}}
+          for n in ("from_day", "to_day")),
+        *({"name": n, "in": "query", "required": False,
+           "description": f"Only this {n}; empty means any.",
+           "schema": {"type": "string"}} for n in ("region", "model", "firmware", "channel")),
+        {"name": "content_type", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["", *CONTENT_TYPES]}},
+        {"name": "granularity", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["", "day", "week"]}},
+        {"name": "risk_days", "in": "query", "required": False,
+         "description": "The at-risk list's window, in days up to the period's end.",
+         "schema": {"type": "string", "enum": ["", "7", "14", "28", "90"]}},
+    ]
     paths: dict[str, Any] = {
         "/v1/batches": {"post": {
             "summary": "Upload a batch of records from one box",
@@ -380,23 +397,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "Without a session, a redirect to the login form.",
             # Optional: a browser without the cookie is sent to the login form (303).
             "security": [*dash, {}],
-            "parameters": [
-                *({"name": n, "in": "query", "required": False,
-                   "description": "A UTC day, YYYY-MM-DD; `to_day` is included. Empty (as the "
-                                  "form sends it): the last 28 days.",
-                   "schema": {"type": "string", "anyOf": [{"format": "date"}, {"maxLength": 0}]}}
-                  for n in ("from_day", "to_day")),
-                *({"name": n, "in": "query", "required": False,
-                   "description": f"Only this {n}; empty means any.",
-                   "schema": {"type": "string"}} for n in ("region", "model", "firmware", "channel")),
-                {"name": "content_type", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["", *CONTENT_TYPES]}},
-                {"name": "granularity", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["", "day", "week"]}},
-                {"name": "risk_days", "in": "query", "required": False,
-                 "description": "The at-risk list's window, in days up to the period's end.",
-                 "schema": {"type": "string", "enum": ["", "7", "14", "28", "90"]}},
-            ],
+            "parameters": page_params,
             "responses": {"200": html, "303": to_login,
                           "400": {"description": "A bad filter.", "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
@@ -415,6 +416,15 @@ def openapi_document() -> dict[str, Any]:
                                        "The figures."),
                           "400": _ADMIN_ERRORS["400"], "401": _error("unauthorized: not logged in."),
                           "403": _ADMIN_ERRORS["403"]},
+        }},
+        "/dashboard/part/costs": {"get": {
+            "summary": "The page's \"What quality costs\" and \"Who to call first\" sections (HTML)",
+            "description": "Fetched by the page's script once the rest is drawn: their read of "
+                           "every answered survey of the period takes seconds on a big store. "
+                           "The page's query.",
+            "security": [*dash, *admin], "parameters": page_params,
+            "responses": {"200": html, "400": _ADMIN_ERRORS["400"],
+                          "401": _error("unauthorized: not logged in."), "403": _ADMIN_ERRORS["403"]},
         }},
         "/dashboard/api/at-risk": {"get": {
             "summary": "Who to call first: contract section 7's answer (top 50 by default)",

@@ -85,22 +85,27 @@ class MetricRows:
 def impact_rows(facts: Sequence[SurveyFact]) -> dict[str, MetricRows]:
     """The what-if metrics over contract §6's rows: answered surveys whose session is
     known, less sessions that showed a frame but have no bitrate."""
-    rebuffer: list[float] = []
+    rows = [f for f in facts if f.outcome == "answered" and f.score is not None and f.has_session
+            and (f.value("startup_ms") is None or f.value("avg_bitrate_kbps") is not None)]
+    return metric_rows([f.value("rebuffer_ratio") or 0.0 for f in rows],
+                       [f.value("startup_ms") for f in rows],
+                       [f.value("avg_bitrate_kbps") for f in rows])
+
+
+def metric_rows(rebuffer_ratio: Sequence[float], startup_ms: Sequence[float | None],
+                avg_bitrate_kbps: Sequence[float | None]) -> dict[str, MetricRows]:
+    """The what-if metrics over §6's rows given column by column (as
+    :class:`~collector.storage.impact_sql.ImpactRows` holds them: a null startup or bitrate
+    None or NaN), in the units of the slopes."""
+    rebuffer = [100.0 * x for x in rebuffer_ratio]
     startup: list[float] = []
     bitrate: list[float] = []
-    n = 0
-    for f in facts:
-        if f.outcome != "answered" or f.score is None or not f.has_session:
-            continue
-        startup_ms, bitrate_kbps = f.value("startup_ms"), f.value("avg_bitrate_kbps")
-        framed = startup_ms is not None
-        if framed and bitrate_kbps is None:
-            continue
-        n += 1
-        rebuffer.append(100.0 * (f.value("rebuffer_ratio") or 0.0))
-        if startup_ms is not None and bitrate_kbps is not None:
-            startup.append(startup_ms / 1000.0)
-            bitrate.append(bitrate_kbps / 1000.0)
+    for su, br in zip(startup_ms, avg_bitrate_kbps, strict=True):
+        # A row with a frame has its bitrate (§6's rows); one without adds 0 to their gaps.
+        if su is not None and su == su and br is not None and br == br:
+            startup.append(su / 1000.0)
+            bitrate.append(br / 1000.0)
+    n = len(rebuffer)
     return {"rebuffer_pct": MetricRows.of(rebuffer, n), "startup_s": MetricRows.of(startup, n),
             "bitrate_mbps": MetricRows.of(bitrate, n)}
 

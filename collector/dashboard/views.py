@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -49,8 +49,8 @@ from .quality import (
     SMALL_N,
     at_risk_section,
     costs_section,
-    impact_rows,
     is_small_n,
+    metric_rows,
     reasons_ranked,
     small_n_flags,
     unknown_rows,
@@ -389,10 +389,14 @@ async def impact_data(request: web.Request, filters: Filters) -> dict[str, Any]:
     """What the "What quality costs" section shows: contract §6's figures as they are, and
     the what-if's points at every slider step, from the same rows."""
     store = request.app[STORE]
-    impact, facts = await asyncio.gather(compute_impact(store, filters), store.survey_facts(filters))
+    # One read of the survey rows for both: the estimator's rows are the what-if's.
+    data = await store.impact_data(filters)
+    impact = await compute_impact(store, filters, data)
+    rows = data.rows
     # Sorting a few hundred thousand values takes a second: off the event loop, so that
     # uploads keep being answered meanwhile.
-    steps = await asyncio.to_thread(lambda: whatif(impact_rows(facts), impact))
+    steps = await asyncio.to_thread(lambda: whatif(metric_rows(
+        rows.rebuffer_ratio.tolist(), rows.startup_ms.tolist(), rows.avg_bitrate_kbps.tolist()), impact))
     return {"filters": report_query(filters), "impact": impact, "whatif": steps}
 
 
@@ -609,13 +613,12 @@ def _reasons(data: Mapping[str, Any]) -> str:
 @dataclasses.dataclass(frozen=True, slots=True)
 class CostsPart:
     """The "What quality costs" part of the page: the figures (or why there are none), the
-    at-risk list (or why not) and its window, and the notes on the filters."""
+    at-risk list (or why not) and its window."""
 
     impact: dict[str, Any] | str
     at_risk: dict[str, Any] | str
     risk_days: int
     at_risk_query: str
-    notes: list[str]
 
 
 def _costs_html(data: Mapping[str, Any], values: Mapping[str, str], part: CostsPart) -> str:
@@ -631,13 +634,24 @@ def _costs_html(data: Mapping[str, Any], values: Mapping[str, str], part: CostsP
                                    segment, h.e)
 
 
+def costs_placeholder(values: Mapping[str, str]) -> str:
+    """Where the page's script puts :func:`get_costs_part`'s sections once the rest of the
+    page is drawn: ``/v1/impact``'s read of every answered survey of the period takes
+    seconds on a big store, and the page does not wait for it."""
+    query = urlencode({k: v for k, v in values.items() if v})
+    return (f'<div id="costs-part" data-src="/dashboard/part/costs?{h.e(query)}">'
+            '<section class="card" id="costs-loading"><h2>What quality costs</h2>'
+            '<p class="sub">Reading the answers of the period…</p></section></div>')
+
+
 def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: Session,
                    detractors: list[DetractorRow], csv_query: str,
-                   known: Mapping[str, list[str]], part: CostsPart | None = None) -> str:
-    """The whole dashboard page."""
+                   known: Mapping[str, list[str]], notes_said: Sequence[str] = (),
+                   costs: str = "") -> str:
+    """The whole dashboard page; ``costs`` is what stands for "What quality costs" and
+    "Who to call first" (:func:`costs_placeholder`, or nothing)."""
     f = data["filters"]
-    notes = "" if part is None else "".join(
-        f'<p class="notice" role="status">{h.e(n)}</p>' for n in part.notes)
+    notes = "".join(f'<p class="notice" role="status">{h.e(n)}</p>' for n in notes_said)
     c = data["comparison"]
     period = f'{h.e(f["from"])} ≤ t &lt; {h.e(f["to"])}'
     if not detractors:
@@ -661,7 +675,7 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         f"{notes}{_kpis(data)}"
         '<section class="card"><h2>NPS over time <span class="sub">with its 95 % interval</span></h2>'
         '<div class="chart wide"><canvas id="chart-timeline" aria-label="NPS over time"></canvas></div></section>'
-        f'{"" if part is None else _costs_html(data, values, part)}'
+        f"{costs}"
         f"{_qos_tables(data)}"
         '<div class="row2 scores"><section class="card"><h2>Scores</h2>'
         '<div class="chart"><canvas id="chart-histogram" aria-label="Score histogram"></canvas></div></section>'
@@ -675,8 +689,6 @@ def dashboard_page(data: Mapping[str, Any], values: Mapping[str, str], session: 
         f"{det_body}</section>"
         "</main>"
         f'<script type="application/json" id="dash-data">{h.json_for_script(data)}</script>'
-        + ("" if part is None or isinstance(part.impact, str) else
-           f'<script type="application/json" id="impact-data">{h.json_for_script(part.impact)}</script>')
     )
     return h.page("NPS dashboard", body, scripts=("chart.umd.min.js", "dashboard.js"))
 
@@ -696,20 +708,37 @@ async def get_dashboard(request: web.Request) -> web.Response:
     # The known values first: a segment typed in another case is matched to the stored one.
     known = await _segment_values(request)
     filters, notes = match_known(filters, values, known)
-    days = int(values["risk_days"])
-    end_us = risk_end_us(filters)
-    data, detractors, impact, at_risk = await asyncio.gather(
+    data, detractors = await asyncio.gather(
         dashboard_data(request, filters, granularity),
         _detractors(request, filters, PAGE_DETRACTORS),
+    )
+    return html_response(dashboard_page(data, values, session, detractors,
+                                        urlencode(report_query(filters)), known, notes,
+                                        costs_placeholder(values)))
+
+
+async def get_costs_part(request: web.Request) -> web.Response:
+    """``GET /dashboard/part/costs`` (the page's query): the "What quality costs" and "Who
+    to call first" sections as HTML, with the figures the page's script draws; fetched by
+    the page once the rest is drawn (see :func:`costs_placeholder`)."""
+    await require_session(request)
+    filters, values, _ = page_filters(request.query)
+    filters, _ = match_known(filters, values, await _segment_values(request))
+    days = int(values["risk_days"])
+    end_us = risk_end_us(filters)
+    store = request.app[STORE]
+    counts, impact, at_risk = await asyncio.gather(
+        store.report_data(filters),
         _part(impact_data(request, filters)),
         _part(compute_at_risk(
-            request.app[STORE], to=from_us(end_us),
-            window_days=days, limit=PAGE_AT_RISK, region=filters.region, model=filters.model,
-            firmware=filters.firmware)),
+            store, to=from_us(end_us), window_days=days, limit=PAGE_AT_RISK,
+            region=filters.region, model=filters.model, firmware=filters.firmware)),
     )
-    part = CostsPart(impact, at_risk, days, at_risk_link(filters, days, end_us), notes)
-    return html_response(dashboard_page(data, values, session, detractors,
-                                        urlencode(report_query(filters)), known, part))
+    part = CostsPart(impact, at_risk, days, at_risk_link(filters, days, end_us))
+    body = _costs_html({"report": compute_report_data(counts)}, values, part)
+    if not isinstance(impact, str):
+        body += f'<script type="application/json" id="impact-data">{h.json_for_script(impact)}</script>'
+    return html_response(body)
 
 
 async def _part(work: Awaitable[dict[str, Any]]) -> dict[str, Any] | str:

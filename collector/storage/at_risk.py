@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..model import Filters
 from .segments import Fetch
@@ -67,6 +67,13 @@ class LastAnswer:
 #: bitrate_mbps, failed, no_start; then the values put in for a session without a
 #: startup time or bitrate.
 Ranking = tuple[float, float, float, float, float, float, float, float]
+#: Decimal places a box's risk is rounded to, in the answer and the ranking, so that the
+#: order does not depend on the order the database adds its sessions' probabilities in
+#: (see :func:`read_ranked_boxes`). The mean of n probabilities is off by at most about
+#: n · 1.1e-16 whatever the order, far below the 5e-13 of a rounding to twelve places for
+#: any box's sessions in a window (a risk rounded there can still land either side of a
+#: rounding boundary when it lies within that error of one: rare, not impossible).
+RISK_DECIMALS: Final = 12
 
 
 def _f8(value: float, style: str) -> str:
@@ -124,7 +131,9 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     """(box_id, risk) of the first ``limit`` boxes with a session in ``window``
     (``from_us``/``to_us`` by ``started_us``; ``region``, ``model``, ``firmware`` against
     each session's batch attributes), riskiest first, then by ``box_id`` in code-point
-    order.
+    order. The risk is rounded to :data:`RISK_DECIMALS` decimal places before it is
+    ranked, so that boxes whose means differ only by the rounding of their additions
+    (whose order PostgreSQL's parallel plans vary) tie and go by ``box_id``.
 
     A box's risk is the mean over its window's sessions of the logistic model
     ``ranking`` gives each session (see :mod:`collector.at_risk`): computed and ranked
@@ -166,11 +175,17 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     # Code points: SQLite's BINARY collation compares UTF-8 bytes, which orders as code
     # points; PostgreSQL needs the "C" collation for that whatever the database's is.
     order_id = "box_id" if style == "?" else 'box_id COLLATE "C"'
+    # Rounded to RISK_DECIMALS places, in the answer and in the order alike: a mean of
+    # doubles depends in its last bits on the order they are added, which PostgreSQL's
+    # parallel aggregation changes from run to run; rounded, risks that differ by that
+    # alone are equal and ordered by box_id, the same on every run.
+    rounded = (f"round(risk, {RISK_DECIMALS})" if style == "?"
+               else f"CAST(round(CAST(risk AS numeric), {RISK_DECIMALS}) AS DOUBLE PRECISION)")
     rows = await fetch(
         f"WITH s AS (SELECT box_id, {eta} AS eta FROM sessions WHERE {where}), "
         f"b AS (SELECT box_id, avg({k(1.0)} / ({k(1.0)} + exp(-({clamped})))) AS risk "
         "FROM s GROUP BY box_id) "
-        f"SELECT box_id, risk FROM b ORDER BY risk DESC, {order_id} LIMIT {add(limit)}",
+        f"SELECT box_id, {rounded} AS r FROM b ORDER BY r DESC, {order_id} LIMIT {add(limit)}",
         params,
     )
     return [(str(r[0]), float(r[1])) for r in rows]

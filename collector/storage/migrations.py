@@ -193,6 +193,9 @@ _V1_DERIVED: Final = ("rb_fine", "br_fine", "su_fine", "rb_pos", "br_pos", "su_p
 _V4_SURVEY_SESSION: Final = ("channel", "content_type", "rebuffer_ratio", "startup_ms",
                              "avg_bitrate_kbps", "failed", "rb_bucket")
 _V4_FILL: Final = fill_sql("surveys", "true", columns=_V4_SURVEY_SESSION)
+#: Schema 6 adds the session's video height to the survey row, frozen.
+_V6_SURVEY_SESSION: Final = ("video_height",)
+_V6_FILL: Final = fill_sql("surveys", "true", columns=_V6_SURVEY_SESSION)
 
 
 def _fine_v1(values: tuple[Any, ...]) -> tuple[int | None, ...]:
@@ -231,6 +234,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     # every so many records (collector.storage.aggregates): the tables are new and empty.
     Migration(5, "the aggregates' delta tables",
               (CreateTables(("agg_sessions_delta", "agg_surveys_delta", "agg_bins_delta")),)),
+    # The dashboard's response rate by bucket joined each survey not answered to its
+    # session for the buckets; with every metric's value on the survey row it reads the
+    # survey rows alone. Schema 4 kept all but the video height: copied here.
+    Migration(6, "the session's video height kept on each survey row", (
+        AddColumns("surveys", _V6_SURVEY_SESSION),
+        RunSql(sqlite=(_V6_FILL,), postgresql=(_V6_FILL,)),
+    )),
 )
 
 

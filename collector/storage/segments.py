@@ -17,7 +17,7 @@ from ..metrics import METRICS, NAMES
 from ..model import Filters
 from .aggregate_sql import ANSWERED
 from .aggregates import DELTA
-from .sql import where_surveys
+from .sql import bucket_sql, where_surveys
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
 
@@ -74,14 +74,19 @@ async def read_unanswered_counts(fetch: Fetch, filters: Filters, style: str) -> 
     """Per metric, per bucket: the matching surveys *not* answered with a score (dismissed,
     timed out) whose session is known and has that metric. With the report's answered
     counts by bucket (its ``by_qos`` ``n``, read from the aggregates) they make
-    :func:`read_response_counts`' figures while joining only these surveys to their
-    sessions: about a third of them at the fleet's usual response rates."""
-    where, params = where_surveys(filters, style)
+    :func:`read_response_counts`' figures.
+
+    Read from the survey rows alone, no join: each keeps its session's values
+    (:mod:`.survey_session`, schema 4 and 6), null while the session is not known, and the
+    bucket of each value is computed here from the metric table (:func:`.sql.bucket_sql`),
+    as the session's own bucket column was at ingest. The channel and content-type
+    filters apply to the values kept too."""
+    where, params = where_surveys(filters, style, session="v")
     cond = f"NOT ({ANSWERED.format(v='v')})"
     where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-    cols = ", ".join(f"s.{m.bucket_column}" for m in METRICS)
+    cols = ", ".join(bucket_sql(m, f"v.{m.name}") for m in METRICS)
     rows = await fetch(
-        f"SELECT {cols}, count(*) FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
+        f"SELECT {cols}, count(*) FROM surveys v {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(METRICS)))}", params,
     )
     out = {m.name: [0] * len(m.buckets) for m in METRICS}

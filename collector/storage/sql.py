@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..metrics import METRICS
+from ..metrics import METRICS, Metric
 from ..model import Filters, SessionGroup, SessionRow, SurveyFact, SurveyRow
 
 #: The ``sessions`` table's columns: a :class:`SessionRow`'s fields, then ``surveyed``.
@@ -71,6 +71,23 @@ def where_surveys(f: Filters, style: str, session: str = "s") -> tuple[str, list
         if value is not None:
             parts.append(f"{session}.{col} = {p.add(value)}")
     return ("WHERE " + " AND ".join(parts) if parts else ""), p.values
+
+
+def bucket_sql(metric: Metric, value: str) -> str:
+    """SQL (both dialects) giving the index of the contract bucket of ``metric`` that the
+    expression ``value`` falls in, or NULL where it is null: what
+    :func:`collector.metrics.bucket_index` computes, written from the metric table's edges
+    (``lo < x <= hi``, the first bucket also taking ``x == lo``). The edges are written as
+    Python writes them (the shortest text that reads back as the same double), so a
+    double column is compared with the same double in SQLite and in PostgreSQL (where a
+    decimal constant is compared with a double as a double)."""
+    buckets = metric.buckets
+    lo = buckets[0].lo
+    arms = [f"WHEN {value} IS NULL THEN NULL", f"WHEN {value} < {lo!r} THEN NULL"]
+    arms += [f"WHEN {value} <= {b.hi!r} THEN {i}" for i, b in enumerate(buckets) if b.hi is not None]
+    # The last bucket is open above (checked by the metric table's edges ending in None).
+    assert buckets[-1].hi is None
+    return f"(CASE {' '.join(arms)} ELSE {len(buckets) - 1} END)"
 
 
 def session_groups_sql(where: str) -> str:

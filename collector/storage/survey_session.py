@@ -19,9 +19,11 @@ from typing import Final
 
 #: The session columns a survey row keeps, under the same names: the report's filters
 #: that reach a survey through its session (channel, content type), the estimator's QoS
-#: values and the response-adjusted NPS's stratum (the rebuffer bucket).
+#: values and the response-adjusted NPS's stratum (the rebuffer bucket); from schema 6
+#: the video height too, so that every metric of the metric table is on the survey row
+#: (the dashboard's response rate by bucket reads the survey rows alone).
 SESSION_VALUES: Final = ("channel", "content_type", "rebuffer_ratio", "startup_ms",
-                         "avg_bitrate_kbps", "failed", "rb_bucket")
+                         "avg_bitrate_kbps", "failed", "rb_bucket", "video_height")
 #: Null on a survey row means its session is not known (never null on a session).
 KNOWN: Final = "rebuffer_ratio"
 

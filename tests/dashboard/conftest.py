@@ -28,6 +28,7 @@ from tests.collector.conftest import (  # noqa: F401  (fixtures shared with test
     new_id,
     session_record,
     settings_factory,
+    store,
     survey_record,
 )
 

@@ -60,6 +60,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/dashboard/detractors.csv"): ADMIN_ONLY,
     ("GET", "/dashboard/api/impact"): ADMIN_ONLY,
     ("GET", "/dashboard/api/at-risk"): ADMIN_ONLY,
+    ("GET", "/dashboard/part/costs"): ADMIN_ONLY,
     ("GET", "/dashboard/at-risk.csv"): ADMIN_ONLY,
     ("GET", "/dashboard/static/{name}"): PUBLIC,
     ("GET", "/"): COOKIE_ONLY_303,  # a new user types the bare address
@@ -72,6 +73,7 @@ WITH_SESSION = {
     ("GET", "/dashboard/detractors.csv"): 200,
     ("GET", "/dashboard/api/impact"): 200,
     ("GET", "/dashboard/api/at-risk"): 200,
+    ("GET", "/dashboard/part/costs"): 200,
     ("GET", "/dashboard/at-risk.csv"): 200,
 }
 

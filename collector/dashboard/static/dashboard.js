@@ -152,8 +152,31 @@
     options: { indexAxis: "y", plugins: { legend: { display: false } },
                scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } }
   });
-  drawCosts();
-  document.body.setAttribute("data-charts", "ready");
+  // "What quality costs" and "Who to call first" come after the rest: their read of every
+  // answered survey of the period takes seconds on a big store, and the page does not
+  // wait for it. "ready" once they are drawn too (or said to be unavailable).
+  var costsPart = document.getElementById("costs-part");
+  function chartsReady() { document.body.setAttribute("data-charts", "ready"); }
+  if (!costsPart) {
+    chartsReady();
+  } else {
+    document.body.setAttribute("data-charts", "main");
+    fetch(costsPart.getAttribute("data-src"), { credentials: "same-origin" })
+      .then(function (r) {
+        if (!r.ok) { throw new Error("the collector answered " + r.status); }
+        return r.text();
+      })
+      .then(function (html) { costsPart.innerHTML = html; drawCosts(); })
+      .catch(function (err) {
+        var msg = document.createElement("p");
+        msg.className = "error";
+        msg.id = "impact-unavailable";
+        msg.textContent = "Could not load this part: " + err.message;
+        var loading = document.getElementById("costs-loading");
+        loading.replaceChildren(loading.firstElementChild, msg);
+      })
+      .then(chartsReady);
+  }
 
   // -- What quality costs ---------------------------------------------------------------------------
   function drawCosts() {
