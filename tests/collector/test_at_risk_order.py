@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import random
 
+from collector.fine_bins import metric_columns
 from collector.model import Filters
 from collector.storage import Storage
-from collector.storage.aggregates import metric_columns
 from collector.storage.at_risk import RISK_DECIMALS, Ranking, read_ranked_boxes
 
 from .test_scale import T0, session_row

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from collector.dashboard.analysis import qos_responses, unanswered_counts
+from collector.fine_bins import metric_columns
 from collector.metrics import METRICS, NAMES
 from collector.model import Filters, Row, SessionRow, SurveyRow
 from collector.report import compute_report_data
 from collector.storage import Storage
-from collector.storage.aggregates import metric_columns
 from collector.storage.sql import bucket_sql
 from tests import reference as contract
 from tests.collector.test_scale import (
