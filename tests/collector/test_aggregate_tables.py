@@ -336,6 +336,44 @@ async def test_a_large_group_and_its_resend(live_store: Storage) -> None:
     await check(live_store, rows)
 
 
+async def test_a_group_of_resends_alone_folds_when_a_fold_is_due(
+        live_store: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write group holding nothing new (every record a resend) still folds when a fold
+    is due: the deltas earlier groups left are folded, none stay."""
+    clock = logic.FoldClock(every=10**9)
+    monkeypatch.setattr(live_store, "_fold", clock)
+    fetch: Callable[..., Any] = live_store._fetch  # type: ignore[attr-defined]
+
+    async def deltas() -> int:
+        return sum([int((await fetch(f"SELECT count(*) FROM {t}", []))[0][0]) for t in DELTA.values()])
+
+    rows = records(33, 60)
+    clock.since = 0  # not due: the group's counts stay as deltas
+    assert await live_store.ingest(rows) == [True] * len(rows)
+    assert await deltas() > 0 and not clock.due
+    clock.since = clock.every  # due
+    assert await live_store.ingest(rows[:10]) == [False] * 10
+    assert await deltas() == 0 and not clock.due
+    await check(live_store, rows)
+
+
+def test_the_fold_clock_counts_records_since_the_last_fold() -> None:
+    """Due at first (deltas an earlier run left), then once ``every`` records were stored
+    since the last fold, counted from zero again after each fold."""
+    clock = logic.FoldClock(every=100)
+    assert clock.due
+    clock.stored(5, True)
+    assert not clock.due
+    clock.stored(99, False)
+    assert not clock.due
+    clock.stored(1, False)
+    assert clock.due
+    clock.stored(7, True)
+    assert not clock.due and clock.since == 0
+    clock.stored(99, False)
+    assert not clock.due
+
+
 def test_day_ranges_and_rebuild_parameters() -> None:
     assert day_ranges([]) == []
     assert day_ranges([5]) == [(5, 6)]
