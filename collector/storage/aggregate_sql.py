@@ -213,7 +213,7 @@ def _seg_of(alias: str, cols: Sequence[str] = SEGMENT) -> list[str]:
     return [f"coalesce({alias}.{c}, '')" for c in cols]
 
 
-def sessions_sql(dialect: str) -> str:
+def sessions_sql() -> str:
     """The ``agg_sessions`` delta of a group: its sessions ``{ns}``, and ``surveyed`` for
     each earlier session whose first survey is among ``{nv}`` (run before
     :data:`FLIP_SURVEYED`)."""
@@ -238,7 +238,7 @@ _MOVED: Final = "surveys v JOIN {ns} s ON s.id = v.session_id WHERE {old_v}"
 _SURVEY_SEG: Final = ("region", "model", "firmware")
 
 
-def surveys_sql(dialect: str) -> str:
+def surveys_sql() -> str:
     """The ``agg_surveys`` delta of a group: its surveys ``{nv}`` under their session's
     segment where known, and the earlier surveys whose session is among ``{ns}`` moved from
     channel ``''`` to it."""
@@ -255,7 +255,7 @@ def surveys_sql(dialect: str) -> str:
     return _to_delta("agg_surveys", KEY, SURVEY_VEC, parts)
 
 
-def bins_sql(dialect: str) -> str:
+def bins_sql() -> str:
     """The ``agg_bins`` delta of a group: each answered survey of ``{nv}`` whose session is
     known, and each earlier answered survey whose session is among ``{ns}``, in its
     session's fine bin of every metric the session has."""

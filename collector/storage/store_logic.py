@@ -130,9 +130,9 @@ class Dialect:
 
     def group_statements(self) -> tuple[str, str, str, str, str]:
         """(mark surveyed, sessions' aggregates, flip surveyed, surveys', bins'), filled."""
-        return (self.fill(MARK_SURVEYED), self.fill(sessions_sql(self.name)),
-                self.fill(FLIP_SURVEYED), self.fill(surveys_sql(self.name)),
-                self.fill(bins_sql(self.name)))
+        return (self.fill(MARK_SURVEYED), self.fill(sessions_sql()),
+                self.fill(FLIP_SURVEYED), self.fill(surveys_sql()),
+                self.fill(bins_sql()))
 
 
 #: A write group folds the aggregates' deltas into their levels once this many records
