@@ -357,6 +357,32 @@ async def test_a_group_of_resends_alone_folds_when_a_fold_is_due(
     await check(live_store, rows)
 
 
+async def test_a_fold_takes_the_least_and_greatest_position_over_the_groups(
+        live_store: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two write groups' deltas on the same bin key (hour, segment, metric, fine bin) with
+    different positions, folded at once: the bin's least and greatest positions are the
+    least and greatest over both groups, not their sums."""
+    clock = logic.FoldClock(every=10**9)
+    clock.since = 0  # neither group folds: the check folds both deltas in one go
+    monkeypatch.setattr(live_store, "_fold", clock)
+    lo, hi = FINE_EDGES["rebuffer_ratio"][39], FINE_EDGES["rebuffer_ratio"][40]
+    rng = random.Random(52)
+    rows: list[Row] = []
+    for i, frac in enumerate((0.25, 0.75)):
+        group: list[Row] = []
+        for j in range(3):
+            s = session_row(rng, started_us=T0 + 10 * i + j)._replace(
+                channel="NPO1", content_type="live", model="X-200", region="NL-NH",
+                **metric_columns({"rebuffer_ratio": lo + (hi - lo) * frac, "startup_ms": 1500}))
+            group += [s, survey_row(rng, s, shown_us=T0 + 10**6 + 10 * i + j)._replace(
+                outcome="answered", score=9)]
+        assert await live_store.ingest(group) == [True] * len(group)
+        rows += group
+    positions = {r.rb_pos for r in rows if isinstance(r, SessionRow)}
+    assert len(positions) == 2 and min(positions) > 0
+    await check(live_store, rows)
+
+
 def test_the_fold_clock_counts_records_since_the_last_fold() -> None:
     """Due at first (deltas an earlier run left), then once ``every`` records were stored
     since the last fold, counted from zero again after each fold."""
