@@ -436,7 +436,8 @@ def test_both_drivers_pass_each_answer_and_return_the_result() -> None:
 
 def test_a_rebuild_takes_each_day_once_without_the_command_timeout() -> None:
     """Days 5 and 7 hold records: each is recomputed once (by day, by hour, in µs), every
-    statement without PostgreSQL's command timeout (a rebuild of a large store is long)."""
+    statement without PostgreSQL's command timeout (a rebuild of a large store is long),
+    and so are the two that recompute the survey rows' session values."""
     ops: list[logic.Op] = []
 
     def do(op: logic.Op) -> Any:
@@ -447,6 +448,9 @@ def test_a_rebuild_takes_each_day_once_without_the_command_timeout() -> None:
     runs = [op for op in ops if isinstance(op, logic.Run)]
     rebuilt = [op for op in runs if op.params]
     assert rebuilt and all(op.long for op in rebuilt)
+    # The survey rows' session values are recomputed first, over every survey: long too.
+    refills = [op for op in runs if op.sql.startswith("UPDATE surveys")]
+    assert len(refills) == 2 and all(op.long for op in refills)
     assert {op.params for op in rebuilt} == {
         (5, 6), (7, 8), (120, 144), (168, 192),
         (5 * 86_400_000_000, 6 * 86_400_000_000), (7 * 86_400_000_000, 8 * 86_400_000_000)}
