@@ -121,6 +121,32 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+async def run_behind_the_collector(db_url: str, stmts: list[str]) -> None:
+    """Run ``stmts`` on the test's store with a plain connection, in one transaction (to
+    turn it into what an older schema kept, for the migration tests)."""
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+        try:
+            for stmt in stmts:
+                conn.execute(stmt)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    import asyncpg
+
+    base, _, query = db_url.partition("?")
+    pg = await asyncpg.connect(base, server_settings=dict([query.split("=")]))
+    try:
+        async with pg.transaction():
+            for stmt in stmts:
+                await pg.execute(stmt)
+    finally:
+        await pg.close()
+
+
 @pytest.fixture
 def settings_factory(db_url: str) -> Callable[..., Settings]:
     def make(**kw: Any) -> Settings:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -28,8 +28,7 @@ import pytest
 from collector.fine_bins import FINE_EDGES, metric_columns
 from collector.metrics import METRICS
 from collector.model import Row, SessionRow, SurveyRow
-from collector.settings import Settings
-from collector.storage import Storage, make_storage
+from collector.storage import Storage
 from collector.storage import postgres as pg_store
 from collector.storage import sqlite as sqlite_store
 from collector.storage import store_logic as logic
@@ -39,7 +38,6 @@ from collector.storage.sqlite_writer import transaction
 from protocol import REASONS
 from protocol.units import DAY_US, HOUR_US
 from tests import reference as contract
-from tests.collector.conftest import ADMIN
 from tests.collector.test_scale import T0, session_row, survey_row
 
 SEGMENT = ("region", "model", "firmware", "channel", "content_type")
@@ -55,17 +53,17 @@ Tables = dict[str, dict[Key, dict[str, int]]]
 
 
 @pytest.fixture
-async def live_store(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Storage]:
-    """An open store whose write statements were built now, not at import (see above)."""
+def live_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stores' write statements built now, not at import (see above)."""
     for module, dialect in ((sqlite_store, "sqlite"), (pg_store, "postgresql")):
         monkeypatch.setattr(module, "_GROUP_STATEMENTS", module.DIALECT.group_statements())
         monkeypatch.setattr(module, "_FOLD", tuple(fold_statements(dialect)))
-    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
-    await st.open()
-    try:
-        yield st
-    finally:
-        await st.close()
+
+
+@pytest.fixture
+def live_store(live_statements: None, store: Storage) -> Storage:
+    """The suite's open store (``conftest.store``) writing with :func:`live_statements`."""
+    return store
 
 
 # -- the reference ------------------------------------------------------------------------------

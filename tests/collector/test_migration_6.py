@@ -4,37 +4,15 @@ survey rows then hold what the join gives, heights included, on both backends.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from collector.settings import Settings
 from collector.storage import make_storage
 from collector.storage.migrations import LATEST, migrate_url
 
-from .conftest import ADMIN
+from .conftest import ADMIN, run_behind_the_collector
 from .test_scale import dataset, ingest_shuffled
 from .test_survey_session import JOINED, KEPT, _norm
-
-
-async def _run(db_url: str, tmp_path: Path, stmts: list[str]) -> None:
-    if db_url.startswith("sqlite"):
-        import sqlite3
-
-        conn = sqlite3.connect(tmp_path / "collector.db")
-        for stmt in stmts:
-            conn.execute(stmt)
-        conn.commit()
-        conn.close()
-        return
-    import asyncpg
-
-    base, _, query = db_url.partition("?")
-    pg = await asyncpg.connect(base, server_settings=dict([query.split("=")]))
-    try:
-        for stmt in stmts:
-            await pg.execute(stmt)
-    finally:
-        await pg.close()
 
 
 async def _select(db_url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -46,7 +24,7 @@ async def _select(db_url: str, sql: str) -> list[tuple[Any, ...]]:
         await st.close()
 
 
-async def test_schema_5_store_gains_the_video_height_on_its_survey_rows(db_url: str, tmp_path: Path) -> None:
+async def test_schema_5_store_gains_the_video_height_on_its_survey_rows(db_url: str) -> None:
     rows = dataset(81, 500)
     st = make_storage(Settings(db=db_url, admin_token=ADMIN))
     await st.open()
@@ -54,7 +32,7 @@ async def test_schema_5_store_gains_the_video_height_on_its_survey_rows(db_url: 
         await ingest_shuffled(st, rows, 82)
     finally:
         await st.close()
-    await _run(db_url, tmp_path, ["ALTER TABLE surveys DROP COLUMN video_height",
+    await run_behind_the_collector(db_url, ["ALTER TABLE surveys DROP COLUMN video_height",
                                   "UPDATE nps_meta SET value = '5' WHERE key = 'schema_version'"])
     done = await migrate_url(db_url)
     assert (done.found, done.now, done.applied) == (5, LATEST, (6,))

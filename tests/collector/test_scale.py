@@ -24,7 +24,15 @@ from collector.storage.store_logic import FoldClock
 from collector.storage.survey_session import SESSION_VALUES
 from protocol.units import DAY_US
 from tests import reference as contract
-from tests.collector.conftest import ADMIN, Api, batch, serve, session_record, survey_record
+from tests.collector.conftest import (
+    ADMIN,
+    Api,
+    batch,
+    run_behind_the_collector,
+    serve,
+    session_record,
+    survey_record,
+)
 from tests.report_from_rows import compute_report, session_groups
 
 T0 = 1_790_000_000_000_000  # 2026-09-21T...: µs, deliberately not on a day boundary
@@ -540,7 +548,7 @@ async def test_partition_dropped_by_another_instance_is_made_again(postgres_url:
         await st.close()
 
 
-async def _as_schema_1(db_url: str, tmp_path: Any) -> None:
+async def _as_schema_1(db_url: str) -> None:
     """Turn a store of this code into what schema 1 (main at 7759866) kept: agg_sessions
     without the start funnel's counts, no video height (its index without the bucket),
     no session values on the survey rows, version 1 recorded."""
@@ -556,24 +564,7 @@ async def _as_schema_1(db_url: str, tmp_path: Any) -> None:
              # Nor the session values a survey row keeps (schema 4).
              *(f"ALTER TABLE surveys DROP COLUMN {c}" for c in SESSION_VALUES),
              "UPDATE nps_meta SET value = '1' WHERE key = 'schema_version'"]
-    if db_url.startswith("sqlite"):
-        import sqlite3
-
-        conn = sqlite3.connect(tmp_path / "collector.db")
-        for stmt in stmts:
-            conn.execute(stmt)
-        conn.commit()
-        conn.close()
-        return
-    import asyncpg
-
-    base, _, query = db_url.partition("?")
-    pg = await asyncpg.connect(base, server_settings=dict([query.split("=")]))
-    try:
-        for stmt in stmts:
-            await pg.execute(stmt)
-    finally:
-        await pg.close()
+    await run_behind_the_collector(db_url, stmts)
 
 
 async def test_store_of_schema_1_gains_the_start_funnel_and_video_height(
@@ -591,7 +582,7 @@ async def test_store_of_schema_1_gains_the_start_funnel_and_video_height(
         await ingest_shuffled(st, rows, 48)
     finally:
         await st.close()
-    await _as_schema_1(db_url, tmp_path)
+    await _as_schema_1(db_url)
     st = make_storage(Settings(db=db_url, admin_token=ADMIN))
     await st.open()  # migrates at open: adding columns and aggregate counts is safe at start
     try:

@@ -44,7 +44,7 @@ import pytest
 
 from tests.collector.conftest import batch, session_record
 
-from .conftest import ADMIN, ROOT, CollectorProcess, enrol, export_ids, require, scale
+from .conftest import ADMIN, ROOT, CollectorProcess, enrol, export_ids, require, scale, uploading
 from .test_collector_kill9 import Uploader
 
 BOXES = 12
@@ -229,7 +229,7 @@ async def test_power_cuts_lose_no_acknowledged_record_or_token(lazyfs: LazyFS) -
         tasks = [asyncio.create_task(u.run(http, proc.url, stop)) for u in uploaders]
         tasks.append(asyncio.create_task(enroller.run(http, proc.url, stop)))
         acked_at_cut: list[int] = []
-        try:
+        async with uploading(stop, tasks):
             for _ in range(cuts):
                 await asyncio.sleep(rng.uniform(0.5, 1.5))
                 acked_at_cut.append(sum(len(u.acked) for u in uploaders))
@@ -237,12 +237,6 @@ async def test_power_cuts_lose_no_acknowledged_record_or_token(lazyfs: LazyFS) -
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
                 await proc.start(wait_s=60)
             await asyncio.sleep(1.0)
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), 120)
-        finally:
-            stop.set()
-            for t in tasks:
-                t.cancel()
         # Every token enrolled (answered 201) must still upload: one session each.
         for box, token in enroller.tokens.items():
             s = session_record()
