@@ -124,8 +124,8 @@ async def unanswered_counts(store: Storage, filters: Filters) -> dict[str, list[
 
 def qos_responses(report: dict[str, Any],
                   unanswered: dict[str, list[int]]) -> dict[str, list[tuple[int, int]]]:
-    """What :meth:`Storage.response_counts` answers (surveys shown and answered per metric
-    and bucket, of those whose session is known and has the metric) from a report (its
+    """Surveys shown and answered per metric and bucket, of those whose session is known
+    and has the metric, from a report (its
     ``by_qos`` ``n`` are the answered ones, counted in the aggregates) and
     :func:`unanswered_counts` for the same filters: shown = answered + not answered."""
     return {m.name: [(b["n"] + u, b["n"]) for b, u in zip(report["by_qos"][m.name], unanswered[m.name],

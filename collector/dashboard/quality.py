@@ -27,7 +27,6 @@ from protocol.nps import tally
 
 from ..metrics import ALWAYS as _ALWAYS
 from ..metrics import NAMES as METRICS
-from ..model import SurveyFact
 from ..stats import nps, nps_ci95
 from ..storage.report_sql import ReportData
 from .html import fmt_ci, fmt_nps
@@ -80,16 +79,6 @@ class MetricRows:
             i = bisect.bisect_left(self.values, target)
             total = target * i - self.prefix[i]
         return max(0.0, total) / self.n
-
-
-def impact_rows(facts: Sequence[SurveyFact]) -> dict[str, MetricRows]:
-    """The what-if metrics over contract §6's rows: answered surveys whose session is
-    known, less sessions that showed a frame but have no bitrate."""
-    rows = [f for f in facts if f.outcome == "answered" and f.score is not None and f.has_session
-            and (f.value("startup_ms") is None or f.value("avg_bitrate_kbps") is not None)]
-    return metric_rows([f.value("rebuffer_ratio") or 0.0 for f in rows],
-                       [f.value("startup_ms") for f in rows],
-                       [f.value("avg_bitrate_kbps") for f in rows])
 
 
 def metric_rows(rebuffer_ratio: Sequence[float], startup_ms: Sequence[float | None],

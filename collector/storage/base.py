@@ -167,11 +167,6 @@ class Storage(abc.ABC):
         ``limit`` each, sorted), for the dashboard's filter suggestions."""
 
     @abc.abstractmethod
-    async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
-        """Per QoS metric and bucket: (surveys shown, surveys answered) among the matching
-        surveys whose session is known and has the metric."""
-
-    @abc.abstractmethod
     async def outbox_pending(self, limit: int) -> list[OutboxAlert]:
         """The oldest ``limit`` alerts waiting for delivery."""
 

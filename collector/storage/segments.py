@@ -49,32 +49,11 @@ async def read_segment_values(fetch: Fetch, limit: int) -> dict[str, list[str]]:
     return out
 
 
-async def read_response_counts(fetch: Fetch, filters: Filters, style: str) -> dict[str, list[tuple[int, int]]]:
-    """Per metric, per bucket: (surveys shown, surveys answered) among the matching surveys
-    whose session is known and has that metric. ``style`` is the backend's placeholder
-    style (``?`` or ``$``)."""
-    where, params = where_surveys(filters, style)
-    cols = ", ".join(f"s.{m.bucket_column}" for m in METRICS)
-    rows = await fetch(
-        f"SELECT {cols}, CASE WHEN v.outcome = 'answered' THEN 1 ELSE 0 END, count(*) "
-        f"FROM surveys v JOIN sessions s ON s.id = v.session_id {where} "
-        f"GROUP BY {', '.join(str(i + 1) for i in range(len(METRICS) + 1))}", params,
-    )
-    out = {m.name: [[0, 0] for _ in m.buckets] for m in METRICS}
-    for r in rows:
-        answered, n = int(r[len(METRICS)]), int(r[len(METRICS) + 1])
-        for i, m in enumerate(NAMES):
-            if r[i] is not None:
-                out[m][r[i]][0] += n
-                out[m][r[i]][1] += n * answered
-    return {m: [(shown, answered) for shown, answered in out[m]] for m in NAMES}
-
-
 async def read_unanswered_counts(fetch: Fetch, filters: Filters, style: str) -> dict[str, list[int]]:
     """Per metric, per bucket: the matching surveys *not* answered with a score (dismissed,
     timed out) whose session is known and has that metric. With the report's answered
     counts by bucket (its ``by_qos`` ``n``, read from the aggregates) they make
-    :func:`read_response_counts`' figures.
+    the surveys shown and answered by bucket (``tests/report_from_rows.py`` counts them by joining every survey, as a reference).
 
     Read from the survey rows alone, no join: each keeps its session's values
     (:mod:`.survey_session`, schema 4 and 6), null while the session is not known, and the

@@ -17,7 +17,7 @@ from .group_commit import GroupCommitQueue
 from .impact_sql import ImpactData, read_impact_data
 from .outbox import PENDING_SQL, OutboxAlert, pending_rows
 from .report_sql import ReportData, read_report_data
-from .segments import read_response_counts, read_segment_values
+from .segments import read_segment_values
 from .sql import survey_fact_row, survey_facts_sql, where_sessions, where_surveys
 
 
@@ -113,10 +113,6 @@ class SqlStore(Storage, abc.ABC):
     async def segment_values(self, limit: int = 500) -> dict[str, list[str]]:
         fetch, _ = self.sql_reader()
         return await read_segment_values(fetch, limit)
-
-    async def response_counts(self, filters: Filters) -> dict[str, list[tuple[int, int]]]:
-        fetch, style = self.sql_reader()
-        return await read_response_counts(fetch, filters, style)
 
     async def bad_detractors(
         self, filters: Filters, bad: BadQuality, limit: int

@@ -16,11 +16,12 @@ import orjson
 import pytest
 
 from collector.dashboard import views
-from collector.dashboard.quality import impact_rows, metric_rows
+from collector.dashboard.quality import metric_rows
 from collector.model import Filters
 from collector.storage import Storage
 from tests.collector.conftest import Api, batch, session_record, survey_record
 from tests.collector.test_scale import FILTERS, dataset, ingest_shuffled
+from tests.report_from_rows import impact_rows
 
 from .conftest import ADMIN as DASH_ADMIN
 from .conftest import Collector

@@ -17,7 +17,6 @@ import pytest
 
 from collector.dashboard.quality import (
     WHATIF_GRID,
-    impact_rows,
     is_small_n,
     reasons_ranked,
     whatif,
@@ -26,6 +25,7 @@ from collector.dashboard.views import match_known, page_filters
 from collector.metrics import NAMES as METRICS
 from collector.model import Filters, SurveyFact
 from tests.collector.conftest import Api, batch, session_record, survey_record
+from tests.report_from_rows import impact_rows
 
 from .test_data_api import login_client
 

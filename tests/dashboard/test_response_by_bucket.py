@@ -26,6 +26,7 @@ from tests.collector.test_scale import (
     session_row,
     survey_row,
 )
+from tests.report_from_rows import response_counts
 
 #: Values on each metric's bucket edges, and the doubles just below and above them.
 EDGE_VALUES: dict[str, list[float]] = {
@@ -115,6 +116,6 @@ async def test_unanswered_read_from_survey_rows_equals_the_rows_sent(store: Stor
         # With the report's answered counts: shown and answered by bucket as the join of
         # every survey to its session counts them.
         report = compute_report_data(await store.report_data(f))
-        assert qos_responses(report, got) == await store.response_counts(f), f
+        assert qos_responses(report, got) == await response_counts(store, f), f
     total = await unanswered_counts(store, Filters())
     assert all(sum(total[m]) > 0 for m in NAMES)
