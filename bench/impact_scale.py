@@ -46,7 +46,7 @@ import report_scale as rs  # noqa: E402
 from collector.impact import compute_impact, impact_from_data  # noqa: E402
 from collector.model import Filters  # noqa: E402
 from collector.settings import Settings  # noqa: E402
-from collector.storage import make_storage  # noqa: E402
+from collector.storage import impact_sql, make_storage  # noqa: E402
 from protocol.units import DAY_US  # noqa: E402
 
 RUNS = 5
@@ -114,13 +114,17 @@ def main() -> None:
     ap.add_argument("--pg", default=rs.PG_DEFAULT, help="server URL without a database")
     ap.add_argument("--keep", help="SQLite file or PostgreSQL database to keep (and reuse) the data in")
     ap.add_argument("--runs", type=int, default=5, help="timed runs of each part (after a warm-up)")
+    ap.add_argument("--parts", type=int, help="cut the read into this many parts (default: "
+                    "collector.storage.impact_sql.PARTS)")
     ap.add_argument("--case", action="append", choices=list(cases()), help="only this case (repeatable)")
     args = ap.parse_args()
     RUNS = args.runs
+    if args.parts is not None:
+        impact_sql.PARTS = args.parts
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     result: dict[str, Any] = {"backend": args.backend, "sessions_generated": args.records,
-                              "commit": commit, "runs": RUNS}
+                              "commit": commit, "runs": RUNS, "parts": impact_sql.PARTS}
     if args.backend == "sqlite":
         path = Path(args.keep or f"/tmp/impact-bench-{args.records}.db")
         if not path.exists():

@@ -14,9 +14,10 @@ Kept apart from the stores so that they only pass their ``fetch`` and placeholde
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 import orjson
 
@@ -130,32 +131,148 @@ def _json_array(column: str, style: str) -> str:
     return f"json_group_array({column})"
 
 
-async def read_impact_data(fetch: Fetch, filters: Filters, style: str) -> ImpactData:
+#: How many parts the rows' scan is cut into (see :func:`read_impact_data`).
+PARTS: Final = 8
+
+
+async def read_impact_data(fetch: Fetch, filters: Filters, style: str,
+                           parts: int | None = None) -> ImpactData:
     """The estimator's rows and the shown strata for ``filters``; ``style`` is the
     backend's placeholder style (``?`` or ``$``).
 
-    Two scans of the surveys shown in range, which keep their session's values (no
-    join): each survey's stratum and answer as one number (:data:`_STRATUM_KEY`), and the
-    rows, column by column, each column one JSON array made by the database. Hundreds of
+    Scans of the surveys shown in range, which keep their session's values (no join):
+    each survey's stratum and answer as one number (:data:`_STRATUM_KEY`), and the rows,
+    column by column, each column one JSON array made by the database. Hundreds of
     thousands of rows as one Python tuple each cost more than the scan (measured at 10 M
     sessions, 349,385 rows on SQLite: 0.55 s to fetch them and 0.9 s to turn them into
     columns, against 0.3 s for the arrays and 0.15 s to parse them). JSON carries any
     text, and the reals exactly (:func:`_json_array`).
+
+    The rows' scan is cut into ``parts`` (default :data:`PARTS`), taken in order, each
+    parsed and numbered in a worker thread while the next is read: the database's work and
+    Python's overlap instead of following each other (at 10 M on SQLite 0.85 s → 0.65 s;
+    bench/README.md). Parts are ranges of ``shown_us``, or of SQLite's ``rowid`` when the
+    range has no time bound (a ``shown_us`` range would trade SQLite's table scan for an
+    index look-up per row); both are fixed for a survey, so each survey is in exactly one
+    part, and each part sees the store as it was when its query began, as the report's
+    queries do. SQLite reads one part at a time (two scans side by side in one process
+    took as long as both one after the other), PostgreSQL two, its server's processes
+    working side by side.
     """
     where, params = where_surveys(filters, style, session="v")
-    # Both at once, on two connections: each is work inside the database.
-    keys, rows = await asyncio.gather(
-        fetch(f"SELECT {_json_array(_STRATUM_KEY, style)} FROM surveys v {where}", params),
-        fetch(f"SELECT {', '.join(_json_array(c, style) for c in _ROW_COLUMNS)} FROM surveys v "
-              f"{where + ' AND' if where else 'WHERE'} {_IS_ROW}", params))
-    # Hundreds of thousands of values to parse and number: in a worker thread, not on the
-    # event loop.
-    return await asyncio.to_thread(_data, keys[0][0], rows[0])
+    keys = asyncio.ensure_future(
+        fetch(f"SELECT {_json_array(_STRATUM_KEY, style)} FROM surveys v {where}", params))
+    reads = [keys]
+    try:
+        queries = await _row_queries(fetch, filters, style, PARTS if parts is None else parts)
+        ahead = 1 if style == "?" else 2
+        reads += [asyncio.ensure_future(fetch(*q)) for q in queries[:ahead]]
+        rows = _Rows()
+        for i in range(len(queries)):
+            part = await reads[1 + i]
+            if i + ahead < len(queries):
+                reads.append(asyncio.ensure_future(fetch(*queries[i + ahead])))
+            # Hundreds of thousands of values to parse and number: in a worker thread, not
+            # on the event loop.
+            await asyncio.to_thread(rows.add, part[0])
+        key_array = (await keys)[0][0]
+    finally:
+        # A part that failed (or a cancelled request) leaves none of the others running.
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+    return rows.data(await asyncio.to_thread(_strata, key_array))
 
 
-def _data(keys: str | None, arrays: Sequence[str | None]) -> ImpactData:
-    """What the two queries gave, parsed (their aggregates of no rows may be null)."""
-    return ImpactData(_columns(arrays), _strata(keys))
+async def _row_queries(fetch: Fetch, filters: Filters, style: str,
+                       parts: int) -> list[tuple[str, list[Any]]]:
+    """The rows' query of each part, in order (none if no survey is in range)."""
+    columns = ", ".join(_json_array(c, style) for c in _ROW_COLUMNS)
+    queries = []
+    if style == "?" and filters.from_us is None and filters.to_us is None:
+        where, params = where_surveys(filters, style, session="v")
+        for lo, hi in itertools.pairwise(await _rowid_cuts(fetch, parts)):
+            queries.append((f"SELECT {columns} FROM surveys v {where + ' AND' if where else 'WHERE'} "
+                            f"v.rowid >= ? AND v.rowid < ? AND {_IS_ROW}", [*params, lo, hi]))
+    else:
+        for lo, hi in itertools.pairwise(await _cuts(fetch, filters, style, parts)):
+            where, params = where_surveys(replace(filters, from_us=lo, to_us=hi), style, session="v")
+            queries.append((f"SELECT {columns} FROM surveys v {where} AND {_IS_ROW}", params))
+    return queries
+
+
+def _split(lo: int | None, hi: int | None, parts: int) -> list[int]:
+    """``parts`` equal half-open spans (fewer if the range is short) from ``lo`` to ``hi``
+    inclusive, as their bounds; none if there is no range."""
+    if lo is None or hi is None:
+        return []
+    span = hi + 1 - lo
+    return sorted({lo + span * i // parts for i in range(parts)} | {hi + 1})
+
+
+async def _rowid_cuts(fetch: Fetch, parts: int) -> list[int]:
+    """Bounds of SQLite ``rowid`` parts of the surveys table (its first and last rowid: two
+    look-ups; one ``min``/``max`` pair in one SELECT would scan)."""
+    rows = await fetch("SELECT (SELECT min(rowid) FROM surveys), (SELECT max(rowid) FROM surveys)", [])
+    return _split(rows[0][0], rows[0][1], parts)
+
+
+async def _cuts(fetch: Fetch, filters: Filters, style: str, parts: int) -> list[int]:
+    """Bounds of ``shown_us`` parts covering every survey shown in ``filters``' time
+    range, equal spans between its first and last (two look-ups in the ``shown_us``
+    index)."""
+    where, params = where_surveys(Filters(from_us=filters.from_us, to_us=filters.to_us), style)
+    first = f"SELECT v.shown_us FROM surveys v {where} ORDER BY v.shown_us"
+    # "?" placeholders are taken in order, "$n" ones by number.
+    rows = await fetch(f"SELECT ({first} LIMIT 1), ({first} DESC LIMIT 1)",
+                       params * 2 if style == "?" else params)
+    return _split(rows[0][0], rows[0][1], parts)
+
+
+class _Rows:
+    """The parts' arrays, numbered and joined in the order they are added: the same
+    numbering (levels in order of first appearance) as the whole read at once."""
+
+    def __init__(self) -> None:
+        self._factors = [_Numbering() for _ in range(5)]
+        self._floats: list[list[FloatArray]] = [[] for _ in range(5)]
+
+    def add(self, arrays: Sequence[str | None]) -> None:
+        """One part's arrays (an aggregate of no rows may be null)."""
+        columns = [orjson.loads(a) if a is not None else [] for a in arrays]
+        for numbering, values in zip(self._factors, columns[:5], strict=True):
+            numbering.add(values)
+        # np.array(..., dtype=float64) turns a null (None) into NaN, a boolean into 0 or 1.
+        for floats, values in zip(self._floats, columns[5:], strict=True):
+            floats.append(np.array(values, dtype=np.float64))
+
+    def data(self, strata: list[StratumCounts]) -> ImpactData:
+        box, region, model, firmware, content_type = (f.coded() for f in self._factors)
+        score, rebuffer, startup, bitrate, failed = (
+            np.concatenate(f) if f else np.empty(0) for f in self._floats)
+        rows = ImpactRows(box, (region, model, firmware, content_type),
+                          score, rebuffer, startup, bitrate, failed)
+        return ImpactData(rows, strata)
+
+
+class _Numbering:
+    """A factor numbered part by part, levels in order of first appearance."""
+
+    def __init__(self) -> None:
+        self._index: dict[Any, int] = {}
+        self._codes: list[npt.NDArray[np.int64]] = []
+
+    def add(self, values: Sequence[Any]) -> None:
+        index = self._index
+        for v in dict.fromkeys(values):
+            index.setdefault(v, len(index))
+        # map() over the dict's own lookup: no Python frame per value.
+        self._codes.append(np.fromiter(map(index.__getitem__, values), dtype=np.int64,
+                                       count=len(values)))
+
+    def coded(self) -> Coded:
+        codes = np.concatenate(self._codes) if self._codes else np.empty(0, dtype=np.int64)
+        return Coded(codes, list(self._index))
 
 
 def _strata(keys: str | None) -> list[StratumCounts]:
@@ -165,16 +282,3 @@ def _strata(keys: str | None) -> list[StratumCounts]:
                          minlength=4 * (_UNKNOWN + 1)).reshape(-1, 4)
     return [StratumCounts(None if b == _UNKNOWN else b, int(c.sum()), int(c[1:].sum()),
                           int(c[1]), int(c[3])) for b, c in enumerate(counts) if c.sum()]
-
-
-def _columns(arrays: Sequence[str | None]) -> ImpactRows:
-    """The estimator's columns from the query's JSON arrays (an aggregate of no rows may
-    be null)."""
-    box, region, model, firmware, content_type, score, rebuffer, startup, bitrate, failed = (
-        orjson.loads(a) if a is not None else [] for a in arrays)
-    # np.array(..., dtype=float64) turns a null (None) into NaN, a boolean into 0 or 1.
-    return ImpactRows(
-        Coded.of(box), (Coded.of(region), Coded.of(model), Coded.of(firmware), Coded.of(content_type)),
-        np.array(score, dtype=np.float64), np.array(rebuffer, dtype=np.float64),
-        np.array(startup, dtype=np.float64), np.array(bitrate, dtype=np.float64),
-        np.array(failed, dtype=np.float64))

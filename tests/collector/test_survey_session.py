@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from collector.model import Filters, Row, SessionRow, SurveyRow
+from collector.numeric import np
 from collector.storage import Storage
+from collector.storage.impact_sql import read_impact_data
 from collector.storage.survey_session import SESSION_VALUES
 from protocol.units import DAY_US
 
@@ -144,3 +146,37 @@ async def test_impact_read_gives_back_every_segment_value(store: Storage) -> Non
             *(f.levels[f.codes[i]] for f in data.segments),
             float(data.score[i]), float(data.rebuffer_ratio[i])) for i in range(len(data))]
     assert sorted(got, key=repr) == sorted(want, key=repr)
+
+
+async def test_impact_read_in_parts_is_the_read_at_once(store: Storage) -> None:
+    """The read is cut into parts by the time a survey was shown, read at once and joined:
+    whatever the number of parts (more parts than surveys among them), the rows, their
+    order, the numbering and the strata are those of one read of the whole range, and
+    each survey shown is counted once (checked against the rows sent)."""
+    rows = dataset(53, 900)
+    assert await store.ingest(rows) == [True] * len(rows)
+    fetch, style = store.sql_reader()  # type: ignore[attr-defined]
+    sessions = {r.id: r for r in rows if isinstance(r, SessionRow)}
+    shown = sorted(v.shown_us for v in rows if isinstance(v, SurveyRow))
+    cases = [Filters(), Filters(from_us=shown[40], to_us=shown[250]),
+             Filters(from_us=shown[7], to_us=shown[7] + 1), Filters(region="NL-ZH"),
+             Filters(from_us=shown[-1] + 1)]
+    for f in cases:
+        whole = await read_impact_data(fetch, f, style, parts=1)
+        # An independent count of what the read must hold, from the rows sent.
+        in_range = [v for v in rows if isinstance(v, SurveyRow)
+                    and (f.from_us is None or v.shown_us >= f.from_us)
+                    and (f.to_us is None or v.shown_us < f.to_us)
+                    and (f.region is None or v.region == f.region)]
+        assert sum(s.shown for s in whole.strata) == len(in_range), f
+        answered = [v for v in in_range if v.outcome == "answered" and v.score is not None
+                    and v.session_id in sessions]
+        assert len(whole.rows) == len([v for v in answered if sessions[v.session_id].startup_ms is None
+                                       or sessions[v.session_id].avg_bitrate_kbps is not None]), f
+        for parts in (2, 3, 7, 1000):
+            got = await read_impact_data(fetch, f, style, parts=parts)
+            assert got.strata == whole.strata, (f, parts)
+            for a, b in ((got.rows.box, whole.rows.box), *zip(got.rows.segments, whole.rows.segments, strict=True)):
+                assert list(a.levels) == list(b.levels) and a.codes.tolist() == b.codes.tolist(), (f, parts)
+            for name in ("score", "rebuffer_ratio", "startup_ms", "avg_bitrate_kbps", "failed"):
+                assert np.array_equal(getattr(got.rows, name), getattr(whole.rows, name), equal_nan=True), (f, parts, name)
