@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from protocol import REASONS
-from protocol.nps import tally
+from protocol.nps import SCORES, tally
 
 from .fine_bins import FINE_EDGES, coarse_of_fine
 from .metrics import BY_NAME, NAMES
@@ -65,7 +65,7 @@ def bins_spearman(metric: str, bins: list[tuple[int, list[int]]]) -> dict[str, A
     is of second order in the bins' shares: on skewed, tied and narrow data the tests find
     it under 0.001, against the contract's 0.01 (checked against scipy).
     """
-    score_totals = [sum(v[_S0 + s] for _, v in bins) for s in range(11)]
+    score_totals = [sum(v[_S0 + s] for _, v in bins) for s in SCORES]
     n_total = sum(score_totals)
     if n_total < 3:
         return {"spearman": None, "p_value": None, "n": n_total}
@@ -83,7 +83,7 @@ def bins_spearman(metric: str, bins: list[tuple[int, list[int]]]) -> dict[str, A
         x = below + (n_b + 1) / 2.0 - mean
         below += n_b
         sxx += n_b * x * x
-        sxy += x * sum(v[_S0 + s] * score_rank[s] for s in range(11))
+        sxy += x * sum(v[_S0 + s] * score_rank[s] for s in SCORES)
         if n_b < 2 or _exact_bin(metric, fine):
             continue
         sum_t = sum(v[_T0:_T0 + 11])
@@ -97,7 +97,7 @@ def bins_spearman(metric: str, bins: list[tuple[int, list[int]]]) -> dict[str, A
         span = max(v[_PMAX] - v[_PMIN], 1)
         slope = min(n_b / span, math.sqrt((n_b * n_b - 1) / 12.0 / var_t))
         sxx += slope * slope * var_t * n_b
-        sxy += slope * sum((v[_T0 + s] - v[_S0 + s] * mean_t) * score_rank[s] for s in range(11))
+        sxy += slope * sum((v[_T0 + s] - v[_S0 + s] * mean_t) * score_rank[s] for s in SCORES)
     if sxx <= 0.0 or syy <= 0.0:
         return {"spearman": None, "p_value": None, "n": n_total}
     r = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
@@ -110,7 +110,7 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
                 "failed": data.session("failed"),
                 "exited_before_start": data.session("exited_before_start"),
                 "start_failures": data.session("start_failures")}
-    histogram = [data.survey(f"h{i}") for i in range(11)]
+    histogram = [data.survey(f"h{i}") for i in SCORES]
     answered = sum(histogram)
     promoters, passives, detractors = tally(histogram)
     shown = data.survey("shown")
@@ -126,7 +126,7 @@ def compute_report_data(data: ReportData) -> dict[str, Any]:
                       if metric == m and any(counts))
         for b, counts in fine:
             target = per_bucket[coarse_of_fine(m, b)]
-            for s in range(11):
+            for s in SCORES:
                 target[s] += counts[_S0 + s]
         by_qos[m] = [
             {"lo": b.lo, "hi": b.hi, "sessions": sessions_in[i], **_nps_block(per_bucket[i])}

@@ -16,6 +16,7 @@ __all__ = [
     "PASSIVE_MIN",
     "PROMOTER",
     "PROMOTER_MIN",
+    "SCORES",
     "SCORE_MAX",
     "SCORE_MIN",
     "Category",
@@ -28,6 +29,8 @@ __all__ = [
 #: The lowest and highest score a viewer can give.
 SCORE_MIN: Final = 0
 SCORE_MAX: Final = 10
+#: Every score, lowest first (a histogram's columns).
+SCORES: Final = range(SCORE_MIN, SCORE_MAX + 1)
 #: The lowest promoter score.
 PROMOTER_MIN: Final = 9
 #: The lowest passive score.

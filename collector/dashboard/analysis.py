@@ -13,7 +13,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from protocol.nps import tally
+from protocol.nps import SCORES, tally
 from protocol.timefmt import MAX_US, MIN_US, from_micros, to_micros
 from protocol.units import DAY_US, SECOND_US
 
@@ -61,7 +61,7 @@ class Counts:
     def of_data(cls, data: ReportData) -> Counts:
         """The counts of a report's survey counts, as :meth:`of_report` finds them in the
         report made from them."""
-        promoters, _, detractors = tally([data.survey(f"h{i}") for i in range(11)])
+        promoters, _, detractors = tally([data.survey(f"h{i}") for i in SCORES])
         return cls(shown=data.survey("shown"), answered=data.survey("answered"),
                    promoters=promoters, detractors=detractors)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.nps import tally
+from protocol.nps import SCORES, tally
 
 from ..metrics import ALWAYS as _ALWAYS
 from ..metrics import NAMES as METRICS
@@ -137,13 +137,13 @@ def unknown_rows(data: ReportData, report: Mapping[str, Any],
     buckets hold every survey whose session is known; the rest is this row."""
     hist: dict[str, list[int]] = {m: [0] * 11 for m in METRICS}
     for (metric, _fine), counts in data.bins.items():
-        for s in range(11):
+        for s in SCORES:
             hist[metric][s] += counts[s]
     shown_known = sum(shown for shown, _ in responses[_ALWAYS])
     answered_known = sum(a for _, a in responses[_ALWAYS])
     out: dict[str, dict[str, Any]] = {}
     for m in METRICS:
-        h = [hist[_ALWAYS][s] - hist[m][s] for s in range(11)]
+        h = [hist[_ALWAYS][s] - hist[m][s] for s in SCORES]
         n = sum(h)
         p, _, d = tally(h)
         shown = shown_known - sum(s for s, _ in responses[m])

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from protocol import REASONS
+from protocol.nps import SCORES
 from protocol.units import DAY_US, HOUR_US
 
 from ..metrics import METRICS
@@ -102,7 +103,7 @@ def survey_counts(v: str) -> list[str]:
     answered = ANSWERED.format(v=v)
     exprs = {"shown": "1"}
     exprs.update({o: _case(f"{v}.outcome = '{o}'") for o in ("answered", "dismissed", "timeout")})
-    exprs.update({f"h{i}": _case(f"{answered} AND {v}.score = {i}") for i in range(11)})
+    exprs.update({f"h{i}": _case(f"{answered} AND {v}.score = {i}") for i in SCORES})
     exprs.update({f"r_{r}": _case(f"{answered} AND {v}.reason = '{r}'") for r in REASONS})
     return [exprs[c] for c in SURVEY_VEC]
 
@@ -111,8 +112,8 @@ def bin_counts(v: str, pos: str) -> list[str]:
     """Per column of :data:`BIN_VEC`, what one answered survey adds to its session's bin
     (``pos``: the session's position inside it); ``pmin``/``pmax`` are combined by
     :data:`BIN_COMBINE`, the others summed."""
-    exprs = {f"s{i}": _case(f"{v}.score = {i}") for i in range(11)}
-    exprs.update({f"t{i}": _case(f"{v}.score = {i}", pos) for i in range(11)})
+    exprs = {f"s{i}": _case(f"{v}.score = {i}") for i in SCORES}
+    exprs.update({f"t{i}": _case(f"{v}.score = {i}", pos) for i in SCORES})
     exprs.update({"q": f"CAST({pos} AS BIGINT) * {pos}", "pmin": pos, "pmax": pos})
     return [exprs[c] for c in BIN_VEC]
 
@@ -202,8 +203,8 @@ def fold_statements(dialect: str) -> list[str]:
 
 
 def _part(hour_of: str, seg: Sequence[str], extra: Sequence[str], counts: Sequence[str],
-          vec: Sequence[str], source: str, sign: int = 1) -> str:
-    signed = counts if sign == 1 else [f"-({c})" for c in counts]
+          vec: Sequence[str], source: str, negated: bool = False) -> str:
+    signed = [f"-({c})" for c in counts] if negated else counts
     cols = [f"{hour_of} AS hour", *(f"{e} AS {c}" for e, c in zip(seg, SEGMENT, strict=True)),
             *extra, *(f"{e} AS {c}" for e, c in zip(signed, vec, strict=True))]
     return f"SELECT {', '.join(cols)} FROM {source}"
@@ -249,7 +250,7 @@ def surveys_sql() -> str:
     parts = [
         _part(hour, joined, (), counts, SURVEY_VEC,
               "{nv} v LEFT JOIN sessions s ON s.id = v.session_id"),
-        _part(hour, alone, (), counts, SURVEY_VEC, _MOVED, -1),
+        _part(hour, alone, (), counts, SURVEY_VEC, _MOVED, negated=True),
         _part(hour, joined, (), counts, SURVEY_VEC, _MOVED),
     ]
     return _to_delta("agg_surveys", KEY, SURVEY_VEC, parts)
@@ -341,13 +342,15 @@ def rebuild_sql(style: str) -> list[tuple[str, str]]:
     return stmts
 
 
+#: A :func:`rebuild_sql` statement's range kind: what a day is in its units.
+_PER_DAY: Final = {"day": 1, "hour": 24, "us": DAY_US}
+
+
 def rebuild_params(kind: str, d0: int, d1: int) -> tuple[int, int]:
-    """The two parameters of a :func:`rebuild_sql` statement."""
-    if kind == "day":
-        return d0, d1
-    if kind == "hour":
-        return d0 * 24, d1 * 24
-    return d0 * DAY_US, d1 * DAY_US
+    """The two parameters of a :func:`rebuild_sql` statement (``KeyError`` for a kind it
+    does not make)."""
+    per_day = _PER_DAY[kind]
+    return d0 * per_day, d1 * per_day
 
 
 def day_ranges(days: Iterable[int]) -> list[tuple[int, int]]:

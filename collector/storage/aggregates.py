@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from protocol import REASONS
+from protocol.nps import SCORES
 from protocol.units import DAY_US
 
 from ..fine_bins import POS_SCALE
@@ -119,7 +120,7 @@ _START_INDEX: Final = METRICS.index(START)
 #: Column names of the survey counts, in vector order.
 SURVEY_VEC: Final = (
     "shown", "answered", "dismissed", "timeout",
-    *(f"h{i}" for i in range(11)),
+    *(f"h{i}" for i in SCORES),
     *(f"r_{r}" for r in REASONS),
 )
 #: Column names of a fine bin's counts: of each score (``s``), the sum of the sessions'
@@ -128,7 +129,7 @@ SURVEY_VEC: Final = (
 #: ``pmax``: kept with min and max, not summed). The positions let the report rank values
 #: inside a bin to first order (see :func:`collector.report.bins_spearman`); integers, so
 #: both backends combine them exactly alike.
-BIN_VEC: Final = (*(f"s{i}" for i in range(11)), *(f"t{i}" for i in range(11)), "q", "pmin", "pmax")
+BIN_VEC: Final = (*(f"s{i}" for i in SCORES), *(f"t{i}" for i in SCORES), "q", "pmin", "pmax")
 #: Vector columns whose sums over a write group may pass 2**31 (the others fit 32 bits).
 WIDE: Final = frozenset({"q"})
 #: How each column of :data:`BIN_VEC` combines (the others are summed).

@@ -18,7 +18,10 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
 
-SCORES: Final = tuple(range(11))
+from protocol import nps
+
+#: The scale's keys, 0 to 10 (protocol.nps.SCORES).
+SCORES: Final = tuple(nps.SCORES)
 
 # A 3x5 block font, drawn where a cell is large enough (big screens, see ScoreScale CSS).
 _BIG_DIGITS: Final = {
