@@ -66,9 +66,8 @@ def is_detractor(score: int) -> bool:
 def tally(histogram: Sequence[int]) -> tuple[int, int, int]:
     """(promoters, passives, detractors) of a score histogram: ``histogram[s]`` answers
     scored ``s``, for s = 0 to 10."""
-    if len(histogram) != SCORE_MAX - SCORE_MIN + 1:
-        raise ValueError(f"histogram: must have {SCORE_MAX - SCORE_MIN + 1} counts, "
-                         f"got {len(histogram)}")
+    if len(histogram) != len(SCORES):
+        raise ValueError(f"histogram: must have {len(SCORES)} counts, got {len(histogram)}")
     promoters = sum(histogram[PROMOTER_MIN:])
     detractors = sum(histogram[:DETRACTOR_MAX + 1])
     return promoters, sum(histogram) - promoters - detractors, detractors

@@ -45,7 +45,7 @@ class _Open:
 
     __slots__ = (
         "by_height", "channel", "content_type", "drops", "first_frame_t", "height", "id", "kbps",
-        "last_nominal", "last_seek_t", "last_t", "offset", "paused", "paused_s", "played_s",
+        "last_nominal", "last_seek_t", "last_t", "offset", "paused", "paused_s",
         "rebuffer_count", "rebuffer_s", "stall_counted", "stall_pending", "stalled",
         "started_wall", "switches", "t0", "weighted_s", "weighted_sum",
     )
@@ -65,7 +65,6 @@ class _Open:
         self.stall_counted = False
         self.stall_pending = False  # a counted stall that began while paused
         self.last_seek_t: float | None = None
-        self.played_s = 0.0
         self.paused_s = 0.0
         self.rebuffer_s = 0.0
         self.rebuffer_count = 0
@@ -94,7 +93,6 @@ class _Open:
                     self.rebuffer_count += 1
                 self.rebuffer_s += dt
         elif self.first_frame_t is not None:
-            self.played_s += dt
             if self.kbps is not None:
                 self.weighted_sum += self.kbps * dt
                 self.weighted_s += dt

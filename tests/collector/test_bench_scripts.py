@@ -3,6 +3,7 @@ here: speed goals live in bench/README.md, never in tests)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,15 @@ def test_impact_benchmark_runs(tmp_path: Path) -> None:
     assert out["sessions_generated"] == 20000 and set(out) >= {"all", "load_s", "commit"}
     assert out["all"]["answers"] > 500 and out["all"]["compute_impact"]["median_ms"] > 0
     assert out["all"]["adjusted_rebuffer_pct"]["nps_points"] < 0  # the planted effect
+    # The same store for bench/sqlite_side_by_side.py (why the impact read takes SQLite's
+    # parts one at a time).
+    side = subprocess.run([sys.executable, str(ROOT / "bench" / "sqlite_side_by_side.py"),
+                           "--db", str(tmp_path / "impact.db"), "--runs", "1"],
+                          capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert side.returncode == 0, side.stderr.decode()[-2000:]
+    lines = side.stdout.decode().splitlines()
+    assert lines[0].startswith("memory statistics on") and len(lines) == 3
+    assert all(re.fullmatch(r"  .+: \d+ \(\d+-\d+\)", line) for line in lines[1:]), lines
 
 
 def test_bomb_latency_benchmark_runs() -> None:

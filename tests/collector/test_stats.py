@@ -33,6 +33,15 @@ def test_p_value_matches_scipy(r: float, n: int) -> None:
     assert t_test_p_value(r, n) == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-6)
 
 
+@pytest.mark.parametrize("r", [1.0, -1.0, 1.0000000000000002, -1.0000000000000002])
+@pytest.mark.parametrize("n", [3, 10, 5000])
+def test_p_value_of_a_perfect_correlation_is_zero(r: float, n: int) -> None:
+    # t is infinite at |r| = 1 (scipy: 2 * t.sf(inf, df) == 0); rounding can put r a
+    # last bit past 1 (a correlation of identical ranks), which is the same case.
+    assert 2 * stats.t.sf(math.inf, n - 2) == 0.0
+    assert t_test_p_value(r, n) == 0.0
+
+
 def test_adjusted_wald_interval() -> None:
     # The contract's example: 380 promoters, 180 detractors of 800.
     lo, hi = nps_ci95(380, 180, 800)  # type: ignore[misc]

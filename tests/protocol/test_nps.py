@@ -8,6 +8,7 @@ from protocol.nps import (
     DETRACTOR_MAX,
     PASSIVE_MIN,
     PROMOTER_MIN,
+    SCORES,
     category,
     is_detractor,
     is_promoter,
@@ -23,6 +24,10 @@ def test_category_of_every_score(score: int) -> None:
     assert category(score) == EXPECTED[score]
     assert is_promoter(score) == (EXPECTED[score] == "promoter")
     assert is_detractor(score) == (EXPECTED[score] == "detractor")
+
+
+def test_scores_are_zero_to_ten() -> None:
+    assert list(SCORES) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_thresholds_are_the_edges() -> None:

@@ -362,6 +362,15 @@ def test_video_height_is_the_rendition_played_longest() -> None:
     assert done.record.qos.video_height == 720
 
 
+def test_video_height_adds_up_every_stretch_between_events() -> None:
+    # 720p plays 0-30 s between events every 5 s (30 s in all), 1080p 30-40 s in one
+    # stretch (10 s): the time is added up over every stretch, not taken from the last.
+    events = [E("play", 0.0), E("first_frame", 0.0), E("bitrate", 0.0, kbps=3000.0, height=720)]
+    events += [E("bitrate", float(t), kbps=3000.0 + t) for t in range(5, 30, 5)]
+    events += [E("bitrate", 30.0, kbps=5000.0, height=1080), E("stop", 40.0)]
+    assert run(events).record.qos.video_height == 720
+
+
 def test_video_height_tie_takes_the_higher_and_height_holds_without_a_new_one() -> None:
     done = run([
         E("play", 0.0), E("first_frame", 0.0),
