@@ -122,8 +122,8 @@ async def test_cleared_by_deletion_and_purge_recomputed_by_rebuild(store: Storag
 
 
 async def test_impact_read_gives_back_every_segment_value(store: Storage) -> None:
-    """The read brings a row's segment as one text (length-prefixed values): any text,
-    the empty one and null among them, comes back as stored, row by row."""
+    """The read brings each segment column as a JSON array: any text, the empty one and
+    null among them, comes back as stored, row by row."""
     rng = random.Random(51)
     odd = [None, "", "-", "3:x", "1:", "NL-NH", "a-b:c", "ü 12", "-1:-"]
     rows: list[Row] = []
