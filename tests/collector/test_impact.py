@@ -22,7 +22,7 @@ from collector import impact
 from collector.dashboard.openapi import openapi_document
 from collector.impact import impact_from_arrays
 from collector.settings import Settings
-from collector.storage.impact_sql import StratumCounts
+from collector.storage.impact_sql import Coded, StratumCounts
 from tests.collector.conftest import ADMIN, Api, batch, iso, serve, session_record, survey_record
 
 NAMES = ("rebuffer_pct", "startup_s", "bitrate_mbps", "failed", "no_start")
@@ -566,3 +566,133 @@ async def test_the_same_figures_on_both_databases(tmp_path: Path, postgres_url: 
             answers.append(await resp.json())
     assert answers[0]["answers"] > 100 and answers[0]["effects"]["adjusted"]["rebuffer_pct"]["nps_points"] is not None
     _same(answers[0], answers[1])
+
+
+# -- the steps one at a time (each against its own words) ------------------------------------
+
+def test_regressors_are_computed_in_double_whatever_the_input_precision() -> None:
+    # Columns held as float32 (as a caller may hold them): the regressors are the contract's
+    # divisions done in double on the same values, not in float32 (off by ~1e-8).
+    rng = np.random.default_rng(3)
+    ratio = rng.uniform(0, 0.1, 40).astype(np.float32)
+    startup = rng.uniform(150, 9000, 40).astype(np.float32)
+    bitrate = rng.uniform(400, 12000, 40).astype(np.float32)
+    startup[::7] = np.nan
+    bitrate[::7] = np.nan
+    score = rng.integers(0, 11, 40).astype(np.float32)
+    failed = (rng.random(40) < 0.2).astype(np.float32)
+    got = impact.build_design(score, ratio, startup, bitrate, failed)
+    frame = ~np.isnan(startup)
+    su = startup.astype(np.float64) / 1000
+    br = bitrate.astype(np.float64) / 1000
+    want = np.column_stack([100 * ratio.astype(np.float64),
+                            np.where(frame, su, su[frame].mean()),
+                            np.where(frame, br, br[frame].mean()),
+                            failed.astype(np.float64), (~frame).astype(np.float64)])
+    np.testing.assert_allclose(got.x, want, rtol=1e-14, atol=0)
+    assert got.x.dtype == np.float64
+    np.testing.assert_array_equal(got.y, np.where(score >= 9, 100.0, np.where(score <= 6, -100.0, 0.0)))
+
+
+def test_fixed_effects_leave_out_the_first_value_in_sort_order() -> None:
+    # Levels numbered in order of first appearance (NL-NH, null, "", BE-A); in sort order
+    # null comes first (left out), then "", "BE-A", "NL-NH": one indicator each, in order.
+    values = ["NL-NH", None, "", "BE-A", "NL-NH", "BE-A", None, "", "BE-A"]
+    got = impact.factor_indicators(Coded.of(values))
+    want = np.array([[1.0 if v == level else 0.0 for level in ("", "BE-A", "NL-NH")] for v in values])
+    np.testing.assert_array_equal(got, want)
+    # No null: the least value is left out.
+    values = ["z", "x", "y", "x"]
+    np.testing.assert_array_equal(impact.factor_indicators(Coded.of(values)),
+                                  np.array([[v == "y", v == "z"] for v in values], dtype=float))
+
+
+def test_rank_rule_on_nearly_collinear_columns_without_frame_only_columns() -> None:
+    # B is 2A plus noise, about 5e-9 of its norm (kept), C = A + B lies in the span (dropped),
+    # D is new (kept): the rank rule by least squares decides the same, with no column
+    # judged on the rows with a frame.
+    rng = np.random.default_rng(7)
+    n = 300
+    a = rng.normal(size=n)
+    b = 2 * a + 1e-8 * np.linalg.norm(a) / math.sqrt(n) * rng.normal(size=n)
+    x = np.column_stack([np.ones(n), a, b, a + b, rng.normal(size=n)])
+    names = ["const", "a", "b", "c", "d"]
+    want = reference_kept(names, x, np.ones(n, bool))
+    assert want == [True, True, True, False, True]
+    assert impact.keep_columns(x, x[:0], [False] * 5) == want
+    assert impact.keep_columns(x, x, [False] * 5) == want
+
+
+def test_failed_on_exactly_the_sessions_without_a_frame_drops_no_start() -> None:
+    # A session that failed never showed a frame, and every other one did: no_start is
+    # failed again, so it adds no rank (judged after bitrate_mbps, the last regressor
+    # judged on the rows with a frame).
+    rows = make_rows(16, 400, 50, no_frame=0.15)
+    for r in rows:
+        r["failed"] = r["startup_ms"] is None
+    got = impact_from_arrays(**arrays(rows))
+    ref = check(got, rows)
+    for model in ("unadjusted", "adjusted"):
+        assert ref[model]["failed"] is not None and ref[model]["no_start"] is None
+        assert ref[model]["bitrate_mbps"] is not None
+
+
+def test_fit_model_thresholds_on_its_own() -> None:
+    # fit_model applies the N < 50 and G < 20 thresholds itself (not only through its caller).
+    rows = make_rows(17, 200, 40)
+    names, x, y, frame = reference_columns(rows, False)
+    xy = np.column_stack([x, y])
+    index = np.arange(len(rows), dtype=np.int64)
+    frame_only = [n in ("startup_s", "bitrate_mbps") for n in names]
+    cols = list(range(len(names)))
+    geom = impact.geometry(xy, frame)
+    assert impact.fit_model(xy, geom, cols, frame_only, index % 19, 19) == dict.fromkeys(NAMES)
+    ok = impact.fit_model(xy, geom, cols, frame_only, index % 20, 20)
+    assert all(ok[n] is not None for n in NAMES)
+    small = xy[:49]
+    geom = impact.geometry(small, frame[:49])
+    assert impact.fit_model(small, geom, cols, frame_only, index[:49] % 40, 40) == dict.fromkeys(NAMES)
+
+
+def test_recoverable_from_the_formula_on_one_row_and_on_none() -> None:
+    # -b * mean(max(0, x - target)) (bitrate: b * mean(max(0, target - x))) over a design of
+    # one row, for given slopes; over no rows every figure is null.
+    design = impact.build_design([3], [0.04], [3500.0], [2000.0], [1.0])
+    slopes = {name: impact.Slope(-2.0 - i, (-3.0 - i, -1.0 - i), 0.01) for i, name in enumerate(NAMES)}
+    got = impact.recoverable(design, slopes)
+    gaps = {"rebuffer_pct": 4.0, "startup_s": 1.5, "bitrate_mbps": 3.0, "failed": 1.0, "no_start": 0.0}
+    for i, name in enumerate(NAMES):
+        sign = 1.0 if name == "bitrate_mbps" else -1.0
+        ends = sorted([sign * (-3.0 - i) * gaps[name], sign * (-1.0 - i) * gaps[name]])
+        assert got[name]["target"] == TARGETS[name]
+        close(got[name]["nps_points"], sign * (-2.0 - i) * gaps[name], name)
+        close(got[name]["ci95"][0], ends[0], name + ".lo")
+        close(got[name]["ci95"][1], ends[1], name + ".hi")
+    empty = impact.build_design([], [], [], [], [])
+    assert impact.recoverable(empty, slopes) == {
+        name: {"target": TARGETS[name], "nps_points": None, "ci95": None} for name in NAMES}
+
+
+def test_response_adjusted_with_a_single_answer_and_the_upper_clamp() -> None:
+    def formula(strata: list[tuple[int, int, int, int]]) -> tuple[float, float]:
+        """nps and the half-width, from the contract's words."""
+        answered = [s for s in strata if s[1] > 0]
+        shown = sum(s[0] for s in answered)
+        est = var = 0.0
+        for n_shown, n, p, d in answered:
+            w, ps, ds = n_shown / shown, p / n, d / n
+            est += w * (ps - ds)
+            var += w * w * (ps + ds - (ps - ds) ** 2) / n
+        return 100 * est, 1.96 * 100 * math.sqrt(var)
+
+    # A stratum with one answer (a detractor) is answered: in the estimate, not unrepresented.
+    # Nearly all promoters: the interval passes 100 and is clamped there.
+    for counts, unrepresented in (([(40, 1, 0, 1), (200, 30, 20, 4), (9, 0, 0, 0)], 9),
+                                  ([(100, 10, 10, 0), (5, 2, 1, 0)], 0)):
+        got = impact.response_adjusted([StratumCounts(i, *c) for i, c in enumerate(counts)])
+        nps, half = formula(counts)
+        close(got["nps"], nps, "nps")
+        close(got["ci95"][0], max(-100.0, nps - half), "lo")
+        close(got["ci95"][1], min(100.0, nps + half), "hi")
+        assert got["unrepresented_shown"] == unrepresented
+    assert nps + half > 100 and got["ci95"][1] == 100.0
