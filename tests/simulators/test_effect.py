@@ -8,6 +8,7 @@ rounding allows (``simulators.compare.REPORT_TOLERANCES``, stated there).
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,9 +17,16 @@ from .conftest import Collector
 pytestmark = pytest.mark.timeout(120)
 
 async def test_report_recovers_the_planted_effect(collector: Collector) -> None:
+    # A fixed start. What the fleet lives depends on the days simulated as well as on the
+    # seed: over the eight starts from 2026-12-01 this seed's lived correlation ran from
+    # -0.02 to -0.15 and its best-minus-worst bucket NPS from -18 to +32 (some 250 answers
+    # of a weak, realistic effect), so with a start of "today" the two checks below that
+    # the effect is there at all passed or failed by the date (failed in CI on 2026-12-08).
+    # The agreement of the report with the lived truth, the point of the test, held on
+    # every start.
     _, summary = await collector.fleet(
         boxes=120, days=3, seed=7, sample_rate=0.6, cooldown_answered_days=0,
-        cooldown_dismissed_days=0, durable_boxes=10,
+        cooldown_dismissed_days=0, durable_boxes=10, start=datetime(2026, 12, 2, tzinfo=UTC),
     )
     truth = summary["ground_truth"]
     assert summary["drained"]
