@@ -26,6 +26,7 @@ from protocol.nps import DETRACTOR_MAX, PROMOTER_MIN
 from ..metrics import BY_NAME
 from ..model import Filters
 from ..numeric import np, npt
+from .aggregate_sql import ANSWERED
 from .sql import where_surveys
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
@@ -43,10 +44,9 @@ class Coded:
     @classmethod
     def of(cls, values: Sequence[Any]) -> Coded:
         """The values numbered in order of first appearance."""
-        index = {v: i for i, v in enumerate(dict.fromkeys(values))}
-        # map() over the dict's own lookup: no Python frame per value.
-        codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
-        return cls(codes, list(index))
+        numbering = _Numbering()
+        numbering.add(values)
+        return numbering.coded()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +97,8 @@ class ImpactData:
     strata: list[StratumCounts]
 
 
-#: A survey shown counted as answered (with a score).
-_ANSWERED = "v.outcome = 'answered' AND v.score IS NOT NULL"
+#: A survey shown counted as answered (with a score), as the aggregates count it.
+_ANSWERED = ANSWERED.format(v="v")
 #: What makes a survey shown in range a row of the estimator (its session known, see
 #: :mod:`.survey_session`).
 _IS_ROW = (f"{_ANSWERED} AND v.rebuffer_ratio IS NOT NULL "
@@ -150,14 +150,14 @@ async def read_impact_data(fetch: Fetch, filters: Filters, style: str,
 
     The rows' scan is cut into ``parts`` (default :data:`PARTS`), taken in order, each
     parsed and numbered in a worker thread while the next is read: the database's work and
-    Python's overlap instead of following each other (at 10 M on SQLite 0.85 s → 0.65 s;
+    Python's overlap instead of following each other (at 10 M on SQLite 0.95 s → 0.68 s;
     bench/README.md). Parts are ranges of ``shown_us``, or of SQLite's ``rowid`` when the
     range has no time bound (a ``shown_us`` range would trade SQLite's table scan for an
     index look-up per row); both are fixed for a survey, so each survey is in exactly one
     part, and each part sees the store as it was when its query began, as the report's
     queries do. SQLite reads one part at a time (two scans side by side in one process
-    took as long as both one after the other), PostgreSQL two, its server's processes
-    working side by side.
+    took longer than one after the other: bench/sqlite_side_by_side.py), PostgreSQL two,
+    its server's processes working side by side.
     """
     where, params = where_surveys(filters, style, session="v")
     keys = asyncio.ensure_future(

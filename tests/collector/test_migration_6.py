@@ -11,7 +11,7 @@ from collector.storage import make_storage
 from collector.storage.migrations import LATEST, migrate_url
 
 from .conftest import ADMIN, run_behind_the_collector
-from .test_scale import dataset, ingest_shuffled
+from .test_scale import dataset, store_shuffled
 from .test_survey_session import JOINED, KEPT, _norm
 
 
@@ -25,13 +25,7 @@ async def _select(db_url: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 async def test_schema_5_store_gains_the_video_height_on_its_survey_rows(db_url: str) -> None:
-    rows = dataset(81, 500)
-    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
-    await st.open()
-    try:
-        await ingest_shuffled(st, rows, 82)
-    finally:
-        await st.close()
+    await store_shuffled(db_url, dataset(81, 500), 82)
     await run_behind_the_collector(db_url, ["ALTER TABLE surveys DROP COLUMN video_height",
                                   "UPDATE nps_meta SET value = '5' WHERE key = 'schema_version'"])
     done = await migrate_url(db_url)

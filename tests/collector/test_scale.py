@@ -178,6 +178,16 @@ def check_against_contract(rep: dict[str, Any], rows: list[Row], f: Filters) -> 
             assert abs(got["spearman"] - exact) <= 0.01, (m, f, got, exact)
 
 
+async def store_shuffled(url: str, rows: list[Row], seed: int) -> None:
+    """:func:`ingest_shuffled` into the store at ``url``, opened for it and closed after."""
+    st = make_storage(Settings(db=url, admin_token=ADMIN))
+    await st.open()
+    try:
+        await ingest_shuffled(st, rows, seed)
+    finally:
+        await st.close()
+
+
 async def ingest_shuffled(st: Storage, rows: list[Row], seed: int, batch_size: int = 37) -> None:
     """In random order (a survey often before its session), concurrently, with repeats."""
     rng = random.Random(seed)
@@ -576,12 +586,7 @@ async def test_store_of_schema_1_gains_the_start_funnel_and_video_height(
     # The data set has both kinds of session without a frame, or the test proves nothing.
     assert any(s.startup_ms is None and s.failed for s in sessions)
     assert any(s.startup_ms is None and not s.failed for s in sessions)
-    st = make_storage(Settings(db=db_url, admin_token=ADMIN))
-    await st.open()
-    try:
-        await ingest_shuffled(st, rows, 48)
-    finally:
-        await st.close()
+    await store_shuffled(db_url, rows, 48)
     await _as_schema_1(db_url)
     st = make_storage(Settings(db=db_url, admin_token=ADMIN))
     await st.open()  # migrates at open: adding columns and aggregate counts is safe at start
