@@ -108,7 +108,7 @@ async def time_at_risk(url: str, runs: int, cases: list[str]) -> dict[str, Any]:
         parts["fit"] = time.perf_counter() - t
         window = Filters(from_us=to_micros(to - timedelta(days=7)), to_us=to_us)
         t = time.perf_counter()
-        ranked = await read_ranked_boxes(fetch, style, window, model.ranking(), 50)
+        ranked = await read_ranked_boxes(store.sql_reader(large=True)[0], style, window, model.ranking(), 50)
         parts["ranking query"] = time.perf_counter() - t
         ids = [box_id for box_id, _ in ranked]
         t = time.perf_counter()

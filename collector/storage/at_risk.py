@@ -126,6 +126,29 @@ def _adder(style: str, params: list[Any]) -> Callable[[Any], str]:
     return add
 
 
+#: The least share of the stored sessions' time span that a window must cover for SQLite
+#: to average the risks walking ``sessions_box_window`` in box order, every stored session
+#: of the index read, rather than the window's sessions in time order and then sorted by
+#: box. At 10 M sessions over 30 days, measured: reading the whole index took about 0.11 µs
+#: a stored session; sorting cost about 1.3 µs a window's session; so the walk in box order
+#: pays from about 8 % of the span (bench/README.md, "At-risk list at scale").
+BOX_ORDER_SHARE: Final = 0.1
+
+
+def _box_order(window: Filters, span: tuple[int | None, int | None]) -> bool:
+    """Whether SQLite should walk the boxes in order for ``window``: no batch filter (the
+    box index does not carry the attributes, so a filter would look up every stored
+    session) and a window covering at least :data:`BOX_ORDER_SHARE` of the stored
+    sessions' span ``(min started_us, max started_us)``."""
+    lo, hi = span
+    if lo is None or hi is None or any(getattr(window, c) is not None
+                                       for c in ("region", "model", "firmware")):
+        return False
+    assert window.from_us is not None and window.to_us is not None
+    covered = min(window.to_us, hi + 1) - max(window.from_us, lo)
+    return covered >= BOX_ORDER_SHARE * (hi + 1 - lo)
+
+
 async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: Ranking,
                             limit: int) -> list[tuple[str, float]]:
     """(box_id, risk) of the first ``limit`` boxes with a session in ``window``
@@ -141,37 +164,50 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     holds. Nothing else is aggregated here: on every session of the window, each
     aggregate costs (twice the time with the figures' nine); the figures are read for
     the listed boxes alone (:func:`read_box_sums`).
+
+    ``fetch`` should be the store's reader for large reads (``sql_reader(large=True)``):
+    PostgreSQL's per-box hash table outgrows the default ``work_mem`` at a few hundred
+    thousand boxes and spills to disk.
     """
     params: list[Any] = []
     add = _adder(style, params)
     where = _window_where(window, add)
-    c = [_f8(float(v), style) for v in ranking]
+    source = "sessions"
+    if style == "?":
+        span = await fetch("SELECT (SELECT min(started_us) FROM sessions), "
+                           "(SELECT max(started_us) FROM sessions)", ())
+        if _box_order(window, (span[0][0], span[0][1])):
+            source = "sessions INDEXED BY sessions_box_window"
 
     def k(value: float) -> str:
-        # Constants typed as doubles too: in PostgreSQL ``startup_ms / 1000.0`` would be
+        # Constants typed as doubles: in PostgreSQL ``startup_ms / 1000.0`` would be
         # numeric arithmetic, many times slower per row than double precision.
         return _f8(value, style)
 
     # Each session's regressors as the model was trained on them: a session without a
     # frame (or without a bitrate) takes the training mean, its loss being no_start's.
-    # A regressor the fit dropped (coefficient 0) adds nothing and is left out: every
-    # term costs its evaluation on each session of the window.
-    regressors = (
-        f"({k(100.0)} * rebuffer_ratio)",
-        f"(CASE WHEN startup_ms IS NULL THEN {c[6]} ELSE startup_ms / {k(1000.0)} END)",
-        f"(CASE WHEN avg_bitrate_kbps IS NULL THEN {c[7]} ELSE avg_bitrate_kbps / {k(1000.0)} END)",
-        f"(CASE WHEN failed THEN {k(1.0)} ELSE {k(0.0)} END)",
-        f"(CASE WHEN startup_ms IS NULL THEN {k(1.0)} ELSE {k(0.0)} END)",
-    )
-    eta = " + ".join([c[0], *(f"{c[i]} * {x}" for i, x in enumerate(regressors, 1) if ranking[i] != 0.0)])
-    # Clamped so that exp() neither overflows nor underflows (PostgreSQL raises on
-    # both); beyond ±500 the probability is 0 or 1 to within 1e-217 anyway. By the
-    # two-argument max and min (GREATEST and LEAST in PostgreSQL), which evaluate the
-    # model once: a CASE naming ``eta`` three times evaluated it up to three times a
-    # session (28 % of the query's CPU at 10 M on SQLite).
-    lo, hi = k(-500.0), k(500.0)
-    clamped = (f"max({lo}, min({hi}, eta))" if style == "?"
-               else f"GREATEST({lo}, LEAST({hi}, eta))")
+    # The coefficients are folded into the constants (c·startup_ms/1000 is written
+    # startup_ms·(c/1000), and no_start's coefficient joins the mean put in for a
+    # session without a frame) and a regressor the fit dropped (coefficient 0) is left
+    # out: every operation costs its evaluation on each session of the window (the
+    # folded form took a third off PostgreSQL's query at 10 M). Folding moves the sum in
+    # its last bits only, far below the rounding to RISK_DECIMALS.
+    c0, c_rb, c_su, c_br, c_failed, c_no_start, su_mean, br_mean = (float(v) for v in ranking)
+    terms = [k(c0)]
+    if c_rb != 0.0:
+        terms.append(f"{k(100.0 * c_rb)} * rebuffer_ratio")
+    if c_su != 0.0 or c_no_start != 0.0:
+        terms.append(f"coalesce(startup_ms * {k(c_su / 1000.0)}, {k(c_su * su_mean + c_no_start)})")
+    if c_br != 0.0:
+        terms.append(f"coalesce(avg_bitrate_kbps * {k(c_br / 1000.0)}, {k(c_br * br_mean)})")
+    if c_failed != 0.0:
+        terms.append(f"failed * {k(c_failed)}" if style == "?"
+                     else f"(CASE WHEN failed THEN {k(c_failed)} ELSE {k(0.0)} END)")
+    eta = " + ".join(terms)
+    # PostgreSQL raises on exp()'s overflow and underflow: clamped there (beyond ±500 the
+    # probability is 0 or 1 to within 1e-217 anyway), by GREATEST and LEAST, which
+    # evaluate the model once. SQLite's exp() gives infinity or 0, and 1 / (1 + ∞) is 0.
+    arg = f"-({eta})" if style == "?" else f"-GREATEST({k(-500.0)}, LEAST({k(500.0)}, {eta}))"
     # Code points: SQLite's BINARY collation compares UTF-8 bytes, which orders as code
     # points; PostgreSQL needs the "C" collation for that whatever the database's is.
     order_id = "box_id" if style == "?" else 'box_id COLLATE "C"'
@@ -182,9 +218,8 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
     rounded = (f"round(risk, {RISK_DECIMALS})" if style == "?"
                else f"CAST(round(CAST(risk AS numeric), {RISK_DECIMALS}) AS DOUBLE PRECISION)")
     rows = await fetch(
-        f"WITH s AS (SELECT box_id, {eta} AS eta FROM sessions WHERE {where}), "
-        f"b AS (SELECT box_id, avg({k(1.0)} / ({k(1.0)} + exp(-({clamped})))) AS risk "
-        "FROM s GROUP BY box_id) "
+        f"WITH b AS (SELECT box_id, avg({k(1.0)} / ({k(1.0)} + exp({arg}))) AS risk "
+        f"FROM {source} WHERE {where} GROUP BY box_id) "
         f"SELECT box_id, {rounded} AS r FROM b ORDER BY r DESC, {order_id} LIMIT {add(limit)}",
         params,
     )
@@ -194,21 +229,28 @@ async def read_ranked_boxes(fetch: Fetch, style: str, window: Filters, ranking: 
 async def read_box_sums(fetch: Fetch, style: str, window: Filters,
                         box_ids: Sequence[str]) -> dict[str, BoxSums]:
     """The window's sessions of each of ``box_ids`` added up (through the sessions' box
-    index: a few rows per box, whatever the window holds of other boxes)."""
+    index: a few rows per box, whatever the window holds of other boxes).
+
+    On PostgreSQL the ids are joined from ``unnest`` rather than matched by ``= ANY``: from
+    its sixth run a prepared statement may take a generic plan, and the generic plan of
+    ``box_id = ANY($n)`` scanned the window's partitions (200 to 330 ms at 10 M sessions,
+    against 4 ms), where the join's stays a look-up per box (the same in
+    :func:`read_last_answers`)."""
     if not box_ids:
         return {}
     params: list[Any] = []
     add = _adder(style, params)
     where = _window_where(window, add)
     if style == "?":
-        boxes = f"box_id IN ({', '.join(add(b) for b in box_ids)})"
+        source = "sessions"
+        where += f" AND box_id IN ({', '.join(add(b) for b in box_ids)})"
     else:
-        boxes = f"box_id = ANY({add(list(box_ids))}::text[])"
+        source = f"unnest({add(list(box_ids))}::text[]) AS listed(box) JOIN sessions ON box_id = listed.box"
     rows = await fetch(
         "SELECT box_id, count(*), sum(rebuffer_s), sum(watch_s), sum(startup_ms), "
         "count(startup_ms), sum(avg_bitrate_kbps * watch_s), "
         "sum(CASE WHEN avg_bitrate_kbps IS NULL THEN 0 ELSE watch_s END), "
-        f"sum(CASE WHEN failed THEN 1 ELSE 0 END) FROM sessions WHERE {where} AND {boxes} "
+        f"sum(CASE WHEN failed THEN 1 ELSE 0 END) FROM {source} WHERE {where} "
         "GROUP BY box_id",
         params,
     )
@@ -228,8 +270,8 @@ async def read_last_answers(fetch: Fetch, style: str, box_ids: Sequence[str],
                f"AND answered_us < ? AND box_id IN ({placeholders('?', len(box_ids))})")
         params: list[Any] = [to_us, *box_ids]
     else:
-        sql = ("SELECT box_id, id, score, answered_us FROM surveys WHERE outcome = 'answered' "
-               "AND answered_us < $1 AND box_id = ANY($2::text[])")
+        sql = ("SELECT box_id, id, score, answered_us FROM unnest($2::text[]) AS listed(box) "
+               "JOIN surveys ON box_id = listed.box WHERE outcome = 'answered' AND answered_us < $1")
         params = [to_us, list(box_ids)]
     best: dict[str, tuple[int, str, int]] = {}
     for r in await fetch(sql, params):

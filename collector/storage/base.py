@@ -180,7 +180,8 @@ class Storage(abc.ABC):
         """Forget a delivered alert."""
 
     @abc.abstractmethod
-    def sql_reader(self) -> tuple[Fetch, str]:
+    def sql_reader(self, *, large: bool = False) -> tuple[Fetch, str]:
         """The store's read function (SQL and parameters to rows, off the event loop) and
         its placeholder style (``?`` or ``$``), for query modules written once for both
-        backends (``collector.storage.at_risk``)."""
+        backends (``collector.storage.at_risk``). ``large``: for a statement that groups
+        millions of rows (the at-risk ranking), which the backend may give more memory."""

@@ -241,6 +241,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         AddColumns("surveys", _V6_SURVEY_SESSION),
         RunSql(sqlite=(_V6_FILL,), postgresql=(_V6_FILL,)),
     )),
+    # GET /v1/at-risk averaged each box's risks over the window's sessions by sorting
+    # them all by box (SQLite groups by sorting): a box index carrying the model's values
+    # lets it walk the boxes in order instead. SQLite only; PostgreSQL is unchanged.
+    Migration(7, "the at-risk list's box index (SQLite)", (
+        RecreateIndex("sessions", "sessions_box_window"),
+        RunSql(sqlite=("DROP INDEX IF EXISTS sessions_box",)),
+    )),
 )
 
 

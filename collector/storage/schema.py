@@ -307,7 +307,14 @@ TABLES: Final[tuple[Table, ...]] = (
         # Covering the report's edge reads (the partial days of a range): an index-only scan.
         Index("sessions_started", ("started_us",),
               include=(*(m.bucket_column for m in METRICS), "failed", "surveyed")),
-        Index("sessions_box", ("box_id",)),
+        # A box's sessions. On SQLite in time order with the values the at-risk model reads
+        # (collector.storage.at_risk): the window's risks are averaged per box walking
+        # this index in box order, where a walk in time order would sort every session of
+        # the window by box, the most of the list's time. PostgreSQL hashes its groups
+        # and keeps the narrow index.
+        Index("sessions_box", ("box_id",), only="postgresql"),
+        Index("sessions_box_window", ("box_id", "started_us"), only="sqlite",
+              include=("rebuffer_ratio", "startup_ms", "avg_bitrate_kbps", "failed")),
     )),
     Table("surveys", (
         Column("id", "uuid"), Column("box_id", "text"), Column("received_us", "int64"),

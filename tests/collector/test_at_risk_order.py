@@ -29,7 +29,7 @@ C0, C_RB = -2.0, 0.7
 
 def probability(rb: float) -> float:
     """A session's probability as the query computes it (same operations, same order)."""
-    eta = C0 + C_RB * (100.0 * rb)
+    eta = C0 + (100.0 * C_RB) * rb
     return 1.0 / (1.0 + math.exp(-eta))
 
 

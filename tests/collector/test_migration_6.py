@@ -29,7 +29,7 @@ async def test_schema_5_store_gains_the_video_height_on_its_survey_rows(db_url: 
     await run_behind_the_collector(db_url, ["ALTER TABLE surveys DROP COLUMN video_height",
                                   "UPDATE nps_meta SET value = '5' WHERE key = 'schema_version'"])
     done = await migrate_url(db_url)
-    assert (done.found, done.now, done.applied) == (5, LATEST, (6,))
+    assert (done.found, done.now, done.applied) == (5, LATEST, tuple(range(6, LATEST + 1)))
     kept = sorted(await _select(db_url, KEPT), key=repr)
     assert kept == sorted(await _select(db_url, JOINED), key=repr)
     heights = [r[-1] for r in kept]
