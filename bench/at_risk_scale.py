@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from machine import machine_figures  # noqa: E402
 from report_scale import (  # noqa: E402
     PG_DEFAULT,
     _end_us,
@@ -145,7 +146,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     result: dict[str, Any] = {"backend": a.backend, "records_generated_sessions": a.records,
-                              "commit": commit, "load_avg_before": os.getloadavg()}
+                              "commit": commit, "load_avg_before": os.getloadavg(),
+                              "machine_before": machine_figures()}
     if a.backend == "sqlite":
         with tempfile.TemporaryDirectory(dir=os.environ.get("NPS_BENCH_DIR")) as tmp:
             path = Path(a.keep) if a.keep else Path(tmp) / "scale.db"
@@ -165,6 +167,7 @@ def main() -> None:
             if a.keep is None:
                 asyncio.run(pg_drop(a.pg, name))
     result["load_avg_after"] = os.getloadavg()
+    result["machine_after"] = machine_figures()
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

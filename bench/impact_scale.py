@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import report_scale as rs  # noqa: E402
+from machine import machine_figures  # noqa: E402
 
 from collector.impact import compute_impact, impact_from_data  # noqa: E402
 from collector.model import Filters  # noqa: E402
@@ -124,7 +125,8 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     result: dict[str, Any] = {"backend": args.backend, "sessions_generated": args.records,
-                              "commit": commit, "runs": RUNS, "parts": impact_sql.PARTS}
+                              "commit": commit, "runs": RUNS, "parts": impact_sql.PARTS,
+                              "machine_before": machine_figures()}
     if args.backend == "sqlite":
         path = Path(args.keep or f"/tmp/impact-bench-{args.records}.db")
         if not path.exists():
@@ -143,6 +145,7 @@ def main() -> None:
         finally:
             if args.keep is None:
                 asyncio.run(rs.pg_drop(args.pg, name))
+    result["machine_after"] = machine_figures()
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -73,6 +73,10 @@ def test_impact_benchmark_runs(tmp_path: Path) -> None:
     assert out["sessions_generated"] == 20000 and set(out) >= {"all", "load_s", "commit"}
     assert out["all"]["answers"] > 500 and out["all"]["compute_impact"]["median_ms"] > 0
     assert out["all"]["adjusted_rebuffer_pct"]["nps_points"] < 0  # the planted effect
+    # The machine's own figures, before and after (bench/machine.py).
+    for when in ("machine_before", "machine_after"):
+        assert set(out[when]) == {"python_loop_ms", "sqlite_sort_ms", "sqlite_commits_per_s"}
+        assert all(v > 0 for v in out[when].values()), out[when]
     # The same store for bench/sqlite_side_by_side.py (why the impact read takes SQLite's
     # parts one at a time).
     side = subprocess.run([sys.executable, str(ROOT / "bench" / "sqlite_side_by_side.py"),
@@ -82,6 +86,18 @@ def test_impact_benchmark_runs(tmp_path: Path) -> None:
     lines = side.stdout.decode().splitlines()
     assert lines[0].startswith("memory statistics on") and len(lines) == 3
     assert all(re.fullmatch(r"  .+: \d+ \(\d+-\d+\)", line) for line in lines[1:]), lines
+
+
+def test_raw_durability_probe_runs() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "raw_durability.py"), "--records", "1000",
+                           "--rounds", "1"], capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = orjson.loads(done.stdout)
+    assert set(out) == {"FULL", "OFF"}
+    for sync in out.values():
+        assert len(sync) == 1 and sync[0]["records_per_s"] > 0
+        # The wall clock covers the process's CPU time on one thread (rounding aside).
+        assert sync[0]["wall_us_per_record"] >= 0.9 * sync[0]["cpu_us_per_record"] > 0
 
 
 def test_bomb_latency_benchmark_runs() -> None:
