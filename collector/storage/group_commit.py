@@ -81,15 +81,23 @@ class _Pending:
 
 
 class GroupCommitQueue:
-    """Uploads wait here; one task writes everything already queued in one transaction.
+    """Uploads wait here; a writer task writes everything already queued in one
+    transaction.
 
-    Bounded by batches, not memory growth: when ``max_batches`` wait, :meth:`submit`
-    raises :class:`OverloadedError` so the collector can answer 503 with Retry-After.
+    ``writers`` tasks write at once, each its own group (1: one group at a time, as
+    SQLite's single writer needs; PostgreSQL takes several, as it takes several
+    instances: while one group waits on the server's round trips and its commit's flush,
+    the next is written). Bounded by batches, not memory growth: when ``max_batches``
+    wait, :meth:`submit` raises :class:`OverloadedError` so the collector can answer 503
+    with Retry-After.
     """
 
     def __init__(self, write_group: WriteGroup, *, name: str, max_batches: int,
                  max_records: int, retry_after_s: int,
-                 may_be_one_upload: MayBeOneUpload = lambda exc: True) -> None:
+                 may_be_one_upload: MayBeOneUpload = lambda exc: True, writers: int = 1) -> None:
+        if writers < 1:
+            raise ValueError(f"writers: need at least 1, not {writers}")
+        self._writers = writers
         self._write_group = write_group
         self._may_be_one_upload = may_be_one_upload
         self._name = name
@@ -98,7 +106,7 @@ class GroupCommitQueue:
         self._retry_after_s = retry_after_s
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._waiting = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def depth(self) -> int:
@@ -106,15 +114,17 @@ class GroupCommitQueue:
         return self._waiting
 
     def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.create_task(self._run(), name=self._name)
+        """Start the writer tasks."""
+        self._tasks = [asyncio.create_task(self._run(), name=f"{self._name}-{i}")
+                       for i in range(self._writers)]
 
     async def stop(self) -> None:
-        """Write what is queued, then end the writer task."""
-        self._queue.put_nowait(None)
-        if self._task is not None:
-            await self._task
-            self._task = None
+        """Write what is queued, then end the writer tasks."""
+        # One end mark per task: a task ends at the first it takes, so each takes one.
+        for _ in self._tasks:
+            self._queue.put_nowait(None)
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks)
 
     async def submit(self, rows: Sequence[Row], auth: UploadAuth | None = None) -> list[bool]:
         """Queue rows; answer per row whether it was new, once committed (raises

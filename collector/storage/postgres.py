@@ -25,8 +25,10 @@ Records live in tables partitioned by month (``sessions`` on ``started_us``, ``s
 
 Pool size and timeouts come from query parameters of the ``--db`` URL, which are removed
 before the URL reaches the server: ``pool_min`` (default 2), ``pool_max`` (10),
-``connect_timeout`` (10 s), ``command_timeout`` (60 s), ``start_timeout`` (120 s), and
-``pgbouncer=1`` behind pgbouncer in transaction mode (no prepared-statement cache).
+``connect_timeout`` (10 s), ``command_timeout`` (60 s), ``start_timeout`` (120 s),
+``writers`` (2: write groups written at once, each on its own connection, as two
+instances would) and ``pgbouncer=1`` behind pgbouncer in transaction mode (no
+prepared-statement cache).
 
 Faults: a server down at start is retried with backoff (1 s doubling to 15 s, each
 failure logged saying what and when next) for ``start_timeout`` seconds, then the
@@ -98,7 +100,12 @@ _MIN_US = PARTITION_MIN_US
 _MAX_US = PARTITION_MAX_US
 
 _DSN_OPTIONS = ("pool_min", "pool_max", "connect_timeout", "command_timeout", "start_timeout",
-                "pgbouncer")
+                "pgbouncer", "writers")
+#: Write groups an instance writes at once by default (the ``writers`` URL option). One
+#: writer left the 2-CPU machine half idle during ingest, each group waiting on its round
+#: trips and its commit's flush; two wrote 28-37 % more records a second, three no more
+#: than two (bench/README.md, "Storage write path").
+WRITERS = 2
 #: Backoff between connection attempts at start: first, most (seconds).
 START_RETRY_FIRST_S = 1.0
 START_RETRY_MAX_S = 15.0
@@ -224,16 +231,19 @@ class PostgresStorage(SqlStore):
             self._connect_timeout = float(opts.get("connect_timeout", 10))
             self._command_timeout = float(opts.get("command_timeout", 60))
             self._start_timeout = float(opts.get("start_timeout", 120))
+            self._writers = int(opts.get("writers", WRITERS))
         except ValueError as exc:
             raise ConfigError(f"db: a pool option is not a number ({exc})") from None
         if not 1 <= self._pool_min <= self._pool_max:
             raise ConfigError("db: need 1 <= pool_min <= pool_max")
+        if not 1 <= self._writers < self._pool_max:
+            raise ConfigError("db: need 1 <= writers < pool_max (reads need a connection too)")
         self._pgbouncer = opts.get("pgbouncer", "0") in ("1", "true", "yes")
         self._pool: asyncpg.Pool | None = None
         self._writes = GroupCommitQueue(
             self._write_group, name="postgres-writer", max_batches=settings.write_queue_batches,
             max_records=settings.group_commit_records, retry_after_s=settings.retry_after_s,
-            may_be_one_upload=_may_be_one_upload,
+            may_be_one_upload=_may_be_one_upload, writers=self._writers,
         )
         #: Partitions known to exist: only saves a round trip; the database decides.
         self._partitions: set[str] = set()

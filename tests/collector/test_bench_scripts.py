@@ -100,6 +100,21 @@ def test_raw_durability_probe_runs() -> None:
         assert sync[0]["wall_us_per_record"] >= 0.9 * sync[0]["cpu_us_per_record"] > 0
 
 
+def test_cpu_by_process_runs(tmp_path: Path) -> None:
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.2: pass"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_by_process.py"), "--out",
+                           str(tmp_path / "series.json"), "--log", str(tmp_path / "log"), "--",
+                           sys.executable, "-c", spin],
+                          capture_output=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = orjson.loads(done.stdout)
+    assert set(out) == {"samples", "postgres", "collector", "nostore", "python-other", "other", "busy_cores"}
+    series = orjson.loads((tmp_path / "series.json").read_bytes())
+    assert len(series) >= 2 and out["samples"] >= 1
+    # The spinning Python process shows as most of a core in some period.
+    assert max(p["python-other"] for p in series) > 0.5 and out["busy_cores"] > 0
+
+
 def test_bomb_latency_benchmark_runs() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bomb_latency.py"), "--runs", "1",
                            "--seconds", "1", "--attackers", "2", "--json"],
