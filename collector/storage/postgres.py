@@ -103,8 +103,8 @@ _DSN_OPTIONS = ("pool_min", "pool_max", "connect_timeout", "command_timeout", "s
                 "pgbouncer", "writers")
 #: Write groups an instance writes at once by default (the ``writers`` URL option). One
 #: writer left the 2-CPU machine half idle during ingest, each group waiting on its round
-#: trips and its commit's flush; two wrote 28-37 % more records a second, three no more
-#: than two (bench/README.md, "Storage write path").
+#: trips and its commit's flush; two wrote 12-16 % more records a second (medians of three
+#: side-by-side rounds), three no more than two (bench/README.md, "Storage write path").
 WRITERS = 2
 #: Backoff between connection attempts at start: first, most (seconds).
 START_RETRY_FIRST_S = 1.0
