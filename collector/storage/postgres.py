@@ -231,13 +231,17 @@ class PostgresStorage(SqlStore):
             self._connect_timeout = float(opts.get("connect_timeout", 10))
             self._command_timeout = float(opts.get("command_timeout", 60))
             self._start_timeout = float(opts.get("start_timeout", 120))
-            self._writers = int(opts.get("writers", WRITERS))
+            writers = int(opts["writers"]) if "writers" in opts else None
         except ValueError as exc:
             raise ConfigError(f"db: a pool option is not a number ({exc})") from None
         if not 1 <= self._pool_min <= self._pool_max:
             raise ConfigError("db: need 1 <= pool_min <= pool_max")
-        if not 1 <= self._writers < self._pool_max:
-            raise ConfigError("db: need 1 <= writers < pool_max (reads need a connection too)")
+        # A connection left for reads, but for a pool of one (which it was before writers).
+        most = max(1, self._pool_max - 1)
+        if writers is not None and not 1 <= writers <= most:
+            raise ConfigError(f"db: need 1 <= writers <= {most} with pool_max={self._pool_max} "
+                              "(reads need a connection too)")
+        self._writers = writers if writers is not None else min(WRITERS, most)
         self._pgbouncer = opts.get("pgbouncer", "0") in ("1", "true", "yes")
         self._pool: asyncpg.Pool | None = None
         self._writes = GroupCommitQueue(

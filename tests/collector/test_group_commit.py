@@ -71,13 +71,18 @@ def test_writers_must_be_positive() -> None:
         queue(Recorder(0), 0)
 
 
-@pytest.mark.parametrize(("options", "writers"), [("", WRITERS), ("?writers=1", 1), ("?writers=4&pool_max=5", 4)])
+@pytest.mark.parametrize(("options", "writers"), [
+    ("", WRITERS), ("?writers=1", 1), ("?writers=4&pool_max=5", 4),
+    # A small pool keeps working as before: the default leaves a connection for reads.
+    ("?pool_max=2", 1), ("?pool_min=1&pool_max=1", 1), ("?pool_min=1&pool_max=1&writers=1", 1),
+])
 def test_postgres_writers_option(options: str, writers: int) -> None:
     st = PostgresStorage(f"postgresql://nobody@127.0.0.1:1/none{options}", Settings(admin_token=ADMIN))
     assert st._writers == writers  # the option's only effect before open
 
 
-@pytest.mark.parametrize("options", ["?writers=0", "?writers=10", "?writers=3&pool_max=3", "?writers=two"])
+@pytest.mark.parametrize("options", ["?writers=0", "?writers=10", "?writers=3&pool_max=3", "?writers=two",
+                                     "?pool_min=1&pool_max=1&writers=2"])
 def test_postgres_writers_option_out_of_range(options: str) -> None:
     with pytest.raises(ConfigError, match=r"writers|not a number"):
         PostgresStorage(f"postgresql://nobody@127.0.0.1:1/none{options}", Settings(admin_token=ADMIN))
