@@ -140,22 +140,32 @@ async def enrol(url: str, n: int) -> list[str]:
         return tokens
 
 
-def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]]) -> float:
+def raw_rows(body: bytes) -> list[tuple[Any, ...]]:
+    """An upload's session rows as the raw run writes them (the collector's own decoding
+    and row builder)."""
+    rows = rows_from_batch(decode_batch(body), utcnow())
+    return [session_values(r) for _, r in rows]  # type: ignore[arg-type]
+
+
+def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]],
+               synchronous: str = "FULL") -> tuple[float, float]:
+    """``batches`` written with ``executemany`` into a fresh store's schema at ``db``, one
+    commit each; (wall seconds, this process's CPU seconds)."""
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
     for stmt in ddl("sqlite"):
         conn.execute(stmt)
     sql = (f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for rows in batches:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(sql, rows)
         conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     conn.close()
-    return elapsed
+    return elapsed, cpu
 
 
 def process_cpu_s(pid: int) -> float:
@@ -182,8 +192,7 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3, store: bool = Tr
                    "records": recs}
             body = orjson.dumps(doc)
             bodies[i].append(body)
-            rows = rows_from_batch(decode_batch(body), utcnow())
-            raw_batches.append([session_values(r) for _, r in rows])  # type: ignore[arg-type]
+            raw_batches.append(raw_rows(body))
     http_rates, raw_rates, ratios, cpu = [], [], [], []
     counted: list[int] = []
     for _round in range(rounds):
@@ -206,7 +215,7 @@ def bench_ingest(n: int, recent: bool = False, rounds: int = 3, store: bool = Tr
             finally:
                 proc.terminate()
                 proc.wait(30)
-            raw_s = raw_sqlite(Path(tmp) / "raw.db", raw_batches)
+            raw_s, _ = raw_sqlite(Path(tmp) / "raw.db", raw_batches)
         http_rates.append(n / http_s)
         raw_rates.append(n / raw_s)
         ratios.append(http_rates[-1] / raw_rates[-1])

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +23,22 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest import BATCH, make_records
+from ingest import BATCH, make_records, raw_rows, raw_sqlite
 
-from collector.ingest import rows_from_batch
-from collector.storage.schema import ddl
-from collector.storage.sql import SESSION_COLUMNS, session_values
-from protocol import decode_batch, utcnow
+from protocol import utcnow
 
 
 def batches(n: int, recent: bool) -> list[list[tuple[Any, ...]]]:
     records = make_records(n, recent=recent)
-    out = []
-    for k in range(0, n - n % BATCH, BATCH):
-        doc = {"protocol": 1, "box_id": "bench-0", "sent_at": utcnow().isoformat(),
-               "records": records[k:k + BATCH]}
-        rows = rows_from_batch(decode_batch(orjson.dumps(doc)), utcnow())
-        out.append([session_values(r) for _, r in rows])  # type: ignore[arg-type]
-    return out
+    return [raw_rows(orjson.dumps({"protocol": 1, "box_id": "bench-0", "sent_at": utcnow().isoformat(),
+                                   "records": records[k:k + BATCH]}))
+            for k in range(0, n - n % BATCH, BATCH)]
 
 
 def run(data: list[list[tuple[Any, ...]]], sync: str) -> dict[str, float]:
     n = sum(len(b) for b in data)
     with tempfile.TemporaryDirectory() as tmp:
-        conn = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {sync}")
-            for stmt in ddl("sqlite"):
-                conn.execute(stmt)
-            sql = (f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' * len(SESSION_COLUMNS))})")
-            wall, cpu = time.perf_counter(), time.process_time()
-            for rows in data:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        finally:
-            conn.close()
+        wall, cpu = raw_sqlite(Path(tmp) / "raw.db", data, synchronous=sync)
     return {"records_per_s": round(n / wall), "wall_us_per_record": round(wall / n * 1e6, 1),
             "cpu_us_per_record": round(cpu / n * 1e6, 1)}
 

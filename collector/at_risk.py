@@ -325,8 +325,8 @@ async def compute_at_risk(storage: Storage, *, to: datetime | None, window_days:
     risk_model = await fit_risk_model(storage, to_us)
     window = Filters(from_us=to_micros(start), to_us=to_us, region=region, model=model,
                      firmware=firmware)
-    ranked = await read_ranked_boxes(storage.sql_reader(large=True)[0], style, window,
-                                     risk_model.ranking(), limit)
+    large, _ = storage.sql_reader(large=True)
+    ranked = await read_ranked_boxes(large, style, window, risk_model.ranking(), limit)
     ids = [box_id for box_id, _ in ranked]
     # Read after the ranking, not in its snapshot: a session stored in between shows in
     # the figures and not yet in the risk, an upload's worth of difference at most.

@@ -105,12 +105,16 @@ async def read_training_rows(fetch: Fetch, style: str, *, shown_from_us: int, to
     return [TrainingRow(int(r[0]), float(r[1]), r[2], r[3], bool(r[4])) for r in rows]
 
 
+#: The filters matched against each session's batch attributes.
+BATCH_ATTRIBUTES: Final = ("region", "model", "firmware")
+
+
 def _window_where(window: Filters, add: Callable[[Any], str]) -> str:
     """The window's conditions over ``sessions``: ``started_us`` in range, then the
     batch attributes."""
     assert window.from_us is not None and window.to_us is not None
     where = [f"started_us >= {add(window.from_us)}", f"started_us < {add(window.to_us)}"]
-    for col in ("region", "model", "firmware"):
+    for col in BATCH_ATTRIBUTES:
         value = getattr(window, col)
         if value is not None:
             where.append(f"{col} = {add(value)}")
@@ -141,8 +145,7 @@ def _box_order(window: Filters, span: tuple[int | None, int | None]) -> bool:
     session) and a window covering at least :data:`BOX_ORDER_SHARE` of the stored
     sessions' span ``(min started_us, max started_us)``."""
     lo, hi = span
-    if lo is None or hi is None or any(getattr(window, c) is not None
-                                       for c in ("region", "model", "firmware")):
+    if lo is None or hi is None or any(getattr(window, c) is not None for c in BATCH_ATTRIBUTES):
         return False
     assert window.from_us is not None and window.to_us is not None
     covered = min(window.to_us, hi + 1) - max(window.from_us, lo)
